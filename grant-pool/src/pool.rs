@@ -1,0 +1,319 @@
+//! Pools: granted pages carved into fixed-size buffers, named by [`BufHandle`]s.
+//!
+//! A pool has one owner domain. Every buffer is, at every moment, held by exactly one party;
+//! [`Holders`] is the owner-private table that says which, so that a departed holder's
+//! buffers can be reclaimed and a handle offered by a party that does not hold it refused.
+
+use crate::region::{OutOfBounds, Region};
+
+/// Default buffer size: one Ethernet frame of 1514 bytes plus headroom, two per 4 KiB page.
+pub const DEFAULT_BUF_SIZE: usize = 2048;
+/// Page size all grants are made of.
+pub const PAGE_SIZE: usize = 4096;
+/// Largest number of pools a handle can name.
+pub const MAX_POOLS: usize = 256;
+/// Largest number of buffers one pool can hold.
+pub const MAX_BUFS: usize = 1 << 24;
+
+/// A pool's number, unique within one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId(pub u8);
+
+/// A buffer's index within its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufIdx(pub u32);
+
+/// Names one buffer: pool in the top 8 bits, index in the low 24. Fits a ring descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub struct BufHandle(u32);
+
+impl BufHandle {
+    /// The handle of buffer `idx` in `pool`; `None` when `idx` does not fit 24 bits.
+    #[inline]
+    pub const fn new(pool: PoolId, idx: BufIdx) -> Option<Self> {
+        if (idx.0 as usize) < MAX_BUFS {
+            Some(Self(((pool.0 as u32) << 24) | idx.0))
+        } else {
+            None
+        }
+    }
+
+    /// Reinterprets a raw descriptor word. Any `u32` is a well-formed handle; whether it names
+    /// a real buffer is for the pool to check ([`PoolLayout::check`]).
+    #[inline]
+    pub const fn from_raw(raw: u32) -> Self {
+        Self(raw)
+    }
+
+    /// The raw descriptor word.
+    #[inline]
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// The pool this handle names.
+    #[inline]
+    pub const fn pool(self) -> PoolId {
+        PoolId((self.0 >> 24) as u8)
+    }
+
+    /// The buffer index within the pool.
+    #[inline]
+    pub const fn idx(self) -> BufIdx {
+        BufIdx(self.0 & 0x00ff_ffff)
+    }
+}
+
+/// The shape of a pool: how many buffers of which size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLayout {
+    /// Bytes per buffer: a power of two from 256 to 4096.
+    pub buf_size: usize,
+    /// Number of buffers.
+    pub count: usize,
+}
+
+/// A pool layout or a handle that does not fit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The buffer size is not a power of two in 256..=4096.
+    #[error("buffer size {0} must be a power of two between 256 and 4096")]
+    BufSize(usize),
+    /// Too many or zero buffers.
+    #[error("buffer count {0} must be between 1 and {MAX_BUFS}")]
+    Count(usize),
+    /// The handle names another pool.
+    #[error("handle names pool {got}, expected pool {want}")]
+    WrongPool {
+        /// Pool in the handle.
+        got: u8,
+        /// This pool.
+        want: u8,
+    },
+    /// The handle's index is past the end of the pool.
+    #[error("buffer index {idx} is out of range for a pool of {count}")]
+    IndexRange {
+        /// Index in the handle.
+        idx: u32,
+        /// Buffers in the pool.
+        count: usize,
+    },
+    /// A length is larger than a buffer.
+    #[error("length {len} exceeds the buffer size {buf_size}")]
+    Length {
+        /// Length asked for.
+        len: usize,
+        /// Buffer size.
+        buf_size: usize,
+    },
+    /// The memory is smaller than the layout needs.
+    #[error(transparent)]
+    Bounds(#[from] OutOfBounds),
+}
+
+impl PoolLayout {
+    /// A validated layout.
+    pub fn new(buf_size: usize, count: usize) -> Result<Self, PoolError> {
+        if !buf_size.is_power_of_two() || !(256..=PAGE_SIZE).contains(&buf_size) {
+            return Err(PoolError::BufSize(buf_size));
+        }
+        if count == 0 || count > MAX_BUFS {
+            return Err(PoolError::Count(count));
+        }
+        Ok(Self { buf_size, count })
+    }
+
+    /// Bytes of memory the layout needs, rounded up to whole pages.
+    pub fn bytes(&self) -> usize {
+        (self.buf_size * self.count).div_ceil(PAGE_SIZE) * PAGE_SIZE
+    }
+
+    /// Pages the layout needs.
+    pub fn pages(&self) -> usize {
+        self.bytes() / PAGE_SIZE
+    }
+
+    /// Checks that `idx` names a buffer of this layout.
+    #[inline]
+    pub fn check_idx(&self, idx: BufIdx) -> Result<(), PoolError> {
+        if (idx.0 as usize) < self.count {
+            Ok(())
+        } else {
+            Err(PoolError::IndexRange {
+                idx: idx.0,
+                count: self.count,
+            })
+        }
+    }
+
+    /// Checks that `len` fits one buffer.
+    #[inline]
+    pub fn check_len(&self, len: usize) -> Result<(), PoolError> {
+        if len <= self.buf_size {
+            Ok(())
+        } else {
+            Err(PoolError::Length {
+                len,
+                buf_size: self.buf_size,
+            })
+        }
+    }
+}
+
+/// A pool as one party sees it: an id, a layout and the memory the buffers live in.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    id: PoolId,
+    layout: PoolLayout,
+    mem: Region,
+}
+
+impl Pool {
+    /// A pool `id` with `layout` over `mem`, which must be at least `layout.bytes()` long.
+    pub fn new(id: PoolId, layout: PoolLayout, mem: Region) -> Result<Self, PoolError> {
+        mem.subregion(0, layout.buf_size * layout.count)?;
+        Ok(Self { id, layout, mem })
+    }
+
+    /// The pool's id.
+    #[inline]
+    pub fn id(&self) -> PoolId {
+        self.id
+    }
+
+    /// The pool's layout.
+    #[inline]
+    pub fn layout(&self) -> PoolLayout {
+        self.layout
+    }
+
+    /// The memory of the whole pool.
+    #[inline]
+    pub fn region(&self) -> Region {
+        self.mem
+    }
+
+    /// The handle of buffer `idx`, checked.
+    #[inline]
+    pub fn handle(&self, idx: BufIdx) -> Result<BufHandle, PoolError> {
+        self.layout.check_idx(idx)?;
+        // The index fits 24 bits because count <= MAX_BUFS.
+        BufHandle::new(self.id, idx).ok_or(PoolError::IndexRange {
+            idx: idx.0,
+            count: self.layout.count,
+        })
+    }
+
+    /// Checks that `h` names a buffer of this pool.
+    #[inline]
+    pub fn check(&self, h: BufHandle) -> Result<(), PoolError> {
+        if h.pool() != self.id {
+            return Err(PoolError::WrongPool {
+                got: h.pool().0,
+                want: self.id.0,
+            });
+        }
+        self.layout.check_idx(h.idx())
+    }
+
+    /// Byte offset of buffer `idx` within the pool's memory (no check).
+    #[inline]
+    pub fn offset(&self, idx: BufIdx) -> usize {
+        idx.0 as usize * self.layout.buf_size
+    }
+
+    /// The memory of the buffer `h` names, checked.
+    #[inline]
+    pub fn buf(&self, h: BufHandle) -> Result<Region, PoolError> {
+        self.check(h)?;
+        Ok(self
+            .mem
+            .subregion(self.offset(h.idx()), self.layout.buf_size)?)
+    }
+}
+
+/// A set of pool ids (a 256-bit mask): which pools a port can read or DMA from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolSet([u64; 4]);
+
+impl PoolSet {
+    /// The empty set.
+    pub const EMPTY: PoolSet = PoolSet([0; 4]);
+
+    /// Adds `p`.
+    #[inline]
+    pub fn insert(&mut self, p: PoolId) {
+        self.0[(p.0 >> 6) as usize] |= 1 << (p.0 & 63);
+    }
+
+    /// Removes `p`.
+    #[inline]
+    pub fn remove(&mut self, p: PoolId) {
+        self.0[(p.0 >> 6) as usize] &= !(1 << (p.0 & 63));
+    }
+
+    /// Whether `p` is in the set.
+    #[inline]
+    pub fn contains(&self, p: PoolId) -> bool {
+        self.0[(p.0 >> 6) as usize] & (1 << (p.0 & 63)) != 0
+    }
+
+    /// The set holding only `p`.
+    pub fn of(p: PoolId) -> Self {
+        let mut s = Self::EMPTY;
+        s.insert(p);
+        s
+    }
+}
+
+/// Every pool one party can reach, by id: how the switch finds a buffer's memory.
+#[derive(Debug, Clone)]
+pub struct PoolTable {
+    pools: Vec<Option<Pool>>,
+}
+
+impl Default for PoolTable {
+    fn default() -> Self {
+        Self {
+            pools: vec![None; MAX_POOLS],
+        }
+    }
+}
+
+impl PoolTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a pool under its id.
+    pub fn insert(&mut self, pool: Pool) {
+        self.pools[pool.id().0 as usize] = Some(pool);
+    }
+
+    /// Removes the pool `id`.
+    pub fn remove(&mut self, id: PoolId) -> Option<Pool> {
+        self.pools[id.0 as usize].take()
+    }
+
+    /// The pool `id`, if present.
+    #[inline]
+    pub fn get(&self, id: PoolId) -> Option<&Pool> {
+        self.pools[id.0 as usize].as_ref()
+    }
+
+    /// The lowest id not in use.
+    pub fn free_id(&self) -> Option<PoolId> {
+        self.pools
+            .iter()
+            .position(Option::is_none)
+            .map(|i| PoolId(i as u8))
+    }
+
+    /// The memory of buffer `h`, checked.
+    #[inline]
+    pub fn buf(&self, h: BufHandle) -> Option<Region> {
+        self.get(h.pool())?.buf(h).ok()
+    }
+}

@@ -1,0 +1,2 @@
+//! Ferrite's benchmarks: shared table, JSON and SVG output for `results/`.
+#![forbid(unsafe_code)]

@@ -1,0 +1,113 @@
+//! Poll-mode drivers: one burst interface ([`Port`]) and the ports that implement it.
+//!
+//! A port moves buffer handles, never bytes it does not have to: `rx_burst` hands received
+//! frames to the caller, `tx_burst` takes frames to send, `tx_done` gives back the buffers
+//! whose transmission finished, so the caller can return them to their owners. This crate is
+//! one of the two places allowed `unsafe` (MMIO, DMA, kernel ring mappings); it must never
+//! block in a burst call and never allocate on the burst path.
+
+pub mod sim;
+
+use grant_pool::{BufHandle, PoolSet};
+
+/// A frame in flight: the buffer it lives in and its length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Frame {
+    /// The buffer.
+    pub buf: BufHandle,
+    /// Bytes of frame at the start of the buffer.
+    pub len: u16,
+    /// Reserved for the port (e.g. an offload flag); switches pass it through.
+    pub meta: u16,
+}
+const _: () = assert!(core::mem::size_of::<Frame>() == 8);
+
+impl Frame {
+    /// A frame of `len` bytes in `buf`.
+    #[inline]
+    pub const fn new(buf: BufHandle, len: u16) -> Self {
+        Self { buf, len, meta: 0 }
+    }
+}
+
+/// A 48-bit Ethernet address.
+pub type Mac = [u8; 6];
+
+/// Link state of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// The link is down.
+    Down,
+    /// The link is up at this speed in Mbit/s (0 when unknown or not applicable).
+    Up {
+        /// Speed in Mbit/s.
+        mbps: u32,
+    },
+}
+
+/// Counters every port keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames the port dropped on receive (no buffer, ring full, hardware drop).
+    pub rx_dropped: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Frames refused on transmit (ring full).
+    pub tx_dropped: u64,
+    /// Malformed or rejected input (bad descriptors, bad lengths, hostile peers).
+    pub errors: u64,
+}
+
+/// The burst interface every port implements.
+///
+/// Buffer ownership: a handle returned by `rx_burst` or `alloc` belongs to the caller; a
+/// handle accepted by `tx_burst` belongs to the port until `tx_done` hands it back; the caller
+/// returns every buffer to the port that owns its pool with `reclaim`.
+pub trait Port: Send {
+    /// A short name for logs and counters.
+    fn name(&self) -> &str;
+
+    /// The port's MAC address.
+    fn mac(&self) -> Mac;
+
+    /// Link state.
+    fn link(&self) -> LinkState;
+
+    /// Counters so far.
+    fn stats(&self) -> PortStats;
+
+    /// Pools this port can transmit from without a copy (it can read or DMA from them).
+    fn tx_pools(&self) -> PoolSet;
+
+    /// Pools this port owns: buffers of these pools are returned to it with `reclaim`.
+    fn own_pools(&self) -> PoolSet;
+
+    /// Receives up to `out.len()` frames into `out`; returns how many.
+    fn rx_burst(&mut self, out: &mut [Frame]) -> usize;
+
+    /// Queues frames for transmit, each from a pool in `tx_pools`; returns how many of the
+    /// leading frames it took. Frames not taken stay the caller's.
+    fn tx_burst(&mut self, frames: &[Frame]) -> usize;
+
+    /// Buffers whose transmission finished, for the caller to return to their owners.
+    fn tx_done(&mut self, out: &mut [BufHandle]) -> usize;
+
+    /// Empty buffers from a pool in `tx_pools`, for a caller that must copy a frame to send.
+    fn alloc(&mut self, out: &mut [BufHandle]) -> usize;
+
+    /// Takes back buffers of pools this port owns.
+    fn reclaim(&mut self, bufs: &[BufHandle]);
+
+    /// Whether the port has work that will not show up as polled input (e.g. it is waiting
+    /// for a notifier). Used by adaptive idle; a pure poller returns `false`.
+    fn wants_poll(&self) -> bool {
+        false
+    }
+}

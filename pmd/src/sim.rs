@@ -1,0 +1,1 @@
+//! The `sim` port: an in-memory generator and sink, no privileges needed.

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Ferrite's whole test suite: system packages, format, lints, unit/property/integration
+# tests (nextest), then the privileged end-to-end suites when running as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "system packages"
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/setup-system.sh
+else
+  echo "not root: skipping package installation (privileged end-to-end suites will be skipped)"
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "tests"
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "cargo-nextest not found; install it with: cargo install cargo-nextest --locked" >&2
+  exit 1
+fi
+cargo nextest run --workspace --release --no-fail-fast

@@ -1,0 +1,7 @@
+//! The lockless batching L2 switch: ports, a learning FDB, burst forwarding under the one
+//! delivery rule (pass the handle when the destination can read the buffer's pool, else copy
+//! once), and the run loop that polls ports on a pinned core.
+//!
+//! This crate holds no `unsafe` and trusts nothing a port delivers: every handle it touches is
+//! looked up and bounds-checked through `grant_pool`.
+#![forbid(unsafe_code)]
