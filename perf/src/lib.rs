@@ -1,2 +1,4 @@
 //! Ferrite's benchmarks: shared table, JSON and SVG output for `results/`.
 #![forbid(unsafe_code)]
+
+pub mod report;
