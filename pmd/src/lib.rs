@@ -8,7 +8,7 @@
 
 pub mod sim;
 
-use grant_pool::{BufHandle, PoolSet};
+use grant_pool::{BufHandle, Pool, PoolSet};
 
 /// A frame in flight: the buffer it lives in and its length in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +88,15 @@ pub trait Port: Send {
 
     /// Pools this port owns: buffers of these pools are returned to it with `reclaim`.
     fn own_pools(&self) -> PoolSet;
+
+    /// The pools in `own_pools` with their memory as this process maps it, so that a switch
+    /// can read frame headers and copy frames between pools. The memory stays mapped for as
+    /// long as the port lives: a caller that keeps copies of these `Pool`s drops them before
+    /// it drops the port. Called when the port is added, not on the burst path. The default
+    /// (no pools) suits a port whose buffers nobody else reads.
+    fn pools(&self) -> &[Pool] {
+        &[]
+    }
 
     /// Receives up to `out.len()` frames into `out`; returns how many.
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize;
