@@ -12,8 +12,9 @@ pub mod grant;
 pub mod pool;
 pub mod region;
 pub mod ring;
+pub mod shm;
 
-pub use grant::{Access, DomId, GrantRef};
+pub use grant::{Access, DomId, Grant, GrantBackend, GrantError, GrantRef, Mapping, Notifier};
 pub use pool::{BufHandle, BufIdx, Pool, PoolError, PoolId, PoolLayout, PoolSet, PoolTable};
 pub use region::Region;
 pub use ring::{Desc, RingConsumer, RingError, RingLayout, RingProducer};

@@ -15,6 +15,7 @@ use core::sync::atomic::AtomicU32;
 pub struct Region {
     base: NonNull<u8>,
     len: usize,
+    writable: bool,
 }
 
 // SAFETY: a Region is a pointer and a length; every access through it is a volatile copy or an
@@ -25,16 +26,35 @@ unsafe impl Send for Region {}
 // between threads cannot create aliasing `&mut`.
 unsafe impl Sync for Region {}
 
-/// An access outside a [`Region`].
+/// An access a [`Region`] refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("access of {len} bytes at offset {offset} is outside a region of {size} bytes")]
-pub struct OutOfBounds {
-    /// Offset asked for.
-    pub offset: usize,
-    /// Length asked for.
-    pub len: usize,
-    /// Size of the region.
-    pub size: usize,
+pub enum OutOfBounds {
+    /// The range is not inside the region.
+    #[error("access of {len} bytes at offset {offset} is outside a region of {size} bytes")]
+    Range {
+        /// Offset asked for.
+        offset: usize,
+        /// Length asked for.
+        len: usize,
+        /// Size of the region.
+        size: usize,
+    },
+    /// An atomic access at an address that is not aligned for it.
+    #[error("atomic access at offset {offset} is not {align}-byte aligned")]
+    Misaligned {
+        /// Offset asked for.
+        offset: usize,
+        /// Alignment the access needs.
+        align: usize,
+    },
+    /// A write into memory mapped read-only (a read-only grant).
+    #[error("write of {len} bytes at offset {offset} into read-only memory")]
+    ReadOnly {
+        /// Offset asked for.
+        offset: usize,
+        /// Length asked for.
+        len: usize,
+    },
 }
 
 impl Region {
@@ -44,7 +64,40 @@ impl Region {
     /// `base..base+len` must be mapped, readable and (for writes through this region)
     /// writable, and stay so for as long as this region or any copy of it is used.
     pub unsafe fn from_raw(base: NonNull<u8>, len: usize) -> Self {
-        Self { base, len }
+        Self {
+            base,
+            len,
+            writable: true,
+        }
+    }
+
+    /// Builds a read-only region over `len` bytes at `base`: every write and every atomic
+    /// access through it (and its subregions) is refused with [`OutOfBounds::ReadOnly`].
+    ///
+    /// # Safety
+    /// `base..base+len` must be mapped and readable, and stay so for as long as this region or
+    /// any copy of it is used.
+    pub unsafe fn from_raw_read_only(base: NonNull<u8>, len: usize) -> Self {
+        Self {
+            base,
+            len,
+            writable: false,
+        }
+    }
+
+    /// Whether writes through this region are allowed.
+    #[inline]
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// This region with writes refused from now on (a read-only view of writable memory).
+    #[inline]
+    pub fn read_only(self) -> Self {
+        Self {
+            writable: false,
+            ..self
+        }
     }
 
     /// Length in bytes.
@@ -69,11 +122,21 @@ impl Region {
     fn check(&self, offset: usize, len: usize) -> Result<(), OutOfBounds> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
-            _ => Err(OutOfBounds {
+            _ => Err(OutOfBounds::Range {
                 offset,
                 len,
                 size: self.len,
             }),
+        }
+    }
+
+    #[inline]
+    fn check_write(&self, offset: usize, len: usize) -> Result<(), OutOfBounds> {
+        self.check(offset, len)?;
+        if self.writable {
+            Ok(())
+        } else {
+            Err(OutOfBounds::ReadOnly { offset, len })
         }
     }
 
@@ -84,7 +147,11 @@ impl Region {
         // SAFETY: offset+len <= self.len was just checked, so the pointer stays inside the
         // mapping this region was built over, and is non-null because base is.
         let base = unsafe { NonNull::new_unchecked(self.base.as_ptr().add(offset)) };
-        Ok(Region { base, len })
+        Ok(Region {
+            base,
+            len,
+            writable: self.writable,
+        })
     }
 
     /// Copies `dst.len()` bytes starting at `offset` out of the region.
@@ -100,7 +167,7 @@ impl Region {
     /// Copies `src` into the region at `offset`.
     #[inline]
     pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
-        self.check(offset, src.len())?;
+        self.check_write(offset, src.len())?;
         // SAFETY: bounds checked above; the region is writable by the constructor's contract.
         unsafe { copy_volatile(src.as_ptr(), self.base.as_ptr().add(offset), src.len()) };
         Ok(())
@@ -115,7 +182,7 @@ impl Region {
         src_off: usize,
         len: usize,
     ) -> Result<(), OutOfBounds> {
-        self.check(dst_off, len)?;
+        self.check_write(dst_off, len)?;
         src.check(src_off, len)?;
         // SAFETY: both ranges were bounds-checked against mapped regions; `copy_volatile`
         // tolerates overlap.
@@ -137,20 +204,25 @@ impl Region {
         Ok(u64::from_ne_bytes(b))
     }
 
-    /// The atomic `u32` at `offset`, which must be 4-byte aligned.
+    /// Fills `len` bytes at `offset` with `byte`.
+    #[inline]
+    pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), OutOfBounds> {
+        self.check_write(offset, len)?;
+        // SAFETY: bounds and writability checked above; plain bytes have no validity invariant.
+        unsafe { core::ptr::write_bytes(self.base.as_ptr().add(offset), byte, len) };
+        Ok(())
+    }
+
+    /// The atomic `u32` at `offset`, which must be 4-byte aligned, in a writable region.
     ///
     /// Atomics are the one kind of reference into shared memory that is sound: they are
     /// designed for concurrent mutation.
     #[inline]
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, OutOfBounds> {
-        self.check(offset, 4)?;
+        self.check_write(offset, 4)?;
         let p = self.base.as_ptr().wrapping_add(offset);
         if !(p as usize).is_multiple_of(core::mem::align_of::<AtomicU32>()) {
-            return Err(OutOfBounds {
-                offset,
-                len: 4,
-                size: self.len,
-            });
+            return Err(OutOfBounds::Misaligned { offset, align: 4 });
         }
         // SAFETY: in bounds and aligned (checked above); AtomicU32 has the layout of u32 and
         // permits concurrent access from any party, so a shared reference to it is sound

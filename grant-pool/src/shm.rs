@@ -1,0 +1,852 @@
+//! The `shm` grant backend: grants are sealed memfds, passed between processes over a Unix
+//! socket and mapped by page offset. Runs on any Linux, no privileges.
+//!
+//! # How the Xen model maps onto memfds
+//!
+//! - **Grant.** [`ShmBackend::grant`] creates a memfd of `pages` pages, sizes it and seals it
+//!   (`F_SEAL_SHRINK | F_SEAL_GROW`, then `F_SEAL_SEAL`), so no party can truncate it under a
+//!   mapper (which would turn its accesses into `SIGBUS`). Grant reference `i` is page `i` of
+//!   the memfd. A mapper refuses a memfd that lacks these seals.
+//! - **Read-only.** A read-only grant hands the peer a descriptor reopened `O_RDONLY` through
+//!   `/proc/self/fd`, and seals the memfd with `F_SEAL_FUTURE_WRITE` after the granter mapped
+//!   it, so that a writable shared mapping fails even if the peer reopens the file read-write
+//!   through its own `/proc/self/fd`. The granter keeps writing through its existing mapping.
+//! - **Mapped count and unmap-notify.** Each grant has a second, one-page control memfd (always
+//!   read-write) holding mapper slots. A mapping claims a slot with its pid and process start
+//!   time before it maps and frees it after it unmaps. [`Grant::is_mapped`] counts claimed
+//!   slots whose process still exists with that start time, so a mapper that died counts as
+//!   unmapped; [`Grant::end_access`] fails while the count is not zero.
+//!
+//! # Limits (honest ones)
+//!
+//! - Ending access cannot revoke: a peer holding the memfd can keep or re-map the pages, and
+//!   the memory stays alive as long as any process maps it or holds the descriptor. The
+//!   granter's guarantee is only that it stops using the pages itself.
+//! - The slots are written by the peer, so a hostile peer can lie about being mapped (it can
+//!   only delay its own teardown by that) or claim to be gone while it still maps the pages
+//!   (it then keeps memory the granter no longer uses; nothing of the granter is exposed).
+//! - Death is detected by pid and start time (`/proc/<pid>/stat`), so both processes must
+//!   share a pid namespace. For prompt notice of a peer's death use the control socket
+//!   (it closes when the peer dies) or a pidfd of its `SO_PEERCRED` pid.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::grant::{Access, DomId, Grant, GrantBackend, GrantError, GrantRef, Mapping, Notifier};
+use crate::pool::PAGE_SIZE;
+use crate::region::Region;
+
+/// Most pages one grant may hold (1 GiB).
+pub const MAX_GRANT_PAGES: usize = 1 << 18;
+
+const CTL_MAGIC: u32 = 0x4652_4743; // "FRGC"
+const CTL_SLOTS: usize = (PAGE_SIZE - 16) / 16;
+const REQUIRED_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// The `shm` grant backend for one process.
+#[derive(Debug, Clone, Copy)]
+pub struct ShmBackend {
+    dom: DomId,
+}
+
+impl ShmBackend {
+    /// The backend of the process the control plane calls `dom`.
+    pub fn new(dom: DomId) -> Self {
+        Self { dom }
+    }
+
+    /// This process's domain id.
+    pub fn dom(&self) -> DomId {
+        self.dom
+    }
+}
+
+/// A memory mapping this module made; unmapped on drop.
+#[derive(Debug)]
+struct Mmap {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: an Mmap is an address range owned by this value; unmapping it from any thread is
+// fine, and all access to the bytes goes through `Region`.
+unsafe impl Send for Mmap {}
+// SAFETY: as for Send; `&Mmap` exposes only the address.
+unsafe impl Sync for Mmap {}
+// SAFETY: ShmMapping holds its base address only to build Regions over its own mapping;
+// it is an owned mapping like `Mmap`.
+unsafe impl Send for ShmMapping {}
+// SAFETY: as for Send; `&ShmMapping` exposes only Regions, whose accesses are volatile/atomic.
+unsafe impl Sync for ShmMapping {}
+
+impl Mmap {
+    /// Maps `len` bytes of `fd` at `offset` shared.
+    fn map(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        offset: usize,
+        prot: libc::c_int,
+    ) -> Result<Self, GrantError> {
+        // SAFETY: a fresh mapping chosen by the kernel (no MAP_FIXED), so no existing memory is
+        // replaced; the result is checked for MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(map_err("mmap"));
+        }
+        Ok(Self {
+            base: NonNull::new(p.cast()).ok_or_else(|| GrantError::last_os("mmap"))?,
+            len,
+        })
+    }
+
+    fn atomic_u32(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(off + 4 <= self.len && off.is_multiple_of(4));
+        // SAFETY: callers pass constant in-bounds, aligned offsets into the control page,
+        // which stays mapped while `self` lives; atomics tolerate the peer's writes.
+        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    fn atomic_u64(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off + 8 <= self.len && off.is_multiple_of(8));
+        // SAFETY: as for `atomic_u32`.
+        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU64>() }
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: the range was mapped by this value and nothing can use it after drop: every
+        // Region over it is tied by its constructor's contract to the owner of this Mmap.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+fn map_err(op: &'static str) -> GrantError {
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => GrantError::ReadOnly,
+        _ => GrantError::Os { op, source: e },
+    }
+}
+
+fn memfd(name: &str, bytes: usize) -> Result<OwnedFd, GrantError> {
+    let cname = CString::new(name).map_err(|_| GrantError::BadRefs("memfd name".into()))?;
+    // SAFETY: `cname` is a valid NUL-terminated string; the result is checked.
+    let fd =
+        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(GrantError::last_os("memfd_create"));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain syscall on an fd we own.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), bytes as libc::off_t) } != 0 {
+        return Err(GrantError::last_os("ftruncate"));
+    }
+    Ok(fd)
+}
+
+fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> Result<(), GrantError> {
+    // SAFETY: plain fcntl on a valid fd.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(GrantError::last_os("fcntl(F_ADD_SEALS)"));
+    }
+    Ok(())
+}
+
+fn seals(fd: BorrowedFd<'_>) -> Result<libc::c_int, GrantError> {
+    // SAFETY: plain fcntl on a valid fd.
+    let s = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if s < 0 {
+        return Err(GrantError::BadAttachments(
+            "descriptor is not a sealable memfd".into(),
+        ));
+    }
+    Ok(s)
+}
+
+fn file_size(fd: BorrowedFd<'_>) -> Result<usize, GrantError> {
+    // SAFETY: zeroed stat is a valid out-parameter; the fd is valid.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(GrantError::last_os("fstat"));
+    }
+    usize::try_from(st.st_size).map_err(|_| GrantError::BadAttachments("negative size".into()))
+}
+
+fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> Result<OwnedFd, GrantError> {
+    let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| GrantError::BadRefs("path".into()))?;
+    // SAFETY: valid NUL-terminated path; result checked.
+    let r = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(GrantError::last_os("open(/proc/self/fd)"));
+    }
+    // SAFETY: `r` is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// This process's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields restart after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ')' come field 3 (state) onwards; start time is field 22.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// Offsets in the control page: magic at 0, slot `i` at 16 + 16 i: pid (u32), pad, start (u64).
+fn slot_off(i: usize) -> usize {
+    16 + 16 * i
+}
+
+/// Memory this process granted to a peer: a sealed memfd and a control page.
+#[derive(Debug)]
+pub struct ShmGrant {
+    peer: DomId,
+    access: Access,
+    pages: usize,
+    refs: Vec<GrantRef>,
+    data: OwnedFd,
+    /// The descriptor the peer gets: `data` itself, or a read-only reopening of it.
+    peer_data: Option<OwnedFd>,
+    ctl: OwnedFd,
+    view: Mmap,
+    ctl_map: Mmap,
+}
+
+impl ShmGrant {
+    /// Live mappings: claimed slots whose process still runs with the recorded start time.
+    /// Slots of dead mappers are freed as they are found.
+    pub fn live_mappings(&self) -> u32 {
+        let mut n = 0;
+        for i in 0..CTL_SLOTS {
+            let pid_a = self.ctl_map.atomic_u32(slot_off(i));
+            let pid = pid_a.load(Ordering::Acquire);
+            if pid == 0 {
+                continue;
+            }
+            let start = self
+                .ctl_map
+                .atomic_u64(slot_off(i) + 8)
+                .load(Ordering::Acquire);
+            match start_time(pid) {
+                // The start time is written after the pid; 0 means "claiming right now".
+                Some(t) if t == start || start == 0 => n += 1,
+                _ => {
+                    // Dead (or a different process reusing the pid): free the slot unless it
+                    // changed under us.
+                    let _ = pid_a.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Grant for ShmGrant {
+    fn refs(&self) -> &[GrantRef] {
+        &self.refs
+    }
+
+    fn region(&self) -> Region {
+        // SAFETY: `view` maps `pages` pages read-write and lives as long as `self`; regions
+        // derived from it must not outlive the grant (the Grant trait's contract).
+        unsafe { Region::from_raw(self.view.base, self.view.len) }
+    }
+
+    fn pages(&self) -> usize {
+        self.pages
+    }
+
+    fn peer(&self) -> DomId {
+        self.peer
+    }
+
+    fn access(&self) -> Access {
+        self.access
+    }
+
+    fn attachments(&self) -> Vec<BorrowedFd<'_>> {
+        let data = self.peer_data.as_ref().unwrap_or(&self.data);
+        vec![data.as_fd(), self.ctl.as_fd()]
+    }
+
+    fn is_mapped(&self) -> Result<bool, GrantError> {
+        Ok(self.live_mappings() > 0)
+    }
+
+    fn end_access(self) -> Result<(), (Self, GrantError)> {
+        let mappings = self.live_mappings();
+        if mappings > 0 {
+            return Err((self, GrantError::StillMapped { mappings }));
+        }
+        drop(self);
+        Ok(())
+    }
+}
+
+/// A peer's granted memfd pages mapped into this process.
+#[derive(Debug)]
+pub struct ShmMapping {
+    granter: DomId,
+    access: Access,
+    pages: usize,
+    /// The reserved address range; runs of pages are mapped over it with `MAP_FIXED`.
+    /// `None` only during drop.
+    view: Option<Mmap>,
+    base: NonNull<u8>,
+    ctl_map: Mmap,
+    slot: usize,
+}
+
+impl Drop for ShmMapping {
+    fn drop(&mut self) {
+        // Unmap first, then free the slot: the granter must never see "unmapped" while the
+        // pages are still mapped here.
+        drop(self.view.take());
+        self.ctl_map
+            .atomic_u32(slot_off(self.slot))
+            .store(0, Ordering::Release);
+    }
+}
+
+impl Mapping for ShmMapping {
+    fn region(&self) -> Region {
+        let len = self.pages * PAGE_SIZE;
+        match self.access {
+            // SAFETY: `view` maps `pages` pages read-write while `self` lives.
+            Access::ReadWrite => unsafe { Region::from_raw(self.base, len) },
+            // SAFETY: `view` maps `pages` pages readable while `self` lives.
+            Access::ReadOnly => unsafe { Region::from_raw_read_only(self.base, len) },
+        }
+    }
+
+    fn granter(&self) -> DomId {
+        self.granter
+    }
+
+    fn access(&self) -> Access {
+        self.access
+    }
+
+    fn pages(&self) -> usize {
+        self.pages
+    }
+}
+
+impl GrantBackend for ShmBackend {
+    type Grant = ShmGrant;
+    type Mapping = ShmMapping;
+    type Notifier = ShmNotifier;
+
+    fn grant(&self, peer: DomId, pages: usize, access: Access) -> Result<ShmGrant, GrantError> {
+        if pages == 0 || pages > MAX_GRANT_PAGES {
+            return Err(GrantError::PageCount {
+                pages,
+                max: MAX_GRANT_PAGES,
+            });
+        }
+        let bytes = pages * PAGE_SIZE;
+        let data = memfd("ferrite-grant", bytes)?;
+        let view = Mmap::map(data.as_fd(), bytes, 0, libc::PROT_READ | libc::PROT_WRITE)?;
+        let peer_data = match access {
+            Access::ReadWrite => None,
+            Access::ReadOnly => {
+                add_seals(data.as_fd(), libc::F_SEAL_FUTURE_WRITE)?;
+                Some(reopen(data.as_fd(), libc::O_RDONLY)?)
+            }
+        };
+        add_seals(data.as_fd(), REQUIRED_SEALS)?;
+        let ctl = memfd("ferrite-grant-ctl", PAGE_SIZE)?;
+        add_seals(ctl.as_fd(), REQUIRED_SEALS)?;
+        let ctl_map = Mmap::map(
+            ctl.as_fd(),
+            PAGE_SIZE,
+            0,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )?;
+        ctl_map.atomic_u32(0).store(CTL_MAGIC, Ordering::Release);
+        Ok(ShmGrant {
+            peer,
+            access,
+            pages,
+            refs: (0..pages as u32).map(GrantRef).collect(),
+            data,
+            peer_data,
+            ctl,
+            view,
+            ctl_map,
+        })
+    }
+
+    fn map(
+        &self,
+        granter: DomId,
+        refs: &[GrantRef],
+        access: Access,
+        attach: &[OwnedFd],
+    ) -> Result<ShmMapping, GrantError> {
+        let [data, ctl] = attach else {
+            return Err(GrantError::BadAttachments(format!(
+                "expected 2 descriptors (data memfd, control memfd), got {}",
+                attach.len()
+            )));
+        };
+        if refs.is_empty() || refs.len() > MAX_GRANT_PAGES {
+            return Err(GrantError::PageCount {
+                pages: refs.len(),
+                max: MAX_GRANT_PAGES,
+            });
+        }
+        for fd in [data, ctl] {
+            if seals(fd.as_fd())? & REQUIRED_SEALS != REQUIRED_SEALS {
+                return Err(GrantError::BadAttachments(
+                    "memfd is not sealed against resizing".into(),
+                ));
+            }
+        }
+        let file_pages = file_size(data.as_fd())? / PAGE_SIZE;
+        let mut seen = vec![false; file_pages];
+        for r in refs {
+            match seen.get_mut(r.0 as usize) {
+                Some(s) if !*s => *s = true,
+                Some(_) => return Err(GrantError::BadRefs(format!("reference {} repeats", r.0))),
+                None => {
+                    return Err(GrantError::BadRefs(format!(
+                        "reference {} is past the {file_pages} granted pages",
+                        r.0
+                    )));
+                }
+            }
+        }
+        if file_size(ctl.as_fd())? < PAGE_SIZE {
+            return Err(GrantError::BadAttachments("control memfd too small".into()));
+        }
+        let ctl_map = Mmap::map(
+            ctl.as_fd(),
+            PAGE_SIZE,
+            0,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )?;
+        if ctl_map.atomic_u32(0).load(Ordering::Acquire) != CTL_MAGIC {
+            return Err(GrantError::BadAttachments(
+                "control memfd has no grant header".into(),
+            ));
+        }
+        let prot = match access {
+            Access::ReadOnly => libc::PROT_READ,
+            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        };
+        // Claim a slot before mapping, so the granter never sees "unmapped" while we map.
+        let pid = std::process::id();
+        let start = start_time(pid).unwrap_or(0);
+        let slot = (0..CTL_SLOTS)
+            .find(|&i| {
+                ctl_map
+                    .atomic_u32(slot_off(i))
+                    .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .ok_or_else(|| GrantError::BadAttachments("no free mapper slot".into()))?;
+        ctl_map
+            .atomic_u64(slot_off(slot) + 8)
+            .store(start, Ordering::Release);
+        let release_slot = |ctl_map: &Mmap| {
+            ctl_map
+                .atomic_u32(slot_off(slot))
+                .store(0, Ordering::Release)
+        };
+        let view = match map_runs(data.as_fd(), refs, prot) {
+            Ok(v) => v,
+            Err(e) => {
+                release_slot(&ctl_map);
+                return Err(e);
+            }
+        };
+        Ok(ShmMapping {
+            granter,
+            access,
+            pages: refs.len(),
+            base: view.base,
+            view: Some(view),
+            ctl_map,
+            slot,
+        })
+    }
+
+    fn notifier(&self, _peer: DomId) -> Result<ShmNotifier, GrantError> {
+        Ok(ShmNotifier {
+            rx: eventfd()?,
+            tx: eventfd()?,
+        })
+    }
+
+    fn bind_notifier(
+        &self,
+        _peer: DomId,
+        port: u32,
+        attach: &[OwnedFd],
+    ) -> Result<ShmNotifier, GrantError> {
+        if port != 0 {
+            return Err(GrantError::BadNotifier(format!(
+                "shm notifiers have port 0, got {port}"
+            )));
+        }
+        let [peer_rx, peer_tx] = attach else {
+            return Err(GrantError::BadNotifier(format!(
+                "expected 2 eventfds, got {}",
+                attach.len()
+            )));
+        };
+        for fd in [peer_rx, peer_tx] {
+            let link =
+                std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
+                    GrantError::Os {
+                        op: "readlink(/proc/self/fd)",
+                        source: e,
+                    }
+                })?;
+            if link.as_os_str() != "anon_inode:[eventfd]" {
+                return Err(GrantError::BadNotifier(format!(
+                    "descriptor is {}, not an eventfd",
+                    link.display()
+                )));
+            }
+        }
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone().map_err(|e| GrantError::Os {
+                op: "dup",
+                source: e,
+            })
+        };
+        // The creator waits on its rx and rings its tx: the binder does the opposite.
+        Ok(ShmNotifier {
+            rx: dup(peer_tx)?,
+            tx: dup(peer_rx)?,
+        })
+    }
+}
+
+/// Reserves address space for `refs.len()` pages and maps each run of consecutive
+/// references over it.
+fn map_runs(
+    data: BorrowedFd<'_>,
+    refs: &[GrantRef],
+    prot: libc::c_int,
+) -> Result<Mmap, GrantError> {
+    let len = refs.len() * PAGE_SIZE;
+    // SAFETY: a fresh anonymous inaccessible reservation at a kernel-chosen address.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(GrantError::last_os("mmap(reserve)"));
+    }
+    let view = Mmap {
+        base: NonNull::new(p.cast()).ok_or_else(|| GrantError::last_os("mmap"))?,
+        len,
+    };
+    let mut i = 0;
+    while i < refs.len() {
+        let mut j = i + 1;
+        while j < refs.len() && refs[j].0 == refs[j - 1].0.wrapping_add(1) {
+            j += 1;
+        }
+        // SAFETY: the target range [i, j) pages lies inside the reservation `view` owns, so
+        // MAP_FIXED replaces only our own reservation; the result is checked.
+        let r = unsafe {
+            libc::mmap(
+                view.base.as_ptr().add(i * PAGE_SIZE).cast(),
+                (j - i) * PAGE_SIZE,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                data.as_raw_fd(),
+                (refs[i].0 as usize * PAGE_SIZE) as libc::off_t,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            return Err(map_err("mmap(MAP_FIXED)"));
+        }
+        i = j;
+    }
+    Ok(view)
+}
+
+fn eventfd() -> Result<OwnedFd, GrantError> {
+    // SAFETY: plain syscall; result checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(GrantError::last_os("eventfd"));
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A doorbell between two processes: two eventfds, one per direction.
+#[derive(Debug)]
+pub struct ShmNotifier {
+    rx: OwnedFd,
+    tx: OwnedFd,
+}
+
+impl ShmNotifier {
+    fn read_counter(&self) -> Result<bool, GrantError> {
+        let mut v = 0u64;
+        loop {
+            // SAFETY: reading 8 bytes into a local u64 from our eventfd.
+            let r = unsafe { libc::read(self.rx.as_raw_fd(), (&raw mut v).cast(), 8) };
+            if r == 8 {
+                return Ok(true);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Ok(false),
+                _ => {
+                    return Err(GrantError::Os {
+                        op: "read(eventfd)",
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl AsRawFd for ShmNotifier {
+    fn as_raw_fd(&self) -> RawFd {
+        self.rx.as_raw_fd()
+    }
+}
+
+impl Notifier for ShmNotifier {
+    fn notify(&self) -> Result<(), GrantError> {
+        let v = 1u64;
+        loop {
+            // SAFETY: writing 8 bytes from a local u64 to our eventfd.
+            let r = unsafe { libc::write(self.tx.as_raw_fd(), (&raw const v).cast(), 8) };
+            if r == 8 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // The counter is saturated: the peer has plenty of rings pending already.
+                Some(libc::EAGAIN) => return Ok(()),
+                _ => {
+                    return Err(GrantError::Os {
+                        op: "write(eventfd)",
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<bool, GrantError> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            if self.read_counter()? {
+                return Ok(true);
+            }
+            let ms = match deadline {
+                None => -1,
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
+                }
+            };
+            let mut pfd = libc::pollfd {
+                fd: self.rx.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Err(GrantError::Os {
+                        op: "poll",
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
+    fn drain(&self) -> Result<bool, GrantError> {
+        self.read_counter()
+    }
+
+    fn port(&self) -> u32 {
+        0
+    }
+
+    fn attachments(&self) -> Vec<BorrowedFd<'_>> {
+        vec![self.rx.as_fd(), self.tx.as_fd()]
+    }
+}
+
+/// Most descriptors one message may carry.
+pub const MAX_FDS: usize = 16;
+
+/// A connected pair of `SOCK_SEQPACKET` Unix sockets (close-on-exec).
+pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), GrantError> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid out-array of two ints.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(GrantError::last_os("socketpair"));
+    }
+    // SAFETY: both descriptors are fresh and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends one message of `bytes` with `fds` attached (`SCM_RIGHTS`) on a Unix socket.
+pub fn send_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), GrantError> {
+    if fds.len() > MAX_FDS {
+        return Err(GrantError::BadAttachments(format!(
+            "{} descriptors in one message; the limit is {MAX_FDS}",
+            fds.len()
+        )));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut cbuf = [0u64; (MAX_FDS * 4 + 64) / 8];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: zeroed msghdr is valid; fields are filled below.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        let payload = (raw.len() * core::mem::size_of::<RawFd>()) as u32;
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `cbuf`, which is larger than `space` (at most
+        // CMSG_SPACE(64) bytes) and 8-byte aligned, so the first header and its data fit.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(payload) as _;
+            core::ptr::copy_nonoverlapping(
+                raw.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(c),
+                payload as usize,
+            );
+        }
+    }
+    loop {
+        // SAFETY: `msg` points at live buffers for the duration of the call.
+        let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(GrantError::Os {
+                op: "sendmsg",
+                source: e,
+            });
+        }
+    }
+}
+
+/// Receives one message into `buf`; returns its length and the descriptors that came with it
+/// (close-on-exec). A message with more than [`MAX_FDS`] descriptors, or truncated, is an
+/// error and every descriptor received with it is closed. Length 0 with no descriptors means
+/// the peer closed the socket.
+pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), GrantError> {
+    let mut cbuf = [0u64; (MAX_FDS * 4 + 64) / 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: zeroed msghdr is valid; fields are filled below.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = core::mem::size_of_val(&cbuf) as _;
+    let n = loop {
+        // SAFETY: `msg` points at live buffers for the duration of the call.
+        let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(GrantError::Os {
+                op: "recvmsg",
+                source: e,
+            });
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR/NXTHDR walk it within
+    // msg_controllen, and each SCM_RIGHTS payload holds cmsg_len - CMSG_LEN(0) bytes of fds,
+    // each of which is now ours to own.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(c);
+                for k in 0..bytes / core::mem::size_of::<RawFd>() {
+                    let fd = data
+                        .add(k * core::mem::size_of::<RawFd>())
+                        .cast::<RawFd>()
+                        .read_unaligned();
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0 {
+        return Err(GrantError::BadAttachments(
+            "message or its descriptors were truncated".into(),
+        ));
+    }
+    Ok((n, fds))
+}
