@@ -9,6 +9,7 @@
 //! panic on anything a peer wrote.
 
 pub mod grant;
+pub mod lend;
 pub mod pool;
 pub mod region;
 pub mod ring;
