@@ -1,1 +1,776 @@
 //! The `sim` port: an in-memory generator and sink, no privileges needed.
+//!
+//! One port type does both directions. As a **generator** it builds its frames once, into
+//! buffers of its own pool, and `rx_burst` hands out their handles (writing only what varies
+//! per frame: round-robin MACs, a sequence number and its payload, when configured). As a
+//! **sink**, `tx_burst` counts frames, verifies sequence and payload when asked, and parks the
+//! handles until `tx_done` gives them back. `alloc` hands out spare buffers (never the
+//! generator's pre-built frames) for a switch that must copy a frame to this port.
+//!
+//! The generated frame layout (all multi-byte fields big-endian):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..6 | destination MAC |
+//! | 6..12 | source MAC |
+//! | 12..14 | EtherType [`SIM_ETHERTYPE`] (IEEE local experimental) |
+//! | 14 | generator id (the pool id) |
+//! | 15 | flags: [`FLAG_SEQUENCED`] when bytes 16..24 carry a sequence number |
+//! | 16..24 | sequence number |
+//! | 24.. | payload: byte `j` is [`payload_byte`]`(seq, j)` |
+//!
+//! A frame is "`len` bytes" as the buffer holds it (no FCS): a 64-byte frame is 64 bytes in
+//! the buffer. The port is built to cost a few instructions per frame so that a benchmark
+//! through it measures the switch, not the port.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use grant_pool::{
+    BufHandle, BufIdx, Pool, PoolError, PoolId, PoolLayout, PoolSet, PoolTable, Region,
+};
+
+use crate::{Frame, LinkState, Mac, Port, PortStats};
+
+/// EtherType of generated frames (IEEE 802 local experimental EtherType 1).
+pub const SIM_ETHERTYPE: u16 = 0x88b5;
+/// Flag byte value: the frame carries a sequence number the sink checks for order.
+pub const FLAG_SEQUENCED: u8 = 1;
+/// Bytes of header a generated frame carries before its payload.
+pub const SIM_HEADER: usize = 24;
+/// Shortest frame the generator builds: an Ethernet header.
+pub const MIN_FRAME: usize = 14;
+
+/// The payload byte at offset `j` of a frame with sequence number `seq`.
+#[inline]
+pub fn payload_byte(seq: u64, j: usize) -> u8 {
+    (seq.wrapping_mul(0x9e37_79b9) as u8).wrapping_add(j as u8)
+}
+
+/// A sim port that cannot be built as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The frame length does not fit the buffers, or is too short for what was asked.
+    #[error("frame length {len} must be between {min} and the buffer size {max}")]
+    FrameLen {
+        /// Length asked for.
+        len: usize,
+        /// Shortest allowed (24 with sequence numbers, else 14).
+        min: usize,
+        /// The buffer size.
+        max: usize,
+    },
+    /// A MAC pattern has no addresses.
+    #[error("a round-robin MAC pattern needs at least one address")]
+    EmptyPattern,
+    /// The pool layout is invalid.
+    #[error("invalid sim pool: {0}")]
+    Pool(#[from] PoolError),
+    /// The pool memory could not be allocated.
+    #[error("cannot allocate {0} bytes of pool memory; use fewer or smaller buffers")]
+    NoMemory(usize),
+    /// A completion ring of zero entries was asked for.
+    #[error("the tx ring needs at least one entry")]
+    TxRing,
+}
+
+/// Which MAC addresses generated frames carry, frame by frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MacPattern {
+    /// The same address in every frame.
+    Fixed(Mac),
+    /// Frame `i` carries address `i % len`.
+    RoundRobin(Vec<Mac>),
+    /// The broadcast address.
+    Broadcast,
+    /// `count` locally administered unicast addresses (`02:fe:…`) that no sim port uses as
+    /// its own, so a switch never learns them: unknown unicast.
+    UnknownUnicast(u32),
+}
+
+impl MacPattern {
+    fn len(&self) -> usize {
+        match self {
+            MacPattern::RoundRobin(v) => v.len(),
+            MacPattern::UnknownUnicast(n) => *n as usize,
+            _ => 1,
+        }
+    }
+
+    fn at(&self, i: usize) -> Mac {
+        match self {
+            MacPattern::Fixed(m) => *m,
+            MacPattern::RoundRobin(v) => v[i % v.len()],
+            MacPattern::Broadcast => [0xff; 6],
+            MacPattern::UnknownUnicast(n) => {
+                let i = (i % (*n).max(1) as usize) as u32;
+                [0x02, 0xfe, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]
+            }
+        }
+    }
+}
+
+/// How a sim port is built.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Name for logs and counters.
+    pub name: String,
+    /// The port's own MAC.
+    pub mac: Mac,
+    /// Id of the pool the port owns.
+    pub pool: PoolId,
+    /// Bytes per buffer (a power of two, 256..=4096).
+    pub buf_size: usize,
+    /// Buffers holding pre-built frames for the generator.
+    pub gen_bufs: usize,
+    /// Spare buffers handed out by `alloc` (copy targets).
+    pub spare_bufs: usize,
+    /// Whether `rx_burst` generates frames at all (a pure sink sets `false`).
+    pub generate: bool,
+    /// Frames to generate in total; `None` for no limit.
+    pub limit: Option<u64>,
+    /// Length of generated frames in bytes.
+    pub frame_len: usize,
+    /// Source MACs of generated frames; `None` means the port's own MAC.
+    pub src: Option<MacPattern>,
+    /// Destination MACs of generated frames.
+    pub dst: MacPattern,
+    /// Whether each generated frame carries a fresh sequence number and its payload.
+    pub sequence: bool,
+    /// Whether the sink checks sequence order and payload of every frame it is given.
+    pub verify: bool,
+    /// Frames the sink holds before `tx_done` returns them; `tx_burst` refuses beyond that.
+    pub tx_ring: usize,
+}
+
+impl SimConfig {
+    /// A port named `name` with MAC `mac` owning pool `pool`, generating 64-byte broadcast
+    /// frames without limit; adjust the public fields for anything else.
+    pub fn new(name: impl Into<String>, mac: Mac, pool: PoolId) -> Self {
+        Self {
+            name: name.into(),
+            mac,
+            pool,
+            buf_size: grant_pool::pool::DEFAULT_BUF_SIZE,
+            gen_bufs: 512,
+            spare_bufs: 1024,
+            generate: true,
+            limit: None,
+            frame_len: 64,
+            src: None,
+            dst: MacPattern::Broadcast,
+            sequence: false,
+            verify: false,
+            tx_ring: 1024,
+        }
+    }
+}
+
+/// Counters and controls of a sim port that stay readable after the port is handed to a
+/// switch (cloned `Arc`). Counters are published once per burst.
+#[derive(Debug, Default)]
+pub struct SimProbe {
+    /// Frames generated.
+    pub generated: AtomicU64,
+    /// Frames the sink took.
+    pub sunk: AtomicU64,
+    /// Bytes the sink took.
+    pub sunk_bytes: AtomicU64,
+    /// Frames the sink refused because its tx ring was full.
+    pub refused: AtomicU64,
+    /// Frames the sink refused because their pool is not one it can read.
+    pub unreadable: AtomicU64,
+    /// Sequenced frames that arrived out of order or twice.
+    pub seq_errors: AtomicU64,
+    /// Sequence numbers skipped (frames lost on the way).
+    pub lost: AtomicU64,
+    /// Frames whose header or payload did not match what the generator wrote.
+    pub payload_errors: AtomicU64,
+    /// Handles given back with `reclaim` that this port did not lend out.
+    pub bad_reclaims: AtomicU64,
+    /// Buffers the port holds right now (free for the generator or `alloc`).
+    pub free: AtomicU64,
+    /// Buffers in the pool.
+    pub total: AtomicU64,
+    /// While set, `tx_done` returns nothing: the sink's ring fills up (a stalled peer).
+    pub hold_completions: AtomicBool,
+}
+
+impl SimProbe {
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+}
+
+/// Heap memory for one pool, page aligned and zeroed, freed on drop.
+struct PoolMem {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: PoolMem is the sole owner of its allocation; the pointer is only used to build
+// Regions (which are Send themselves) and to free the allocation in drop.
+unsafe impl Send for PoolMem {}
+
+impl PoolMem {
+    fn new(bytes: usize) -> Result<Self, SimError> {
+        let layout =
+            Layout::from_size_align(bytes.max(1), 4096).map_err(|_| SimError::NoMemory(bytes))?;
+        // SAFETY: the layout has a non-zero size (max(1) above).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(p).ok_or(SimError::NoMemory(bytes))?;
+        Ok(Self { ptr, layout })
+    }
+
+    fn region(&self) -> Region {
+        // SAFETY: the allocation is `layout.size()` bytes, readable and writable, and lives
+        // until this PoolMem drops; the port that owns it documents (Port::pools) that copies
+        // of its pools must be dropped before the port.
+        unsafe { Region::from_raw(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for PoolMem {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from alloc_zeroed with this very layout and is freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// The sim port. See the module docs.
+pub struct SimPort {
+    name: String,
+    mac: Mac,
+    pool: Pool,
+    pools: [Pool; 1],
+    own: PoolSet,
+    readable: PoolSet,
+    peers: PoolTable,
+    gen_bufs: u32,
+    gen_free: Vec<BufHandle>,
+    spare_free: Vec<BufHandle>,
+    /// Bit `i` set: this port holds buffer `i` (it is free, not lent out).
+    held: Vec<u64>,
+    generate: bool,
+    remaining: u64,
+    frame_len: u16,
+    src: MacPattern,
+    dst: MacPattern,
+    vary_macs: bool,
+    next_frame: usize,
+    sequence: bool,
+    seq: u64,
+    verify: bool,
+    next_seq: Vec<u64>,
+    ring: Vec<BufHandle>,
+    ring_head: usize,
+    ring_len: usize,
+    stats: PortStats,
+    local: Local,
+    probe: Arc<SimProbe>,
+    // Declared last: dropped after everything that points into it.
+    _mem: PoolMem,
+}
+
+#[derive(Default)]
+struct Local {
+    refused: u64,
+    unreadable: u64,
+    seq_errors: u64,
+    lost: u64,
+    payload_errors: u64,
+    bad_reclaims: u64,
+}
+
+impl SimPort {
+    /// Builds the port: allocates its pool and writes the generator's frames.
+    pub fn new(cfg: SimConfig) -> Result<Self, SimError> {
+        let total = cfg.gen_bufs + cfg.spare_bufs;
+        let layout = PoolLayout::new(cfg.buf_size, total)?;
+        let min = if cfg.sequence { SIM_HEADER } else { MIN_FRAME };
+        if cfg.frame_len < min || cfg.frame_len > cfg.buf_size {
+            return Err(SimError::FrameLen {
+                len: cfg.frame_len,
+                min,
+                max: cfg.buf_size,
+            });
+        }
+        if cfg.tx_ring == 0 {
+            return Err(SimError::TxRing);
+        }
+        let src = cfg.src.clone().unwrap_or(MacPattern::Fixed(cfg.mac));
+        for p in [&src, &cfg.dst] {
+            if p.len() == 0 {
+                return Err(SimError::EmptyPattern);
+            }
+        }
+        let mem = PoolMem::new(layout.bytes())?;
+        let pool = Pool::new(cfg.pool, layout, mem.region())?;
+        let mut peers = PoolTable::new();
+        peers.insert(pool);
+        let own = PoolSet::of(cfg.pool);
+        let mut gen_free = Vec::with_capacity(total);
+        let mut spare_free = Vec::with_capacity(total);
+        // Stacks pop from the end: push in reverse so that index 0 goes out first.
+        for i in (0..total as u32).rev() {
+            let h = pool.handle(BufIdx(i))?;
+            if (i as usize) < cfg.gen_bufs {
+                gen_free.push(h);
+            } else {
+                spare_free.push(h);
+            }
+        }
+        let mut held = vec![0u64; total.div_ceil(64)];
+        for i in 0..total {
+            held[i / 64] |= 1 << (i % 64);
+        }
+        let vary_macs = src.len() > 1 || cfg.dst.len() > 1;
+        let probe = Arc::new(SimProbe::default());
+        probe.total.store(total as u64, Relaxed);
+        probe.free.store(total as u64, Relaxed);
+        let mut port = Self {
+            name: cfg.name,
+            mac: cfg.mac,
+            pool,
+            pools: [pool],
+            own,
+            readable: own,
+            peers,
+            gen_bufs: cfg.gen_bufs as u32,
+            gen_free,
+            spare_free,
+            held,
+            generate: cfg.generate,
+            remaining: cfg.limit.unwrap_or(u64::MAX),
+            frame_len: cfg.frame_len as u16,
+            src,
+            dst: cfg.dst,
+            vary_macs,
+            next_frame: 0,
+            sequence: cfg.sequence,
+            seq: 0,
+            verify: cfg.verify,
+            next_seq: vec![0; 256],
+            ring: vec![BufHandle::from_raw(0); cfg.tx_ring],
+            ring_head: 0,
+            ring_len: 0,
+            stats: PortStats::default(),
+            local: Local::default(),
+            probe,
+            _mem: mem,
+        };
+        for i in 0..cfg.gen_bufs {
+            let h = port.pool.handle(BufIdx(i as u32))?;
+            port.build(h, i, 0, false);
+        }
+        Ok(port)
+    }
+
+    /// The counters and controls that stay readable after the port is handed away.
+    pub fn probe(&self) -> Arc<SimProbe> {
+        self.probe.clone()
+    }
+
+    /// The port's own pool (to grant to other sim ports with [`SimPort::grant_read`]).
+    pub fn pool(&self) -> Pool {
+        self.pool
+    }
+
+    /// Lets this port read (and so transmit without a copy, and verify) buffers of `pool`,
+    /// as a peer's read-only grant would.
+    pub fn grant_read(&mut self, pool: Pool) {
+        self.readable.insert(pool.id());
+        self.peers.insert(pool);
+    }
+
+    /// Writes frame `i` of the pattern into buffer `h`: the whole frame, or only its MACs
+    /// when `macs_only`.
+    fn build(&mut self, h: BufHandle, i: usize, seq: u64, macs_only: bool) {
+        let Ok(r) = self.pool.buf(h) else {
+            return;
+        };
+        let mut hdr = [0u8; SIM_HEADER];
+        hdr[0..6].copy_from_slice(&self.dst.at(i));
+        hdr[6..12].copy_from_slice(&self.src.at(i));
+        if macs_only {
+            let _ = r.write(0, &hdr[..12]);
+            return;
+        }
+        hdr[12..14].copy_from_slice(&SIM_ETHERTYPE.to_be_bytes());
+        hdr[14] = self.pool.id().0;
+        hdr[15] = if self.sequence { FLAG_SEQUENCED } else { 0 };
+        hdr[16..24].copy_from_slice(&seq.to_be_bytes());
+        let len = self.frame_len as usize;
+        let n = len.min(SIM_HEADER);
+        let _ = r.write(0, &hdr[..n]);
+        let mut chunk = [0u8; 256];
+        let mut off = SIM_HEADER;
+        while off < len {
+            let k = (len - off).min(chunk.len());
+            for (j, b) in chunk[..k].iter_mut().enumerate() {
+                *b = payload_byte(seq, off + j);
+            }
+            let _ = r.write(off, &chunk[..k]);
+            off += k;
+        }
+    }
+
+    /// Marks `h` as lent out.
+    #[inline]
+    fn clear_held(held: &mut [u64], h: BufHandle) {
+        let i = h.idx().0 as usize;
+        if let Some(w) = held.get_mut(i / 64) {
+            *w &= !(1u64 << (i % 64));
+        }
+    }
+
+    fn publish_free(&self) {
+        self.probe.free.store(
+            (self.gen_free.len() + self.spare_free.len()) as u64,
+            Relaxed,
+        );
+    }
+
+    /// Checks one frame handed to the sink; returns whether the port may take it.
+    fn check_frame(&mut self, f: &Frame) -> bool {
+        let Some(r) = self.peers.buf(f.buf) else {
+            return false;
+        };
+        let len = f.len as usize;
+        let mut hdr = [0u8; SIM_HEADER];
+        if len < SIM_HEADER || r.read(0, &mut hdr).is_err() || len > r.len() {
+            self.local.payload_errors += 1;
+            return true;
+        }
+        if u16::from_be_bytes([hdr[12], hdr[13]]) != SIM_ETHERTYPE {
+            self.local.payload_errors += 1;
+            return true;
+        }
+        let gen_id = hdr[14] as usize;
+        let seq = u64::from_be_bytes(hdr[16..24].try_into().unwrap_or([0; 8]));
+        if hdr[15] & FLAG_SEQUENCED != 0 {
+            let want = self.next_seq[gen_id];
+            if seq < want {
+                self.local.seq_errors += 1;
+            } else {
+                self.local.lost += seq - want;
+                self.next_seq[gen_id] = seq + 1;
+            }
+        }
+        let mut chunk = [0u8; 256];
+        let mut off = SIM_HEADER;
+        while off < len {
+            let k = (len - off).min(chunk.len());
+            if r.read(off, &mut chunk[..k]).is_err()
+                || chunk[..k]
+                    .iter()
+                    .enumerate()
+                    .any(|(j, &b)| b != payload_byte(seq, off + j))
+            {
+                self.local.payload_errors += 1;
+                break;
+            }
+            off += k;
+        }
+        true
+    }
+
+    fn publish_sink(&self) {
+        let p = &self.probe;
+        p.sunk.store(self.stats.tx_packets, Relaxed);
+        p.sunk_bytes.store(self.stats.tx_bytes, Relaxed);
+        p.refused.store(self.local.refused, Relaxed);
+        p.unreadable.store(self.local.unreadable, Relaxed);
+        if self.verify {
+            p.seq_errors.store(self.local.seq_errors, Relaxed);
+            p.lost.store(self.local.lost, Relaxed);
+            p.payload_errors.store(self.local.payload_errors, Relaxed);
+        }
+    }
+}
+
+impl Port for SimPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    fn link(&self) -> LinkState {
+        LinkState::Up { mbps: 0 }
+    }
+
+    fn stats(&self) -> PortStats {
+        let mut s = self.stats;
+        s.errors = self.local.bad_reclaims
+            + self.local.unreadable
+            + self.local.seq_errors
+            + self.local.payload_errors;
+        s
+    }
+
+    fn tx_pools(&self) -> PoolSet {
+        self.readable
+    }
+
+    fn own_pools(&self) -> PoolSet {
+        self.own
+    }
+
+    fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
+        if !self.generate {
+            return 0;
+        }
+        let n = out
+            .len()
+            .min(self.gen_free.len())
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        if n == 0 {
+            return 0;
+        }
+        let start = self.gen_free.len() - n;
+        let len = self.frame_len;
+        for (o, &h) in out[..n].iter_mut().zip(&self.gen_free[start..]) {
+            *o = Frame::new(h, len);
+            Self::clear_held(&mut self.held, h);
+        }
+        self.gen_free.truncate(start);
+        if self.vary_macs || self.sequence {
+            for o in &out[..n] {
+                let i = self.next_frame;
+                self.next_frame = self.next_frame.wrapping_add(1);
+                if self.sequence {
+                    let seq = self.seq;
+                    self.seq += 1;
+                    self.build(o.buf, i, seq, false);
+                } else {
+                    self.build(o.buf, i, 0, true);
+                }
+            }
+        }
+        self.remaining -= n as u64;
+        self.stats.rx_packets += n as u64;
+        self.stats.rx_bytes += n as u64 * len as u64;
+        self.probe.generated.store(self.stats.rx_packets, Relaxed);
+        self.publish_free();
+        n
+    }
+
+    fn tx_burst(&mut self, frames: &[Frame]) -> usize {
+        let cap = self.ring.len();
+        let space = cap - self.ring_len;
+        let limit = frames.len().min(space);
+        let mut n = limit;
+        let mut bytes = 0u64;
+        let mut tail = self.ring_head + self.ring_len;
+        if tail >= cap {
+            tail -= cap;
+        }
+        for (k, f) in frames[..n].iter().enumerate() {
+            if !self.readable.contains(f.buf.pool()) {
+                self.local.unreadable += 1;
+                n = k;
+                break;
+            }
+            if self.verify && !self.check_frame(f) {
+                self.local.unreadable += 1;
+                n = k;
+                break;
+            }
+            self.ring[tail] = f.buf;
+            tail += 1;
+            if tail == cap {
+                tail = 0;
+            }
+            bytes += f.len as u64;
+        }
+        self.ring_len += n;
+        if n == limit {
+            self.local.refused += (frames.len() - n) as u64;
+        }
+        self.stats.tx_packets += n as u64;
+        self.stats.tx_bytes += bytes;
+        self.stats.tx_dropped = self.local.refused;
+        self.publish_sink();
+        n
+    }
+
+    fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
+        if self.probe.hold_completions.load(Relaxed) {
+            return 0;
+        }
+        let n = out.len().min(self.ring_len);
+        let cap = self.ring.len();
+        let first = n.min(cap - self.ring_head);
+        out[..first].copy_from_slice(&self.ring[self.ring_head..self.ring_head + first]);
+        out[first..n].copy_from_slice(&self.ring[..n - first]);
+        self.ring_head += n;
+        if self.ring_head >= cap {
+            self.ring_head -= cap;
+        }
+        self.ring_len -= n;
+        n
+    }
+
+    fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
+        let n = out.len().min(self.spare_free.len());
+        let start = self.spare_free.len() - n;
+        for (o, &h) in out[..n].iter_mut().zip(&self.spare_free[start..]) {
+            *o = h;
+            Self::clear_held(&mut self.held, h);
+        }
+        self.spare_free.truncate(start);
+        self.publish_free();
+        n
+    }
+
+    fn reclaim(&mut self, bufs: &[BufHandle]) {
+        let id = self.pool.id();
+        for &h in bufs {
+            let i = h.idx().0 as usize;
+            let bit = 1u64 << (i % 64);
+            match self.held.get_mut(i / 64) {
+                Some(w) if h.pool() == id && i < self.pool.layout().count && *w & bit == 0 => {
+                    *w |= bit;
+                    if (i as u32) < self.gen_bufs {
+                        self.gen_free.push(h);
+                    } else {
+                        self.spare_free.push(h);
+                    }
+                }
+                _ => {
+                    self.local.bad_reclaims += 1;
+                    self.probe
+                        .bad_reclaims
+                        .store(self.local.bad_reclaims, Relaxed);
+                }
+            }
+        }
+        self.publish_free();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: &str, pool: u8, f: impl FnOnce(&mut SimConfig)) -> SimPort {
+        let mut c = SimConfig::new(name, [2, 0, 0, 0, 0, pool], PoolId(pool));
+        c.gen_bufs = 64;
+        c.spare_bufs = 64;
+        f(&mut c);
+        SimPort::new(c).expect("valid sim config")
+    }
+
+    fn read(pool: &Pool, f: &Frame) -> Vec<u8> {
+        let mut v = vec![0; f.len as usize];
+        pool.buf(f.buf)
+            .expect("handle of this pool")
+            .read(0, &mut v)
+            .expect("in bounds");
+        v
+    }
+
+    #[test]
+    fn generator_writes_patterns_and_sequence() {
+        let mut g = port("g", 1, |c| {
+            c.dst = MacPattern::RoundRobin(vec![[2, 0, 0, 0, 0, 7], [2, 0, 0, 0, 0, 8]]);
+            c.sequence = true;
+            c.frame_len = 100;
+            c.limit = Some(5);
+        });
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
+        assert_eq!(g.rx_burst(&mut out), 5);
+        assert_eq!(g.rx_burst(&mut out[5..]), 0, "limit reached");
+        for (i, f) in out[..5].iter().enumerate() {
+            let b = read(&g.pool(), f);
+            assert_eq!(b.len(), 100);
+            assert_eq!(b[5], if i % 2 == 0 { 7 } else { 8 });
+            assert_eq!(&b[6..12], &[2, 0, 0, 0, 0, 1]);
+            assert_eq!(u64::from_be_bytes(b[16..24].try_into().unwrap()), i as u64);
+            assert_eq!(b[99], payload_byte(i as u64, 99));
+        }
+        assert_eq!(g.stats().rx_packets, 5);
+    }
+
+    #[test]
+    fn sink_verifies_sequence_and_payload() {
+        let mut g = port("g", 1, |c| {
+            c.sequence = true;
+        });
+        let mut s = port("s", 2, |c| {
+            c.generate = false;
+            c.verify = true;
+        });
+        s.grant_read(g.pool());
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 4];
+        assert_eq!(g.rx_burst(&mut out), 4);
+        // Drop frame 1 (a gap), corrupt frame 3's payload.
+        g.pool()
+            .buf(out[3].buf)
+            .unwrap()
+            .write(40, &[0xaa])
+            .unwrap();
+        let sent = [out[0], out[2], out[3]];
+        assert_eq!(s.tx_burst(&sent), 3);
+        let p = s.probe();
+        assert_eq!(SimProbe::get(&p.sunk), 3);
+        assert_eq!(SimProbe::get(&p.lost), 1);
+        assert_eq!(SimProbe::get(&p.payload_errors), 1);
+        // Replaying frame 0 is out of order.
+        assert_eq!(s.tx_burst(&out[..1]), 1);
+        assert_eq!(SimProbe::get(&p.seq_errors), 1);
+        let mut done = [BufHandle::from_raw(0); 8];
+        assert_eq!(s.tx_done(&mut done), 4);
+        g.reclaim(&[out[1].buf]);
+        g.reclaim(&done[..3]);
+        // out[0] came back twice (it was sunk twice): the second return is refused.
+        g.reclaim(&done[3..4]);
+        assert_eq!(SimProbe::get(&g.probe().bad_reclaims), 1);
+        assert_eq!(SimProbe::get(&g.probe().free), 128);
+    }
+
+    #[test]
+    fn sink_refuses_unreadable_pools_and_full_ring() {
+        let mut g = port("g", 1, |_| {});
+        let mut s = port("s", 2, |c| {
+            c.generate = false;
+            c.tx_ring = 2;
+        });
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 4];
+        assert_eq!(g.rx_burst(&mut out), 4);
+        assert_eq!(s.tx_burst(&out), 0, "pool 1 not granted");
+        s.grant_read(g.pool());
+        s.probe().hold_completions.store(true, Relaxed);
+        assert_eq!(s.tx_burst(&out), 2);
+        let mut done = [BufHandle::from_raw(0); 4];
+        assert_eq!(s.tx_done(&mut done), 0, "held");
+        s.probe().hold_completions.store(false, Relaxed);
+        assert_eq!(s.tx_done(&mut done), 2);
+        assert_eq!(&done[..2], &[out[0].buf, out[1].buf]);
+        assert_eq!(s.stats().tx_dropped, 2);
+    }
+
+    #[test]
+    fn alloc_never_hands_out_generator_frames() {
+        let mut g = port("g", 3, |_| {});
+        let mut bufs = [BufHandle::from_raw(0); 200];
+        assert_eq!(g.alloc(&mut bufs), 64);
+        assert!(
+            bufs[..64]
+                .iter()
+                .all(|h| h.idx().0 >= 64 && h.pool() == PoolId(3))
+        );
+        g.reclaim(&bufs[..64]);
+        assert_eq!(SimProbe::get(&g.probe().free), 128);
+    }
+}
