@@ -11,11 +11,22 @@
 pub mod grant;
 pub mod lend;
 pub mod pool;
+#[cfg(not(loom))]
+pub mod port;
 pub mod region;
 pub mod ring;
 pub mod shm;
+#[cfg(target_os = "linux")]
+pub mod xen;
 
 pub use grant::{Access, DomId, Grant, GrantBackend, GrantError, GrantRef, Mapping, Notifier};
-pub use pool::{BufHandle, BufIdx, Pool, PoolError, PoolId, PoolLayout, PoolSet, PoolTable};
-pub use region::Region;
+pub use pool::{
+    BufHandle, BufIdx, Holder, HolderError, Holders, Pool, PoolError, PoolId, PoolLayout, PoolSet,
+    PoolTable,
+};
+#[cfg(not(loom))]
+pub use port::{
+    AppPort, CheckedConsumer, PortError, PortLayout, PortLimits, RejectCounters, ServerPort,
+};
+pub use region::{LocalMem, Region};
 pub use ring::{Desc, RingConsumer, RingError, RingLayout, RingProducer};

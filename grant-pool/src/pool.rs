@@ -317,3 +317,197 @@ impl PoolTable {
         self.get(h.pool())?.buf(h).ok()
     }
 }
+
+/// A party that can hold a buffer, as the pool's owner accounts for it. One byte, so a
+/// [`Holders`] table costs one byte per buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Holder(pub u8);
+
+impl Holder {
+    /// On the owner's free stack (see [`Holders::with_free_stack`]).
+    pub const FREE: Holder = Holder(0);
+    /// The pool's owner, in use (not on its free stack).
+    pub const OWNER: Holder = Holder(1);
+    /// The network server (its switch, in flight between rings and ports).
+    pub const SERVER: Holder = Holder(2);
+    /// The app domain a port serves.
+    pub const APP: Holder = Holder(3);
+    /// A ring: published by one side, not yet consumed by the other.
+    pub const RING: Holder = Holder(4);
+    /// First of the per-queue holders; see [`Holder::queue`].
+    pub const QUEUE_BASE: u8 = 16;
+
+    /// NIC queue or port `n` (`n < 240`); `None` when `n` is out of range.
+    pub const fn queue(n: u8) -> Option<Holder> {
+        match n.checked_add(Self::QUEUE_BASE) {
+            Some(v) => Some(Holder(v)),
+            None => None,
+        }
+    }
+}
+
+/// A buffer transition [`Holders`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HolderError {
+    /// The index is past the end of the pool.
+    #[error("buffer index {idx} is out of range for a pool of {count}")]
+    IndexRange {
+        /// Index given.
+        idx: u32,
+        /// Buffers in the pool.
+        count: usize,
+    },
+    /// The buffer is held by someone else than the party that offered it.
+    #[error("buffer {idx} is held by {held:?}, not by {claimed:?}")]
+    NotHeld {
+        /// Index given.
+        idx: u32,
+        /// Who holds it.
+        held: Holder,
+        /// Who claimed to.
+        claimed: Holder,
+    },
+    /// The free stack is empty.
+    #[error("no free buffer")]
+    Exhausted,
+}
+
+/// The owner-private table saying who holds each buffer of one pool, with a count per holder
+/// and (for pools the owner allocates from) a stack of free buffers.
+///
+/// It lives in the owner's private memory, never in shared memory, so a peer cannot forge it.
+/// Every transition names the party that must hold the buffer now, so a handle offered by a
+/// party that does not hold it is refused instead of being used twice.
+#[derive(Debug, Clone)]
+pub struct Holders {
+    by_buf: Vec<Holder>,
+    counts: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl Holders {
+    /// A table of `count` buffers (at most [`MAX_BUFS`]), all held by `initial`; with
+    /// [`Holder::FREE`] they are all on the free stack, lowest index on top.
+    pub fn new(count: usize, initial: Holder) -> Self {
+        let count = count.min(MAX_BUFS);
+        let mut counts = vec![0u32; 256];
+        counts[initial.0 as usize] = count as u32;
+        let free = if initial == Holder::FREE {
+            (0..count as u32).rev().collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            by_buf: vec![initial; count],
+            counts,
+            free,
+        }
+    }
+
+    /// A table of `count` buffers, all on the free stack: a pool its owner allocates from.
+    pub fn with_free_stack(count: usize) -> Self {
+        Self::new(count, Holder::FREE)
+    }
+
+    /// Number of buffers.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.by_buf.len()
+    }
+
+    /// Whether the pool has no buffers.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.by_buf.is_empty()
+    }
+
+    /// Who holds buffer `idx`, if it exists.
+    #[inline]
+    pub fn holder(&self, idx: BufIdx) -> Option<Holder> {
+        self.by_buf.get(idx.0 as usize).copied()
+    }
+
+    /// How many buffers `h` holds.
+    #[inline]
+    pub fn count(&self, h: Holder) -> usize {
+        self.counts[h.0 as usize] as usize
+    }
+
+    /// Moves buffer `idx` from `from` to `to`; refused, changing nothing, unless `from` holds
+    /// it. Moving to [`Holder::FREE`] pushes it onto the free stack.
+    #[inline]
+    pub fn transfer(&mut self, idx: BufIdx, from: Holder, to: Holder) -> Result<(), HolderError> {
+        let count = self.by_buf.len();
+        let slot = self
+            .by_buf
+            .get_mut(idx.0 as usize)
+            .ok_or(HolderError::IndexRange { idx: idx.0, count })?;
+        if *slot != from {
+            return Err(HolderError::NotHeld {
+                idx: idx.0,
+                held: *slot,
+                claimed: from,
+            });
+        }
+        if from == Holder::FREE {
+            // Only `alloc` takes from the free stack; a free buffer named by index would leave
+            // a stale stack entry.
+            return Err(HolderError::NotHeld {
+                idx: idx.0,
+                held: *slot,
+                claimed: from,
+            });
+        }
+        *slot = to;
+        self.counts[from.0 as usize] -= 1;
+        self.counts[to.0 as usize] += 1;
+        if to == Holder::FREE {
+            self.free.push(idx.0);
+        }
+        Ok(())
+    }
+
+    /// Takes a buffer off the free stack for `to`.
+    #[inline]
+    pub fn alloc(&mut self, to: Holder) -> Result<BufIdx, HolderError> {
+        let i = self.free.pop().ok_or(HolderError::Exhausted)?;
+        self.by_buf[i as usize] = to;
+        self.counts[Holder::FREE.0 as usize] -= 1;
+        self.counts[to.0 as usize] += 1;
+        Ok(BufIdx(i))
+    }
+
+    /// Returns buffer `idx`, held by `from`, to the free stack.
+    #[inline]
+    pub fn free(&mut self, idx: BufIdx, from: Holder) -> Result<(), HolderError> {
+        self.transfer(idx, from, Holder::FREE)
+    }
+
+    /// Every buffer `departed` (not [`Holder::FREE`]) holds, moved to `to` (for a holder that went away: a crashed
+    /// app, a reset queue). Calls `each` with every reclaimed index, returns how many.
+    pub fn reclaim(&mut self, departed: Holder, to: Holder, mut each: impl FnMut(BufIdx)) -> usize {
+        if departed == to || departed == Holder::FREE {
+            return 0;
+        }
+        let mut n = 0;
+        for (i, h) in self.by_buf.iter_mut().enumerate() {
+            if *h == departed {
+                *h = to;
+                if to == Holder::FREE {
+                    self.free.push(i as u32);
+                }
+                each(BufIdx(i as u32));
+                n += 1;
+            }
+        }
+        self.counts[departed.0 as usize] -= n as u32;
+        self.counts[to.0 as usize] += n as u32;
+        n
+    }
+
+    /// Buffers on the free stack.
+    #[inline]
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+}

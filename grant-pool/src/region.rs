@@ -244,3 +244,91 @@ pub(crate) unsafe fn copy_volatile(src: *const u8, dst: *mut u8, len: usize) {
     // SAFETY: both ranges are valid per the function contract; `copy` permits overlap.
     unsafe { core::ptr::copy(src, dst, len) };
 }
+
+/// Process-private, page-aligned, zeroed memory with a [`Region`] over it: for rings and
+/// pools that live inside one process (tests, benchmarks, a port's private pool).
+#[derive(Debug)]
+pub struct LocalMem {
+    base: NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: LocalMem owns its allocation; access to the bytes goes through `Region`, whose
+// accesses are volatile or atomic.
+unsafe impl Send for LocalMem {}
+// SAFETY: as for Send: `&LocalMem` hands out only Regions.
+unsafe impl Sync for LocalMem {}
+
+impl LocalMem {
+    /// `len` zeroed bytes (at least one), 4096-byte aligned.
+    pub fn new(len: usize) -> Self {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), 4096)
+            .unwrap_or_else(|_| panic!("LocalMem of {len} bytes is too large"));
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let base = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Self { base, layout }
+    }
+
+    /// The memory as a region; valid while `self` lives.
+    pub fn region(&self) -> Region {
+        // SAFETY: the allocation is `layout.size()` bytes, readable and writable, and lives
+        // until `self` is dropped; the caller keeps `self` alive while it uses the region.
+        unsafe { Region::from_raw(self.base, self.layout.size()) }
+    }
+}
+
+impl Drop for LocalMem {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this very layout.
+        unsafe { std::alloc::dealloc(self.base.as_ptr(), self.layout) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accesses_outside_are_refused() {
+        let m = LocalMem::new(64);
+        let r = m.region().subregion(8, 32).expect("inside");
+        assert!(r.write(30, &[1, 2]).is_ok());
+        assert_eq!(
+            r.write(31, &[1, 2]),
+            Err(OutOfBounds::Range {
+                offset: 31,
+                len: 2,
+                size: 32
+            })
+        );
+        assert!(r.read(usize::MAX, &mut [0u8; 2]).is_err());
+        assert!(r.subregion(16, 17).is_err());
+        assert!(matches!(
+            r.atomic_u32(2),
+            Err(OutOfBounds::Misaligned { .. })
+        ));
+        let mut b = [0u8; 2];
+        r.read(30, &mut b).expect("inside");
+        assert_eq!(b, [1, 2]);
+    }
+
+    #[test]
+    fn read_only_views_refuse_writes() {
+        let m = LocalMem::new(64);
+        let ro = m.region().read_only();
+        assert!(!ro.is_writable());
+        assert!(matches!(
+            ro.write(0, &[1]),
+            Err(OutOfBounds::ReadOnly { .. })
+        ));
+        assert!(matches!(
+            ro.fill(0, 4, 9),
+            Err(OutOfBounds::ReadOnly { .. })
+        ));
+        assert!(ro.atomic_u32(0).is_err());
+        assert!(!ro.subregion(4, 4).expect("inside").is_writable());
+        m.region().write(0, &[7]).expect("writable");
+        assert_eq!(ro.read_u64(0), Ok(7));
+    }
+}

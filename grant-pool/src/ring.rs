@@ -11,8 +11,11 @@
 //! [`RingError::IndexAhead`]), every slot access is masked, and descriptors are copied out of
 //! shared memory before anyone looks at them.
 
+#[cfg(not(loom))]
 use core::sync::atomic::{AtomicU32, Ordering, fence};
 use crossbeam_utils::CachePadded;
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU32, Ordering, fence};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::pool::{BufHandle, PAGE_SIZE};
@@ -130,59 +133,196 @@ impl RingLayout {
     }
 }
 
-/// State both ends share: the region and the three atomics in it.
+/// The ring's shared memory as both ends reach it: three atomics and the slots.
+///
+/// Outside loom this points into a [`Region`] (checked once at construction, so the hot path
+/// does no bounds checks); under `cfg(loom)` it is loom's own atomics and cells, so the loom
+/// model checks the very protocol code below, including slot races.
+#[cfg(not(loom))]
 #[derive(Debug)]
-struct Shared {
-    mem: Region,
-    size: u32,
-    mask: u32,
+struct Mem {
+    base: *mut u8,
 }
 
-impl Shared {
+#[cfg(not(loom))]
+impl Mem {
     fn new(mem: Region, layout: RingLayout) -> Result<Self, RingError> {
         mem.subregion(0, DESC_OFF + layout.size as usize * 8)?;
         if !(mem.as_ptr() as usize).is_multiple_of(8) {
             return Err(RingError::Align);
         }
+        if !mem.is_writable() {
+            return Err(RingError::Bounds(OutOfBounds::ReadOnly {
+                offset: 0,
+                len: mem.len(),
+            }));
+        }
+        Ok(Self { base: mem.as_ptr() })
+    }
+
+    #[inline]
+    fn atomic(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: `off` is one of the header constants (PROD_OFF, CONS_OFF, FLAGS_OFF), inside
+        // the region the constructor checked, 4-byte aligned because the region is 8-byte
+        // aligned and the offsets are multiples of 64. AtomicU32 permits concurrent access
+        // from any party, and the region stays mapped while the ring lives (its contract).
+        unsafe { &*self.base.add(off).cast::<AtomicU32>() }
+    }
+
+    #[inline]
+    fn prod(&self) -> &AtomicU32 {
+        self.atomic(PROD_OFF)
+    }
+
+    #[inline]
+    fn cons(&self) -> &AtomicU32 {
+        self.atomic(CONS_OFF)
+    }
+
+    #[inline]
+    fn flags(&self) -> &AtomicU32 {
+        self.atomic(FLAGS_OFF)
+    }
+
+    /// Slot `i`, already masked to the ring size.
+    #[inline]
+    fn read_slot(&self, i: usize) -> u64 {
+        // SAFETY: `i` is masked below the ring size and the constructor checked that the
+        // region covers all slots and is 8-byte aligned (DESC_OFF is a multiple of 8), so the
+        // pointer is in bounds and aligned. The volatile load copies the slot out once; the
+        // peer may rewrite the slot afterwards without affecting the copy we validate.
+        unsafe {
+            self.base
+                .add(DESC_OFF + i * 8)
+                .cast::<u64>()
+                .read_volatile()
+        }
+    }
+
+    #[inline]
+    fn write_slot(&self, i: usize, v: u64) {
+        // SAFETY: in bounds and aligned as for `read_slot`; the constructor checked that the
+        // region is writable, and only the producer writes slots.
+        unsafe {
+            self.base
+                .add(DESC_OFF + i * 8)
+                .cast::<u64>()
+                .write_volatile(v)
+        }
+    }
+}
+
+#[cfg(loom)]
+#[derive(Debug)]
+struct LoomInner {
+    prod: AtomicU32,
+    cons: AtomicU32,
+    flags: AtomicU32,
+    slots: Box<[loom::cell::UnsafeCell<u64>]>,
+}
+
+#[cfg(loom)]
+#[derive(Debug, Clone)]
+struct Mem(loom::sync::Arc<LoomInner>);
+
+#[cfg(loom)]
+impl Mem {
+    fn new_loom(size: u32) -> Self {
+        Mem(loom::sync::Arc::new(LoomInner {
+            prod: AtomicU32::new(0),
+            cons: AtomicU32::new(0),
+            flags: AtomicU32::new(0),
+            slots: (0..size).map(|_| loom::cell::UnsafeCell::new(0)).collect(),
+        }))
+    }
+
+    fn prod(&self) -> &AtomicU32 {
+        &self.0.prod
+    }
+
+    fn cons(&self) -> &AtomicU32 {
+        &self.0.cons
+    }
+
+    fn flags(&self) -> &AtomicU32 {
+        &self.0.flags
+    }
+
+    fn read_slot(&self, i: usize) -> u64 {
+        // SAFETY: loom checks that this read does not race with a write of the same slot;
+        // that is exactly what the model is for.
+        self.0.slots[i].with(|p| unsafe { *p })
+    }
+
+    fn write_slot(&self, i: usize, v: u64) {
+        // SAFETY: as for `read_slot`: loom reports a racing access as a failure.
+        self.0.slots[i].with_mut(|p| unsafe { *p = v })
+    }
+}
+
+/// State both ends share: the memory, and the ring size.
+#[derive(Debug)]
+struct Shared {
+    mem: Mem,
+    size: u32,
+    mask: u32,
+}
+
+// SAFETY: `Shared` holds a raw pointer into a mapping that its constructor's caller keeps
+// alive (Region's contract); every access through it is volatile or atomic, so moving or
+// sharing it between threads creates no aliasing reference.
+unsafe impl Send for Shared {}
+// SAFETY: as for Send.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    #[cfg(not(loom))]
+    fn new(mem: Region, layout: RingLayout) -> Result<Self, RingError> {
         Ok(Self {
-            mem,
+            mem: Mem::new(mem, layout)?,
             size: layout.size,
             mask: layout.size - 1,
         })
     }
 
     #[inline]
-    fn atomic(&self, off: usize) -> &AtomicU32 {
-        // The constructor checked the region covers the header and is 8-byte aligned, and the
-        // offsets are constants inside the header, so this cannot fail.
-        self.mem
-            .atomic_u32(off)
-            .unwrap_or_else(|_| unreachable!("header checked at construction"))
-    }
-
-    #[inline]
-    fn slot_ptr(&self, idx: u32) -> *mut u64 {
-        let off = DESC_OFF + (idx & self.mask) as usize * 8;
-        self.mem.as_ptr().wrapping_add(off) as *mut u64
-    }
-
-    #[inline]
     fn read_slot(&self, idx: u32) -> Desc {
-        let p = self.slot_ptr(idx);
-        // SAFETY: the index is masked to the ring size and the constructor checked that the
-        // region covers all `size` slots and is 8-byte aligned (DESC_OFF is a multiple of 8),
-        // so `p` is in bounds and aligned. The volatile load copies the slot out once; the
-        // peer may rewrite the slot afterwards without affecting the copy we validate.
-        Desc::from_u64(unsafe { p.read_volatile() })
+        Desc::from_u64(self.mem.read_slot((idx & self.mask) as usize))
     }
 
     #[inline]
     fn write_slot(&self, idx: u32, d: Desc) {
-        let p = self.slot_ptr(idx);
-        // SAFETY: in bounds and aligned as for `read_slot`; the region is writable by its
-        // constructor's contract, and only the producer writes slots.
-        unsafe { p.write_volatile(d.to_u64()) };
+        self.mem.write_slot((idx & self.mask) as usize, d.to_u64())
     }
+
+    fn reset(&self) {
+        self.mem.prod().store(0, Ordering::Relaxed);
+        self.mem.cons().store(0, Ordering::Relaxed);
+        self.mem.flags().store(0, Ordering::Release);
+    }
+}
+
+#[cfg(loom)]
+/// A producer and consumer over one loom-modelled ring of `size` slots (loom builds only).
+pub fn loom_pair(layout: RingLayout) -> (RingProducer, RingConsumer) {
+    let mem = Mem::new_loom(layout.size);
+    let sh = |m| Shared {
+        mem: m,
+        size: layout.size,
+        mask: layout.size - 1,
+    };
+    (
+        RingProducer {
+            sh: sh(mem.clone()),
+            prod: 0,
+            cached_cons: 0,
+        },
+        RingConsumer {
+            sh: sh(mem),
+            cons: 0,
+            cached_prod: 0,
+        },
+    )
 }
 
 /// The producing end of a ring.
@@ -196,15 +336,14 @@ pub struct RingProducer {
 impl RingProducer {
     /// The producer over `mem`. With `init`, the header is reset (indices 0, no flags): only
     /// the side that creates the ring does this, before the peer sees it.
+    #[cfg(not(loom))]
     pub fn new(mem: Region, layout: RingLayout, init: bool) -> Result<Self, RingError> {
         let sh = Shared::new(mem, layout)?;
         if init {
-            sh.atomic(PROD_OFF).store(0, Ordering::Relaxed);
-            sh.atomic(CONS_OFF).store(0, Ordering::Relaxed);
-            sh.atomic(FLAGS_OFF).store(0, Ordering::Release);
+            sh.reset();
         }
-        let prod = sh.atomic(PROD_OFF).load(Ordering::Relaxed);
-        let cached_cons = sh.atomic(CONS_OFF).load(Ordering::Acquire);
+        let prod = sh.mem.prod().load(Ordering::Relaxed);
+        let cached_cons = sh.mem.cons().load(Ordering::Acquire);
         let mut p = Self {
             sh,
             prod,
@@ -223,7 +362,7 @@ impl RingProducer {
 
     #[inline]
     fn refresh(&mut self) -> Result<(), RingError> {
-        let cons = self.sh.atomic(CONS_OFF).load(Ordering::Acquire);
+        let cons = self.sh.mem.cons().load(Ordering::Acquire);
         let used = self.prod.wrapping_sub(cons);
         if used > self.sh.size {
             return Err(RingError::IndexAhead {
@@ -264,7 +403,7 @@ impl RingProducer {
     pub fn publish(&mut self, n: u32) {
         debug_assert!(n <= self.free_cached());
         self.prod = self.prod.wrapping_add(n);
-        self.sh.atomic(PROD_OFF).store(self.prod, Ordering::Release);
+        self.sh.mem.prod().store(self.prod, Ordering::Release);
     }
 
     /// Whether the consumer asked to be woken: call after `publish`, kick the notifier if so.
@@ -274,7 +413,7 @@ impl RingProducer {
         // `RingConsumer::set_need_wakeup`), so a consumer going to sleep either sees our
         // entries or we see its flag.
         fence(Ordering::SeqCst);
-        self.sh.atomic(FLAGS_OFF).load(Ordering::Relaxed) & NEED_WAKEUP != 0
+        self.sh.mem.flags().load(Ordering::Relaxed) & NEED_WAKEUP != 0
     }
 
     /// Entries published and not yet consumed, as last seen.
@@ -294,14 +433,13 @@ pub struct RingConsumer {
 
 impl RingConsumer {
     /// The consumer over `mem`; with `init` the header is reset (see [`RingProducer::new`]).
+    #[cfg(not(loom))]
     pub fn new(mem: Region, layout: RingLayout, init: bool) -> Result<Self, RingError> {
         let sh = Shared::new(mem, layout)?;
         if init {
-            sh.atomic(PROD_OFF).store(0, Ordering::Relaxed);
-            sh.atomic(CONS_OFF).store(0, Ordering::Relaxed);
-            sh.atomic(FLAGS_OFF).store(0, Ordering::Release);
+            sh.reset();
         }
-        let cons = sh.atomic(CONS_OFF).load(Ordering::Relaxed);
+        let cons = sh.mem.cons().load(Ordering::Relaxed);
         Ok(Self {
             sh,
             cons,
@@ -321,7 +459,7 @@ impl RingConsumer {
     pub fn peek(&mut self, n: u32) -> Result<u32, RingError> {
         let mut avail = self.cached_prod.wrapping_sub(self.cons);
         if avail < n {
-            let prod = self.sh.atomic(PROD_OFF).load(Ordering::Acquire);
+            let prod = self.sh.mem.prod().load(Ordering::Acquire);
             let a = prod.wrapping_sub(self.cons);
             if a > self.sh.size {
                 return Err(RingError::IndexAhead {
@@ -348,15 +486,13 @@ impl RingConsumer {
     pub fn release(&mut self, n: u32) {
         debug_assert!(n <= self.cached_prod.wrapping_sub(self.cons));
         self.cons = self.cons.wrapping_add(n);
-        self.sh.atomic(CONS_OFF).store(self.cons, Ordering::Release);
+        self.sh.mem.cons().store(self.cons, Ordering::Release);
     }
 
     /// Asks the producer for a notification, then re-checks for entries that raced the flag.
     /// Returns `true` when entries are already there (do not sleep).
     pub fn set_need_wakeup(&mut self) -> Result<bool, RingError> {
-        self.sh
-            .atomic(FLAGS_OFF)
-            .fetch_or(NEED_WAKEUP, Ordering::Relaxed);
+        self.sh.mem.flags().fetch_or(NEED_WAKEUP, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         Ok(self.peek(1)? > 0)
     }
@@ -364,7 +500,316 @@ impl RingConsumer {
     /// Withdraws the wakeup request (the consumer is polling again).
     pub fn clear_need_wakeup(&mut self) {
         self.sh
-            .atomic(FLAGS_OFF)
+            .mem
+            .flags()
             .fetch_and(!NEED_WAKEUP, Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::region::LocalMem;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    fn ring(size: u32) -> (LocalMem, RingProducer, RingConsumer) {
+        let l = RingLayout::new(size).expect("size");
+        let m = LocalMem::new(l.bytes());
+        let p = RingProducer::new(m.region(), l, true).expect("producer");
+        let c = RingConsumer::new(m.region(), l, false).expect("consumer");
+        (m, p, c)
+    }
+
+    fn d(v: u32) -> Desc {
+        Desc {
+            handle: v,
+            len: (v % 2048) as u16,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn sizes_must_be_powers_of_two() {
+        for bad in [0, 1, 3, 6, 100, 1 << 21] {
+            assert_eq!(RingLayout::new(bad), Err(RingError::Size(bad)));
+        }
+        assert_eq!(RingLayout::new(64).expect("ok").size(), 64);
+    }
+
+    #[test]
+    fn too_small_misaligned_or_read_only_memory_is_refused() {
+        let l = RingLayout::new(64).expect("size");
+        let m = LocalMem::new(l.bytes());
+        let short = m.region().subregion(0, DESC_OFF + 63 * 8).expect("inside");
+        assert!(matches!(
+            RingProducer::new(short, l, true),
+            Err(RingError::Bounds(_))
+        ));
+        let odd = m.region().subregion(4, l.bytes() - 4).expect("inside");
+        assert_eq!(
+            RingConsumer::new(odd, l, true).err(),
+            Some(RingError::Align)
+        );
+        assert!(RingConsumer::new(m.region().read_only(), l, false).is_err());
+    }
+
+    #[test]
+    fn fills_to_capacity_then_drains_in_order() {
+        let (_m, mut p, mut c) = ring(8);
+        assert_eq!(p.reserve(100), Ok(8));
+        for i in 0..8 {
+            p.write(i, d(i));
+        }
+        p.publish(8);
+        assert_eq!(p.reserve(1), Ok(0), "a full ring has no room");
+        assert_eq!(c.peek(100), Ok(8));
+        let got: Vec<_> = (0..8).map(|i| c.read(i)).collect();
+        assert_eq!(got, (0..8).map(d).collect::<Vec<_>>());
+        c.release(8);
+        assert_eq!(c.peek(1), Ok(0));
+        assert_eq!(p.reserve(8), Ok(8));
+    }
+
+    #[test]
+    fn wraps_around_u32_max() {
+        let l = RingLayout::new(16).expect("size");
+        let m = LocalMem::new(l.bytes());
+        let start = u32::MAX - 20;
+        m.region()
+            .atomic_u32(PROD_OFF)
+            .expect("header")
+            .store(start, Ordering::Relaxed);
+        m.region()
+            .atomic_u32(CONS_OFF)
+            .expect("header")
+            .store(start, Ordering::Relaxed);
+        let mut p = RingProducer::new(m.region(), l, false).expect("producer");
+        let mut c = RingConsumer::new(m.region(), l, false).expect("consumer");
+        let mut next_in = 0u32;
+        let mut next_out = 0u32;
+        // 200 descriptors in batches of 7 carry both indices across the u32 wrap.
+        while next_out < 200 {
+            let n = p.reserve(7).expect("sane");
+            for i in 0..n {
+                p.write(i, d(next_in + i));
+            }
+            p.publish(n);
+            next_in += n;
+            let k = c.peek(5).expect("sane");
+            for i in 0..k {
+                assert_eq!(c.read(i), d(next_out + i));
+            }
+            c.release(k);
+            next_out += k;
+        }
+        let prod = m
+            .region()
+            .atomic_u32(PROD_OFF)
+            .expect("h")
+            .load(Ordering::Relaxed);
+        assert!(prod < start, "producer index wrapped");
+    }
+
+    #[test]
+    fn hostile_producer_index_is_refused_and_consumes_nothing() {
+        let (m, mut p, mut c) = ring(8);
+        p.reserve(2).expect("room");
+        p.write(0, d(1));
+        p.write(1, d(2));
+        p.publish(2);
+        let r = m.region();
+        let prod = r.atomic_u32(PROD_OFF).expect("header");
+        for bogus in [9, 1000, u32::MAX] {
+            prod.store(bogus, Ordering::Release);
+            assert_eq!(
+                c.peek(16),
+                Err(RingError::IndexAhead {
+                    prod: bogus,
+                    cons: 0,
+                    size: 8
+                })
+            );
+        }
+        prod.store(2, Ordering::Release);
+        assert_eq!(c.peek(16), Ok(2), "an honest index is accepted again");
+    }
+
+    #[test]
+    fn hostile_consumer_index_is_refused_by_the_producer() {
+        let (m, mut p, _c) = ring(8);
+        let r = m.region();
+        let cons = r.atomic_u32(CONS_OFF).expect("header");
+        cons.store(5, Ordering::Release); // ahead of the producer (0)
+        assert!(matches!(p.reserve(16), Err(RingError::IndexAhead { .. })));
+        assert!(matches!(p.pending(), Err(RingError::IndexAhead { .. })));
+        cons.store(0, Ordering::Release);
+        assert_eq!(p.reserve(16), Ok(8));
+    }
+
+    #[test]
+    fn attaching_to_an_impossible_ring_fails() {
+        let l = RingLayout::new(8).expect("size");
+        let m = LocalMem::new(l.bytes());
+        m.region()
+            .atomic_u32(PROD_OFF)
+            .expect("h")
+            .store(100, Ordering::Relaxed);
+        assert!(RingProducer::new(m.region(), l, false).is_err());
+    }
+
+    #[test]
+    fn need_wakeup_is_seen_by_the_producer_until_cleared() {
+        let (_m, mut p, mut c) = ring(8);
+        assert!(!p.needs_wakeup());
+        assert_eq!(c.set_need_wakeup(), Ok(false), "empty ring: sleep");
+        assert!(p.needs_wakeup());
+        p.reserve(1).expect("room");
+        p.write(0, d(3));
+        p.publish(1);
+        assert_eq!(
+            c.set_need_wakeup(),
+            Ok(true),
+            "entries arrived: do not sleep"
+        );
+        c.clear_need_wakeup();
+        assert!(!p.needs_wakeup());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Produce(u32),
+        Consume(u32),
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        prop::collection::vec(
+            prop_oneof![
+                (0u32..40).prop_map(Op::Produce),
+                (0u32..40).prop_map(Op::Consume)
+            ],
+            0..200,
+        )
+    }
+
+    proptest! {
+        /// The ring behaves as a bounded FIFO queue, from any starting index (including
+        /// just below the u32 wrap).
+        #[test]
+        fn ring_is_a_bounded_fifo(size_log in 1u32..7, start in prop_oneof![Just(u32::MAX - 50), any::<u32>()], ops in ops()) {
+            let size = 1 << size_log;
+            let l = RingLayout::new(size).expect("size");
+            let m = LocalMem::new(l.bytes());
+            for off in [PROD_OFF, CONS_OFF] {
+                m.region().atomic_u32(off).expect("h").store(start, Ordering::Relaxed);
+            }
+            let mut p = RingProducer::new(m.region(), l, false).expect("producer");
+            let mut c = RingConsumer::new(m.region(), l, false).expect("consumer");
+            let mut model = VecDeque::new();
+            let mut next = 0u32;
+            for op in ops {
+                match op {
+                    Op::Produce(n) => {
+                        let got = p.reserve(n).expect("sane");
+                        prop_assert_eq!(got, n.min(size - model.len() as u32));
+                        for i in 0..got {
+                            p.write(i, d(next));
+                            model.push_back(d(next));
+                            next += 1;
+                        }
+                        p.publish(got);
+                    }
+                    Op::Consume(n) => {
+                        let got = c.peek(n).expect("sane");
+                        prop_assert_eq!(got, n.min(model.len() as u32));
+                        for i in 0..got {
+                            prop_assert_eq!(Some(c.read(i)), model.pop_front());
+                        }
+                        c.release(got);
+                    }
+                }
+                prop_assert_eq!(p.pending().expect("sane"), model.len() as u32);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_model {
+    //! The ring protocol under loom: run with
+    //! `RUSTFLAGS="--cfg loom" cargo test -p grant-pool --release --lib loom`.
+    use super::*;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicBool;
+
+    fn d(v: u32) -> Desc {
+        Desc {
+            handle: v,
+            len: v as u16,
+            flags: 0,
+        }
+    }
+
+    /// Three descriptors through a two-slot ring, batches of up to two: every interleaving
+    /// delivers them all, once, in order, and no slot is read while it is written.
+    #[test]
+    fn loom_ring_delivers_in_order_without_races() {
+        loom::model(|| {
+            let (mut p, mut c) = loom_pair(RingLayout::new(2).expect("size"));
+            let t = loom::thread::spawn(move || {
+                let mut sent = 0;
+                while sent < 3 {
+                    let n = p.reserve(2).expect("sane");
+                    for i in 0..n {
+                        p.write(i, d(sent + i));
+                    }
+                    p.publish(n);
+                    sent += n;
+                    if n == 0 {
+                        loom::thread::yield_now();
+                    }
+                }
+            });
+            let mut got = 0;
+            while got < 3 {
+                let n = c.peek(2).expect("sane");
+                for i in 0..n {
+                    assert_eq!(c.read(i), d(got + i));
+                }
+                c.release(n);
+                got += n;
+                if n == 0 {
+                    loom::thread::yield_now();
+                }
+            }
+            t.join().expect("producer");
+        });
+    }
+
+    /// Need-wakeup never loses a wakeup: a consumer that decides to sleep is always kicked by
+    /// a producer that publishes afterwards.
+    #[test]
+    fn loom_need_wakeup_never_loses_a_wakeup() {
+        loom::model(|| {
+            let (mut p, mut c) = loom_pair(RingLayout::new(2).expect("size"));
+            let kicked = Arc::new(AtomicBool::new(false));
+            let k2 = kicked.clone();
+            let t = loom::thread::spawn(move || {
+                assert_eq!(p.reserve(1), Ok(1));
+                p.write(0, d(7));
+                p.publish(1);
+                if p.needs_wakeup() {
+                    k2.store(true, Ordering::SeqCst);
+                }
+            });
+            let sleeps = c.peek(1).expect("sane") == 0 && !c.set_need_wakeup().expect("sane");
+            t.join().expect("producer");
+            if sleeps {
+                assert!(
+                    kicked.load(Ordering::SeqCst),
+                    "consumer slept and was never kicked"
+                );
+            }
+        });
     }
 }
