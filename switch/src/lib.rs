@@ -5,3 +5,5 @@
 //! This crate holds no `unsafe` and trusts nothing a port delivers: every handle it touches is
 //! looked up and bounds-checked through `grant_pool`.
 #![forbid(unsafe_code)]
+
+pub mod ctl;

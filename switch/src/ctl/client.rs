@@ -1,0 +1,143 @@
+//! The client side of the control protocol: what an app (or `ferrite stats`) calls.
+//!
+//! ```no_run
+//! # use switch::ctl::{Client, GrantRepr, Name};
+//! # fn f(grant: GrantRepr, fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<(), switch::ctl::CtlError> {
+//! let mut c = Client::connect("/run/ferrite/ctl.sock".as_ref())?;
+//! let limits = c.hello(&Name::new("web")?, [0x02, 0, 0, 0, 0, 1])?;
+//! // ... lay out the port memory within `limits`, then:
+//! let attached = c.grant(&grant, fds)?; // memfd, app→server eventfd, server→app eventfd
+//! // ... run; when the server goes away, `c` reads Closed: reconnect and redo the handshake.
+//! c.detach()?;
+//! # Ok(()) }
+//! ```
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use super::transport::{Received, SeqPacket, Transport};
+use super::wire::{GrantRepr, Limits, MAX_SERVER_MSG, Name, Repr, StatsRepr};
+use super::{CtlError, ErrorCode};
+
+/// What `Connected` told the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    /// The app's switch port.
+    pub port: u16,
+    /// The pool id the server gave the app's pool: the top byte of the handles of the app's
+    /// own buffers in descriptors the server writes.
+    pub pool: u8,
+    /// The server instance (changes when the server restarts).
+    pub instance: u64,
+}
+
+/// A control connection from the client side.
+#[derive(Debug)]
+pub struct Client<T: Transport = SeqPacket> {
+    t: T,
+    buf: Vec<u8>,
+}
+
+impl Client<SeqPacket> {
+    /// Connects to the server's control socket at `path`.
+    pub fn connect(path: &Path) -> Result<Self, CtlError> {
+        Ok(Self::new(SeqPacket::connect(path)?))
+    }
+}
+
+impl<T: Transport> Client<T> {
+    /// A client over an already connected transport.
+    pub fn new(t: T) -> Self {
+        Self {
+            t,
+            buf: vec![0; MAX_SERVER_MSG],
+        }
+    }
+
+    /// The transport (e.g. to poll its descriptor for the server closing the connection).
+    pub fn transport(&mut self) -> &mut T {
+        &mut self.t
+    }
+
+    /// Sends `req` with `fds` and waits for one answer; an `Error` answer becomes
+    /// [`CtlError::Remote`].
+    pub fn request(&mut self, req: &Repr, fds: &[BorrowedFd<'_>]) -> Result<Repr, CtlError> {
+        self.t.send(&req.to_bytes(), fds)?;
+        self.receive()
+    }
+
+    /// Waits for one message from the server; an `Error` becomes [`CtlError::Remote`].
+    pub fn receive(&mut self) -> Result<Repr, CtlError> {
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        let len = loop {
+            match self.t.recv(&mut self.buf, &mut fds)? {
+                Received::Message {
+                    len,
+                    truncated: false,
+                    ..
+                } => break len,
+                Received::Message { .. } => {
+                    return Err(CtlError::refused(
+                        ErrorCode::Malformed,
+                        "the server sent an over-long message",
+                    ));
+                }
+                Received::WouldBlock => std::thread::yield_now(),
+                Received::Closed => return Err(CtlError::Closed),
+            }
+        };
+        // The server passes no descriptors; any that came are closed here.
+        drop(fds);
+        match Repr::from_bytes(&self.buf[..len])? {
+            Repr::Error { code, text } => Err(CtlError::Remote { code, text }),
+            r => Ok(r),
+        }
+    }
+
+    /// Says who the app is; returns the limits its grant must respect.
+    pub fn hello(&mut self, name: &Name, mac: [u8; 6]) -> Result<Limits, CtlError> {
+        match self.request(
+            &Repr::Hello {
+                name: name.clone(),
+                mac,
+            },
+            &[],
+        )? {
+            Repr::InitWait(l) => Ok(l),
+            r => Err(CtlError::Unexpected(r.kind())),
+        }
+    }
+
+    /// Grants the port: `fds` are, in order, the port memory, the notifier the app kicks to
+    /// wake the server, and the notifier the server kicks to wake the app.
+    pub fn grant(&mut self, g: &GrantRepr, fds: &[BorrowedFd<'_>]) -> Result<Attached, CtlError> {
+        match self.request(&Repr::Grant(g.clone()), fds)? {
+            Repr::Connected {
+                port,
+                pool,
+                instance,
+            } => Ok(Attached {
+                port,
+                pool,
+                instance,
+            }),
+            r => Err(CtlError::Unexpected(r.kind())),
+        }
+    }
+
+    /// Asks for every port's counters.
+    pub fn stats(&mut self) -> Result<StatsRepr, CtlError> {
+        match self.request(&Repr::StatsRequest, &[])? {
+            Repr::StatsReply(s) => Ok(s),
+            r => Err(CtlError::Unexpected(r.kind())),
+        }
+    }
+
+    /// Takes the port off the switch; the server answers Closed and closes the connection.
+    pub fn detach(&mut self) -> Result<(), CtlError> {
+        match self.request(&Repr::Detach, &[])? {
+            Repr::Closed => Ok(()),
+            r => Err(CtlError::Unexpected(r.kind())),
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Moving control messages: the [`Transport`] trait and its Unix `SOCK_SEQPACKET`
+//! implementation ([`SeqPacket`], [`SeqPacketListener`]).
+//!
+//! A `SOCK_SEQPACKET` socket keeps message boundaries (one `send` is one `recv`), carries file
+//! descriptors (`SCM_RIGHTS`) and tells the server who the peer is (`SO_PEERCRED`), which is
+//! everything the handshake needs. Receiving is defensive: a message longer than the buffer
+//! is reported as truncated (and refused by the caller), at most [`MAX_FDS`] descriptors are
+//! kept and any surplus is closed at once, and every received descriptor is close-on-exec.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+
+use super::CtlError;
+
+/// Most file descriptors kept from one message; the rest are closed on receipt.
+pub const MAX_FDS: usize = 4;
+/// Room for a few more descriptors than we keep, so that a sender of too many is noticed
+/// (the kernel flags `MSG_CTRUNC` and closes what does not fit).
+const FD_ROOM: usize = MAX_FDS + 4;
+
+/// Who is at the other end of a connection, as the kernel says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id at connect time.
+    pub pid: i32,
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+}
+
+/// What one receive produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A message of `len` bytes is at the start of the buffer.
+    Message {
+        /// Bytes received.
+        len: usize,
+        /// The message was longer than the buffer (the rest is lost).
+        truncated: bool,
+        /// More descriptors came than are kept; the surplus was closed.
+        surplus_fds: bool,
+    },
+    /// Nothing to read now (non-blocking socket).
+    WouldBlock,
+    /// The peer closed the connection.
+    Closed,
+}
+
+/// A message transport: one message per call, with optional file descriptors.
+///
+/// The handshake ([`super::Session`]) never sees the transport; the server's control loop
+/// moves bytes between the two. A transport without descriptors (xenstore) passes none and
+/// carries grant references in the message instead.
+pub trait Transport {
+    /// Receives one message into `buf`, appending received descriptors to `fds`.
+    fn recv(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<Received, CtlError>;
+    /// Sends one message with `fds` attached.
+    fn send(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), CtlError>;
+    /// The peer's credentials.
+    fn peer(&self) -> Result<PeerCred, CtlError>;
+}
+
+/// One connected `SOCK_SEQPACKET` Unix socket.
+#[derive(Debug)]
+pub struct SeqPacket {
+    fd: OwnedFd,
+}
+
+impl SeqPacket {
+    /// Connects to the server listening at `path` (blocking socket).
+    pub fn connect(path: &Path) -> Result<Self, CtlError> {
+        let what = || format!("connect {}", path.display());
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| CtlError::io(what(), e))?;
+        let addr = SocketAddrUnix::new(path).map_err(|e| CtlError::io(what(), e))?;
+        rustix::net::connect(&fd, &addr).map_err(|e| CtlError::io(what(), e))?;
+        Ok(Self { fd })
+    }
+
+    /// A connected pair (for tests and in-process peers).
+    pub fn pair() -> Result<(Self, Self), CtlError> {
+        let (a, b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| CtlError::io("socketpair", e))?;
+        Ok((Self { fd: a }, Self { fd: b }))
+    }
+
+    /// Switches non-blocking mode.
+    pub fn set_nonblocking(&self, on: bool) -> Result<(), CtlError> {
+        rustix::io::ioctl_fionbio(&self.fd, on).map_err(|e| CtlError::io("set non-blocking", e))
+    }
+
+    /// Makes receives give up after `t` (blocking sockets; `None` waits forever).
+    pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> Result<(), CtlError> {
+        rustix::net::sockopt::set_socket_timeout(&self.fd, rustix::net::sockopt::Timeout::Recv, t)
+            .map_err(|e| CtlError::io("set receive timeout", e))
+    }
+}
+
+impl AsFd for SeqPacket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Transport for SeqPacket {
+    fn recv(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<Received, CtlError> {
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(FD_ROOM))];
+        let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [IoSliceMut::new(buf)];
+        let r = match rustix::net::recvmsg(
+            &self.fd,
+            &mut iov,
+            &mut cmsg,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::TRUNC,
+        ) {
+            Ok(r) => r,
+            Err(rustix::io::Errno::AGAIN) => return Ok(Received::WouldBlock),
+            Err(rustix::io::Errno::INTR) => return Ok(Received::WouldBlock),
+            Err(rustix::io::Errno::CONNRESET) => return Ok(Received::Closed),
+            Err(e) => return Err(CtlError::io("receive", e)),
+        };
+        let mut surplus = r.flags.contains(ReturnFlags::CTRUNC);
+        let before = fds.len();
+        for m in cmsg.drain() {
+            if let RecvAncillaryMessage::ScmRights(it) = m {
+                for fd in it {
+                    if fds.len() < MAX_FDS {
+                        fds.push(fd);
+                    } else {
+                        surplus = true;
+                        drop(fd);
+                    }
+                }
+            }
+        }
+        if r.bytes == 0 && fds.len() == before && !surplus {
+            // A zero-length record and end of stream look alike; neither is a message.
+            return Ok(Received::Closed);
+        }
+        Ok(Received::Message {
+            len: r.bytes.min(buf.len()),
+            truncated: r.flags.contains(ReturnFlags::TRUNC) || r.bytes > buf.len(),
+            surplus_fds: surplus,
+        })
+    }
+
+    fn send(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), CtlError> {
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        if fds.len() > MAX_FDS
+            || (!fds.is_empty() && !cmsg.push(SendAncillaryMessage::ScmRights(fds)))
+        {
+            return Err(CtlError::io(
+                "send",
+                std::io::Error::other(format!("at most {MAX_FDS} descriptors per message")),
+            ));
+        }
+        let iov = [IoSlice::new(msg)];
+        loop {
+            match rustix::net::sendmsg(&self.fd, &iov, &mut cmsg, SendFlags::NOSIGNAL) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => {
+                    return Err(CtlError::Closed);
+                }
+                Err(e) => return Err(CtlError::io("send", e)),
+            }
+        }
+    }
+
+    fn peer(&self) -> Result<PeerCred, CtlError> {
+        let c = rustix::net::sockopt::socket_peercred(&self.fd)
+            .map_err(|e| CtlError::io("SO_PEERCRED", e))?;
+        Ok(PeerCred {
+            pid: c.pid.as_raw_nonzero().get(),
+            uid: c.uid.as_raw(),
+            gid: c.gid.as_raw(),
+        })
+    }
+}
+
+/// The server's listening `SOCK_SEQPACKET` socket; removes its path when dropped.
+#[derive(Debug)]
+pub struct SeqPacketListener {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl SeqPacketListener {
+    /// Listens at `path` with file mode `mode` and, if given, group `gid`.
+    ///
+    /// A file left at `path` by a server that crashed is removed first, but only when it is a
+    /// socket nobody listens on: a regular file, or a socket another server answers on, is an
+    /// error and is left alone.
+    pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<Self, CtlError> {
+        let what = |w: &str| format!("{w} {}", path.display());
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(CtlError::io(
+                    what("bind"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "a file that is not a socket is in the way; remove it or choose another path",
+                    ),
+                ));
+            }
+            if SeqPacket::connect(path).is_ok() {
+                return Err(CtlError::io(
+                    what("bind"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "another server is listening on this socket",
+                    ),
+                ));
+            }
+            tracing::info!(path = %path.display(), "removing stale control socket");
+            std::fs::remove_file(path).map_err(|e| CtlError::io(what("remove stale"), e))?;
+        }
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .map_err(|e| CtlError::io(what("socket"), e))?;
+        let addr = SocketAddrUnix::new(path).map_err(|e| CtlError::io(what("address"), e))?;
+        rustix::net::bind(&fd, &addr).map_err(|e| CtlError::io(what("bind"), e))?;
+        let me = Self {
+            fd,
+            path: path.to_owned(),
+        };
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(|e| CtlError::io(what("chmod"), e))?;
+        if let Some(g) = gid {
+            rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(g)))
+                .map_err(|e| CtlError::io(what("chown"), e))?;
+        }
+        rustix::net::listen(&me.fd, 64).map_err(|e| CtlError::io(what("listen"), e))?;
+        Ok(me)
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts one pending connection (non-blocking: `None` when there is none).
+    pub fn accept(&self) -> Result<Option<SeqPacket>, CtlError> {
+        match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+            Ok(fd) => Ok(Some(SeqPacket { fd })),
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => Ok(None),
+            Err(rustix::io::Errno::CONNABORTED) => Ok(None),
+            Err(e) => Err(CtlError::io(format!("accept {}", self.path.display()), e)),
+        }
+    }
+}
+
+impl AsFd for SeqPacketListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for SeqPacketListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_keep_boundaries_and_surplus_fds_are_closed() {
+        let (mut a, mut b) = SeqPacket::pair().unwrap();
+        a.send(b"one", &[]).unwrap();
+        a.send(b"second", &[]).unwrap();
+        let mut buf = [0u8; 16];
+        let mut fds = Vec::new();
+        assert_eq!(
+            b.recv(&mut buf, &mut fds).unwrap(),
+            Received::Message {
+                len: 3,
+                truncated: false,
+                surplus_fds: false
+            }
+        );
+        let mut small = [0u8; 2];
+        assert_eq!(
+            b.recv(&mut small, &mut fds).unwrap(),
+            Received::Message {
+                len: 2,
+                truncated: true,
+                surplus_fds: false
+            }
+        );
+        // A hostile sender attaching six descriptors: four kept, the rest closed and flagged.
+        let files: Vec<std::fs::File> = (0..6)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let borrowed: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        assert!(
+            a.send(b"x", &borrowed).is_err(),
+            "our own sender caps descriptors"
+        );
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(6))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        assert!(cmsg.push(SendAncillaryMessage::ScmRights(&borrowed)));
+        rustix::net::sendmsg(&a.fd, &[IoSlice::new(b"x")], &mut cmsg, SendFlags::empty()).unwrap();
+        let r = b.recv(&mut buf, &mut fds).unwrap();
+        assert_eq!(
+            r,
+            Received::Message {
+                len: 1,
+                truncated: false,
+                surplus_fds: true
+            }
+        );
+        assert_eq!(fds.len(), MAX_FDS);
+        b.set_nonblocking(true).unwrap();
+        assert_eq!(b.recv(&mut buf, &mut fds).unwrap(), Received::WouldBlock);
+        drop(a);
+        assert_eq!(b.recv(&mut buf, &mut fds).unwrap(), Received::Closed);
+    }
+}
