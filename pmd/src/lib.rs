@@ -6,6 +6,9 @@
 //! one of the two places allowed `unsafe` (MMIO, DMA, kernel ring mappings); it must never
 //! block in a burst call and never allocate on the burst path.
 
+pub mod af_packet;
+pub mod af_xdp;
+pub mod linux;
 pub mod sim;
 
 use grant_pool::{BufHandle, Pool, PoolSet};

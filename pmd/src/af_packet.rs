@@ -1,0 +1,686 @@
+//! The `af_packet` port: `PACKET_MMAP` rings on any Linux interface, the fallback where XDP
+//! is not available.
+//!
+//! # Shape and copies
+//!
+//! One `AF_PACKET` socket bound to the interface for every protocol (`ETH_P_ALL`), non-
+//! blocking, in promiscuous mode (`PACKET_MR_PROMISC`, dropped by the kernel when the socket
+//! closes), with a receive and a transmit ring (`PACKET_RX_RING`, `PACKET_TX_RING`) mapped
+//! into the process. Transmit bypasses the qdisc layer (`PACKET_QDISC_BYPASS`) and the
+//! socket ignores its own outgoing frames (`PACKET_IGNORE_OUTGOING`).
+//!
+//! The kernel's rings are not a Ferrite pool: their frames must go back to the kernel in ring
+//! order, so lending one out (to an app, for as long as the app likes) would stall the ring.
+//! Hence the port owns a normal pool of anonymous memory and:
+//!
+//! * receive copies each frame once, from the ring frame into a pool buffer (the kernel's
+//!   copy into the ring is the other, unavoidable one), and returns the ring frame at once;
+//! * transmit copies each frame once, from whatever pool it is in into a ring frame, and
+//!   kicks the kernel with one `sendto(MSG_DONTWAIT)` per burst. The port can read more
+//!   pools than its own ([`AfPacketPort::add_readable_pool`]); they are all in
+//!   [`Port::tx_pools`], so the switch hands an app's frame straight to the port and the
+//!   frame is copied exactly once on its way out, with no staging copy into the port's pool.
+//!   The source buffer is free again when `tx_burst` returns; `tx_done` hands it back.
+//!
+//! # Ring format
+//!
+//! `TPACKET_V2` for both rings. V3's block-based receive ring amortises better under load,
+//! but the kernel hands a block to user space only when it is full or its retire timer (at
+//! least a millisecond) fires, which would put a millisecond into every ping and TCP
+//! round-trip at low rates. V2 hands over each frame as soon as it is written, and a burst of
+//! V2 frames is read with one status load per frame, so at the rates a software interface
+//! reaches the difference in cost is small.
+//!
+//! VLAN tags the kernel moved out of the frame (receive VLAN offload) are put back during the
+//! receive copy. Frames the kernel truncated (larger than a ring frame, e.g. GSO super-frames
+//! from a peer with offloads on) are dropped and counted; run the peer with `tso`, `gso` and
+//! `tx` checksum offloads off (`ethtool -K <peer> tso off gso off tx off`).
+//!
+//! The [`Pool`] this port exposes lives in memory the port maps: it is valid only while the
+//! port lives.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, PoolTable, Region};
+
+use crate::linux::{self, CtlSocket, Mmap, OpError};
+use crate::{Frame, LinkState, Mac, Port, PortStats};
+
+/// Errors opening an `af_packet` port.
+#[derive(Debug, thiserror::Error)]
+pub enum AfPacketError {
+    /// No interface by that name in this network namespace.
+    #[error("interface {0:?} not found in this network namespace (check `ip link`)")]
+    InterfaceNotFound(String),
+    /// The process lacks a capability.
+    #[error(
+        "permission denied to {op}: AF_PACKET needs CAP_NET_RAW (and CAP_NET_ADMIN for promiscuous mode)"
+    )]
+    Permission {
+        /// What was refused.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid af_packet configuration: {0}")]
+    Config(String),
+    /// Another system call failed.
+    #[error("{}: {}", .0.op, .0.source)]
+    Sys(OpError),
+}
+
+impl From<OpError> for AfPacketError {
+    fn from(e: OpError) -> Self {
+        if e.is_permission() {
+            AfPacketError::Permission {
+                op: e.op,
+                source: e.source,
+            }
+        } else {
+            AfPacketError::Sys(e)
+        }
+    }
+}
+
+/// Configuration of an [`AfPacketPort`].
+#[derive(Debug, Clone)]
+pub struct AfPacketConfig {
+    /// Interface name.
+    pub ifname: String,
+    /// The id the port's own pool gets.
+    pub pool_id: PoolId,
+    /// Buffers in the port's pool.
+    pub bufs: usize,
+    /// Buffer size of the pool (a power of two, 256..=4096).
+    pub buf_size: usize,
+    /// Frames in the kernel receive ring (a multiple of 32).
+    pub rx_frames: u32,
+    /// Frames in the kernel transmit ring (a multiple of 32).
+    pub tx_frames: u32,
+    /// Put the interface in promiscuous mode while the port is open.
+    pub promiscuous: bool,
+    /// Bypass the qdisc layer on transmit.
+    pub qdisc_bypass: bool,
+}
+
+impl AfPacketConfig {
+    /// Defaults for `ifname`: a pool of 4096 buffers of 2 KiB, 4096 receive and 1024
+    /// transmit ring frames, promiscuous, qdisc bypass.
+    pub fn new(ifname: &str, pool_id: PoolId) -> Self {
+        Self {
+            ifname: ifname.to_owned(),
+            pool_id,
+            bufs: 4096,
+            buf_size: 2048,
+            rx_frames: 4096,
+            tx_frames: 1024,
+            promiscuous: true,
+            qdisc_bypass: true,
+        }
+    }
+}
+
+/// Kernel counters of the socket (`PACKET_STATISTICS`, accumulated: the kernel resets them
+/// on every read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketKernelStats {
+    /// Frames the socket saw (delivered plus dropped).
+    pub packets: u64,
+    /// Frames dropped because the receive ring was full.
+    pub drops: u64,
+}
+
+// linux/if_packet.h values used here.
+const TPACKET_V2: i32 = 1;
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+const TP_STATUS_AVAILABLE: u32 = 0;
+const TP_STATUS_SEND_REQUEST: u32 = 1;
+const TP_STATUS_WRONG_FORMAT: u32 = 1 << 2;
+/// Offset of frame data in a V2 transmit frame: `TPACKET2_HDRLEN - sizeof(sockaddr_ll)`.
+const TX_DATA_OFF: usize = 32;
+/// `sizeof(struct tpacket2_hdr)`.
+const HDR_LEN: usize = 32;
+/// Ring frame size: one Ethernet frame plus the V2 header and alignment.
+const FRAME_SIZE: usize = 2048;
+/// Frames per ring block (64 KiB blocks).
+const FRAMES_PER_BLOCK: u32 = 32;
+
+/// `struct tpacket_req`.
+#[repr(C)]
+struct TpacketReq {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+}
+
+/// `struct packet_mreq`.
+#[repr(C)]
+struct PacketMreq {
+    ifindex: i32,
+    typ: u16,
+    alen: u16,
+    address: [u8; 8],
+}
+
+/// `struct tpacket_stats`.
+#[repr(C)]
+#[derive(Default)]
+struct TpacketStats {
+    packets: u32,
+    drops: u32,
+}
+
+/// Who holds a buffer of the port's own pool.
+const FREE: u8 = 0;
+const CALLER: u8 = 1;
+const DONE: u8 = 2;
+
+/// An `AF_PACKET` socket with mapped rings on one interface.
+pub struct AfPacketPort {
+    name: String,
+    sock: OwnedFd,
+    ctl: CtlSocket,
+    _rings: Mmap,
+    ring: Region,
+    rx_frames: u32,
+    tx_frames: u32,
+    rx_head: u32,
+    tx_head: u32,
+    kick_pending: bool,
+    _pool_mem: Mmap,
+    pool: Pool,
+    readable: PoolTable,
+    tx_set: PoolSet,
+    free: Vec<u32>,
+    state: Vec<u8>,
+    done: Vec<BufHandle>,
+    done_cap: usize,
+    stats: PortStats,
+    kernel: Cell<PacketKernelStats>,
+}
+
+impl std::fmt::Debug for AfPacketPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfPacketPort")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AfPacketPort {
+    /// Opens the port on `cfg.ifname` in the calling thread's network namespace.
+    pub fn open(cfg: AfPacketConfig) -> Result<Self, AfPacketError> {
+        let layout = PoolLayout::new(cfg.buf_size, cfg.bufs)
+            .map_err(|e| AfPacketError::Config(e.to_string()))?;
+        for (what, n) in [("rx_frames", cfg.rx_frames), ("tx_frames", cfg.tx_frames)] {
+            if n == 0 || n % FRAMES_PER_BLOCK != 0 || n > 1 << 20 {
+                return Err(AfPacketError::Config(format!(
+                    "{what} {n} must be a non-zero multiple of {FRAMES_PER_BLOCK} up to 2^20"
+                )));
+            }
+        }
+        let ifindex = linux::ifindex(&cfg.ifname)
+            .ok_or_else(|| AfPacketError::InterfaceNotFound(cfg.ifname.clone()))?;
+        let ctl = CtlSocket::new(&cfg.ifname)?;
+
+        // Protocol 0 until the rings exist, so nothing queues on the socket before that.
+        // SAFETY: plain socket(2); checked below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        let sock = linux::owned_fd(fd as i64, "socket(AF_PACKET)")?;
+        let raw = sock.as_raw_fd();
+        let sol = libc::SOL_PACKET;
+        linux::setsockopt(
+            raw,
+            sol,
+            libc::PACKET_VERSION,
+            &TPACKET_V2,
+            "setsockopt(PACKET_VERSION, TPACKET_V2)",
+        )?;
+        let one: i32 = 1;
+        if cfg.qdisc_bypass {
+            linux::setsockopt(
+                raw,
+                sol,
+                libc::PACKET_QDISC_BYPASS,
+                &one,
+                "setsockopt(PACKET_QDISC_BYPASS)",
+            )?;
+        }
+        // Older kernels lack these two; both only refine behaviour.
+        let _ = linux::setsockopt(
+            raw,
+            sol,
+            libc::PACKET_IGNORE_OUTGOING,
+            &one,
+            "setsockopt(PACKET_IGNORE_OUTGOING)",
+        );
+        let _ = linux::setsockopt(raw, sol, libc::PACKET_LOSS, &one, "setsockopt(PACKET_LOSS)");
+        let block = FRAME_SIZE as u32 * FRAMES_PER_BLOCK;
+        let req = |frames: u32| TpacketReq {
+            block_size: block,
+            block_nr: frames / FRAMES_PER_BLOCK,
+            frame_size: FRAME_SIZE as u32,
+            frame_nr: frames,
+        };
+        linux::setsockopt(
+            raw,
+            sol,
+            libc::PACKET_RX_RING,
+            &req(cfg.rx_frames),
+            "setsockopt(PACKET_RX_RING)",
+        )?;
+        linux::setsockopt(
+            raw,
+            sol,
+            libc::PACKET_TX_RING,
+            &req(cfg.tx_frames),
+            "setsockopt(PACKET_TX_RING)",
+        )?;
+        let len = (cfg.rx_frames + cfg.tx_frames) as usize * FRAME_SIZE;
+        let rings = Mmap::socket_ring(raw, len, 0, "mmap(PACKET_RX_RING + PACKET_TX_RING)")?;
+        let ring = rings.region();
+
+        let sll = libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as u16,
+            sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+            sll_ifindex: ifindex as i32,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 0,
+            sll_addr: [0; 8],
+        };
+        // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
+        let r = unsafe {
+            libc::bind(
+                raw,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                core::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(linux::os_err("bind(AF_PACKET)").into());
+        }
+        if cfg.promiscuous {
+            let m = PacketMreq {
+                ifindex: ifindex as i32,
+                typ: libc::PACKET_MR_PROMISC as u16,
+                alen: 0,
+                address: [0; 8],
+            };
+            linux::setsockopt(
+                raw,
+                sol,
+                libc::PACKET_ADD_MEMBERSHIP,
+                &m,
+                "setsockopt(PACKET_ADD_MEMBERSHIP, PROMISC)",
+            )?;
+        }
+
+        let pool_mem = Mmap::anonymous(layout.bytes(), false)?;
+        let pool = Pool::new(cfg.pool_id, layout, pool_mem.region())
+            .map_err(|e| AfPacketError::Config(e.to_string()))?;
+        let mut readable = PoolTable::new();
+        readable.insert(pool);
+        let done_cap = cfg.tx_frames as usize * 2;
+        Ok(Self {
+            name: format!("af_packet:{}", cfg.ifname),
+            sock,
+            ctl,
+            _rings: rings,
+            ring,
+            rx_frames: cfg.rx_frames,
+            tx_frames: cfg.tx_frames,
+            rx_head: 0,
+            tx_head: 0,
+            kick_pending: false,
+            _pool_mem: pool_mem,
+            pool,
+            readable,
+            tx_set: PoolSet::of(cfg.pool_id),
+            free: (0..cfg.bufs as u32).rev().collect(),
+            state: vec![FREE; cfg.bufs],
+            done: Vec::with_capacity(done_cap),
+            done_cap,
+            stats: PortStats::default(),
+            kernel: Cell::new(PacketKernelStats::default()),
+        })
+    }
+
+    /// The port's own pool, to register with the switch. Valid while the port lives.
+    pub fn pool(&self) -> Pool {
+        self.pool
+    }
+
+    /// Lets the port transmit straight from `pool` (it only reads it). The caller keeps the
+    /// pool's memory mapped until [`AfPacketPort::remove_readable_pool`] or the port's end.
+    pub fn add_readable_pool(&mut self, pool: Pool) {
+        if pool.id() == self.pool.id() {
+            return;
+        }
+        self.readable.insert(pool);
+        self.tx_set.insert(pool.id());
+    }
+
+    /// Stops transmitting from pool `id` (e.g. its app left).
+    pub fn remove_readable_pool(&mut self, id: PoolId) {
+        if id == self.pool.id() {
+            return;
+        }
+        self.readable.remove(id);
+        self.tx_set.remove(id);
+    }
+
+    /// The kernel's counters for this socket, accumulated since the port opened.
+    pub fn kernel_stats(&self) -> PacketKernelStats {
+        let mut s = TpacketStats::default();
+        let mut k = self.kernel.get();
+        if linux::getsockopt(
+            self.sock.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            &mut s,
+            "getsockopt(PACKET_STATISTICS)",
+        )
+        .is_ok()
+        {
+            k.packets += s.packets as u64;
+            k.drops += s.drops as u64;
+            self.kernel.set(k);
+        }
+        k
+    }
+
+    /// Offset of ring frame `i` of the receive ring.
+    #[inline]
+    fn rx_off(&self, i: u32) -> usize {
+        i as usize * FRAME_SIZE
+    }
+
+    /// Offset of ring frame `i` of the transmit ring.
+    #[inline]
+    fn tx_off(&self, i: u32) -> usize {
+        (self.rx_frames + i) as usize * FRAME_SIZE
+    }
+
+    /// The status word of the ring frame at `off`.
+    #[inline]
+    fn status(&self, off: usize) -> &AtomicU32 {
+        // Every ring frame offset is a multiple of FRAME_SIZE inside the mapping (the ring
+        // indices are kept below the frame counts), so this cannot fail; a failure would be
+        // a bug, reported as a zero status word.
+        match self.ring.atomic_u32(off) {
+            Ok(a) => a,
+            Err(_) => &ZERO,
+        }
+    }
+
+    #[inline]
+    fn u32_at(&self, off: usize) -> u32 {
+        let mut b = [0u8; 4];
+        let _ = self.ring.read(off, &mut b);
+        u32::from_ne_bytes(b)
+    }
+
+    #[inline]
+    fn u16_at(&self, off: usize) -> u16 {
+        let mut b = [0u8; 2];
+        let _ = self.ring.read(off, &mut b);
+        u16::from_ne_bytes(b)
+    }
+
+    /// Copies one received ring frame into a pool buffer. `None` drops it.
+    #[inline]
+    fn take_rx(&mut self, off: usize, status: u32) -> Option<Frame> {
+        let len = self.u32_at(off + 4) as usize;
+        let snap = self.u32_at(off + 8) as usize;
+        let mac = self.u16_at(off + 12) as usize;
+        let vlan = status & TP_STATUS_VLAN_VALID != 0;
+        let out_len = snap + if vlan { 4 } else { 0 };
+        if snap != len
+            || snap < 14
+            || mac < HDR_LEN
+            || mac + snap > FRAME_SIZE
+            || out_len > self.pool.layout().buf_size
+            || out_len > u16::MAX as usize
+        {
+            self.stats.errors += 1;
+            self.stats.rx_dropped += 1;
+            return None;
+        }
+        let Some(idx) = self.free.pop() else {
+            self.stats.rx_dropped += 1;
+            return None;
+        };
+        let dst = self.pool.region();
+        let base = self.pool.offset(BufIdx(idx));
+        let src = off + mac;
+        let copied = if vlan {
+            let tci = self.u16_at(off + 24);
+            let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                self.u16_at(off + 26)
+            } else {
+                0x8100
+            };
+            let mut tag = [0u8; 4];
+            tag[..2].copy_from_slice(&tpid.to_be_bytes());
+            tag[2..].copy_from_slice(&tci.to_be_bytes());
+            dst.copy_from(base, &self.ring, src, 12).is_ok()
+                && dst.write(base + 12, &tag).is_ok()
+                && dst
+                    .copy_from(base + 16, &self.ring, src + 12, snap - 12)
+                    .is_ok()
+        } else {
+            dst.copy_from(base, &self.ring, src, snap).is_ok()
+        };
+        if !copied {
+            self.free.push(idx);
+            self.stats.errors += 1;
+            return None;
+        }
+        self.state[idx as usize] = CALLER;
+        let h = BufHandle::new(self.pool.id(), BufIdx(idx))?;
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += out_len as u64;
+        Some(Frame::new(h, out_len as u16))
+    }
+
+    fn kick(&mut self) {
+        match linux::kick(self.sock.as_raw_fd()) {
+            Ok(()) => self.kick_pending = false,
+            Err(libc::EAGAIN | libc::ENOBUFS | libc::EBUSY | libc::ENETDOWN | libc::EINTR) => {
+                self.kick_pending = true
+            }
+            Err(_) => {
+                self.kick_pending = false;
+                self.stats.errors += 1;
+            }
+        }
+    }
+}
+
+static ZERO: AtomicU32 = AtomicU32::new(0);
+
+impl Port for AfPacketPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn mac(&self) -> Mac {
+        self.ctl.mac().unwrap_or([0; 6])
+    }
+
+    fn link(&self) -> LinkState {
+        match self.ctl.is_running() {
+            Ok(true) => LinkState::Up {
+                mbps: self.ctl.speed_mbps(),
+            },
+            _ => LinkState::Down,
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        let mut s = self.stats;
+        s.rx_dropped += self.kernel_stats().drops;
+        s
+    }
+
+    fn tx_pools(&self) -> PoolSet {
+        self.tx_set
+    }
+
+    fn own_pools(&self) -> PoolSet {
+        PoolSet::of(self.pool.id())
+    }
+
+    fn pools(&self) -> &[Pool] {
+        core::slice::from_ref(&self.pool)
+    }
+
+    fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
+        let mut got = 0;
+        // Bounded by the ring: each step hands one ring frame back to the kernel.
+        let limit = out.len().min(self.rx_frames as usize);
+        let mut seen = 0;
+        // With no free buffer the frame stays in the ring (the kernel counts the drop if the
+        // ring fills), rather than being dropped here.
+        while got < out.len() && seen < limit && !self.free.is_empty() {
+            let off = self.rx_off(self.rx_head);
+            let st = self.status(off).load(Ordering::Acquire);
+            if st & TP_STATUS_USER == 0 {
+                break;
+            }
+            seen += 1;
+            if let Some(f) = self.take_rx(off, st) {
+                out[got] = f;
+                got += 1;
+            }
+            self.status(off).store(TP_STATUS_KERNEL, Ordering::Release);
+            self.rx_head = if self.rx_head + 1 == self.rx_frames {
+                0
+            } else {
+                self.rx_head + 1
+            };
+        }
+        got
+    }
+
+    fn tx_burst(&mut self, frames: &[Frame]) -> usize {
+        let mut taken = 0;
+        let mut queued = 0;
+        let max = frames.len().min(self.done_cap - self.done.len());
+        for f in &frames[..max] {
+            let off = self.tx_off(self.tx_head);
+            let st = self.status(off).load(Ordering::Acquire);
+            if st == TP_STATUS_WRONG_FORMAT {
+                self.stats.errors += 1;
+            } else if st != TP_STATUS_AVAILABLE {
+                break; // ring full
+            }
+            let h = f.buf;
+            let len = f.len as usize;
+            let own = h.pool() == self.pool.id();
+            let held = !own || self.state.get(h.idx().0 as usize) == Some(&CALLER);
+            let src = self.readable.buf(h);
+            taken += 1;
+            if !held {
+                // An own-pool handle the caller does not hold: refuse, keep nothing.
+                self.stats.errors += 1;
+                continue;
+            }
+            if own {
+                self.state[h.idx().0 as usize] = DONE;
+            }
+            self.done.push(h);
+            let ok = match src {
+                Some(src) if len > 0 && len <= FRAME_SIZE - TX_DATA_OFF && len <= src.len() => {
+                    self.ring.copy_from(off + TX_DATA_OFF, &src, 0, len).is_ok()
+                        && self
+                            .ring
+                            .write(off + 4, &(len as u32).to_ne_bytes())
+                            .is_ok()
+                        && self
+                            .ring
+                            .write(off + 8, &(len as u32).to_ne_bytes())
+                            .is_ok()
+                }
+                _ => false,
+            };
+            if !ok {
+                self.stats.tx_dropped += 1;
+                self.stats.errors += 1;
+                continue;
+            }
+            self.status(off)
+                .store(TP_STATUS_SEND_REQUEST, Ordering::Release);
+            self.tx_head = if self.tx_head + 1 == self.tx_frames {
+                0
+            } else {
+                self.tx_head + 1
+            };
+            queued += 1;
+            self.stats.tx_packets += 1;
+            self.stats.tx_bytes += len as u64;
+        }
+        if queued > 0 {
+            self.kick();
+        }
+        taken
+    }
+
+    fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
+        let n = out.len().min(self.done.len());
+        let from = self.done.len() - n;
+        for (o, &h) in out.iter_mut().zip(&self.done[from..]) {
+            *o = h;
+            if h.pool() == self.pool.id()
+                && let Some(s) = self.state.get_mut(h.idx().0 as usize)
+            {
+                *s = CALLER;
+            }
+        }
+        self.done.truncate(from);
+        if self.kick_pending {
+            self.kick();
+        }
+        n
+    }
+
+    fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
+        let mut got = 0;
+        while got < out.len() {
+            let Some(idx) = self.free.pop() else { break };
+            let Some(h) = BufHandle::new(self.pool.id(), BufIdx(idx)) else {
+                break;
+            };
+            self.state[idx as usize] = CALLER;
+            out[got] = h;
+            got += 1;
+        }
+        got
+    }
+
+    fn reclaim(&mut self, bufs: &[BufHandle]) {
+        for &h in bufs {
+            let idx = h.idx().0 as usize;
+            if h.pool() == self.pool.id() && self.state.get(idx) == Some(&CALLER) {
+                self.state[idx] = FREE;
+                self.free.push(idx as u32);
+            } else {
+                self.stats.errors += 1;
+            }
+        }
+    }
+}
