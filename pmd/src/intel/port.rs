@@ -1,0 +1,489 @@
+//! [`IntelPort`]: the [`Port`] implementation over one device.
+
+use core::cell::Cell;
+use core::ptr::NonNull;
+
+use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, Region};
+
+use super::desc::{DESC_SIZE, DescMem};
+use super::dma::{DmaMem, IovaMap, Pagemap, pin};
+use super::pci::PciDevice;
+use super::regs::{Bar, Regs};
+use super::ring::{FreeBufs, RxQueue, TxAddr, TxQueue};
+use super::{Family, HwStats, IntelConfig, IntelError, Setup, igb, ixgbe};
+use crate::{Frame, LinkState, Mac, Port, PortStats};
+
+/// Bytes per receive buffer.
+pub const BUF_SIZE: usize = 2048;
+
+/// Device addresses of one pool's buffers, for transmit.
+#[derive(Debug, Default)]
+struct TxMap {
+    iova: Box<[u64]>,
+    buf_size: u16,
+    /// The pinned range of a registered (foreign) pool, unpinned on unregistration.
+    pinned: Option<(usize, usize)>,
+}
+
+/// Every pool the port may transmit from, by pool id.
+#[derive(Debug)]
+struct TxTable(Box<[TxMap]>);
+
+impl TxAddr for TxTable {
+    #[inline(always)]
+    fn addr(&self, f: &Frame) -> Option<u64> {
+        let m = self.0.get(f.buf.pool().0 as usize)?;
+        if f.len == 0 || f.len > m.buf_size {
+            return None;
+        }
+        m.iova.get(f.buf.idx().0 as usize).copied()
+    }
+}
+
+/// An Intel NIC driven from user space: rings, buffers and registers of one device.
+///
+/// The port owns a pool of receive buffers in DMA memory ([`IntelPort::pool`]); the pool's
+/// memory stays valid for as long as the port lives. It transmits from its own pool and from
+/// any pool registered with [`IntelPort::register_tx_pool`], without copying.
+pub struct IntelPort<R: Regs> {
+    regs: R,
+    family: Family,
+    name: String,
+    mac: Mac,
+    rx: Vec<RxQueue>,
+    tx: Vec<TxQueue>,
+    free: FreeBufs,
+    pool: Pool,
+    tx_table: TxTable,
+    tx_set: PoolSet,
+    map: Box<dyn IovaMap>,
+    hw: Cell<HwStats>,
+    rx_errors: u64,
+    tx_dropped: u64,
+    refused: u64,
+    ring_mem: DmaMem,
+    pool_mem: DmaMem,
+    _dev: Option<PciDevice>,
+}
+
+impl IntelPort<Bar> {
+    /// Opens the device at `cfg.pci` through sysfs: checks it is a supported Intel NIC that
+    /// no kernel driver owns (or unbinds the driver if the config says so), maps BAR0, turns
+    /// bus mastering on, allocates DMA memory (device addresses from `/proc/self/pagemap`)
+    /// and runs the family's init sequence.
+    pub fn open(cfg: &IntelConfig) -> Result<Self, IntelError> {
+        let dev = PciDevice::find(&cfg.pci)?;
+        let family = Family::of(dev.vendor, dev.device).ok_or_else(|| IntelError::Unsupported {
+            pci: dev.addr.clone(),
+            vendor: dev.vendor,
+            device: dev.device,
+        })?;
+        dev.claim(cfg.unbind_kernel_driver, None)?;
+        let bar = dev.map_resource0()?;
+        dev.enable_bus_master()?;
+        let name = format!("intel:{}", dev.addr);
+        let mut port = Self::with_regs(bar, family, Box::new(Pagemap), cfg, name)?;
+        port._dev = Some(dev);
+        Ok(port)
+    }
+}
+
+impl<R: Regs> IntelPort<R> {
+    /// Brings up a device reached through `regs` whose DMA addresses come from `map`: the
+    /// common path of [`IntelPort::open`] and of tests against the register model.
+    pub fn with_regs(
+        regs: R,
+        family: Family,
+        map: Box<dyn IovaMap>,
+        cfg: &IntelConfig,
+        name: String,
+    ) -> Result<Self, IntelError> {
+        let rs = usize::from(cfg.ring_size);
+        if !rs.is_power_of_two() || !(64..=4096).contains(&rs) {
+            return Err(IntelError::Config(format!(
+                "ring_size {rs} must be a power of two from 64 to 4096"
+            )));
+        }
+        let queues = usize::from(cfg.queues);
+        let max_q = match family {
+            Family::Igb => igb::MAX_QUEUES,
+            Family::Ixgbe => ixgbe::MAX_QUEUES,
+        };
+        if queues == 0 || queues > max_q {
+            return Err(IntelError::Config(format!(
+                "queues = {queues}: this device supports 1 to {max_q}"
+            )));
+        }
+        let bufs = cfg.bufs as usize;
+        if bufs < queues * rs + 64 {
+            return Err(IntelError::Config(format!(
+                "bufs = {bufs} is too few for {queues} receive rings of {rs} (need at least {})",
+                queues * rs + 64
+            )));
+        }
+        let layout = PoolLayout::new(BUF_SIZE, bufs)
+            .map_err(|e| IntelError::Config(format!("bufs = {bufs}: {e}")))?;
+
+        // Descriptor rings: one 4 KiB-aligned slot each, receive rings first.
+        let ring_bytes = rs * DESC_SIZE;
+        let stride = ring_bytes.next_multiple_of(4096);
+        let ring_mem = DmaMem::alloc(stride * 2 * queues, cfg.dma, &*map)?;
+        let pool_mem = DmaMem::alloc(layout.bytes(), cfg.dma, &*map)?;
+        let desc = |k: usize| -> Result<DescMem, IntelError> {
+            let off = k * stride;
+            if !ring_mem.contiguous(off, ring_bytes) {
+                return Err(IntelError::Config(format!(
+                    "a ring of {rs} descriptors spans 4 KiB pages that are not contiguous; \
+                     use ring_size <= 256 or hugepages"
+                )));
+            }
+            // SAFETY: off + ring_bytes <= stride * 2 * queues <= ring_mem.len(); the ring is
+            // 4 KiB-aligned (hence 16), `rs` is a power of two, and ring_mem lives in the
+            // port as long as the queues do. It is contiguous for the device (checked).
+            Ok(unsafe { DescMem::new(ring_mem.virt().as_ptr().add(off), rs, ring_mem.iova(off)) })
+        };
+
+        // SAFETY: pool_mem is a live mapping of at least layout.bytes() bytes, owned by the
+        // port; the Region is handed out with the documented rule that it is valid while
+        // the port lives.
+        let region = unsafe { Region::from_raw(pool_mem.virt(), pool_mem.len()) };
+        let pool = Pool::new(cfg.pool, layout, region)
+            .map_err(|e| IntelError::Config(format!("pool: {e}")))?;
+        let own_iova: Box<[u64]> = (0..bufs).map(|i| pool_mem.iova(i * BUF_SIZE)).collect();
+        let mut free = FreeBufs::new(own_iova.clone());
+        for i in (0..bufs as u32).rev() {
+            if let Ok(h) = pool.handle(BufIdx(i)) {
+                free.push(h);
+            }
+        }
+
+        type RegOf = fn(u32) -> u32;
+        let (rdt, tdt): (RegOf, RegOf) = match family {
+            Family::Igb => (igb::rdt, igb::tdt),
+            Family::Ixgbe => (ixgbe::rdt, ixgbe::tdt),
+        };
+        let mut rx = Vec::with_capacity(queues);
+        let mut tx = Vec::with_capacity(queues);
+        for q in 0..queues {
+            let mut r = RxQueue::new(desc(q)?, rdt(q as u32), BUF_SIZE as u16);
+            if !r.fill(&mut free) {
+                return Err(IntelError::Config(
+                    "too few buffers to fill the rings".into(),
+                ));
+            }
+            rx.push(r);
+            tx.push(TxQueue::new(desc(queues + q)?, tdt(q as u32)));
+        }
+
+        let mut table: Vec<TxMap> = (0..256).map(|_| TxMap::default()).collect();
+        table[usize::from(cfg.pool.0)] = TxMap {
+            iova: own_iova,
+            buf_size: BUF_SIZE as u16,
+            pinned: None,
+        };
+
+        let rx_descs: Vec<DescMem> = rx.iter().map(|r| *r.desc()).collect();
+        let tx_descs: Vec<DescMem> = tx.iter().map(|t| *t.desc()).collect();
+        let setup = Setup {
+            rx: &rx_descs,
+            tx: &tx_descs,
+            rx_tail: rx[0].initial_tail(),
+            buf_size: BUF_SIZE as u32,
+            promisc: cfg.promiscuous,
+        };
+        match family {
+            Family::Igb => igb::init(&regs, &setup)?,
+            Family::Ixgbe => ixgbe::init(&regs, &setup)?,
+        }
+
+        let mut port = IntelPort {
+            mac: [0; 6],
+            regs,
+            family,
+            name,
+            rx,
+            tx,
+            free,
+            pool,
+            tx_table: TxTable(table.into_boxed_slice()),
+            tx_set: PoolSet::of(cfg.pool),
+            map,
+            hw: Cell::new(HwStats::default()),
+            rx_errors: 0,
+            tx_dropped: 0,
+            refused: 0,
+            ring_mem,
+            pool_mem,
+            _dev: None,
+        };
+        port.mac = match family {
+            Family::Igb => igb::mac(&port.regs),
+            Family::Ixgbe => ixgbe::mac(&port.regs),
+        };
+        port.wait_link(cfg.link_timeout_ms);
+        Ok(port)
+    }
+
+    /// Waits up to `ms` milliseconds for the link; returns whether it is up.
+    pub fn wait_link(&self, ms: u64) -> bool {
+        for _ in 0..ms.div_ceil(10) {
+            if matches!(self.link(), LinkState::Up { .. }) {
+                return true;
+            }
+            self.regs.delay_us(10_000);
+        }
+        matches!(self.link(), LinkState::Up { .. })
+    }
+
+    /// The register family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// The register access (for diagnostics).
+    pub fn regs(&self) -> &R {
+        &self.regs
+    }
+
+    /// The port's own pool: its receive buffers. Valid while the port lives.
+    pub fn pool(&self) -> Pool {
+        self.pool
+    }
+
+    /// Number of queues.
+    pub fn queues(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Empty buffers of the port's own pool now free.
+    pub fn free_bufs(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Lets the device transmit straight from `pool` (e.g. an app's pool mapped into this
+    /// process): pins its pages and records each buffer's device address once.
+    ///
+    /// Without an IOMMU this is sound only while the pages stay pinned, which they do until
+    /// [`IntelPort::unregister_tx_pool`] or the port is dropped; the pool's mapping must
+    /// outlive the registration.
+    pub fn register_tx_pool(&mut self, pool: &Pool) -> Result<(), IntelError> {
+        let id = pool.id();
+        let err = |why: String| IntelError::TxPool { pool: id.0, why };
+        if self.tx_set.contains(id) {
+            return Err(err("already registered (or the port's own pool)".into()));
+        }
+        let layout = pool.layout();
+        let region = pool.region();
+        let len = (layout.buf_size * layout.count).next_multiple_of(4096);
+        if region.len() < len || !(region.as_ptr() as usize).is_multiple_of(4096) {
+            return Err(err("its memory is not whole 4 KiB pages".into()));
+        }
+        let virt = NonNull::new(region.as_ptr()).ok_or_else(|| err("null region".into()))?;
+        pin(virt, len)?;
+        let pages = self.map.map(virt, len, 4096)?;
+        let bs = layout.buf_size;
+        let iova: Box<[u64]> = (0..layout.count)
+            .map(|i| pages[i * bs / 4096] + (i * bs % 4096) as u64)
+            .collect();
+        self.tx_table.0[usize::from(id.0)] = TxMap {
+            iova,
+            buf_size: bs.min(u16::MAX as usize) as u16,
+            pinned: Some((virt.as_ptr() as usize, len)),
+        };
+        self.tx_set.insert(id);
+        Ok(())
+    }
+
+    /// Stops transmitting from pool `id`. Refused while frames of that pool are in flight
+    /// (the device could still read them): call [`Port::tx_done`] until they are back.
+    pub fn unregister_tx_pool(&mut self, id: PoolId) -> Result<(), IntelError> {
+        if id == self.pool.id() || !self.tx_set.contains(id) {
+            return Err(IntelError::TxPool {
+                pool: id.0,
+                why: "not a registered foreign pool".into(),
+            });
+        }
+        let busy = self
+            .tx
+            .iter()
+            .map(|t| t.pending().filter(|b| b.pool() == id).count())
+            .sum::<usize>();
+        if busy > 0 {
+            return Err(IntelError::TxPool {
+                pool: id.0,
+                why: format!("{busy} frames still in flight"),
+            });
+        }
+        let m = core::mem::take(&mut self.tx_table.0[usize::from(id.0)]);
+        self.tx_set.remove(id);
+        if let Some((va, len)) = m.pinned {
+            self.unpin(va, len);
+        }
+        Ok(())
+    }
+
+    fn unpin(&self, va: usize, len: usize) {
+        if let Some(p) = NonNull::new(va as *mut u8) {
+            self.map.unmap(p, len);
+            // SAFETY: munlock only changes residency of a range this port locked.
+            unsafe { libc::munlock(p.as_ptr().cast(), len) };
+        }
+    }
+
+    /// Unicast and multicast promiscuous mode.
+    pub fn set_promiscuous(&mut self, on: bool) {
+        match self.family {
+            Family::Igb => igb::set_promisc(&self.regs, on),
+            Family::Ixgbe => ixgbe::set_promisc(&self.regs, on),
+        }
+    }
+
+    /// Receive every multicast frame.
+    pub fn set_allmulti(&mut self, on: bool) {
+        match self.family {
+            Family::Igb => igb::set_allmulti(&self.regs, on),
+            Family::Ixgbe => ixgbe::set_allmulti(&self.regs, on),
+        }
+    }
+
+    /// Receive frames sent to multicast address `addr`.
+    pub fn add_multicast(&mut self, addr: Mac) {
+        match self.family {
+            Family::Igb => igb::add_multicast(&self.regs, addr),
+            Family::Ixgbe => ixgbe::add_multicast(&self.regs, addr),
+        }
+    }
+
+    /// The device's counters so far.
+    pub fn hw_stats(&self) -> HwStats {
+        let mut s = self.hw.get();
+        match self.family {
+            Family::Igb => igb::read_stats(&self.regs, &mut s),
+            Family::Ixgbe => ixgbe::read_stats(&self.regs, &mut s),
+        }
+        self.hw.set(s);
+        s
+    }
+
+    /// Receives from queue `q` only.
+    #[inline]
+    pub fn rx_burst_queue(&mut self, q: usize, out: &mut [Frame]) -> usize {
+        let Some(r) = self.rx.get_mut(q) else {
+            return 0;
+        };
+        let c = r.burst(&self.regs, out, &mut self.free);
+        self.rx_errors += c.errors as u64;
+        c.frames
+    }
+
+    /// Transmits on queue `q` only.
+    #[inline]
+    pub fn tx_burst_queue(&mut self, q: usize, frames: &[Frame]) -> usize {
+        let Some(t) = self.tx.get_mut(q) else {
+            return 0;
+        };
+        let n = t.burst(&self.regs, frames, &self.tx_table);
+        self.tx_dropped += (frames.len() - n) as u64;
+        n
+    }
+}
+
+impl<R: Regs> Port for IntelPort<R> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    fn link(&self) -> LinkState {
+        match self.family {
+            Family::Igb => igb::link(&self.regs),
+            Family::Ixgbe => ixgbe::link(&self.regs),
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        let hw = self.hw_stats();
+        PortStats {
+            rx_packets: hw.rx_packets,
+            rx_bytes: hw.rx_bytes,
+            rx_dropped: hw.rx_missed + hw.rx_no_desc,
+            tx_packets: hw.tx_packets,
+            tx_bytes: hw.tx_bytes,
+            tx_dropped: self.tx_dropped,
+            errors: hw.rx_errors + self.rx_errors + self.refused,
+        }
+    }
+
+    fn tx_pools(&self) -> PoolSet {
+        self.tx_set
+    }
+
+    fn own_pools(&self) -> PoolSet {
+        PoolSet::of(self.pool.id())
+    }
+
+    #[inline(never)]
+    fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
+        let mut n = 0;
+        for r in self.rx.iter_mut() {
+            let c = r.burst(&self.regs, &mut out[n..], &mut self.free);
+            n += c.frames;
+            self.rx_errors += c.errors as u64;
+            if n == out.len() {
+                break;
+            }
+        }
+        n
+    }
+
+    #[inline(never)]
+    fn tx_burst(&mut self, frames: &[Frame]) -> usize {
+        self.tx_burst_queue(0, frames)
+    }
+
+    #[inline(never)]
+    fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
+        let mut n = 0;
+        for t in self.tx.iter_mut() {
+            n += t.clean(&mut out[n..]);
+        }
+        n
+    }
+
+    fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
+        let mut n = 0;
+        for o in out.iter_mut() {
+            let Some(b) = self.free.pop() else { break };
+            *o = b;
+            n += 1;
+        }
+        n
+    }
+
+    fn reclaim(&mut self, bufs: &[BufHandle]) {
+        for &b in bufs {
+            if b.pool() != self.pool.id() || !self.free.push(b) {
+                self.refused += 1;
+            }
+        }
+    }
+}
+
+impl<R: Regs> Drop for IntelPort<R> {
+    fn drop(&mut self) {
+        // The device must do no more DMA before its memory goes away.
+        match self.family {
+            Family::Igb => igb::stop(&self.regs),
+            Family::Ixgbe => ixgbe::stop(&self.regs),
+        }
+        let pinned: Vec<(usize, usize)> = self.tx_table.0.iter().filter_map(|m| m.pinned).collect();
+        for (va, len) in pinned {
+            self.unpin(va, len);
+        }
+        self.map.unmap(self.ring_mem.virt(), self.ring_mem.len());
+        self.map.unmap(self.pool_mem.virt(), self.pool_mem.len());
+    }
+}
