@@ -370,6 +370,9 @@ pub enum HolderError {
     /// The free stack is empty.
     #[error("no free buffer")]
     Exhausted,
+    /// Allocation must hand the buffer to a party, not to [`Holder::FREE`].
+    #[error("a buffer cannot be allocated to FREE; name the party that takes it")]
+    AllocToFree,
 }
 
 /// The owner-private table saying who holds each buffer of one pool, with a count per holder
@@ -470,6 +473,9 @@ impl Holders {
     /// Takes a buffer off the free stack for `to`.
     #[inline]
     pub fn alloc(&mut self, to: Holder) -> Result<BufIdx, HolderError> {
+        if to == Holder::FREE {
+            return Err(HolderError::AllocToFree);
+        }
         let i = self.free.pop().ok_or(HolderError::Exhausted)?;
         self.by_buf[i as usize] = to;
         self.counts[Holder::FREE.0 as usize] -= 1;
@@ -509,5 +515,147 @@ impl Holders {
     #[inline]
     pub fn free_count(&self) -> usize {
         self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::LocalMem;
+    use proptest::prelude::*;
+
+    #[test]
+    fn layouts_are_validated() {
+        assert_eq!(PoolLayout::new(1000, 4), Err(PoolError::BufSize(1000)));
+        assert_eq!(PoolLayout::new(8192, 4), Err(PoolError::BufSize(8192)));
+        assert_eq!(PoolLayout::new(2048, 0), Err(PoolError::Count(0)));
+        let l = PoolLayout::new(2048, 3).expect("ok");
+        assert_eq!(l.pages(), 2, "three 2 KiB buffers round up to two pages");
+    }
+
+    #[test]
+    fn buffers_are_bounds_checked() {
+        let l = PoolLayout::new(2048, 4).expect("ok");
+        let m = LocalMem::new(l.bytes());
+        let p = Pool::new(PoolId(7), l, m.region()).expect("pool");
+        let h = p.handle(BufIdx(3)).expect("in range");
+        let b = p.buf(h).expect("valid");
+        assert_eq!(b.len(), 2048);
+        b.write(2040, &[1; 8]).expect("inside the buffer");
+        assert!(
+            b.write(2041, &[1; 8]).is_err(),
+            "cannot spill into the next buffer"
+        );
+        assert!(p.handle(BufIdx(4)).is_err());
+        let foreign = BufHandle::new(PoolId(8), BufIdx(0)).expect("fits");
+        assert_eq!(
+            p.buf(foreign).err(),
+            Some(PoolError::WrongPool { got: 8, want: 7 })
+        );
+        let mut t = PoolTable::new();
+        t.insert(p);
+        assert!(t.buf(h).is_some());
+        assert!(t.buf(BufHandle::from_raw(u32::MAX)).is_none());
+        assert_eq!(t.free_id(), Some(PoolId(0)));
+        // Memory smaller than the layout is refused.
+        assert!(Pool::new(PoolId(1), l, m.region().subregion(0, 4096).expect("in")).is_err());
+    }
+
+    #[test]
+    fn holders_refuse_a_buffer_the_party_does_not_hold() {
+        let mut h = Holders::new(4, Holder::APP);
+        assert_eq!(h.transfer(BufIdx(1), Holder::APP, Holder::SERVER), Ok(()));
+        assert_eq!(
+            h.transfer(BufIdx(1), Holder::APP, Holder::SERVER),
+            Err(HolderError::NotHeld {
+                idx: 1,
+                held: Holder::SERVER,
+                claimed: Holder::APP
+            }),
+            "the same buffer cannot be handed over twice"
+        );
+        assert!(matches!(
+            h.transfer(BufIdx(4), Holder::APP, Holder::SERVER),
+            Err(HolderError::IndexRange { .. })
+        ));
+        assert_eq!((h.count(Holder::APP), h.count(Holder::SERVER)), (3, 1));
+    }
+
+    #[test]
+    fn a_departed_holders_buffers_are_reclaimed() {
+        let mut h = Holders::with_free_stack(6);
+        let q = Holder::queue(1).expect("queue");
+        let a = h.alloc(Holder::APP).expect("free");
+        let b = h.alloc(q).expect("free");
+        let c = h.alloc(Holder::APP).expect("free");
+        assert_eq!((a, b, c), (BufIdx(0), BufIdx(1), BufIdx(2)));
+        let mut got = Vec::new();
+        assert_eq!(h.reclaim(Holder::APP, Holder::FREE, |i| got.push(i)), 2);
+        assert_eq!(got, vec![a, c]);
+        assert_eq!(h.count(Holder::APP), 0);
+        assert_eq!(h.free_count(), 5);
+        assert_eq!(h.holder(b), Some(q));
+        // Freed buffers come back out of the stack.
+        let mut seen: Vec<_> = (0..5)
+            .map(|_| h.alloc(Holder::OWNER).expect("free"))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, [0, 2, 3, 4, 5].map(BufIdx).to_vec());
+        assert_eq!(h.alloc(Holder::OWNER), Err(HolderError::Exhausted));
+    }
+
+    proptest! {
+        #[test]
+        fn handles_round_trip(pool in any::<u8>(), idx in 0u32..(1 << 24)) {
+            let h = BufHandle::new(PoolId(pool), BufIdx(idx)).expect("fits");
+            prop_assert_eq!(h.pool(), PoolId(pool));
+            prop_assert_eq!(h.idx(), BufIdx(idx));
+            prop_assert_eq!(BufHandle::from_raw(h.raw()), h);
+        }
+
+        #[test]
+        fn indices_past_24_bits_have_no_handle(idx in (1u32 << 24)..) {
+            prop_assert!(BufHandle::new(PoolId(0), BufIdx(idx)).is_none());
+        }
+
+        /// Whatever sequence of transitions is attempted, every buffer has exactly one
+        /// holder, the counts match the table, and the free stack holds exactly the free
+        /// buffers, once each.
+        #[test]
+        fn holders_stay_consistent(
+            count in 1usize..40,
+            ops in prop::collection::vec((0u8..4, 0u32..45, 0u8..6, 0u8..6), 0..300),
+        ) {
+            let mut h = Holders::with_free_stack(count);
+            let parties = [Holder::FREE, Holder::OWNER, Holder::SERVER, Holder::APP, Holder::RING, Holder(20)];
+            for (kind, idx, a, b) in ops {
+                let (a, b) = (parties[a as usize], parties[b as usize]);
+                match kind {
+                    0 => { let _ = h.alloc(b); }
+                    1 => { let _ = h.free(BufIdx(idx), a); }
+                    2 => {
+                        let before = h.holder(BufIdx(idx));
+                        let r = h.transfer(BufIdx(idx), a, b);
+                        prop_assert_eq!(r.is_ok(), before == Some(a) && a != Holder::FREE);
+                    }
+                    _ => { h.reclaim(a, b, |_| {}); }
+                }
+                let mut counts = [0usize; 256];
+                for i in 0..count {
+                    counts[h.holder(BufIdx(i as u32)).expect("exists").0 as usize] += 1;
+                }
+                for p in 0..=255u8 {
+                    prop_assert_eq!(h.count(Holder(p)), counts[p as usize]);
+                }
+                let mut free = h.free.clone();
+                free.sort_unstable();
+                free.dedup();
+                prop_assert_eq!(free.len(), h.free.len(), "no buffer is free twice");
+                prop_assert_eq!(free.len(), counts[0]);
+                for i in free {
+                    prop_assert_eq!(h.holder(BufIdx(i)), Some(Holder::FREE));
+                }
+            }
+        }
     }
 }

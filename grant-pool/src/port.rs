@@ -538,3 +538,268 @@ fn give(
     ring.publish(written);
     Ok(used)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::BufIdx;
+    use crate::region::LocalMem;
+
+    const POOL: PoolId = PoolId(5);
+
+    fn pair(layout: PortLayout) -> (LocalMem, AppPort, ServerPort) {
+        let m = LocalMem::new(layout.bytes());
+        let app = AppPort::create(m.region(), layout, POOL).expect("app");
+        let srv = ServerPort::attach(m.region(), POOL, PortLimits::default()).expect("server");
+        (m, app, srv)
+    }
+
+    fn desc(idx: u32, len: u16) -> Desc {
+        Desc::new(BufHandle::new(POOL, BufIdx(idx)).expect("fits"), len)
+    }
+
+    fn push(ring: &mut RingProducer, descs: &[Desc]) {
+        let n = ring.reserve(descs.len() as u32).expect("sane");
+        assert_eq!(n as usize, descs.len(), "room in the ring");
+        for (i, d) in descs.iter().enumerate() {
+            ring.write(i as u32, *d);
+        }
+        ring.publish(n);
+    }
+
+    #[test]
+    fn offsets_are_page_aligned_and_disjoint() {
+        let l = PortLayout::new(
+            [256, 512, 1024, 2048],
+            PoolLayout::new(2048, 100).expect("ok"),
+        )
+        .expect("layout");
+        let offs = [
+            l.rx_off(),
+            l.tx_off(),
+            l.fill_off(),
+            l.comp_off(),
+            l.pool_off(),
+        ];
+        assert!(offs.iter().all(|o| o % PAGE_SIZE == 0));
+        assert!(offs.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(l.tx_off() - l.rx_off(), l.rx().bytes());
+        assert_eq!(l.bytes(), l.pool_off() + 50 * PAGE_SIZE);
+        assert_eq!(PortLayout::from_header(&l.header()), Ok(l));
+    }
+
+    #[test]
+    fn frames_and_buffers_travel_both_ways_with_accounting() {
+        let (_m, mut app, mut srv) = pair(PortLayout::simple(64, 32).expect("layout"));
+        // The app offers buffers 0..8 for rx and sends frames in 8 and 9.
+        push(
+            &mut app.fill,
+            &(0..8).map(|i| desc(i, 0)).collect::<Vec<_>>(),
+        );
+        app.pool
+            .buf(desc(8, 0).buf())
+            .expect("buf")
+            .write(0, b"hello")
+            .expect("fits");
+        push(&mut app.tx, &[desc(8, 5), desc(9, 60)]);
+        let mut out = [Desc::default(); 16];
+        assert_eq!(srv.take_fill(&mut out), 8);
+        assert_eq!(srv.take_tx(&mut out[8..]), 2);
+        assert_eq!(out[8], desc(8, 5));
+        let mut b = [0u8; 5];
+        srv.pool
+            .buf(out[8].buf())
+            .expect("buf")
+            .read(0, &mut b)
+            .expect("fits");
+        assert_eq!(&b, b"hello");
+        assert_eq!(srv.holders.count(Holder::SERVER), 10);
+        // The server delivers a frame into fill buffer 0 and completes the tx buffers.
+        assert_eq!(srv.give_rx(&[desc(0, 42)]), Ok(1));
+        assert_eq!(srv.give_comp(&[desc(8, 0), desc(9, 0)]), Ok(2));
+        assert_eq!(srv.holders.count(Holder::SERVER), 7);
+        assert_eq!(app.rx.peek(8), Ok(1));
+        assert_eq!(app.rx.read(0), desc(0, 42));
+        assert_eq!(app.comp.peek(8), Ok(2));
+        assert_eq!(srv.rejects(), RejectCounters::default());
+        // A buffer the server does not hold is not handed back twice.
+        assert_eq!(srv.give_comp(&[desc(8, 0)]), Ok(1));
+        assert_eq!(srv.own_errors, 1);
+        assert_eq!(app.comp.peek(8), Ok(2), "nothing new was published");
+    }
+
+    /// One hostile descriptor of each kind, each between two honest ones: each is refused
+    /// and counted under its own reason, the honest ones pass, nothing panics.
+    #[test]
+    fn hostile_descriptors_are_refused_and_counted() {
+        let (_m, mut app, mut srv) = pair(PortLayout::simple(64, 32).expect("layout"));
+        let other_pool = Desc::new(BufHandle::new(PoolId(6), BufIdx(1)).expect("fits"), 10);
+        let past_end = desc(32, 10);
+        let huge_index = Desc {
+            handle: (POOL.0 as u32) << 24 | 0x00ff_ffff,
+            len: 0,
+            flags: 0,
+        };
+        let too_long = desc(2, 2049);
+        let max_len = desc(3, 2048);
+        push(
+            &mut app.tx,
+            &[
+                desc(1, 60),
+                other_pool,
+                past_end,
+                huge_index,
+                too_long,
+                max_len,
+                desc(1, 60),
+            ],
+        );
+        let mut out = [Desc::default(); 16];
+        assert_eq!(srv.take_tx(&mut out), 2, "buffers 1 and 3 are accepted");
+        assert_eq!(&out[..2], &[desc(1, 60), max_len]);
+        let r = srv.tx.rejects();
+        assert_eq!(
+            r,
+            RejectCounters {
+                index_ahead: 0,
+                bad_pool: 1,
+                bad_index: 2,
+                bad_len: 1,
+                not_held: 1, // buffer 1 offered a second time while the server holds it
+            }
+        );
+        assert_eq!(
+            app.tx.pending(),
+            Ok(0),
+            "refused descriptors are consumed too"
+        );
+        // A buffer offered on fill while it sits in the server's hands (from tx) is refused.
+        push(&mut app.fill, &[desc(3, 0), desc(4, 0)]);
+        assert_eq!(srv.take_fill(&mut out), 1);
+        assert_eq!(out[0], desc(4, 0));
+        assert_eq!(srv.fill.rejects().not_held, 1);
+        assert_eq!(srv.rejects().total(), 6);
+    }
+
+    #[test]
+    fn hostile_producer_index_is_counted_and_nothing_is_consumed() {
+        let l = PortLayout::simple(64, 32).expect("layout");
+        let (m, mut app, mut srv) = pair(l);
+        push(&mut app.tx, &[desc(1, 60)]);
+        // The app claims 65 entries in a 64-entry ring (and, next, an index behind the
+        // consumer).
+        let r = m.region();
+        let prod = r.atomic_u32(l.tx_off()).expect("tx producer index");
+        let mut out = [Desc::default(); 128];
+        for bogus in [65, u32::MAX] {
+            prod.store(bogus, core::sync::atomic::Ordering::Release);
+            assert_eq!(srv.take_tx(&mut out), 0);
+        }
+        assert_eq!(srv.tx.rejects().index_ahead, 2);
+        assert_eq!(srv.holders.count(Holder::SERVER), 0);
+        prod.store(1, core::sync::atomic::Ordering::Release);
+        assert_eq!(srv.take_tx(&mut out), 1);
+    }
+
+    #[test]
+    fn random_garbage_never_panics_and_never_hands_out_a_buffer_twice() {
+        let l = PortLayout::simple(64, 16).expect("layout");
+        let (m, _app, mut srv) = pair(l);
+        let r = m.region();
+        // A deterministic xorshift stream stands in for a hostile app writing anything.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut out = [Desc::default(); 64];
+        let mut accepted = std::collections::HashSet::new();
+        let mut cons = 0u32;
+        for _ in 0..2000 {
+            for s in 0..64 {
+                let mut raw = next();
+                // Half the time: this pool, index 0..32, length 0..4096, so that some
+                // descriptors pass and every check gets exercised.
+                if raw & 1 == 0 {
+                    let handle = (POOL.0 as u64) << 24 | ((raw >> 8) & 31);
+                    let len = (raw >> 16) & 0xfff;
+                    raw = (raw & 0xffff_0000_0000_0000) | len << 32 | handle;
+                }
+                r.write(
+                    l.tx_off() + crate::ring::DESC_OFF + s * 8,
+                    &raw.to_ne_bytes(),
+                )
+                .expect("in ring");
+            }
+            // Mostly a plausible producer index (up to a full ring past the consumer), now
+            // and then one more than a ring ahead.
+            let step = (next() % 72) as u32;
+            r.atomic_u32(l.tx_off()).expect("prod").store(
+                cons.wrapping_add(step),
+                core::sync::atomic::Ordering::Release,
+            );
+            let before = srv.tx.rejects().index_ahead;
+            let n = srv.take_tx(&mut out);
+            if srv.tx.rejects().index_ahead == before {
+                cons = cons.wrapping_add(step.min(64));
+            }
+            for d in &out[..n] {
+                assert!(d.buf().pool() == POOL && (d.buf().idx().0 as usize) < 16);
+                assert!(d.len as usize <= 2048);
+                assert!(accepted.insert(d.buf()), "buffer handed out twice");
+            }
+        }
+        assert_eq!(accepted.len(), srv.holders.count(Holder::SERVER));
+        assert!(!accepted.is_empty(), "some honest-looking descriptors pass");
+        let rj = srv.tx.rejects();
+        assert!(
+            rj.bad_pool > 0 && rj.bad_index > 0 && rj.bad_len > 0 && rj.not_held > 0,
+            "{rj:?}"
+        );
+        assert!(rj.index_ahead > 0);
+    }
+
+    #[test]
+    fn a_hostile_header_is_refused() {
+        let l = PortLayout::simple(64, 32).expect("layout");
+        let m = LocalMem::new(l.bytes());
+        AppPort::create(m.region(), l, POOL).expect("app");
+        let attach = || ServerPort::attach(m.region(), POOL, PortLimits::default()).err();
+        let set = |off: usize, v: u32| m.region().write(off, &v.to_ne_bytes()).expect("hdr");
+        set(0, 0xdead);
+        assert_eq!(attach(), Some(PortError::Magic(0xdead)));
+        set(0, PORT_MAGIC);
+        set(4, 2);
+        assert_eq!(attach(), Some(PortError::Version(2)));
+        set(4, PORT_VERSION);
+        set(8, 100);
+        assert!(matches!(
+            attach(),
+            Some(PortError::Ring(RingError::Size(100)))
+        ));
+        set(8, 1 << 16);
+        assert_eq!(attach(), Some(PortError::Limit("ring size")));
+        set(8, 64);
+        set(28, 33);
+        assert!(
+            matches!(attach(), Some(PortError::TooSmall { .. })),
+            "33 buffers do not fit"
+        );
+        set(24, 3000);
+        assert!(matches!(
+            attach(),
+            Some(PortError::Pool(PoolError::BufSize(3000)))
+        ));
+        set(24, 2048);
+        set(28, 32);
+        assert!(attach().is_none());
+        // A mapping shorter than the layout is refused.
+        let short = m.region().subregion(0, l.bytes() - PAGE_SIZE).expect("in");
+        assert!(matches!(
+            ServerPort::attach(short, POOL, PortLimits::default()),
+            Err(PortError::TooSmall { .. })
+        ));
+    }
+}

@@ -1,0 +1,355 @@
+//! The `shm` grant backend across two processes: fd passing, mapping, read-only enforcement,
+//! ending access, death detection and notifiers.
+
+mod common;
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use grant_pool::shm::{self, ShmBackend};
+use grant_pool::{Access, DomId, Grant, GrantBackend, GrantError, GrantRef, Mapping, Notifier};
+
+const APP: DomId = DomId(7);
+const SERVER: DomId = DomId(0);
+
+fn encode(refs: &[GrantRef]) -> Vec<u8> {
+    refs.iter().flat_map(|r| r.0.to_le_bytes()).collect()
+}
+
+fn decode(b: &[u8]) -> Vec<GrantRef> {
+    b.chunks_exact(4)
+        .map(|c| GrantRef(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect()
+}
+
+fn recv(sock: &OwnedFd) -> (Vec<u8>, Vec<OwnedFd>) {
+    let mut buf = [0u8; 4096];
+    let (n, fds) = shm::recv_fds(sock.as_fd(), &mut buf).expect("recv");
+    (buf[..n].to_vec(), fds)
+}
+
+fn pattern(i: usize) -> u8 {
+    (i * 7 + 3) as u8
+}
+
+/// The parent grants four pages read-write and sends them over the socket; the child maps
+/// them, checks the parent's bytes, writes an answer, unmaps; the parent sees the answer and
+/// can then end access.
+#[test]
+fn grant_is_shared_across_processes() {
+    let be = ShmBackend::new(APP);
+    let g = be.grant(SERVER, 4, Access::ReadWrite).expect("grant");
+    let r = g.region();
+    let bytes: Vec<u8> = (0..4 * 4096).map(pattern).collect();
+    r.write(0, &bytes).expect("fill");
+    let (child, sock) = common::spawn_child("child_maps_and_answers");
+    shm::send_fds(sock.as_fd(), &encode(g.refs()), &g.attachments()).expect("send");
+    let (msg, _) = recv(&sock);
+    assert_eq!(msg, b"mapped");
+    assert!(
+        g.is_mapped().expect("state"),
+        "the child maps the pages now"
+    );
+    let (msg, _) = recv(&sock);
+    assert_eq!(msg, b"unmapped");
+    common::join(child);
+    let mut answer = [0u8; 6];
+    r.read(3 * 4096 + 100, &mut answer).expect("read");
+    assert_eq!(&answer, b"answer");
+    assert!(!g.is_mapped().expect("state"));
+    g.end_access()
+        .map_err(|(_, e)| e)
+        .expect("unmapped: access ends");
+}
+
+#[test]
+fn child_maps_and_answers() {
+    let Some(sock) = common::child_sock("child_maps_and_answers") else {
+        return;
+    };
+    let (msg, fds) = recv(&sock);
+    let refs = decode(&msg);
+    let m = ShmBackend::new(SERVER)
+        .map(APP, &refs, Access::ReadWrite, &fds)
+        .expect("map");
+    drop(fds);
+    let mut got = vec![0u8; 4 * 4096];
+    m.region().read(0, &mut got).expect("read");
+    assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(i)));
+    m.region().write(3 * 4096 + 100, b"answer").expect("write");
+    shm::send_fds(sock.as_fd(), b"mapped", &[]).expect("send");
+    drop(m);
+    shm::send_fds(sock.as_fd(), b"unmapped", &[]).expect("send");
+}
+
+/// A child that maps the pages and is killed: the granter learns the mapper is gone.
+#[test]
+fn death_of_the_mapper_is_detected() {
+    let be = ShmBackend::new(APP);
+    let g = be.grant(SERVER, 2, Access::ReadWrite).expect("grant");
+    let (mut child, sock) = common::spawn_child("child_maps_and_hangs");
+    shm::send_fds(sock.as_fd(), &encode(g.refs()), &g.attachments()).expect("send");
+    let (msg, _) = recv(&sock);
+    assert_eq!(msg, b"mapped");
+    assert!(g.is_mapped().expect("state"));
+    let g = match g.end_access() {
+        Err((g, GrantError::StillMapped { mappings: 1 })) => g,
+        other => panic!("end_access while mapped: {other:?}"),
+    };
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    assert!(
+        !g.is_mapped().expect("state"),
+        "a dead mapper counts as unmapped"
+    );
+    g.end_access().map_err(|(_, e)| e).expect("access ends");
+}
+
+#[test]
+fn child_maps_and_hangs() {
+    let Some(sock) = common::child_sock("child_maps_and_hangs") else {
+        return;
+    };
+    let (msg, fds) = recv(&sock);
+    let _m = ShmBackend::new(SERVER)
+        .map(APP, &decode(&msg), Access::ReadWrite, &fds)
+        .expect("map");
+    shm::send_fds(sock.as_fd(), b"mapped", &[]).expect("send");
+    // Wait to be killed (bounded: the parent kills us at once).
+    std::thread::sleep(Duration::from_secs(30));
+    std::process::exit(3);
+}
+
+#[test]
+fn end_access_fails_while_mapped_and_succeeds_after_unmap() {
+    let be = ShmBackend::new(APP);
+    let g = be.grant(SERVER, 3, Access::ReadWrite).expect("grant");
+    let fds: Vec<OwnedFd> = g
+        .attachments()
+        .iter()
+        .map(|f| f.try_clone_to_owned().expect("dup"))
+        .collect();
+    let m1 = be.map(APP, g.refs(), Access::ReadWrite, &fds).expect("map");
+    let m2 = be
+        .map(APP, &g.refs()[1..], Access::ReadOnly, &fds)
+        .expect("map");
+    let g = match g.end_access() {
+        Err((g, GrantError::StillMapped { mappings: 2 })) => g,
+        other => panic!("expected StillMapped(2), got {other:?}"),
+    };
+    drop(m1);
+    let g = match g.end_access() {
+        Err((g, GrantError::StillMapped { mappings: 1 })) => g,
+        other => panic!("expected StillMapped(1), got {other:?}"),
+    };
+    drop(m2);
+    assert!(g.end_access().is_ok());
+}
+
+/// A read-only grant cannot be written by the mapper: not through the mapping, not by asking
+/// for a writable mapping, not by mmapping the descriptor writable, not by reopening the
+/// memfd read-write through /proc.
+#[test]
+fn read_only_grants_cannot_be_written() {
+    let be = ShmBackend::new(APP);
+    let g = be.grant(SERVER, 2, Access::ReadOnly).expect("grant");
+    g.region()
+        .write(10, b"granter")
+        .expect("the granter still writes");
+    let fds: Vec<OwnedFd> = g
+        .attachments()
+        .iter()
+        .map(|f| f.try_clone_to_owned().expect("dup"))
+        .collect();
+    assert!(matches!(
+        be.map(APP, g.refs(), Access::ReadWrite, &fds),
+        Err(GrantError::ReadOnly)
+    ));
+    let m = be
+        .map(APP, g.refs(), Access::ReadOnly, &fds)
+        .expect("map read-only");
+    let mut b = [0u8; 7];
+    m.region().read(10, &mut b).expect("read");
+    assert_eq!(&b, b"granter");
+    assert!(
+        m.region().write(0, b"x").is_err(),
+        "the region refuses writes"
+    );
+    for fd in [
+        fds[0].try_clone().expect("dup"),
+        // Reopening the memfd read-write through /proc succeeds, but the write seal still
+        // refuses a writable shared mapping.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{}", fds[0].as_raw_fd()))
+            .map(OwnedFd::from)
+            .expect("reopening the memfd read-write through /proc"),
+    ] {
+        // SAFETY: a fresh mapping at a kernel-chosen address, unmapped below if it succeeds.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            // SAFETY: unmapping the mapping just made.
+            unsafe { libc::munmap(p, 4096) };
+        }
+        assert_eq!(p, libc::MAP_FAILED, "a writable shared mapping must fail");
+    }
+}
+
+#[test]
+fn non_contiguous_references_map_in_the_order_given() {
+    let be = ShmBackend::new(APP);
+    let g = be.grant(SERVER, 5, Access::ReadWrite).expect("grant");
+    for p in 0..5 {
+        g.region().write(p * 4096, &[p as u8 + 1]).expect("mark");
+    }
+    let fds: Vec<OwnedFd> = g
+        .attachments()
+        .iter()
+        .map(|f| f.try_clone_to_owned().expect("dup"))
+        .collect();
+    let order = [GrantRef(4), GrantRef(1), GrantRef(2), GrantRef(0)];
+    let m = be.map(APP, &order, Access::ReadWrite, &fds).expect("map");
+    assert_eq!(m.pages(), 4);
+    let mut seen = Vec::new();
+    for p in 0..4 {
+        let mut b = [0u8];
+        m.region().read(p * 4096, &mut b).expect("read");
+        seen.push(b[0]);
+    }
+    assert_eq!(seen, [5, 2, 3, 1]);
+    m.region().write(2 * 4096 + 1, b"z").expect("write");
+    let mut b = [0u8];
+    g.region().read(2 * 4096 + 1, &mut b).expect("read");
+    assert_eq!(&b, b"z", "page 2 of the mapping is granted page 2");
+}
+
+#[test]
+fn bad_references_and_attachments_are_refused() {
+    let be = ShmBackend::new(APP);
+    let g = be.grant(SERVER, 2, Access::ReadWrite).expect("grant");
+    let fds: Vec<OwnedFd> = g
+        .attachments()
+        .iter()
+        .map(|f| f.try_clone_to_owned().expect("dup"))
+        .collect();
+    let bad = |refs: &[GrantRef], fds: &[OwnedFd]| be.map(APP, refs, Access::ReadWrite, fds).err();
+    assert!(matches!(
+        bad(&[GrantRef(2)], &fds),
+        Some(GrantError::BadRefs(_))
+    ));
+    assert!(matches!(
+        bad(&[GrantRef(u32::MAX)], &fds),
+        Some(GrantError::BadRefs(_))
+    ));
+    assert!(matches!(
+        bad(&[GrantRef(1), GrantRef(1)], &fds),
+        Some(GrantError::BadRefs(_))
+    ));
+    assert!(matches!(bad(&[], &fds), Some(GrantError::PageCount { .. })));
+    assert!(matches!(
+        bad(&[GrantRef(0)], &fds[..1]),
+        Some(GrantError::BadAttachments(_))
+    ));
+    // An unsealed memfd (which its sender could shrink under us) is refused.
+    let unsealed: OwnedFd = {
+        // SAFETY: plain syscall with a valid NUL-terminated name; result checked.
+        let fd = unsafe { libc::memfd_create(c"plain".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: plain syscall on our descriptor.
+        assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), 8192) }, 0);
+        fd
+    };
+    let mixed = [unsealed, fds[1].try_clone().expect("dup")];
+    assert!(matches!(
+        bad(&[GrantRef(0)], &mixed),
+        Some(GrantError::BadAttachments(_))
+    ));
+    // The grant is intact after all that.
+    assert!(!g.is_mapped().expect("state"));
+    assert!(matches!(
+        be.grant(SERVER, 0, Access::ReadWrite).err(),
+        Some(GrantError::PageCount { .. })
+    ));
+}
+
+/// A notifier made by the parent and bound by the child rings both ways.
+#[test]
+fn notifiers_ring_across_processes() {
+    let be = ShmBackend::new(SERVER);
+    let n = be.notifier(APP).expect("notifier");
+    let (child, sock) = common::spawn_child("child_rings_back");
+    shm::send_fds(sock.as_fd(), &n.port().to_le_bytes(), &n.attachments()).expect("send");
+    assert!(!n.wait(Some(Duration::ZERO)).expect("poll"), "nothing yet");
+    n.notify().expect("ring");
+    assert!(
+        n.wait(Some(Duration::from_secs(20))).expect("wait"),
+        "the child answered"
+    );
+    common::join(child);
+    assert!(!n.drain().expect("drain"), "one ring, consumed once");
+}
+
+#[test]
+fn child_rings_back() {
+    let Some(sock) = common::child_sock("child_rings_back") else {
+        return;
+    };
+    let (msg, fds) = recv(&sock);
+    let port = u32::from_le_bytes(msg[..4].try_into().expect("4 bytes"));
+    let be = ShmBackend::new(APP);
+    let n = be.bind_notifier(SERVER, port, &fds).expect("bind");
+    assert!(
+        n.wait(Some(Duration::from_secs(20))).expect("wait"),
+        "the parent rang"
+    );
+    n.notify().expect("ring back");
+}
+
+#[test]
+fn binding_something_else_than_eventfds_is_refused() {
+    let be = ShmBackend::new(APP);
+    let (a, b) = shm::seqpacket_pair().expect("pair");
+    assert!(matches!(
+        be.bind_notifier(SERVER, 0, &[a, b]).err(),
+        Some(GrantError::BadNotifier(_))
+    ));
+    let n = be.notifier(SERVER).expect("notifier");
+    let fds: Vec<OwnedFd> = n
+        .attachments()
+        .iter()
+        .map(|f| f.try_clone_to_owned().expect("dup"))
+        .collect();
+    assert!(matches!(
+        be.bind_notifier(SERVER, 9, &fds).err(),
+        Some(GrantError::BadNotifier(_))
+    ));
+}
+
+#[test]
+fn descriptors_and_bytes_travel_together() {
+    let (a, b) = shm::seqpacket_pair().expect("pair");
+    let be = ShmBackend::new(APP);
+    let n = be.notifier(SERVER).expect("notifier");
+    shm::send_fds(a.as_fd(), b"two fds", &n.attachments()).expect("send");
+    let (msg, fds) = recv(&b);
+    assert_eq!(msg, b"two fds");
+    assert_eq!(fds.len(), 2);
+    shm::send_fds(a.as_fd(), b"none", &[]).expect("send");
+    let (msg, fds) = recv(&b);
+    assert_eq!((msg.as_slice(), fds.len()), (&b"none"[..], 0));
+    drop(a);
+    let (msg, fds) = recv(&b);
+    assert!(msg.is_empty() && fds.is_empty(), "peer closed");
+}
