@@ -23,6 +23,8 @@
 //! the test.
 #![allow(dead_code)]
 
+pub mod ferrite;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write as _;
@@ -569,4 +571,13 @@ pub fn parse_ping(out: &str) -> Option<(u64, u64)> {
         .split(',')
         .map(|part| part.split_whitespace().next().and_then(|n| n.parse().ok()));
     Some((nums.next()??, nums.next()??))
+}
+
+/// Waits until `ip` answers a ping from the peer namespace (at most `timeout`).
+pub fn wait_reachable(t: &Topology, ip: &str, timeout: Duration) -> Result<(), String> {
+    wait_until(&format!("{ip} to answer ping"), timeout, || {
+        t.p.output(["ping", "-c", "1", "-W", "1", ip])
+            .status
+            .success()
+    })
 }

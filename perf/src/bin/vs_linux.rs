@@ -35,7 +35,6 @@ mod netns;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netns::{Bg, KERNEL_IP, Offloads, Topology};
@@ -512,27 +511,72 @@ fn write_results(o: &Opts, machine: &Machine, rows: &[Row]) {
 /// The Ferrite side: server in `s` with a port on `vf`, app domains as processes.
 mod ferrite {
     use super::*;
+    use netns::ferrite::{AppSpec, Backend, Server};
 
-    pub fn bulk(_o: &Opts, backend: &str, off: Offloads) -> Row {
+    fn backend(name: &str) -> Result<Backend, String> {
+        Backend::parse(name).ok_or_else(|| format!("unknown backend {name}"))
+    }
+
+    fn one_bulk(b: Backend, off: Offloads, bytes: u64) -> Result<f64, String> {
+        let t = Topology::new(off, 1500);
+        let app = AppSpec::numbered("bulk", 1);
+        let srv = Server::start(&t, b, std::slice::from_ref(&app));
+        let port = BULK_PORT.to_string();
+        let sink = srv.app(
+            "ferrite-bulk",
+            &app,
+            &[&format!("--listen={port}"), "--once"],
+        );
+        netns::wait_reachable(&t, &app.ip, Duration::from_secs(20))
+            .map_err(|e| format!("{e}; app log: {}", sink.log()))?;
+        bulk_send(&t, &app.ip, bytes).map_err(|e| format!("{e}; app log: {}", sink.log()))
+    }
+
+    pub fn bulk(o: &Opts, name: &str, off: Offloads) -> Row {
+        let mut runs = Vec::new();
+        let mut note = String::from("ferrite-bulk sink in an app domain, server+app on core 1");
+        for _ in 0..o.runs {
+            match backend(name).and_then(|b| {
+                std::panic::catch_unwind(|| one_bulk(b, off, o.bytes))
+                    .unwrap_or_else(|_| Err("setup failed (see above)".into()))
+            }) {
+                Ok(g) => runs.push(g),
+                Err(e) => {
+                    note = format!("failed: {e}");
+                    break;
+                }
+            }
+        }
         Row {
             test: "TCP bulk peer -> server".into(),
-            side: format!("Ferrite {backend}"),
+            side: format!("Ferrite {name}"),
             offloads: off.label().into(),
-            value: None,
+            value: median(&runs),
             unit: "Gbit/s".into(),
-            runs: Vec::new(),
-            note: "not measured yet".into(),
+            runs,
+            note,
         }
     }
 
-    pub fn pingpong(_o: &Opts, backend: &str) -> [Row; 2] {
-        pp_rows(
-            &format!("Ferrite {backend}"),
-            "",
-            Err("not measured yet".into()),
-        )
+    fn one_pingpong(b: Backend, secs: u32) -> Result<(f64, f64), String> {
+        let t = Topology::new(Offloads::Off, 1500);
+        let app = AppSpec::numbered("sockperf", 1);
+        let srv = Server::start(&t, b, std::slice::from_ref(&app));
+        let sp = srv.app("ferrite-sockperf", &app, &[&format!("--port={PP_PORT}")]);
+        netns::wait_reachable(&t, &app.ip, Duration::from_secs(20))
+            .map_err(|e| format!("{e}; app log: {}", sp.log()))?;
+        pingpong_client(&t, &app.ip, secs)
     }
 
-    #[allow(dead_code)]
-    fn _unused(_c: Command) {}
+    pub fn pingpong(o: &Opts, name: &str) -> [Row; 2] {
+        let r = backend(name).and_then(|b| {
+            std::panic::catch_unwind(|| one_pingpong(b, o.pp_secs))
+                .unwrap_or_else(|_| Err("setup failed (see above)".into()))
+        });
+        pp_rows(
+            &format!("Ferrite {name}"),
+            "ferrite-sockperf in an app domain, server+app on core 1",
+            r,
+        )
+    }
 }
