@@ -116,7 +116,9 @@ pub enum AfXdpError {
         source: std::io::Error,
     },
     /// The queue does not exist on the interface, or is beyond the program's map.
-    #[error("queue {queue} is out of range (the interface or XSKMAP has {max} queues)")]
+    #[error(
+        "queue {queue} is out of range (the interface or XSKMAP has {max} queues; 0 = unknown)"
+    )]
     QueueOutOfRange {
         /// Queue asked for.
         queue: u32,
@@ -130,6 +132,18 @@ pub enum AfXdpError {
         source: std::io::Error,
         /// Verifier output.
         log: String,
+    },
+    /// Another XDP socket is bound to the queue (or a killed one is still being torn down).
+    #[error(
+        "queue {queue} of {ifname} is bound by another XDP socket (still busy after {waited_ms} ms)"
+    )]
+    QueueBusy {
+        /// Interface.
+        ifname: String,
+        /// Queue.
+        queue: u32,
+        /// How long binding was retried.
+        waited_ms: u64,
     },
     /// A configuration value is out of range.
     #[error("invalid af_xdp configuration: {0}")]
@@ -449,15 +463,32 @@ impl AfXdpPort {
                 Ok(())
             }
         };
+        // A socket of a killed process releases its queue from a kernel work item, shortly
+        // after the process is gone: a restarted server retries EBUSY for a bounded time.
+        const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+        let t0 = std::time::Instant::now();
+        let bind = |flags: u16| loop {
+            match bind(flags) {
+                Err(e) if e.errno() == Some(libc::EBUSY) && t0.elapsed() < BUSY_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        };
         let zc_err = |e: OpError| AfXdpError::ZeroCopyUnsupported {
             ifname: cfg.ifname.clone(),
             queue: cfg.queue,
             source: e.source,
         };
         let queue_err = |e: OpError| match e.errno() {
+            Some(libc::EBUSY) => AfXdpError::QueueBusy {
+                ifname: cfg.ifname.clone(),
+                queue: cfg.queue,
+                waited_ms: t0.elapsed().as_millis() as u64,
+            },
             Some(libc::EINVAL) => AfXdpError::QueueOutOfRange {
                 queue: cfg.queue,
-                max: queue_count(&cfg.ifname),
+                max: ctl.rx_queues(),
             },
             _ => AfXdpError::from(e),
         };
@@ -846,15 +877,4 @@ impl Drop for AfXdpPort {
         self.program.remove(self.queue);
         tracing::debug!(ifname = %self.ifname, queue = self.queue, "af_xdp port closed");
     }
-}
-
-/// Receive queues of `ifname` as sysfs lists them (for error messages only; 0 if unknown).
-fn queue_count(ifname: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(0)
 }

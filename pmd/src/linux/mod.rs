@@ -308,6 +308,25 @@ impl CtlSocket {
         if s == u32::MAX || s == 0xffff { 0 } else { s }
     }
 
+    /// Receive queues (channels) the driver reports (`ETHTOOL_GCHANNELS`), 0 if it does
+    /// not say.
+    pub fn rx_queues(&self) -> u32 {
+        const ETHTOOL_GCHANNELS: u32 = 0x3c;
+        // struct ethtool_channels: cmd, 4 maxima, rx, tx, other, combined counts.
+        let mut ch = [0u32; 9];
+        ch[0] = ETHTOOL_GCHANNELS;
+        let mut r = self.req();
+        let p = (ch.as_mut_ptr() as usize).to_ne_bytes();
+        r.data[..8].copy_from_slice(&p);
+        if self
+            .ioctl(SIOCETHTOOL, &mut r, "ioctl(SIOCETHTOOL, ETHTOOL_GCHANNELS)")
+            .is_err()
+        {
+            return 0;
+        }
+        ch[5].max(ch[8])
+    }
+
     /// The interface's MTU.
     pub fn mtu(&self) -> Result<u32, OpError> {
         let mut r = self.req();

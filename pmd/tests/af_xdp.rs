@@ -1,0 +1,364 @@
+//! The `af_xdp` port against a real Linux peer over veth, in throw-away network namespaces.
+//! Root only (see `af_common::root_or_skip`).
+
+mod af_common;
+
+use std::time::Duration;
+
+use af_common::*;
+use grant_pool::PoolId;
+use pmd::af_xdp::{AfXdpConfig, AfXdpError, AfXdpPort, AttachMode, BindMode};
+use pmd::{LinkState, Port};
+
+fn open(pair: &VethPair, attach: AttachMode, bind: BindMode) -> Result<AfXdpPort, AfXdpError> {
+    let mut cfg = AfXdpConfig::new(&pair.port_if, PoolId(7));
+    cfg.attach = attach;
+    cfg.bind = bind;
+    pair.in_port_ns(move || AfXdpPort::open(cfg))
+}
+
+/// Frames a Linux packet socket sends arrive intact in `rx_burst`; frames sent with
+/// `tx_burst` arrive intact at the Linux socket; counters, MAC and link match.
+fn intact(attach: AttachMode) {
+    let pair = VethPair::new("xi", &[]);
+    let mut port = open(&pair, attach, BindMode::Copy).expect("open af_xdp port");
+    let pool = port.pool();
+    let mac = port.mac();
+    let sys_mac = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &pair.port_ns,
+        "cat",
+        &format!("/sys/class/net/{}/address", pair.port_if),
+    ]);
+    assert_eq!(
+        mac,
+        parse_mac(sys_mac.trim()),
+        "MAC read from the interface"
+    );
+    assert!(matches!(port.link(), LinkState::Up { .. }), "veth is up");
+    assert!(!port.is_zero_copy());
+
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    let lens = [60usize, 61, 64, 128, 1000, 1514];
+    for (i, &l) in lens.iter().enumerate() {
+        peer.send(&test_frame(mac, pair.peer_mac, i as u32, l));
+    }
+    let got = collect(&mut port, &pool, lens.len(), Duration::from_secs(5));
+    assert_eq!(
+        got.len(),
+        lens.len(),
+        "every frame the peer sent was received"
+    );
+    for (i, (g, &l)) in got.iter().zip(&lens).enumerate() {
+        assert_eq!(
+            g,
+            &test_frame(mac, pair.peer_mac, i as u32, l),
+            "frame {i} intact"
+        );
+    }
+
+    let mut frames = Vec::new();
+    for (i, &l) in lens.iter().enumerate() {
+        let f = test_frame(pair.peer_mac, mac, 100 + i as u32, l);
+        frames.push(alloc_frame(&mut port, &pool, &f));
+    }
+    assert_eq!(port.tx_burst(&frames), frames.len());
+    let mut buf = vec![0u8; 2048];
+    let mut back = 0;
+    for (i, &l) in lens.iter().enumerate() {
+        let n = loop {
+            back += reap(&mut port);
+            if let Some(n) = peer.recv(&mut buf, Duration::from_millis(100)) {
+                break n;
+            }
+        };
+        assert_eq!(
+            buf[..n],
+            test_frame(pair.peer_mac, mac, 100 + i as u32, l)[..],
+            "tx frame {i} intact"
+        );
+    }
+    let t0 = std::time::Instant::now();
+    while back < frames.len() && t0.elapsed() < Duration::from_secs(2) {
+        back += reap(&mut port);
+    }
+    assert_eq!(
+        back,
+        frames.len(),
+        "every transmitted buffer came back through tx_done"
+    );
+    let s = port.stats();
+    assert_eq!(s.rx_packets, lens.len() as u64);
+    assert_eq!(s.rx_bytes, lens.iter().sum::<usize>() as u64);
+    assert_eq!(s.tx_packets, lens.len() as u64);
+    assert_eq!(s.errors, 0);
+}
+
+#[test]
+fn generic_mode_frames_arrive_intact_both_ways() {
+    if root_or_skip("generic_mode_frames_arrive_intact_both_ways") {
+        intact(AttachMode::Generic);
+    }
+}
+
+#[test]
+fn native_mode_frames_arrive_intact_both_ways() {
+    if root_or_skip("native_mode_frames_arrive_intact_both_ways") {
+        intact(AttachMode::Native);
+    }
+}
+
+fn reflect_100k(attach: AttachMode) {
+    let pair = VethPair::new("xr", &[]);
+    let mut port = open(&pair, attach, BindMode::Copy).expect("open af_xdp port");
+    let pool = port.pool();
+    let t0 = std::time::Instant::now();
+    let (sent, received) = reflector_run(&pair, &mut port, &pool, 100_000, 256);
+    eprintln!(
+        "{attach:?}: {received} of {sent} reflected in {:?}; {:?}; kicks {}",
+        t0.elapsed(),
+        port.kernel_stats(),
+        port.kicks()
+    );
+    assert_eq!(sent, 100_000);
+    assert_eq!(received, 100_000, "every frame came back to the Linux peer");
+    let s = port.stats();
+    assert_eq!(s.rx_dropped, 0);
+    assert_eq!(s.tx_packets, 100_000);
+}
+
+#[test]
+fn generic_mode_reflects_100k_frames_without_loss() {
+    if root_or_skip("generic_mode_reflects_100k_frames_without_loss") {
+        reflect_100k(AttachMode::Generic);
+    }
+}
+
+#[test]
+fn native_mode_reflects_100k_frames_without_loss() {
+    if root_or_skip("native_mode_reflects_100k_frames_without_loss") {
+        reflect_100k(AttachMode::Native);
+    }
+}
+
+/// Linux `ping`, including a 10,000-request flood, answered through the port by a small
+/// ARP/ICMP responder: zero loss.
+#[test]
+fn linux_ping_and_flood_ping_get_answers() {
+    if !root_or_skip("linux_ping_and_flood_ping_get_answers") {
+        return;
+    }
+    let pair = VethPair::new("xp", &[]);
+    let mut port = open(&pair, AttachMode::Native, BindMode::Auto).expect("open af_xdp port");
+    let pool = port.pool();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let ns = pair.peer_ns.clone();
+    let pinger = std::thread::spawn(move || {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(args)
+                .output()
+                .expect("run ping");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let a = run(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2"]);
+        let b = run(&["ping", "-f", "-c", "10000", "-w", "60", "10.77.0.2"]);
+        d2.store(true, std::sync::atomic::Ordering::Relaxed);
+        (a, b)
+    });
+    let replies = respond_until(&mut port, &pool, Duration::from_secs(90), &|| {
+        done.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let (a, b) = pinger.join().expect("pinger");
+    eprintln!("{a}\n{b}");
+    assert!(
+        a.contains("3 received") && a.contains(" 0% packet loss"),
+        "ping: {a}"
+    );
+    assert!(
+        b.contains("10000 received") && b.contains(" 0% packet loss"),
+        "flood ping: {b}"
+    );
+    assert!(replies >= 10_003, "responder sent {replies} replies");
+}
+
+/// Zero-copy on veth: this kernel's veth has no AF_XDP zero-copy support; the port says so
+/// clearly, and `Auto` falls back to copy mode and works.
+#[test]
+fn zero_copy_on_veth_is_refused_clearly_and_auto_falls_back() {
+    if !root_or_skip("zero_copy_on_veth_is_refused_clearly_and_auto_falls_back") {
+        return;
+    }
+    let pair = VethPair::new("xz", &[]);
+    match open(&pair, AttachMode::Native, BindMode::ZeroCopy) {
+        Err(AfXdpError::ZeroCopyUnsupported { ifname, .. }) => assert_eq!(ifname, pair.port_if),
+        Err(e) => panic!("unexpected error for zero-copy on veth: {e}"),
+        Ok(mut port) => {
+            // A kernel whose veth does zero-copy: it must then carry frames.
+            assert!(port.is_zero_copy());
+            let pool = port.pool();
+            let mac = port.mac();
+            let peer = pair.peer_socket(TEST_ETHERTYPE);
+            peer.send(&test_frame(mac, pair.peer_mac, 1, 100));
+            assert_eq!(
+                collect(&mut port, &pool, 1, Duration::from_secs(5)).len(),
+                1
+            );
+            return;
+        }
+    }
+    let mut port = open(&pair, AttachMode::Native, BindMode::Auto).expect("auto bind");
+    assert!(!port.is_zero_copy(), "fell back to copy mode");
+    let pool = port.pool();
+    let mac = port.mac();
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    peer.send(&test_frame(mac, pair.peer_mac, 1, 100));
+    let got = collect(&mut port, &pool, 1, Duration::from_secs(5));
+    assert_eq!(got, vec![test_frame(mac, pair.peer_mac, 1, 100)]);
+}
+
+#[test]
+fn errors_name_the_problem() {
+    if !root_or_skip("errors_name_the_problem") {
+        return;
+    }
+    let pair = VethPair::new("xe", &[]);
+    let mut cfg = AfXdpConfig::new("ferrite-nonexistent0", PoolId(1));
+    cfg.bind = BindMode::Copy;
+    let e = pair
+        .in_port_ns(move || AfXdpPort::open(cfg))
+        .expect_err("no such interface");
+    assert!(matches!(e, AfXdpError::InterfaceNotFound(_)), "{e}");
+
+    let _first = open(&pair, AttachMode::Generic, BindMode::Copy).expect("first port");
+    // A second, unshared program on the same interface.
+    let e = open(&pair, AttachMode::Generic, BindMode::Copy).expect_err("XDP already attached");
+    assert!(matches!(e, AfXdpError::XdpBusy { .. }), "{e}");
+    assert!(e.to_string().contains("xdp off"), "{e}");
+
+    // A queue the interface does not have, on a shared program.
+    let mut cfg = AfXdpConfig::new(&pair.port_if, PoolId(2));
+    cfg.bind = BindMode::Copy;
+    cfg.queue = 5;
+    cfg.program = Some(_first.program());
+    let e = pair
+        .in_port_ns(move || AfXdpPort::open(cfg))
+        .expect_err("queue 5 on veth");
+    assert!(
+        matches!(e, AfXdpError::QueueOutOfRange { queue: 5, .. }),
+        "{e}"
+    );
+
+    let mut cfg = AfXdpConfig::new(&pair.port_if, PoolId(2));
+    cfg.buf_size = 1024;
+    let e = pair
+        .in_port_ns(move || AfXdpPort::open(cfg))
+        .expect_err("1 KiB chunks");
+    assert!(matches!(e, AfXdpError::Config(_)), "{e}");
+}
+
+/// Two queues of one interface share one program; each gets its own socket and pool.
+#[test]
+fn two_queues_share_one_program() {
+    if !root_or_skip("two_queues_share_one_program") {
+        return;
+    }
+    let pair = VethPair::new("xq", &["numrxqueues", "2", "numtxqueues", "2"]);
+    let mut cfg = AfXdpConfig::new(&pair.port_if, PoolId(3));
+    cfg.bind = BindMode::Copy;
+    cfg.attach = AttachMode::Native;
+    let q0 = pair
+        .in_port_ns(move || AfXdpPort::open(cfg))
+        .expect("queue 0");
+    let mut cfg = AfXdpConfig::new(&pair.port_if, PoolId(4));
+    cfg.bind = BindMode::Copy;
+    cfg.queue = 1;
+    cfg.program = Some(q0.program());
+    let q1 = pair
+        .in_port_ns(move || AfXdpPort::open(cfg))
+        .expect("queue 1");
+    assert_ne!(q0.pool().id(), q1.pool().id());
+    drop(q0);
+    drop(q1);
+    // Both closed: the link is gone and a fresh port attaches again.
+    open(&pair, AttachMode::Native, BindMode::Copy).expect("reattach after both closed");
+}
+
+/// A server killed with SIGKILL leaves no XDP program behind: a restarted one attaches.
+#[test]
+fn reattaches_after_the_holder_is_killed() {
+    if !root_or_skip("reattaches_after_the_holder_is_killed") {
+        return;
+    }
+    let pair = VethPair::new("xk", &[]);
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &pair.port_ns])
+        .arg(exe)
+        .args([
+            "--exact",
+            "holder_process",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("FERRITE_XDP_HOLDER_IF", &pair.port_if)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn holder");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    let t0 = std::time::Instant::now();
+    while !seen.contains("holder attached") && t0.elapsed() < Duration::from_secs(20) {
+        let mut b = [0u8; 256];
+        let n = std::io::Read::read(&mut out, &mut b).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&b[..n]));
+    }
+    assert!(seen.contains("holder attached"), "holder output: {seen}");
+    let e = open(&pair, AttachMode::Native, BindMode::Copy).expect_err("held by the child");
+    assert!(matches!(e, AfXdpError::XdpBusy { .. }), "{e}");
+    // SIGKILL: no destructor runs.
+    // SAFETY: signals our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    // `ip netns exec` execs the test binary, so the killed pid is the holder itself.
+    let t0 = std::time::Instant::now();
+    let mut port = loop {
+        match open(&pair, AttachMode::Native, BindMode::Copy) {
+            Ok(p) => break p,
+            Err(AfXdpError::XdpBusy { .. }) if t0.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("reattach after SIGKILL: {e}"),
+        }
+    };
+    let pool = port.pool();
+    let mac = port.mac();
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    peer.send(&test_frame(mac, pair.peer_mac, 9, 200));
+    assert_eq!(
+        collect(&mut port, &pool, 1, Duration::from_secs(5)).len(),
+        1
+    );
+}
+
+/// Not a test on its own: the process `reattaches_after_the_holder_is_killed` starts and
+/// kills. Does nothing unless FERRITE_XDP_HOLDER_IF is set.
+#[test]
+fn holder_process() {
+    let Some(ifname) = std::env::var_os("FERRITE_XDP_HOLDER_IF") else {
+        return;
+    };
+    let mut cfg = AfXdpConfig::new(&ifname.to_string_lossy(), PoolId(1));
+    cfg.bind = BindMode::Copy;
+    let _port = AfXdpPort::open(cfg).expect("holder opens the port");
+    println!("holder attached");
+    std::thread::sleep(Duration::from_secs(30));
+}
