@@ -245,9 +245,19 @@ pub fn reset<R: Regs>(regs: &R) -> Result<(), IntelError> {
     regs.wait(CTRL, CTRL_RST, 0, 100)
         .map_err(|v| timeout("finish its reset (CTRL.RST)", CTRL, v))?;
     // §4.5.3: after reset the EEPROM is read again (MAC address, PHY defaults): wait for
-    // EECD.AUTO_RD before touching the registers it loads.
-    regs.wait(EECD, EECD_AUTO_RD, EECD_AUTO_RD, 100)
-        .map_err(|v| timeout("finish the EEPROM auto-read (EECD.AUTO_RD)", EECD, v))?;
+    // EECD.AUTO_RD before touching the registers it loads. Some 82576 implementations
+    // (QEMU's among them) never set AUTO_RD; what the driver needs from the EEPROM is the
+    // station address, so a valid RAH0 is accepted in its place.
+    if let Err(v) = regs.wait(EECD, EECD_AUTO_RD, EECD_AUTO_RD, 20) {
+        if regs.read(rah(0)) & RAH_AV == 0 {
+            return Err(timeout(
+                "finish the EEPROM auto-read (EECD.AUTO_RD, and RAH0 holds no address)",
+                EECD,
+                v,
+            ));
+        }
+        tracing::debug!("igb: EECD.AUTO_RD not reported; RAH0 is valid, continuing");
+    }
     // §4.5.4: the reset unmasked nothing, but masks are cleared again as the datasheet asks.
     regs.write(IMC, u32::MAX);
     regs.write(EIMC, u32::MAX);

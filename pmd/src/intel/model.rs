@@ -183,20 +183,22 @@ impl State {
 
     fn power_on_defaults(&mut self) {
         self.regs.iter_mut().for_each(|r| *r = 0);
-        let m = self.mac;
+        // An EEPROM that is never read leaves no station address behind.
+        let m = if self.faults.eeprom_stuck { [0; 6] } else { self.mac };
+        let av = if self.faults.eeprom_stuck { 0 } else { igb::RAH_AV };
         let lo = u32::from_le_bytes([m[0], m[1], m[2], m[3]]);
         let hi = u32::from(m[4]) | (u32::from(m[5]) << 8);
         match self.family {
             Family::Igb => {
                 self.set(igb::ral(0), lo);
-                self.set(igb::rah(0), hi | igb::RAH_AV);
+                self.set(igb::rah(0), hi | av);
                 // PCTRL after reset: auto-negotiation enabled, powered.
                 self.phy[0] = igb::PCTRL_ANE;
                 self.phy[1] = 0x7949;
             }
             Family::Ixgbe => {
                 self.set(ixgbe::ral(0), lo);
-                self.set(ixgbe::rah(0), hi | ixgbe::RAH_AV);
+                self.set(ixgbe::rah(0), hi | av);
                 // DCA_RXCTRL bit 12 resets to 1 (the driver must clear it).
                 for q in 0..16 {
                     self.set(ixgbe::dca_rxctrl(q), ixgbe::DCA_RXCTRL_BIT12);
@@ -447,31 +449,40 @@ impl State {
         if !rx_on || self.get(dctl) & igb::DCTL_ENABLE == 0 || count == 0 || !self.link_up() {
             return false;
         }
-        let head = self.get(h_reg) % count;
+        let mut head = self.get(h_reg) % count;
         let tail = self.get(t_reg) % count;
-        if head == tail {
+        let bsize = ((self.get(srrctl) & 0x7F) as usize) * 1024;
+        if bsize == 0 {
+            return false;
+        }
+        // A frame longer than one buffer spans several descriptors, EOP on the last.
+        let need = frame.len().div_ceil(bsize).max(1) as u32;
+        let free = (tail + count - head) % count;
+        if free < need {
             self.bump(miss, 1);
             return false;
         }
         let base = u64::from(self.get(bal)) | (u64::from(self.get(bal + 4)) << 32);
-        let d = base + u64::from(head) * 16;
-        let Some(buf) = self.read_u64(d) else {
-            return false;
-        };
-        let bsize = ((self.get(srrctl) & 0x7F) as usize) * 1024;
-        let n = frame.len().min(bsize);
-        if !self.window_ok(buf, n) {
-            self.dma_refused += 1;
-            return false;
+        for (k, chunk) in frame.chunks(bsize).enumerate() {
+            let d = base + u64::from(head) * 16;
+            let Some(buf) = self.read_u64(d) else {
+                return false;
+            };
+            let n = chunk.len();
+            if !self.window_ok(buf, n) {
+                self.dma_refused += 1;
+                return false;
+            }
+            // SAFETY: `buf..buf+n` lies inside a range the driver mapped (checked above).
+            unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), buf as *mut u8, n) };
+            let eop = if k as u32 + 1 == need { 2 } else { 0 };
+            self.write_u64(d, 0);
+            self.write_u64(d + 8, 1 | eop | ((n as u64) << 32));
+            head = (head + 1) % count;
         }
-        // SAFETY: `buf..buf+n` lies inside a range the driver mapped (checked above).
-        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), buf as *mut u8, n) };
-        let eop = if n == frame.len() { 2 } else { 0 };
-        self.write_u64(d, 0);
-        self.write_u64(d + 8, 1 | eop | ((n as u64) << 32));
-        self.set(h_reg, (head + 1) % count);
+        self.set(h_reg, head);
         self.bump(0x4074, 1);
-        self.bump(0x4088, n as u64 + 4);
+        self.bump(0x4088, frame.len() as u64 + 4);
         true
     }
 

@@ -456,7 +456,7 @@ impl<R: Regs> Port for IntelPort<R> {
     fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
         let mut n = 0;
         for o in out.iter_mut() {
-            let Some(b) = self.free.pop() else { break };
+            let Some(b) = self.free.take() else { break };
             *o = b;
             n += 1;
         }

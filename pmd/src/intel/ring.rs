@@ -23,10 +23,16 @@ use crate::Frame;
 /// Largest number of transmit descriptors cleaned per DD check.
 pub const TX_CLEAN_BATCH: usize = 32;
 
-/// Empty buffers of the port's own pool with their device addresses.
+const HELD_CALLER: u8 = 0;
+const FREE: u8 = 1;
+const HELD_DEVICE: u8 = 2;
+
+/// Empty buffers of the port's own pool with their device addresses, and who holds each
+/// buffer (the caller, the free list, or a receive slot).
 #[derive(Debug)]
 pub struct FreeBufs {
     stack: Vec<BufHandle>,
+    state: Box<[u8]>,
     iova: Box<[u64]>,
 }
 
@@ -35,25 +41,50 @@ impl FreeBufs {
     pub fn new(iova: Box<[u64]>) -> Self {
         Self {
             stack: Vec::with_capacity(iova.len()),
+            state: vec![HELD_CALLER; iova.len()].into_boxed_slice(),
             iova,
         }
     }
 
-    /// Takes an empty buffer.
+    /// Takes an empty buffer for a receive slot.
     #[inline(always)]
     pub fn pop(&mut self) -> Option<BufHandle> {
-        self.stack.pop()
+        let b = self.stack.pop()?;
+        if let Some(s) = self.state.get_mut(b.idx().0 as usize) {
+            *s = HELD_DEVICE;
+        }
+        Some(b)
     }
 
-    /// Gives back an empty buffer. A handle outside the pool or a push past the pool's size
-    /// (a double return) is refused and `false` is returned; the stack never grows.
+    /// Takes an empty buffer for the caller.
+    #[inline(always)]
+    pub fn take(&mut self) -> Option<BufHandle> {
+        let b = self.stack.pop()?;
+        if let Some(s) = self.state.get_mut(b.idx().0 as usize) {
+            *s = HELD_CALLER;
+        }
+        Some(b)
+    }
+
+    /// Records that a receive slot's buffer went to the caller.
+    #[inline(always)]
+    pub fn to_caller(&mut self, b: BufHandle) {
+        if let Some(s) = self.state.get_mut(b.idx().0 as usize) {
+            *s = HELD_CALLER;
+        }
+    }
+
+    /// Gives back an empty buffer the caller holds. A handle outside the pool, a buffer
+    /// already free (a double return) or one in a receive slot is refused: `false`.
     #[inline(always)]
     pub fn push(&mut self, b: BufHandle) -> bool {
-        if (b.idx().0 as usize) < self.iova.len() && self.stack.len() < self.stack.capacity() {
-            self.stack.push(b);
-            true
-        } else {
-            false
+        match self.state.get_mut(b.idx().0 as usize) {
+            Some(s) if *s == HELD_CALLER && self.stack.len() < self.stack.capacity() => {
+                *s = FREE;
+                self.stack.push(b);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -159,13 +190,15 @@ impl RxQueue {
                 && len <= self.buf_size;
             if good {
                 let Some(fresh) = free.pop() else { break };
-                out[c.frames] = Frame::new(self.bufs[i], len);
+                let b = self.bufs[i];
+                free.to_caller(b);
+                out[c.frames] = Frame::new(b, len);
                 c.frames += 1;
                 self.bufs[i] = fresh;
             } else {
                 // Keep the buffer in the slot; drop the frame (and the rest of a frame that
-                // spans several descriptors, up to its EOP).
-                c.errors += 1;
+                // spans several descriptors, up to its EOP). One error per frame.
+                c.errors += usize::from(wb & RXD_STAT_EOP != 0);
                 self.discarding = wb & RXD_STAT_EOP == 0;
             }
             self.desc.write(i, 0, free.iova(self.bufs[i]));

@@ -1,0 +1,194 @@
+//! Diagnostic: answers ARP and ICMP echo on an Intel NIC through the `intel` port alone (no
+//! switch, no TCP/IP stack). Used by the QEMU igb test to prove the register-level driver
+//! end to end; also handy on real hardware.
+//!
+//! Usage: `intel_diag_responder <pci-address> <ipv4> [seconds]`
+//!
+//! Every reply is written into the received buffer and transmitted from it (zero copy).
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use grant_pool::BufHandle;
+use pmd::intel::{IntelConfig, IntelPort};
+use pmd::{Frame, LinkState, Port};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: {} <pci-address> <ipv4> [seconds]", args[0]);
+        std::process::exit(2);
+    }
+    let ip: Ipv4Addr = match args[2].parse() {
+        Ok(ip) => ip,
+        Err(e) => {
+            eprintln!("bad IPv4 address {:?}: {e}", args[2]);
+            std::process::exit(2);
+        }
+    };
+    let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(60);
+    let cfg = IntelConfig {
+        pci: args[1].clone(),
+        ..IntelConfig::default()
+    };
+    let mut port = match IntelPort::open(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("RESPONDER FAILED: {e}");
+            std::process::exit(1);
+        }
+    };
+    let link = port.link();
+    println!(
+        "RESPONDER READY {} mac={} link={} ip={ip}",
+        port.name(),
+        fmt_mac(port.mac()),
+        match link {
+            LinkState::Up { mbps } => format!("up/{mbps}"),
+            LinkState::Down => "down".into(),
+        }
+    );
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut rx = [Frame::new(BufHandle::from_raw(0), 0); 32];
+    let mut tx: Vec<Frame> = Vec::with_capacity(32);
+    let mut done = [BufHandle::from_raw(0); 64];
+    let mut drop: Vec<BufHandle> = Vec::with_capacity(32);
+    let (mut arp, mut icmp, mut other) = (0u64, 0u64, 0u64);
+    let mut idle = 0u32;
+    let mut report = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 2048];
+    let pool = port.pool();
+    while Instant::now() < stop {
+        let n = port.rx_burst(&mut rx);
+        tx.clear();
+        drop.clear();
+        for f in &rx[..n] {
+            let len = usize::from(f.len);
+            let Ok(mem) = pool.buf(f.buf) else {
+                drop.push(f.buf);
+                continue;
+            };
+            if mem.read(0, &mut buf[..len]).is_err() {
+                drop.push(f.buf);
+                continue;
+            }
+            let reply = answer(&mut buf[..len], port.mac(), ip.octets());
+            match reply {
+                Some(Kind::Arp) => arp += 1,
+                Some(Kind::Icmp) => icmp += 1,
+                None => other += 1,
+            }
+            if reply.is_some() && mem.write(0, &buf[..len]).is_ok() {
+                tx.push(*f);
+            } else {
+                drop.push(f.buf);
+            }
+        }
+        let sent = port.tx_burst(&tx);
+        drop.extend(tx[sent..].iter().map(|f| f.buf));
+        port.reclaim(&drop);
+        let d = port.tx_done(&mut done);
+        port.reclaim(&done[..d]);
+        if n == 0 && d == 0 {
+            idle += 1;
+            if idle > 200 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        } else {
+            idle = 0;
+        }
+        if Instant::now() >= report {
+            report += Duration::from_secs(5);
+            println!(
+                "RESPONDER arp={arp} icmp={icmp} other={other} stats={:?}",
+                port.stats()
+            );
+        }
+    }
+    println!(
+        "RESPONDER DONE arp={arp} icmp={icmp} other={other} stats={:?}",
+        port.stats()
+    );
+}
+
+enum Kind {
+    Arp,
+    Icmp,
+}
+
+/// Turns an ARP request for `ip` or an ICMP echo request to `ip` into its reply in place.
+fn answer(f: &mut [u8], mac: [u8; 6], ip: [u8; 4]) -> Option<Kind> {
+    if f.len() < 42 {
+        return None;
+    }
+    let ethertype = u16::from_be_bytes([f[12], f[13]]);
+    if ethertype == 0x0806 {
+        // ARP request for our address (htype 1, ptype IPv4, op 1).
+        if f[14..22] != [0, 1, 8, 0, 6, 4, 0, 1] || f[38..42] != ip {
+            return None;
+        }
+        let (sha, spa) = (
+            <[u8; 6]>::try_from(&f[22..28]).ok()?,
+            <[u8; 4]>::try_from(&f[28..32]).ok()?,
+        );
+        f[21] = 2;
+        f[22..28].copy_from_slice(&mac);
+        f[28..32].copy_from_slice(&ip);
+        f[32..38].copy_from_slice(&sha);
+        f[38..42].copy_from_slice(&spa);
+        f[0..6].copy_from_slice(&sha);
+        f[6..12].copy_from_slice(&mac);
+        return Some(Kind::Arp);
+    }
+    if ethertype != 0x0800 || f[14] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(f[14] & 0x0F) * 4;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    if ihl < 20 || total < ihl + 8 || 14 + total > f.len() || f[23] != 1 || f[30..34] != ip {
+        return None;
+    }
+    let icmp = 14 + ihl;
+    if f[icmp] != 8 {
+        return None;
+    }
+    // Echo reply: swap addresses (the IP checksum is unchanged by a swap), type 0, new
+    // ICMP checksum.
+    let mut src = [0u8; 6];
+    src.copy_from_slice(&f[6..12]);
+    f[0..6].copy_from_slice(&src);
+    f[6..12].copy_from_slice(&mac);
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&f[26..30]);
+    f.copy_within(30..34, 26);
+    f[30..34].copy_from_slice(&a);
+    f[icmp] = 0;
+    f[icmp + 2] = 0;
+    f[icmp + 3] = 0;
+    let sum = checksum(&f[icmp..14 + total]);
+    f[icmp + 2..icmp + 4].copy_from_slice(&sum.to_be_bytes());
+    Some(Kind::Icmp)
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from(c[0]) << 8
+        };
+        s += u32::from(w);
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xFFFF) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
