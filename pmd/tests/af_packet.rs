@@ -1,0 +1,290 @@
+//! The `af_packet` port against a real Linux peer over veth, in throw-away network
+//! namespaces. Root only (see `af_common::root_or_skip`).
+
+mod af_common;
+
+use std::time::{Duration, Instant};
+
+use af_common::*;
+use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout};
+use pmd::af_packet::{AfPacketConfig, AfPacketError, AfPacketPort};
+use pmd::linux::Mmap;
+use pmd::{Frame, LinkState, Port};
+
+fn open(pair: &VethPair, cfg: impl FnOnce(&mut AfPacketConfig)) -> AfPacketPort {
+    let mut c = AfPacketConfig::new(&pair.port_if, PoolId(5));
+    cfg(&mut c);
+    pair.in_port_ns(move || AfPacketPort::open(c))
+        .expect("open af_packet port")
+}
+
+#[test]
+fn frames_arrive_intact_both_ways() {
+    if !root_or_skip("frames_arrive_intact_both_ways") {
+        return;
+    }
+    let pair = VethPair::new("pi", &[]);
+    let mut port = open(&pair, |_| {});
+    let pool = port.pool();
+    let mac = port.mac();
+    let sys_mac = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &pair.port_ns,
+        "cat",
+        &format!("/sys/class/net/{}/address", pair.port_if),
+    ]);
+    assert_eq!(mac, parse_mac(sys_mac.trim()));
+    assert!(
+        matches!(port.link(), LinkState::Up { mbps: 10000 }),
+        "{:?}",
+        port.link()
+    );
+
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    let lens = [60usize, 61, 64, 128, 1000, 1514];
+    for (i, &l) in lens.iter().enumerate() {
+        peer.send(&test_frame(mac, pair.peer_mac, i as u32, l));
+    }
+    let got = collect(&mut port, &pool, lens.len(), Duration::from_secs(5));
+    assert_eq!(got.len(), lens.len());
+    for (i, (g, &l)) in got.iter().zip(&lens).enumerate() {
+        assert_eq!(
+            g,
+            &test_frame(mac, pair.peer_mac, i as u32, l),
+            "frame {i} intact"
+        );
+    }
+
+    let mut frames = Vec::new();
+    for (i, &l) in lens.iter().enumerate() {
+        let f = test_frame(pair.peer_mac, mac, 100 + i as u32, l);
+        frames.push(alloc_frame(&mut port, &pool, &f));
+    }
+    assert_eq!(port.tx_burst(&frames), frames.len());
+    // The copy into the kernel ring is done: the buffers are back at once.
+    assert_eq!(reap(&mut port), frames.len());
+    let mut buf = vec![0u8; 2048];
+    for (i, &l) in lens.iter().enumerate() {
+        let n = peer
+            .recv(&mut buf, Duration::from_secs(2))
+            .expect("peer got the frame");
+        assert_eq!(
+            buf[..n],
+            test_frame(pair.peer_mac, mac, 100 + i as u32, l)[..],
+            "tx frame {i} intact"
+        );
+    }
+    let s = port.stats();
+    assert_eq!(s.rx_packets, lens.len() as u64);
+    assert_eq!(s.rx_bytes, lens.iter().sum::<usize>() as u64);
+    assert_eq!(s.tx_packets, lens.len() as u64);
+    assert_eq!(s.errors, 0);
+}
+
+/// A VLAN tag the kernel strips into metadata is back in the frame the port delivers.
+#[test]
+fn vlan_tag_is_restored_on_receive() {
+    if !root_or_skip("vlan_tag_is_restored_on_receive") {
+        return;
+    }
+    let pair = VethPair::new("pv", &[]);
+    let mut port = open(&pair, |_| {});
+    let pool = port.pool();
+    let mac = port.mac();
+    let peer = pair.peer_socket(0x8100);
+    let mut f = Vec::new();
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&pair.peer_mac);
+    f.extend_from_slice(&[0x81, 0x00, 0x20, 0x2a]); // priority 1, VLAN 42
+    f.extend_from_slice(&TEST_ETHERTYPE.to_be_bytes());
+    f.extend((0..100u8).map(|i| i ^ 0x5a));
+    peer.send(&f);
+    let mut burst = [Frame::new(BufHandle::from_raw(0), 0); 8];
+    let t0 = Instant::now();
+    let got = loop {
+        let n = port.rx_burst(&mut burst);
+        let found = burst[..n]
+            .iter()
+            .map(|fr| frame_bytes(&pool, *fr))
+            .find(|b| b.len() > 16 && b[12..14] == [0x81, 0x00]);
+        for fr in &burst[..n] {
+            port.reclaim(&[fr.buf]);
+        }
+        if let Some(b) = found {
+            break b;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "tagged frame not received"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(got, f, "tagged frame intact, tag included");
+}
+
+#[test]
+fn reflects_100k_frames_without_loss() {
+    if !root_or_skip("reflects_100k_frames_without_loss") {
+        return;
+    }
+    let pair = VethPair::new("pr", &[]);
+    let mut port = open(&pair, |_| {});
+    let pool = port.pool();
+    let t0 = Instant::now();
+    let (sent, received) = reflector_run(&pair, &mut port, &pool, 100_000, 256);
+    eprintln!(
+        "af_packet: {received} of {sent} reflected in {:?}; {:?}",
+        t0.elapsed(),
+        port.kernel_stats()
+    );
+    assert_eq!(sent, 100_000);
+    assert_eq!(received, 100_000, "every frame came back to the Linux peer");
+    let s = port.stats();
+    assert_eq!(s.rx_dropped, 0);
+    assert_eq!(s.tx_packets, 100_000);
+    assert_eq!(s.errors, 0);
+}
+
+#[test]
+fn linux_ping_and_flood_ping_get_answers() {
+    if !root_or_skip("linux_ping_and_flood_ping_get_answers") {
+        return;
+    }
+    let pair = VethPair::new("pp", &[]);
+    let mut port = open(&pair, |_| {});
+    let pool = port.pool();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let ns = pair.peer_ns.clone();
+    let pinger = std::thread::spawn(move || {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(args)
+                .output()
+                .expect("run ping");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let a = run(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2"]);
+        let b = run(&["ping", "-f", "-c", "10000", "-w", "60", "10.77.0.2"]);
+        d2.store(true, std::sync::atomic::Ordering::Relaxed);
+        (a, b)
+    });
+    let replies = respond_until(&mut port, &pool, Duration::from_secs(90), &|| {
+        done.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let (a, b) = pinger.join().expect("pinger");
+    eprintln!("{a}\n{b}");
+    assert!(
+        a.contains("3 received") && a.contains(" 0% packet loss"),
+        "ping: {a}"
+    );
+    assert!(
+        b.contains("10000 received") && b.contains(" 0% packet loss"),
+        "flood ping: {b}"
+    );
+    assert!(replies >= 10_003, "responder sent {replies} replies");
+}
+
+/// Frames in another pool the port was given read access to go out with one copy, straight
+/// from that pool; a frame of a pool it cannot read is refused, counted and handed back.
+#[test]
+fn transmits_straight_from_a_readable_pool() {
+    if !root_or_skip("transmits_straight_from_a_readable_pool") {
+        return;
+    }
+    let pair = VethPair::new("pt", &[]);
+    let mut port = open(&pair, |_| {});
+    let mac = port.mac();
+    let layout = PoolLayout::new(2048, 64).expect("layout");
+    let mem = Mmap::anonymous(layout.bytes(), false).expect("pool memory");
+    let app = Pool::new(PoolId(9), layout, mem.region()).expect("app pool");
+    assert!(!port.tx_pools().contains(PoolId(9)));
+    port.add_readable_pool(app);
+    assert!(port.tx_pools().contains(PoolId(9)));
+    assert!(!port.own_pools().contains(PoolId(9)));
+
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    let mut frames = Vec::new();
+    for i in 0..10u32 {
+        let h = app.handle(BufIdx(i)).expect("handle");
+        let b = test_frame(pair.peer_mac, mac, i, test_len(i));
+        app.buf(h).expect("buf").write(0, &b).expect("write");
+        frames.push(Frame::new(h, b.len() as u16));
+    }
+    // One frame from a pool the port cannot read.
+    let stranger = Frame::new(BufHandle::new(PoolId(11), BufIdx(0)).expect("handle"), 100);
+    frames.push(stranger);
+    assert_eq!(port.tx_burst(&frames), frames.len());
+    let mut done = [BufHandle::from_raw(0); 32];
+    let n = port.tx_done(&mut done);
+    let mut back: Vec<u32> = done[..n].iter().map(|h| h.raw()).collect();
+    back.sort_unstable();
+    let mut want: Vec<u32> = frames.iter().map(|f| f.buf.raw()).collect();
+    want.sort_unstable();
+    assert_eq!(back, want, "every buffer handed back, the refused one too");
+    let mut buf = vec![0u8; 2048];
+    for i in 0..10u32 {
+        let n = peer
+            .recv(&mut buf, Duration::from_secs(2))
+            .expect("frame at peer");
+        assert_eq!(buf[..n], test_frame(pair.peer_mac, mac, i, test_len(i))[..]);
+    }
+    assert!(
+        peer.recv(&mut buf, Duration::from_millis(200)).is_none(),
+        "the refused frame was not sent"
+    );
+    let s = port.stats();
+    assert_eq!(s.tx_packets, 10);
+    assert_eq!(s.tx_dropped, 1);
+    port.remove_readable_pool(PoolId(9));
+    assert!(!port.tx_pools().contains(PoolId(9)));
+    drop(port);
+    drop(mem);
+}
+
+/// With a small ring that is not polled, the kernel drops frames, and the port's counters
+/// say so: frames seen = frames delivered + frames dropped.
+#[test]
+fn kernel_drops_are_counted() {
+    if !root_or_skip("kernel_drops_are_counted") {
+        return;
+    }
+    let pair = VethPair::new("pd", &[]);
+    let mut port = open(&pair, |c| c.rx_frames = 64);
+    let pool = port.pool();
+    let mac = port.mac();
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    for i in 0..500 {
+        peer.send(&test_frame(mac, pair.peer_mac, i, 60));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let got = collect(&mut port, &pool, 500, Duration::from_millis(500));
+    let k = port.kernel_stats();
+    let s = port.stats();
+    assert_eq!(got.len(), 64, "one ring's worth delivered");
+    assert!(k.drops >= 436, "{k:?}");
+    assert_eq!(s.rx_dropped, k.drops);
+    assert_eq!(k.packets, k.drops + 64, "{k:?}");
+}
+
+#[test]
+fn errors_name_the_problem() {
+    if !root_or_skip("errors_name_the_problem") {
+        return;
+    }
+    let pair = VethPair::new("pe", &[]);
+    let c = AfPacketConfig::new("ferrite-nonexistent0", PoolId(1));
+    let e = pair
+        .in_port_ns(move || AfPacketPort::open(c))
+        .expect_err("no such interface");
+    assert!(matches!(e, AfPacketError::InterfaceNotFound(_)), "{e}");
+    let mut c = AfPacketConfig::new(&pair.port_if, PoolId(1));
+    c.rx_frames = 100;
+    let e = pair
+        .in_port_ns(move || AfPacketPort::open(c))
+        .expect_err("ring not a multiple of 32");
+    assert!(matches!(e, AfPacketError::Config(_)), "{e}");
+}
