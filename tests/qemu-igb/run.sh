@@ -45,13 +45,20 @@ step() { printf 'qemu-igb [%3ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 step "kernel"
 vmlinux=$("$here/kernel.sh")
 
-# 2. Static binaries, so they run in a busybox initramfs without a libc.
-step "build static binaries"
-target=x86_64-unknown-linux-gnu
-tdir="$repo/target-qemu-static"
-( cd "$repo" && CARGO_TARGET_DIR="$tdir" RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --quiet --target "$target" -p pmd --example intel_diag_responder )
-bin="$tdir/$target/release/examples/intel_diag_responder"
+# 2. Binaries: prebuilt ones from FERRITE_BIN_DIR (a cargo profile directory; their shared
+# libraries are copied in), or static ones built here so they run without a libc.
+if [ -n "${FERRITE_BIN_DIR:-}" ]; then
+  step "binaries from $FERRITE_BIN_DIR"
+  bin="$FERRITE_BIN_DIR/examples/intel_diag_responder"
+else
+  step "build static binaries"
+  target=x86_64-unknown-linux-gnu
+  tdir="$repo/target-qemu-static"
+  ( cd "$repo" && CARGO_TARGET_DIR="$tdir" RUSTFLAGS="-C target-feature=+crt-static" \
+      cargo build --release --quiet --target "$target" -p pmd --example intel_diag_responder )
+  bin="$tdir/$target/release/examples/intel_diag_responder"
+fi
+[ -x "$bin" ] || { echo "qemu-igb: $bin missing" >&2; exit 1; }
 
 # 3. Initramfs: busybox, the binaries, an init script. Uncompressed (faster under TCG).
 step "initramfs"
@@ -59,6 +66,14 @@ rd="$work/rd"
 mkdir -p "$rd"/{bin,proc,sys,dev,tmp,mnt/huge}
 cp "$(command -v busybox)" "$rd/bin/busybox"
 cp "$bin" "$rd/bin/"
+# Shared libraries of dynamically linked binaries, at the paths the loader expects.
+for b in "$rd"/bin/*; do
+  [ "$b" = "$rd/bin/busybox" ] && continue
+  ldd "$b" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+    mkdir -p "$rd$(dirname "$lib")"
+    cp -L "$lib" "$rd$lib"
+  done
+done
 cp "$here/guest-init.sh" "$rd/init"
 chmod +x "$rd/init"
 ( cd "$rd" && find . | cpio -o -H newc --quiet ) > "$work/rd.img"

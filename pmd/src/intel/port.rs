@@ -425,6 +425,10 @@ impl<R: Regs> Port for IntelPort<R> {
         PoolSet::of(self.pool.id())
     }
 
+    fn pools(&self) -> &[Pool] {
+        core::slice::from_ref(&self.pool)
+    }
+
     #[inline(never)]
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         let mut n = 0;
