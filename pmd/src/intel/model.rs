@@ -184,8 +184,16 @@ impl State {
     fn power_on_defaults(&mut self) {
         self.regs.iter_mut().for_each(|r| *r = 0);
         // An EEPROM that is never read leaves no station address behind.
-        let m = if self.faults.eeprom_stuck { [0; 6] } else { self.mac };
-        let av = if self.faults.eeprom_stuck { 0 } else { igb::RAH_AV };
+        let m = if self.faults.eeprom_stuck {
+            [0; 6]
+        } else {
+            self.mac
+        };
+        let av = if self.faults.eeprom_stuck {
+            0
+        } else {
+            igb::RAH_AV
+        };
         let lo = u32::from_le_bytes([m[0], m[1], m[2], m[3]]);
         let hi = u32::from(m[4]) | (u32::from(m[5]) << 8);
         match self.family {
