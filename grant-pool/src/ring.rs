@@ -19,7 +19,9 @@ use loom::sync::atomic::{AtomicU32, Ordering, fence};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::pool::{BufHandle, PAGE_SIZE};
-use crate::region::{OutOfBounds, Region};
+use crate::region::OutOfBounds;
+#[cfg(not(loom))]
+use crate::region::Region;
 
 /// One ring entry: a buffer handle and the frame length in it.
 #[derive(
@@ -67,9 +69,9 @@ impl Desc {
 /// The ring's control block at the start of its shared region.
 #[repr(C)]
 pub struct RingHeader {
-    prod: CachePadded<AtomicU32>,
-    cons: CachePadded<AtomicU32>,
-    flags: CachePadded<AtomicU32>,
+    prod: CachePadded<core::sync::atomic::AtomicU32>,
+    cons: CachePadded<core::sync::atomic::AtomicU32>,
+    flags: CachePadded<core::sync::atomic::AtomicU32>,
 }
 
 const PROD_OFF: usize = core::mem::offset_of!(RingHeader, prod);
@@ -295,6 +297,7 @@ impl Shared {
         self.mem.write_slot((idx & self.mask) as usize, d.to_u64())
     }
 
+    #[cfg(not(loom))]
     fn reset(&self) {
         self.mem.prod().store(0, Ordering::Relaxed);
         self.mem.cons().store(0, Ordering::Relaxed);
@@ -693,6 +696,12 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig {
+            // Miri interprets every instruction: a few cases there, the full run natively.
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+            ..ProptestConfig::default()
+        })]
         /// The ring behaves as a bounded FIFO queue, from any starting index (including
         /// just below the u32 wrap).
         #[test]
@@ -750,11 +759,19 @@ mod loom_model {
         }
     }
 
+    /// Bounded exploration: every interleaving with up to three preemptions (the spin loops
+    /// below make the unbounded space infinite in principle and huge in practice).
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(f);
+    }
+
     /// Three descriptors through a two-slot ring, batches of up to two: every interleaving
     /// delivers them all, once, in order, and no slot is read while it is written.
     #[test]
     fn loom_ring_delivers_in_order_without_races() {
-        loom::model(|| {
+        model(|| {
             let (mut p, mut c) = loom_pair(RingLayout::new(2).expect("size"));
             let t = loom::thread::spawn(move || {
                 let mut sent = 0;
@@ -790,7 +807,7 @@ mod loom_model {
     /// a producer that publishes afterwards.
     #[test]
     fn loom_need_wakeup_never_loses_a_wakeup() {
-        loom::model(|| {
+        model(|| {
             let (mut p, mut c) = loom_pair(RingLayout::new(2).expect("size"));
             let kicked = Arc::new(AtomicBool::new(false));
             let k2 = kicked.clone();

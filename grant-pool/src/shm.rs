@@ -850,3 +850,57 @@ pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<Owne
     }
     Ok((n, fds))
 }
+
+/// Environment variable naming the socket descriptor a child started by [`spawn_connected`]
+/// inherits.
+pub const SOCKET_ENV: &str = "FERRITE_SOCKET_FD";
+
+/// Starts `cmd` connected to this process by a `SOCK_SEQPACKET` socketpair: returns the
+/// child and this end. The child finds its end with [`inherited_socket`]; only the child
+/// inherits it (close-on-exec is cleared after the fork, in the child alone).
+pub fn spawn_connected(
+    cmd: &mut std::process::Command,
+) -> Result<(std::process::Child, OwnedFd), GrantError> {
+    use std::os::unix::process::CommandExt;
+    let (ours, theirs) = seqpacket_pair()?;
+    let fd = theirs.as_raw_fd();
+    cmd.env(SOCKET_ENV, fd.to_string());
+    // SAFETY: the closure runs in the forked child before exec and calls only fcntl, which is
+    // async-signal-safe; `fd` stays open in the parent (owned by `theirs`) until after spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| GrantError::Os {
+        op: "spawn",
+        source: e,
+    })?;
+    drop(theirs);
+    Ok((child, ours))
+}
+
+/// In a child started by [`spawn_connected`]: its end of the socket, once (later calls and
+/// processes not started that way get `None`). The descriptor is checked to be a socket and
+/// made close-on-exec again.
+pub fn inherited_socket() -> Option<OwnedFd> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let fd: RawFd = std::env::var(SOCKET_ENV).ok()?.parse().ok()?;
+    if fd < 0 || TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: zeroed stat is a valid out-parameter; fstat only reads the descriptor number.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: plain fcntl on the inherited descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the parent passed this descriptor for us to own (spawn_connected), it is an open
+    // socket (checked above), and TAKEN guarantees it is claimed only once in this process.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
