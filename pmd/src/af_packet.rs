@@ -32,9 +32,11 @@
 //! reaches the difference in cost is small.
 //!
 //! VLAN tags the kernel moved out of the frame (receive VLAN offload) are put back during the
-//! receive copy. Frames the kernel truncated (larger than a ring frame, e.g. GSO super-frames
-//! from a peer with offloads on) are dropped and counted; run the peer with `tso`, `gso` and
-//! `tx` checksum offloads off (`ethtool -K <peer> tso off gso off tx off`).
+//! receive copy. A frame whose TCP/UDP checksum the sending host left to offload
+//! (`TP_STATUS_CSUMNOTREADY`: a Linux peer on veth with `tx` offload on) gets its checksum
+//! completed in software, as a NIC would have done. Frames the kernel truncated (larger than a ring frame, e.g. GSO super-frames
+//! from a peer with segmentation offloads on) are dropped and counted; run a veth peer with
+//! `tso` and `gso` off (`ethtool -K <peer> tso off gso off`).
 //!
 //! The [`Pool`] this port exposes lives in memory the port maps: it is valid only while the
 //! port lives.
@@ -137,6 +139,7 @@ pub struct PacketKernelStats {
 const TPACKET_V2: i32 = 1;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const TP_STATUS_AVAILABLE: u32 = 0;
@@ -490,6 +493,15 @@ impl AfPacketPort {
             self.stats.errors += 1;
             return None;
         }
+        if status & TP_STATUS_CSUMNOTREADY != 0 {
+            // A locally generated frame whose TCP/UDP checksum the sender left to offload
+            // (veth from a peer with `tx` offload on): complete it, as a NIC would have.
+            let mut tmp = [0u8; FRAME_SIZE + 4];
+            let b = &mut tmp[..out_len];
+            if dst.read(base, b).is_ok() && complete_l4_checksum(b) {
+                let _ = dst.write(base, b);
+            }
+        }
         self.state[idx as usize] = CALLER;
         let h = BufHandle::new(self.pool.id(), BufIdx(idx))?;
         self.stats.rx_packets += 1;
@@ -682,5 +694,157 @@ impl Port for AfPacketPort {
                 self.stats.errors += 1;
             }
         }
+    }
+}
+
+/// One's-complement sum of `data` added to `sum` (not folded).
+fn sum16(mut sum: u32, data: &[u8]) -> u32 {
+    let mut c = data.chunks_exact(2);
+    for w in &mut c {
+        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    if let [b] = c.remainder() {
+        sum += (*b as u32) << 8;
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Fills in the TCP or UDP checksum of an Ethernet frame carrying IPv4 or IPv6 (behind at
+/// most one VLAN tag). Returns whether it changed the frame. Every offset is checked against
+/// the frame; anything it does not understand is left alone.
+fn complete_l4_checksum(f: &mut [u8]) -> bool {
+    let mut l3 = 14;
+    let mut et = match f.get(12..14) {
+        Some(e) => u16::from_be_bytes([e[0], e[1]]),
+        None => return false,
+    };
+    if et == 0x8100 || et == 0x88a8 {
+        et = match f.get(16..18) {
+            Some(e) => u16::from_be_bytes([e[0], e[1]]),
+            None => return false,
+        };
+        l3 = 18;
+    }
+    let (proto, l4, l4_len, pseudo) = match et {
+        0x0800 => {
+            let Some(h) = f.get(l3..l3 + 20) else {
+                return false;
+            };
+            let ihl = (h[0] & 0x0f) as usize * 4;
+            let tot = u16::from_be_bytes([h[2], h[3]]) as usize;
+            if h[0] >> 4 != 4 || ihl < 20 || tot < ihl || l3 + tot > f.len() {
+                return false;
+            }
+            let proto = h[9];
+            let len = tot - ihl;
+            let mut p = sum16(0, &h[12..20]);
+            p += proto as u32 + len as u32;
+            (proto, l3 + ihl, len, p)
+        }
+        0x86dd => {
+            let Some(h) = f.get(l3..l3 + 40) else {
+                return false;
+            };
+            let len = u16::from_be_bytes([h[4], h[5]]) as usize;
+            if l3 + 40 + len > f.len() {
+                return false;
+            }
+            let proto = h[6];
+            let mut p = sum16(0, &h[8..40]);
+            p += proto as u32 + len as u32;
+            (proto, l3 + 40, len, p)
+        }
+        _ => return false,
+    };
+    let at = match proto {
+        6 if l4_len >= 20 => l4 + 16,
+        17 if l4_len >= 8 => l4 + 6,
+        _ => return false,
+    };
+    f[at] = 0;
+    f[at + 1] = 0;
+    let mut c = fold(sum16(pseudo, &f[l4..l4 + l4_len]));
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_l4_checksum;
+
+    fn verify(f: &[u8], l3: usize) -> bool {
+        // Sum over pseudo header and segment must fold to zero.
+        let ihl = (f[l3] & 0x0f) as usize * 4;
+        let tot = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]) as usize;
+        let mut s = super::sum16(0, &f[l3 + 12..l3 + 20]);
+        s += f[l3 + 9] as u32 + (tot - ihl) as u32;
+        super::fold(super::sum16(s, &f[l3 + ihl..l3 + tot])) == 0
+    }
+
+    fn ipv4_tcp(vlan: bool, payload: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        if vlan {
+            f.extend_from_slice(&[0x81, 0x00, 0, 5]);
+        }
+        f.extend_from_slice(&[0x08, 0x00]);
+        let tot = (20 + 20 + payload) as u16;
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (tot >> 8) as u8,
+            tot as u8,
+            0,
+            1,
+            0,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ]);
+        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&[
+            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 2, 0xff, 0xff,
+        ]);
+        f.extend_from_slice(&[0xde, 0xad, 0, 0]); // checksum garbage, urgent
+        f.extend((0..payload).map(|i| (i * 13) as u8));
+        f
+    }
+
+    #[test]
+    fn completes_tcp_over_ipv4_with_and_without_vlan() {
+        for vlan in [false, true] {
+            for payload in [0, 1, 7, 1000] {
+                let mut f = ipv4_tcp(vlan, payload);
+                let l3 = if vlan { 18 } else { 14 };
+                assert!(!verify(&f, l3));
+                assert!(complete_l4_checksum(&mut f));
+                assert!(verify(&f, l3), "vlan {vlan} payload {payload}");
+            }
+        }
+    }
+
+    #[test]
+    fn leaves_what_it_does_not_understand_alone() {
+        let mut f = ipv4_tcp(false, 10);
+        f[16] = 0xff; // total length beyond the frame
+        let before = f.clone();
+        assert!(!complete_l4_checksum(&mut f));
+        assert_eq!(f, before);
+        let mut arp = vec![0u8; 42];
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert!(!complete_l4_checksum(&mut arp));
+        assert!(!complete_l4_checksum(&mut [0u8; 5]));
     }
 }

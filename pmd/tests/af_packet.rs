@@ -288,3 +288,64 @@ fn errors_name_the_problem() {
         .expect_err("ring not a multiple of 32");
     assert!(matches!(e, AfPacketError::Config(_)), "{e}");
 }
+
+/// A Linux peer with checksum offload on (veth's default) leaves TCP checksums to offload;
+/// the port completes them, so the frame an app gets is valid.
+#[test]
+fn tcp_checksums_are_completed_when_the_peer_offloads_them() {
+    if !root_or_skip("tcp_checksums_are_completed_when_the_peer_offloads_them") {
+        return;
+    }
+    let pair = VethPair::new("pc", &[]);
+    pair.peer_cmd(&["ethtool", "-K", &pair.peer_if, "tx", "on"]);
+    let mut port = open(&pair, |_| {});
+    let pool = port.pool();
+    let mac = port.mac();
+    let m = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let (ok, out) = pair.peer_cmd(&[
+        "ip",
+        "neigh",
+        "add",
+        "10.77.0.2",
+        "lladdr",
+        &m,
+        "dev",
+        &pair.peer_if,
+    ]);
+    assert!(ok, "{out}");
+    let ns = pair.peer_ns.clone();
+    // A TCP SYN from the peer's kernel (nobody answers; the connect times out).
+    let syn = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "timeout", "1", "bash", "-c"])
+            .arg("echo > /dev/tcp/10.77.0.2/80")
+            .output()
+    });
+    let mut burst = [Frame::new(BufHandle::from_raw(0), 0); 8];
+    let t0 = Instant::now();
+    let mut seen = None;
+    while seen.is_none() && t0.elapsed() < Duration::from_secs(3) {
+        let n = port.rx_burst(&mut burst);
+        for f in &burst[..n] {
+            let b = frame_bytes(&pool, *f);
+            if b.len() >= 54 && b[12..14] == [8, 0] && b[23] == 6 {
+                seen = Some(b);
+            }
+            port.reclaim(&[f.buf]);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = syn.join();
+    let b = seen.expect("TCP SYN from the peer");
+    let tot = u16::from_be_bytes([b[16], b[17]]) as usize;
+    let mut ph = Vec::new();
+    ph.extend_from_slice(&b[26..34]);
+    ph.extend_from_slice(&[0, 6]);
+    ph.extend_from_slice(&((tot - 20) as u16).to_be_bytes());
+    ph.extend_from_slice(&b[34..14 + tot]);
+    assert_eq!(csum(&ph), 0, "TCP checksum of the received SYN is valid");
+}
