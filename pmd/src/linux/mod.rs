@@ -2,7 +2,7 @@
 //! interface lookups (index, MAC, link state) and small socket wrappers.
 //!
 //! Everything here is set-up or slow-path code; nothing in this module runs on the burst path
-//! except [`kick`], which is one `sendto` without allocation.
+//! except the tx kick, which is one `sendto` without allocation.
 //!
 //! Interface queries go through a [`CtlSocket`], an `AF_INET` datagram socket opened in the
 //! network namespace the port was created in. Because a socket stays bound to its namespace,
