@@ -409,3 +409,22 @@ pub(crate) fn owned_fd(fd: i64, op: &'static str) -> Result<OwnedFd, OpError> {
     // nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
+
+/// Moves the calling thread into the network namespace `/run/netns/<name>` (as made by
+/// `ip netns add`). Sockets the thread opens afterwards live in that namespace; other
+/// threads are unaffected.
+pub fn enter_netns(name: &str) -> Result<(), OpError> {
+    let path = format!("/run/netns/{name}");
+    let f = std::fs::File::open(&path).map_err(|source| OpError {
+        op: "open /run/netns/<name>",
+        source,
+    })?;
+    // SAFETY: setns(2) with a namespace descriptor we hold open for the call; it changes
+    // only the calling thread's network namespace.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r < 0 {
+        Err(os_err("setns(CLONE_NEWNET)"))
+    } else {
+        Ok(())
+    }
+}
