@@ -6,7 +6,7 @@
 //! let mut c = Client::connect("/run/ferrite/ctl.sock".as_ref())?;
 //! let limits = c.hello(&Name::new("web")?, [0x02, 0, 0, 0, 0, 1])?;
 //! // ... lay out the port memory within `limits`, then:
-//! let attached = c.grant(&grant, fds)?; // memfd, app→server eventfd, server→app eventfd
+//! let attached = c.grant(&grant, fds)?; // grant's attachments, then the notifier's
 //! // ... run; when the server goes away, `c` reads Closed: reconnect and redo the handshake.
 //! c.detach()?;
 //! # Ok(()) }
@@ -108,8 +108,9 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Grants the port: `fds` are, in order, the port memory, the notifier the app kicks to
-    /// wake the server, and the notifier the server kicks to wake the app.
+    /// Grants the port: `fds` are, in order, the grant's attachments (`Grant::attachments`)
+    /// then the notifier's (`Notifier::attachments`); `g.grant_fds`/`g.notify_fds` say how
+    /// many of each.
     pub fn grant(&mut self, g: &GrantRepr, fds: &[BorrowedFd<'_>]) -> Result<Attached, CtlError> {
         match self.request(&Repr::Grant(g.clone()), fds)? {
             Repr::Connected {

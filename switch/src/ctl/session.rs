@@ -67,9 +67,9 @@ pub struct Policy {
     pub allowed: Vec<AllowedApp>,
     /// Limits sent in InitWait and enforced on Grant.
     pub limits: Limits,
-    /// Descriptors a Grant must carry (3 on the Unix transport: memory, app→server notifier,
-    /// server→app notifier; 0 on a transport that carries grant references only).
-    pub grant_fds: usize,
+    /// Descriptors a Grant must carry for its memory and for its notifier: `(2, 2)` on the
+    /// shm backend (data and control memfds; two eventfds), `(0, 0)` on Xen.
+    pub grant_fds: (u8, u8),
 }
 
 /// What the server must do after a message.
@@ -236,12 +236,14 @@ impl Session {
                 Ok(Step::Reply(Repr::InitWait(policy.limits)))
             }
             (State::InitWait, Repr::Grant(g)) => {
-                if fds != policy.grant_fds {
+                let (gf, nf) = policy.grant_fds;
+                if (g.grant_fds, g.notify_fds) != (gf, nf) || fds != gf as usize + nf as usize {
                     return Err(refused(
                         ErrorCode::BadFds,
                         format!(
-                            "a grant carries {} file descriptors (memory, app notifier, server notifier), {fds} came",
-                            policy.grant_fds
+                            "a grant carries {gf} memory and {nf} notifier descriptors; \
+                             it declared {} and {}, and {fds} came",
+                            g.grant_fds, g.notify_fds
                         ),
                     ));
                 }
@@ -330,17 +332,11 @@ pub fn check_grant(g: &GrantRepr, l: &Limits) -> Result<(), CtlError> {
             g.buf_count, l.max_bufs
         ));
     }
-    if g.mem_len == 0 || !g.mem_len.is_multiple_of(4096) || g.mem_len > l.max_mem {
+    if g.refs.is_empty() || g.mem_len() > l.max_mem {
         return bad(format!(
-            "memory length {} must be a non-zero multiple of 4096 up to {}",
-            g.mem_len, l.max_mem
-        ));
-    }
-    if g.refs.len() as u64 > g.mem_len / 4096 {
-        return bad(format!(
-            "{} grant references for {} pages",
+            "{} pages of port memory: must be at least 1 and at most {} bytes",
             g.refs.len(),
-            g.mem_len / 4096
+            l.max_mem
         ));
     }
     Ok(())
@@ -366,7 +362,7 @@ mod tests {
                 max_mem: 1 << 24,
                 timeout_ms: 1000,
             },
-            grant_fds: 3,
+            grant_fds: (2, 2),
         }
     }
 
@@ -392,9 +388,11 @@ mod tests {
             comp_size: 256,
             buf_size: 2048,
             buf_count: 512,
-            mem_len: 2 << 20,
             domid: 0,
-            refs: vec![],
+            grant_fds: 2,
+            notify_fds: 2,
+            notify_port: 0,
+            refs: (0..300).collect(),
         }
     }
 
@@ -414,7 +412,7 @@ mod tests {
         assert_eq!(st, Step::Reply(Repr::InitWait(p.limits)));
         assert_eq!(s.state(), State::InitWait);
         let g = Repr::Grant(grant()).to_bytes();
-        match s.on_message(&g, 3, false, false, &p, now) {
+        match s.on_message(&g, 4, false, false, &p, now) {
             Step::Attach {
                 name,
                 mac,
@@ -466,7 +464,7 @@ mod tests {
         let g = Repr::Grant(grant()).to_bytes();
         let mut s = Session::new(PEER, &p, now);
         assert_eq!(
-            err_code(&s.on_message(&g, 3, false, false, &p, now)),
+            err_code(&s.on_message(&g, 4, false, false, &p, now)),
             ErrorCode::UnexpectedMessage
         );
         let mut s = Session::new(PEER, &p, now);
@@ -478,21 +476,21 @@ mod tests {
             |g| g.tx_size = 2048,
             |g| g.buf_size = 1024,
             |g| g.buf_count = 0,
-            |g| g.mem_len = 4097,
-            |g| g.refs = vec![0; 1000],
+            |g| g.refs = vec![],
+            |g| g.refs = vec![0; 5000],
         ];
         for f in bad_layouts {
             let mut s = Session::new(PEER, &p, now);
             s.on_message(&hello("web", [2, 0, 0, 0, 0, 1]), 0, false, false, &p, now);
             let mut gr = grant();
             f(&mut gr);
-            let st = s.on_message(&Repr::Grant(gr).to_bytes(), 3, false, false, &p, now);
+            let st = s.on_message(&Repr::Grant(gr).to_bytes(), 4, false, false, &p, now);
             assert_eq!(err_code(&st), ErrorCode::BadLayout);
         }
         let mut s = Session::new(PEER, &p, now);
         s.on_message(&hello("web", [2, 0, 0, 0, 0, 1]), 0, false, false, &p, now);
         assert_eq!(
-            err_code(&s.on_message(&g, 2, false, false, &p, now)),
+            err_code(&s.on_message(&g, 3, false, false, &p, now)),
             ErrorCode::BadFds
         );
         let mut s = Session::new(PEER, &p, now);

@@ -18,7 +18,7 @@ use super::ErrorCode;
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FRCP");
 /// The protocol version this code speaks.
 pub const VERSION: u16 = 1;
-/// Largest message an app may send (a grant with 16 Ki page references fits).
+/// Largest message an app may send (a grant of about 16 Ki pages, 64 MiB, fits).
 pub const MAX_APP_MSG: usize = 64 * 1024;
 /// Largest message the server sends (a stats reply for [`MAX_STATS_PORTS`] ports).
 pub const MAX_SERVER_MSG: usize = 64 * 1024;
@@ -138,6 +138,11 @@ pub struct InitWaitBody {
 }
 
 /// Fixed part of [`Kind::Grant`]; `nrefs` little-endian `u32` grant references follow.
+///
+/// The message carries `grant_fds + notify_fds` file descriptors: first the grant's
+/// attachments (`Grant::attachments`: on the shm backend the data memfd and the control
+/// memfd), then the notifier's (`Notifier::attachments`: on shm two eventfds). On Xen both
+/// counts are 0 and the references and `notify_port` say everything.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct GrantBody {
@@ -153,13 +158,15 @@ pub struct GrantBody {
     pub buf_size: U32,
     /// Buffers in the app's pool.
     pub buf_count: U32,
-    /// Bytes of port memory granted (header page, rings, pool), a multiple of 4096.
-    pub mem_len: U64,
-    /// The granting domain (Xen domid; 0 on the shm backend).
+    /// The granting domain (Xen domid; on shm the number the app calls itself).
     pub domid: U16,
-    /// Reserved, 0.
-    pub reserved: U16,
-    /// Number of grant references that follow.
+    /// Descriptors of the grant (first in the message's descriptors).
+    pub grant_fds: u8,
+    /// Descriptors of the notifier (after the grant's).
+    pub notify_fds: u8,
+    /// The notifier's port (`Notifier::port`: an event channel on Xen, 0 on shm).
+    pub notify_port: U32,
+    /// Number of grant references that follow: the pages of the port's memory.
     pub nrefs: U32,
 }
 
@@ -542,12 +549,23 @@ pub struct GrantRepr {
     pub buf_size: u32,
     /// Buffers in the pool.
     pub buf_count: u32,
-    /// Bytes of granted memory.
-    pub mem_len: u64,
     /// Granting domain.
     pub domid: u16,
-    /// Grant references, one per page (empty on the shm backend, where the memfd is the grant).
+    /// How many of the attached descriptors belong to the grant (they come first).
+    pub grant_fds: u8,
+    /// How many of the attached descriptors belong to the notifier (after the grant's).
+    pub notify_fds: u8,
+    /// The notifier's port.
+    pub notify_port: u32,
+    /// Grant references, verbatim as `Grant::refs` gave them: one per page of port memory.
     pub refs: Vec<u32>,
+}
+
+impl GrantRepr {
+    /// Bytes of port memory the references name.
+    pub fn mem_len(&self) -> u64 {
+        self.refs.len() as u64 * 4096
+    }
 }
 
 /// One port in a stats reply.
@@ -670,7 +688,6 @@ impl Repr {
             }
             Kind::Grant => {
                 let b: GrantBody = m.fixed();
-                reserved_zero(b.reserved.get() == 0, "grant")?;
                 let refs = m
                     .tail()
                     .chunks_exact(4)
@@ -683,8 +700,10 @@ impl Repr {
                     comp_size: b.comp_size.get(),
                     buf_size: b.buf_size.get(),
                     buf_count: b.buf_count.get(),
-                    mem_len: b.mem_len.get(),
                     domid: b.domid.get(),
+                    grant_fds: b.grant_fds,
+                    notify_fds: b.notify_fds,
+                    notify_port: b.notify_port.get(),
                     refs,
                 })
             }
@@ -808,9 +827,10 @@ impl Repr {
                     comp_size: g.comp_size.into(),
                     buf_size: g.buf_size.into(),
                     buf_count: g.buf_count.into(),
-                    mem_len: g.mem_len.into(),
                     domid: g.domid.into(),
-                    reserved: 0.into(),
+                    grant_fds: g.grant_fds,
+                    notify_fds: g.notify_fds,
+                    notify_port: g.notify_port.into(),
                     nrefs: (g.refs.len() as u32).into(),
                 };
                 out.extend_from_slice(b.as_bytes());
@@ -918,8 +938,10 @@ mod tests {
             comp_size: 512,
             buf_size: 2048,
             buf_count: 1024,
-            mem_len: 1 << 21,
             domid: 0,
+            grant_fds: 2,
+            notify_fds: 2,
+            notify_port: 0,
             refs: vec![1, 2, 3],
         }));
         roundtrip(Repr::Connected {
@@ -987,13 +1009,15 @@ mod tests {
             comp_size: 2,
             buf_size: 2048,
             buf_count: 2,
-            mem_len: 4096,
             domid: 0,
+            grant_fds: 2,
+            notify_fds: 2,
+            notify_port: 0,
             refs: vec![0],
         })
         .to_bytes();
         // nrefs says 2, one is there.
-        g[HEADER_LEN + 36] = 2;
+        g[HEADER_LEN + 32] = 2;
         assert_eq!(code_of(&g), ErrorCode::Malformed);
         let mut e = Repr::Error {
             code: ErrorCode::Internal,
