@@ -43,7 +43,7 @@
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, Ordering};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, PoolTable, Region};
 
@@ -384,6 +384,17 @@ impl AfPacketPort {
         }
         self.readable.remove(id);
         self.tx_set.remove(id);
+    }
+
+    /// The socket's descriptor: readable (`POLLIN`) when received frames are waiting in
+    /// the ring, so an idle poller can sleep in `poll`/`epoll` on it.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// Sleeps until a received frame is waiting or `timeout` passes; returns whether one is.
+    pub fn wait_rx(&mut self, timeout: std::time::Duration) -> bool {
+        linux::wait_readable(self.sock.as_raw_fd(), timeout)
     }
 
     /// The kernel's counters for this socket, accumulated since the port opened.

@@ -349,3 +349,32 @@ fn tcp_checksums_are_completed_when_the_peer_offloads_them() {
     ph.extend_from_slice(&b[34..14 + tot]);
     assert_eq!(csum(&ph), 0, "TCP checksum of the received SYN is valid");
 }
+
+/// An idle poller can sleep on the port: `wait_rx` times out with nothing to receive and
+/// wakes when a frame arrives.
+#[test]
+fn wait_rx_sleeps_until_a_frame_arrives() {
+    if !root_or_skip("wait_rx_sleeps_until_a_frame_arrives") {
+        return;
+    }
+    let pair = VethPair::new("pw", &[]);
+    let mut port = open(&pair, |_| {});
+    let pool = port.pool();
+    let mac = port.mac();
+    assert!(
+        !port.wait_rx(Duration::from_millis(100)),
+        "nothing to receive yet"
+    );
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    let peer_mac = pair.peer_mac;
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        peer.send(&test_frame(mac, peer_mac, 5, 80));
+    });
+    assert!(port.wait_rx(Duration::from_secs(10)), "woke for the frame");
+    sender.join().expect("sender");
+    assert_eq!(
+        collect(&mut port, &pool, 1, Duration::from_secs(1)),
+        vec![test_frame(mac, pair.peer_mac, 5, 80)]
+    );
+}

@@ -362,3 +362,92 @@ fn holder_process() {
     println!("holder attached");
     std::thread::sleep(Duration::from_secs(30));
 }
+
+/// Handles the caller does not hold, or of pools the port cannot send from, never reach the
+/// wire and never corrupt the port's accounting; each is counted.
+#[test]
+fn hostile_handles_are_refused_and_counted() {
+    if !root_or_skip("hostile_handles_are_refused_and_counted") {
+        return;
+    }
+    let pair = VethPair::new("xh", &[]);
+    let mut port = open(&pair, AttachMode::Generic, BindMode::Copy).expect("open");
+    let pool = port.pool();
+    let id = pool.id();
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    // A buffer of the port's pool the caller never got (it sits in the fill ring or the
+    // free list), one of a foreign pool, one with an index past the pool's end.
+    let not_held = pmd::Frame::new(
+        grant_pool::BufHandle::new(id, grant_pool::BufIdx(0)).expect("h"),
+        60,
+    );
+    let foreign = pmd::Frame::new(
+        grant_pool::BufHandle::new(PoolId(99), grant_pool::BufIdx(0)).expect("h"),
+        60,
+    );
+    let past_end = pmd::Frame::new(
+        grant_pool::BufHandle::new(id, grant_pool::BufIdx(1 << 20)).expect("h"),
+        60,
+    );
+    assert_eq!(port.tx_burst(&[not_held, foreign, past_end]), 3);
+    let mut done = [grant_pool::BufHandle::from_raw(0); 8];
+    let n = port.tx_done(&mut done);
+    assert_eq!(
+        &done[..n],
+        &[foreign.buf],
+        "only the foreign handle is handed back"
+    );
+    let mut buf = [0u8; 2048];
+    assert!(
+        peer.recv(&mut buf, Duration::from_millis(300)).is_none(),
+        "nothing was sent"
+    );
+    // Reclaiming what the caller does not hold, twice the same buffer, or a foreign one.
+    let mut h = [grant_pool::BufHandle::from_raw(0)];
+    assert_eq!(port.alloc(&mut h), 1);
+    port.reclaim(&[h[0], h[0], foreign.buf]);
+    let s = port.stats();
+    assert_eq!(s.tx_packets, 0);
+    assert_eq!(
+        s.errors,
+        3 + 2,
+        "three refused frames, a double and a foreign reclaim"
+    );
+    // The port still works: a legitimate frame goes out intact.
+    let f = test_frame(pair.peer_mac, port.mac(), 1, 300);
+    let fr = alloc_frame(&mut port, &pool, &f);
+    assert_eq!(port.tx_burst(&[fr]), 1);
+    let n = peer
+        .recv(&mut buf, Duration::from_secs(2))
+        .expect("legit frame");
+    assert_eq!(buf[..n], f[..]);
+}
+
+/// An idle poller can sleep on the port: `wait_rx` times out with nothing to receive and
+/// wakes when a frame arrives.
+#[test]
+fn wait_rx_sleeps_until_a_frame_arrives() {
+    if !root_or_skip("wait_rx_sleeps_until_a_frame_arrives") {
+        return;
+    }
+    let pair = VethPair::new("xw", &[]);
+    let mut port = open(&pair, AttachMode::Native, BindMode::Copy).expect("open");
+    let pool = port.pool();
+    let mac = port.mac();
+    assert!(
+        !port.wait_rx(Duration::from_millis(100)),
+        "nothing to receive yet"
+    );
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    let peer_mac = pair.peer_mac;
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        peer.send(&test_frame(mac, peer_mac, 5, 80));
+    });
+    assert!(port.wait_rx(Duration::from_secs(10)), "woke for the frame");
+    sender.join().expect("sender");
+    assert_eq!(
+        collect(&mut port, &pool, 1, Duration::from_secs(1)),
+        vec![test_frame(mac, pair.peer_mac, 5, 80)]
+    );
+}

@@ -65,7 +65,7 @@
 mod bpf;
 mod ring;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet};
@@ -608,6 +608,18 @@ impl AfXdpPort {
         }
     }
 
+    /// The socket's descriptor: readable (`POLLIN`) when received frames are waiting, so an
+    /// idle poller can sleep in `poll`/`epoll` on it.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.xsk.as_fd()
+    }
+
+    /// Sleeps until a received frame is waiting or `timeout` passes; returns whether one is.
+    pub fn wait_rx(&mut self, timeout: std::time::Duration) -> bool {
+        self.refill();
+        linux::wait_readable(self.xsk.as_raw_fd(), timeout)
+    }
+
     /// System calls made to wake the kernel so far (tx and fill kicks).
     pub fn kicks(&self) -> u64 {
         self.kicks
@@ -670,12 +682,14 @@ impl AfXdpPort {
             return;
         }
         // Copy-mode transmit sends a bounded batch per call and says EAGAIN when frames
-        // remain; a full completion ring also says EAGAIN. Bound the retries by the ring.
+        // remain; a full completion ring also says EAGAIN. Kick again while a kick makes
+        // progress, bounded by the ring size.
         let mut rounds = self.tx.size() / 16 + 2;
+        let mut before = self.tx.pending();
         loop {
             self.kicks += 1;
             match linux::kick(self.xsk.as_raw_fd()) {
-                Ok(()) => {}
+                Ok(()) => return,
                 Err(libc::EAGAIN) | Err(libc::EBUSY) => {}
                 Err(libc::ENOBUFS) | Err(libc::ENETDOWN) | Err(libc::ENXIO) => return,
                 Err(_) => {
@@ -683,10 +697,12 @@ impl AfXdpPort {
                     return;
                 }
             }
+            let after = self.tx.pending();
             rounds -= 1;
-            if rounds == 0 || self.tx.pending() == 0 {
+            if rounds == 0 || after == 0 || after >= before {
                 return;
             }
+            before = after;
         }
     }
 

@@ -428,3 +428,16 @@ pub fn enter_netns(name: &str) -> Result<(), OpError> {
         Ok(())
     }
 }
+
+/// Waits until `fd` is readable or `timeout` passes; returns whether it is readable.
+pub(crate) fn wait_readable(fd: RawFd, timeout: std::time::Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd that outlives the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    r > 0 && p.revents & libc::POLLIN != 0
+}
