@@ -1,0 +1,440 @@
+//! Cross-process ring throughput: one grant-pool SPSC ring in `shm`-granted memory, the
+//! producer in this process, the consumer in a child process, pinned to cores 0 and 1 when
+//! the machine has two or more.
+//!
+//! For each batch size the producer reserves, writes and publishes batches of descriptors
+//! (numbered, so the consumer checks that none is lost, repeated or reordered) for `--secs`
+//! seconds, then a stop descriptor; the consumer peeks, reads and releases batches of the
+//! same size and reports how many it received and over how long (first to last descriptor).
+//! Each size runs `--runs` times (a fresh child each run); the median is reported. One extra
+//! row measures batch 32 with the producer checking need-wakeup after every publish, as a
+//! producer serving a consumer that may sleep does.
+//!
+//! Writes `results/ring.json`, `results/ring.md` and `results/ring.svg` and prints the table.
+//!
+//! Usage: `ring [--secs S] [--runs R] [--ring N] [--batches 1,2,4,...] [--out DIR]`.
+//! Internal mode: `ring --child BATCH RING` (the consumer).
+//!
+//! `ring --inline BATCH COUNT` moves COUNT descriptors through a ring in one thread, a batch
+//! produced then a batch consumed, and prints nothing but a checksum: a fixed amount of work
+//! for `valgrind --tool=callgrind`, whose instruction count divided by COUNT is the ring's
+//! cost per descriptor without any waiting or cache-line transfer.
+#![forbid(unsafe_code)]
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use grant_pool::pool::PAGE_SIZE;
+use grant_pool::shm::{self, ShmBackend};
+use grant_pool::{
+    Access, Desc, DomId, Grant, GrantBackend, GrantRef, Mapping, RingConsumer, RingLayout,
+    RingProducer,
+};
+use perf::report::{self, Machine, Plot, Series, Table};
+use serde::Serialize;
+
+const PRODUCER_CORE: usize = 0;
+const CONSUMER_CORE: usize = 1;
+/// Flags value of the stop descriptor (numbered descriptors have flags 0).
+const STOP: u16 = 0xffff;
+/// A run that has not finished after this long is a failure, not a measurement.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    batch: u32,
+    need_wakeup_check: bool,
+    ring_size: u32,
+    runs: usize,
+    /// Median over runs, millions of descriptors per second.
+    mdesc_per_s: f64,
+    min_mdesc_per_s: f64,
+    max_mdesc_per_s: f64,
+    /// Descriptors moved in the median run.
+    descriptors: u64,
+}
+
+struct Opts {
+    secs: f64,
+    runs: usize,
+    ring: u32,
+    batches: Vec<u32>,
+    out: PathBuf,
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts {
+        secs: 0.5,
+        runs: 3,
+        ring: 4096,
+        batches: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
+        out: report::results_dir(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--secs" => o.secs = val()?.parse().map_err(|e| format!("--secs: {e}"))?,
+            "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--ring" => o.ring = val()?.parse().map_err(|e| format!("--ring: {e}"))?,
+            "--out" => o.out = PathBuf::from(val()?),
+            "--batches" => {
+                o.batches = val()?
+                    .split(',')
+                    .map(|s| s.parse().map_err(|e| format!("--batches: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    if !(o.secs > 0.0 && o.secs <= 30.0) || o.runs == 0 || o.runs > 50 {
+        return Err("--secs must be in (0, 30] and --runs in 1..=50".into());
+    }
+    RingLayout::new(o.ring).map_err(|e| e.to_string())?;
+    if o.batches.iter().any(|&b| b == 0 || b > o.ring) {
+        return Err("batch sizes must be between 1 and the ring size".into());
+    }
+    Ok(o)
+}
+
+fn pin(core: usize) -> bool {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.len() < 2 {
+        return false;
+    }
+    cores
+        .iter()
+        .find(|c| c.id == core)
+        .is_some_and(|c| core_affinity::set_for_current(*c))
+}
+
+fn desc(i: u64) -> Desc {
+    Desc {
+        handle: i as u32,
+        len: (i >> 32) as u16,
+        flags: 0,
+    }
+}
+
+/// Spins; on a machine with fewer cores than parties, yields now and then.
+#[inline]
+fn idle(spins: &mut u32, started: Instant) -> Result<(), String> {
+    *spins += 1;
+    std::hint::spin_loop();
+    if (*spins).is_multiple_of(4096) {
+        std::thread::yield_now();
+        if started.elapsed() > RUN_LIMIT {
+            return Err("the peer made no progress".into());
+        }
+    }
+    Ok(())
+}
+
+/// One measured run; returns (descriptors, seconds) as the consumer saw them.
+fn run(batch: u32, ring: u32, secs: f64, wakeup_check: bool) -> Result<(u64, f64), String> {
+    let layout = RingLayout::new(ring).map_err(|e| e.to_string())?;
+    let be = ShmBackend::new(DomId(1));
+    let g = be
+        .grant(DomId(2), layout.bytes() / PAGE_SIZE, Access::ReadWrite)
+        .map_err(|e| e.to_string())?;
+    let mut p = RingProducer::new(g.region(), layout, true).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["--child", &batch.to_string(), &ring.to_string()]);
+    let (mut child, sock) = shm::spawn_connected(&mut cmd).map_err(|e| e.to_string())?;
+    let refs: Vec<u8> = g.refs().iter().flat_map(|r| r.0.to_le_bytes()).collect();
+    shm::send_fds(sock.as_fd(), &refs, &g.attachments()).map_err(|e| e.to_string())?;
+    // Wait for the child to be mapped and pinned before the clock starts.
+    let mut buf = [0u8; 128];
+    let (n, _) = shm::recv_fds(sock.as_fd(), &mut buf).map_err(|e| e.to_string())?;
+    if &buf[..n] != b"ready" {
+        return Err(format!("child: {}", String::from_utf8_lossy(&buf[..n])));
+    }
+
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs_f64(secs);
+    let mut next = 0u64;
+    let mut spins = 0u32;
+    let mut kicks = 0u64;
+    'produce: loop {
+        // Check the clock once per 1024 batches: the loop itself is what is measured.
+        for _ in 0..1024 {
+            let k = p.reserve(batch).map_err(|e| e.to_string())?;
+            if k < batch {
+                idle(&mut spins, started)?;
+                continue;
+            }
+            for i in 0..k {
+                p.write(i, desc(next + i as u64));
+            }
+            p.publish(k);
+            next += k as u64;
+            if wakeup_check && p.needs_wakeup() {
+                kicks += 1;
+            }
+        }
+        if Instant::now() >= stop_at {
+            break 'produce;
+        }
+    }
+    loop {
+        if p.reserve(1).map_err(|e| e.to_string())? == 1 {
+            p.write(
+                0,
+                Desc {
+                    handle: 0,
+                    len: 0,
+                    flags: STOP,
+                },
+            );
+            p.publish(1);
+            break;
+        }
+        idle(&mut spins, started)?;
+    }
+    let (n, _) = shm::recv_fds(sock.as_fd(), &mut buf).map_err(|e| e.to_string())?;
+    let st = child.wait().map_err(|e| e.to_string())?;
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let mut f = msg.split_ascii_whitespace();
+    let (Some("ok"), Some(count), Some(ns)) = (f.next(), f.next(), f.next()) else {
+        return Err(format!("child ({st}): {msg}"));
+    };
+    let count: u64 = count.parse().map_err(|_| format!("child: {msg}"))?;
+    let ns: u64 = ns.parse().map_err(|_| format!("child: {msg}"))?;
+    if count != next {
+        return Err(format!("produced {next}, consumer received {count}"));
+    }
+    // The consumer never sleeps here, so a kick would be a bug in the flag protocol.
+    if kicks != 0 {
+        return Err(format!("{kicks} wakeups requested by a polling consumer"));
+    }
+    Ok((count, ns as f64 / 1e9))
+}
+
+/// The consumer process: maps the ring, consumes until the stop descriptor, checks order.
+fn child(batch: u32, ring: u32) -> Result<(), String> {
+    let sock = shm::inherited_socket().ok_or("started without a socket")?;
+    let report = |s: &OwnedFd, msg: &str| shm::send_fds(s.as_fd(), msg.as_bytes(), &[]);
+    let res = (|| -> Result<(u64, u64), String> {
+        let mut buf = [0u8; 4096];
+        let (n, fds) = shm::recv_fds(sock.as_fd(), &mut buf).map_err(|e| e.to_string())?;
+        let refs: Vec<GrantRef> = buf[..n]
+            .chunks_exact(4)
+            .map(|c| GrantRef(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect();
+        let m = ShmBackend::new(DomId(2))
+            .map(DomId(1), &refs, Access::ReadWrite, &fds)
+            .map_err(|e| e.to_string())?;
+        let layout = RingLayout::new(ring).map_err(|e| e.to_string())?;
+        let mut c = RingConsumer::new(m.region(), layout, false).map_err(|e| e.to_string())?;
+        pin(CONSUMER_CORE);
+        report(&sock, "ready").map_err(|e| e.to_string())?;
+        let mut next = 0u64;
+        let mut spins = 0;
+        let mut first: Option<Instant> = None;
+        let started = Instant::now();
+        loop {
+            let k = c.peek(batch).map_err(|e| e.to_string())?;
+            if k == 0 {
+                idle(&mut spins, started)?;
+                continue;
+            }
+            first.get_or_insert_with(Instant::now);
+            for i in 0..k {
+                let d = c.read(i);
+                if d != desc(next) {
+                    if d.flags == STOP {
+                        c.release(i + 1);
+                        let ns = first.map_or(0, |t| t.elapsed().as_nanos() as u64);
+                        return Ok((next, ns));
+                    }
+                    return Err(format!("descriptor {next}: got {d:?}"));
+                }
+                next += 1;
+            }
+            c.release(k);
+        }
+    })();
+    let msg = match res {
+        Ok((count, ns)) => format!("ok {count} {ns}"),
+        Err(e) => format!("error {e}"),
+    };
+    report(&sock, &msg).map_err(|e| e.to_string())
+}
+
+/// The single-threaded protocol loop for instruction counting (see the module docs).
+fn inline(batch: u32, count: u64) -> Result<u64, String> {
+    let layout = RingLayout::new(4096).map_err(|e| e.to_string())?;
+    let mem = grant_pool::LocalMem::new(layout.bytes());
+    let mut p = RingProducer::new(mem.region(), layout, true).map_err(|e| e.to_string())?;
+    let mut c = RingConsumer::new(mem.region(), layout, false).map_err(|e| e.to_string())?;
+    let mut next = 0u64;
+    let mut sum = 0u64;
+    while next < count {
+        let k = p.reserve(batch).map_err(|e| e.to_string())?;
+        for i in 0..k {
+            p.write(i, desc(next + i as u64));
+        }
+        p.publish(k);
+        let n = c.peek(batch).map_err(|e| e.to_string())?;
+        for i in 0..n {
+            sum = sum.wrapping_add(c.read(i).handle as u64);
+        }
+        c.release(n);
+        next += n as u64;
+    }
+    Ok(sum)
+}
+
+fn measure(o: &Opts, batch: u32, wakeup: bool) -> Result<Row, String> {
+    let mut rates = Vec::new();
+    for _ in 0..o.runs {
+        let (n, s) = run(batch, o.ring, o.secs, wakeup)?;
+        rates.push((n as f64 / s / 1e6, n));
+    }
+    rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (median, descriptors) = rates[rates.len() / 2];
+    Ok(Row {
+        batch,
+        need_wakeup_check: wakeup,
+        ring_size: o.ring,
+        runs: o.runs,
+        mdesc_per_s: median,
+        min_mdesc_per_s: rates[0].0,
+        max_mdesc_per_s: rates[rates.len() - 1].0,
+        descriptors,
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        let (Some(Ok(b)), Some(Ok(r))) = (
+            args.get(1).map(|s| s.parse()),
+            args.get(2).map(|s| s.parse()),
+        ) else {
+            eprintln!("usage: ring --child BATCH RING");
+            std::process::exit(2);
+        };
+        if let Err(e) = child(b, r) {
+            eprintln!("ring consumer: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--inline") {
+        let (Some(Ok(b)), Some(Ok(n))) = (
+            args.get(1).map(|s| s.parse::<u32>()),
+            args.get(2).map(|s| s.parse::<u64>()),
+        ) else {
+            eprintln!("usage: ring --inline BATCH COUNT");
+            std::process::exit(2);
+        };
+        match inline(b.clamp(1, 4096), n) {
+            Ok(sum) => println!("checksum {sum}"),
+            Err(e) => {
+                eprintln!("ring: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "ring: {e}\nusage: ring [--secs S] [--runs R] [--ring N] [--batches 1,2,4] [--out DIR]"
+            );
+            std::process::exit(2);
+        }
+    };
+    let pinned = pin(PRODUCER_CORE);
+    let machine = Machine::detect();
+    let mut rows = Vec::new();
+    let plan: Vec<(u32, bool)> = o
+        .batches
+        .iter()
+        .map(|&b| (b, false))
+        .chain(o.batches.contains(&32).then_some((32, true)))
+        .collect();
+    for (b, w) in plan {
+        match measure(&o, b, w) {
+            Ok(r) => {
+                eprintln!(
+                    "batch {:>3}{}: {:8.1} M desc/s",
+                    b,
+                    if w { " +need-wakeup check" } else { "" },
+                    r.mdesc_per_s
+                );
+                rows.push(r);
+            }
+            Err(e) => {
+                eprintln!("ring: batch {b}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let mut t = Table::new([
+        "batch",
+        "need-wakeup check",
+        "M desc/s (median)",
+        "min",
+        "max",
+    ]);
+    for r in &rows {
+        t.push([
+            r.batch.to_string(),
+            if r.need_wakeup_check { "yes" } else { "no" }.to_string(),
+            format!("{:.1}", r.mdesc_per_s),
+            format!("{:.1}", r.min_mdesc_per_s),
+            format!("{:.1}", r.max_mdesc_per_s),
+        ]);
+    }
+    println!("{}", t.to_text());
+    let preface = format!(
+        "Cross-process SPSC ring: producer in one process, consumer in another, one \
+         `shm`-granted ring of {} descriptors; {} run(s) of {} s per batch size, median \
+         reported; every descriptor checked for order by the consumer. Processes pinned to \
+         cores {PRODUCER_CORE} and {CONSUMER_CORE}: {}.",
+        o.ring,
+        o.runs,
+        o.secs,
+        if pinned {
+            "yes"
+        } else {
+            "no (fewer than 2 cores)"
+        }
+    );
+    let plot = Plot {
+        title: "Cross-process ring throughput".into(),
+        x_label: "batch size (descriptors)".into(),
+        y_label: "M descriptors/s".into(),
+        log2_x: true,
+        series: vec![Series {
+            name: "polling".into(),
+            points: rows
+                .iter()
+                .filter(|r| !r.need_wakeup_check)
+                .map(|r| (r.batch as f64, r.mdesc_per_s))
+                .collect(),
+        }],
+        footnote: machine.summary(),
+    };
+    let res = report::write_json(&o.out.join("ring.json"), "ring", &machine, &rows)
+        .and_then(|_| {
+            report::write_markdown(
+                &o.out.join("ring.md"),
+                "Cross-process ring throughput",
+                &machine,
+                &preface,
+                &t,
+            )
+        })
+        .and_then(|_| report::write_file(&o.out.join("ring.svg"), &plot.to_svg()));
+    if let Err(e) = res {
+        eprintln!("ring: {e}");
+        std::process::exit(1);
+    }
+}
