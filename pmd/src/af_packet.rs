@@ -38,6 +38,10 @@
 //! from a peer with segmentation offloads on) are dropped and counted; run a veth peer with
 //! `tso` and `gso` off (`ethtool -K <peer> tso off gso off`).
 //!
+//! A packet socket sees frames alongside the kernel's own stack, it does not take them from
+//! it: give the interface no IP addresses, or the kernel will answer ARP and ICMP for them
+//! too. (The `af_xdp` port takes the frames of its queue away from the stack.)
+//!
 //! The [`Pool`] this port exposes lives in memory the port maps: it is valid only while the
 //! port lives.
 
@@ -338,6 +342,18 @@ impl AfPacketPort {
         let mut readable = PoolTable::new();
         readable.insert(pool);
         let done_cap = cfg.tx_frames as usize * 2;
+        if let Ok(mtu) = ctl.mtu() {
+            // Receive frames start 66 bytes into a ring frame (V2 header, address, alignment).
+            let max = (FRAME_SIZE - 66).min(cfg.buf_size);
+            if mtu as usize + 18 > max {
+                tracing::warn!(
+                    ifname = %cfg.ifname,
+                    mtu,
+                    max_frame = max,
+                    "interface MTU allows frames larger than the port carries; they will be dropped"
+                );
+            }
+        }
         Ok(Self {
             name: format!("af_packet:{}", cfg.ifname),
             sock,

@@ -557,6 +557,17 @@ impl AfXdpPort {
             umem,
         };
         port.refill();
+        if let Ok(mtu) = port.ctl.mtu()
+            && mtu as usize + 18 > port.max_frame
+        {
+            tracing::warn!(
+                ifname = %port.ifname,
+                mtu,
+                max_frame = port.max_frame,
+                "interface MTU allows frames larger than a buffer holds; they will be dropped \
+                 (use buf_size 4096 or lower the MTU)"
+            );
+        }
         Ok(port)
     }
 
