@@ -411,8 +411,8 @@ impl GrantBackend for XenBackend {
             .bind_interdomain(peer, port)
             .map_err(|e| GrantError::BadNotifier(format!("domain {} port {port}: {e}", peer.0)))?;
         // Xen raises one event at bind time; swallow it so it is not mistaken for a ring.
-        if ev.take()?.is_some() {
-            ev.unmask(local)?;
+        if let Some(p) = ev.wait(Some(Duration::from_millis(2)))? {
+            ev.unmask(p)?;
         }
         self.new_port(peer, local);
         Ok(XenNotifier { ev, port: local })

@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod dev;
+pub mod suite;
 pub mod uapi;
 
 pub use backend::{MAX_GRANT_PAGES, XenBackend, XenGrant, XenMapping, XenNotifier};
