@@ -5,8 +5,34 @@
 //! `pmd`). It exists so that every other crate can treat memory another domain can write as
 //! what it is: a byte range read and written only through volatile or atomic accesses whose
 //! bounds are checked here, once. It must never hand out a `&`/`&mut` into memory that a peer
-//! may write concurrently, never trust an index, length or handle a peer wrote, and never
-//! panic on anything a peer wrote.
+//! may write concurrently (the one exception, [`lend`], lends only the owner's own buffers
+//! and says why), never trust an index, length or handle a peer wrote, and never panic on
+//! anything a peer wrote.
+//!
+//! # Map
+//!
+//! - [`grant`]: the backend-neutral grant API ([`GrantBackend`], [`Grant`], [`Mapping`],
+//!   [`Notifier`]), shaped after Xen's grant tables; [`shm`] implements it with sealed memfds
+//!   on any Linux, `xen` with gntalloc/gntdev/evtchn.
+//! - [`region`]: [`Region`], the bounds-checked volatile/atomic view of shared memory.
+//! - [`pool`]: buffers named by [`BufHandle`] `(pool, index)`, and [`Holders`], the owner's
+//!   record of who holds every buffer, so that a departed holder's buffers are reclaimed and a
+//!   buffer offered by a party that does not hold it is refused.
+//! - [`ring`]: the SPSC descriptor ring (batch reserve/publish, peek/release, one
+//!   release-store per batch, need-wakeup).
+//! - [`port`]: one app port in one grant (header, rx/tx/fill/completion rings, pool), with
+//!   the server's validating consumer and its [`RejectCounters`].
+//!
+//! # Checking it
+//!
+//! - Unit, property and cross-process tests: `cargo test -p grant-pool --release`.
+//! - The ring protocol under loom (every interleaving up to a preemption bound of 3, slot
+//!   accesses checked for races):
+//!   `RUSTFLAGS="--cfg loom" cargo test -p grant-pool --release --lib loom`.
+//! - The pure parts (region, pool, ring, port: everything that needs no system call) under
+//!   miri: `cargo +nightly miri test -p grant-pool --lib -- ring:: pool:: region:: port::`
+//!   (install once with `rustup component add --toolchain nightly miri rust-src`). The `shm`
+//!   and `xen` backends make system calls miri does not model and are tested natively.
 
 pub mod grant;
 pub mod lend;

@@ -40,7 +40,7 @@ impl BufHandle {
     }
 
     /// Reinterprets a raw descriptor word. Any `u32` is a well-formed handle; whether it names
-    /// a real buffer is for the pool to check ([`PoolLayout::check`]).
+    /// a real buffer is for the pool to check ([`Pool::check`]).
     #[inline]
     pub const fn from_raw(raw: u32) -> Self {
         Self(raw)
