@@ -130,6 +130,8 @@ impl Drop for Topo {
 
 #[derive(Debug, Clone, Copy, Serialize)]
 enum Kind {
+    /// No port: the generator alone, its frames dropped by the receiving kernel.
+    NoPort,
     AfPacket,
     AfXdpGeneric,
     AfXdpNative,
@@ -138,6 +140,7 @@ enum Kind {
 impl Kind {
     fn label(self) -> &'static str {
         match self {
+            Kind::NoPort => "none (generator alone, kernel drops)",
             Kind::AfPacket => "af_packet (TPACKET_V2, qdisc bypass)",
             Kind::AfXdpGeneric => "af_xdp generic, copy",
             Kind::AfXdpNative => "af_xdp native, copy",
@@ -148,7 +151,7 @@ impl Kind {
 /// Opens the port under test in the calling thread's namespace.
 fn open_port(kind: Kind, ifname: &str) -> Box<dyn Port> {
     match kind {
-        Kind::AfPacket => Box::new(
+        Kind::NoPort | Kind::AfPacket => Box::new(
             AfPacketPort::open(AfPacketConfig::new(ifname, PoolId(2))).expect("open af_packet"),
         ),
         Kind::AfXdpGeneric | Kind::AfXdpNative => {
@@ -233,6 +236,13 @@ fn measure_rx(kind: Kind, len: usize, secs: f64, n: u32) -> Row {
     let rx = std::thread::spawn(move || {
         pin(PORT_CORE);
         pmd::linux::enter_netns(&port_ns).expect("enter port namespace");
+        if matches!(kind, Kind::NoPort) {
+            mac_tx.send([0x02, 0, 0, 0, 0, 0x42]).expect("send mac");
+            while !s2.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return pmd::PortStats::default();
+        }
         let mut port = open_port(kind, &port_if);
         mac_tx.send(port.mac()).expect("send mac");
         let mut burst = [Frame::new(BufHandle::from_raw(0), 0); BURST];
@@ -360,6 +370,10 @@ fn main() {
     let load = load.split_whitespace().next().unwrap_or("?").to_string();
     let mut rows = Vec::new();
     let mut n = 0;
+    for len in [60usize, 1514] {
+        n += 1;
+        rows.push(measure_rx(Kind::NoPort, len, secs, n));
+    }
     for kind in [Kind::AfPacket, Kind::AfXdpGeneric, Kind::AfXdpNative] {
         for len in [60usize, 1514] {
             n += 1;
@@ -389,7 +403,8 @@ fn main() {
     println!("{}\n{}", machine.summary(), t.to_text());
     let dir = out.unwrap_or_else(results_dir);
     let preface = "Rates of the Linux ports over one veth pair, each end in its own network \
-        namespace. rx: a generator (an AF_PACKET TX ring with qdisc bypass, pinned to core 0) \
+        namespace. The first rows are the generator alone, with no port on the other end (the \
+        kernel drops its frames): the ceiling of the rx rows. rx: a generator (an AF_PACKET TX ring with qdisc bypass, pinned to core 0) \
         sends to the port's MAC as fast as it can; the port (pinned to core 1) receives in \
         bursts of 32 and returns every buffer. On veth the kernel's receive work (veth, XDP, \
         the copy into the socket) runs on the sending core, so rx is bounded by what core 0 \
