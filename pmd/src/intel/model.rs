@@ -238,6 +238,10 @@ impl State {
     }
 
     fn dctl_index(&self, reg: u32) -> Option<usize> {
+        // RXDCTL and TXDCTL sit at offset 0x28 of each 0x40-byte queue block in both maps.
+        if reg & 0x3F != 0x28 {
+            return None;
+        }
         let (rx, tx) = match self.family {
             Family::Igb => (igb::rxdctl(0), igb::txdctl(0)),
             Family::Ixgbe => (ixgbe::rxdctl(0), ixgbe::txdctl(0)),

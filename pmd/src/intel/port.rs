@@ -25,15 +25,16 @@ struct TxMap {
     pinned: Option<(usize, usize)>,
 }
 
-/// Every pool the port may transmit from, by pool id.
+/// Every pool the port may transmit from, by pool id (a `u8`, so no lookup is out of range).
 #[derive(Debug)]
-struct TxTable(Box<[TxMap]>);
+struct TxTable(Box<[TxMap; 256]>);
 
 impl TxAddr for TxTable {
     #[inline(always)]
     fn addr(&self, f: &Frame) -> Option<u64> {
-        let m = self.0.get(f.buf.pool().0 as usize)?;
-        if f.len == 0 || f.len > m.buf_size {
+        let m = &self.0[usize::from(f.buf.pool().0)];
+        // 1 ..= buf_size in one comparison.
+        if f.len.wrapping_sub(1) >= m.buf_size {
             return None;
         }
         m.iova.get(f.buf.idx().0 as usize).copied()
@@ -150,7 +151,7 @@ impl<R: Regs> IntelPort<R> {
         let pool = Pool::new(cfg.pool, layout, region)
             .map_err(|e| IntelError::Config(format!("pool: {e}")))?;
         let own_iova: Box<[u64]> = (0..bufs).map(|i| pool_mem.iova(i * BUF_SIZE)).collect();
-        let mut free = FreeBufs::new(own_iova.clone());
+        let mut free = FreeBufs::new(&own_iova);
         for i in (0..bufs as u32).rev() {
             if let Ok(h) = pool.handle(BufIdx(i)) {
                 free.push(h);
@@ -175,7 +176,7 @@ impl<R: Regs> IntelPort<R> {
             tx.push(TxQueue::new(desc(queues + q)?, tdt(q as u32)));
         }
 
-        let mut table: Vec<TxMap> = (0..256).map(|_| TxMap::default()).collect();
+        let mut table: Box<[TxMap; 256]> = Box::new(core::array::from_fn(|_| TxMap::default()));
         table[usize::from(cfg.pool.0)] = TxMap {
             iova: own_iova,
             buf_size: BUF_SIZE as u16,
@@ -205,7 +206,7 @@ impl<R: Regs> IntelPort<R> {
             tx,
             free,
             pool,
-            tx_table: TxTable(table.into_boxed_slice()),
+            tx_table: TxTable(table),
             tx_set: PoolSet::of(cfg.pool),
             map,
             hw: Cell::new(HwStats::default()),
@@ -467,12 +468,9 @@ impl<R: Regs> Port for IntelPort<R> {
         n
     }
 
+    #[inline(never)]
     fn reclaim(&mut self, bufs: &[BufHandle]) {
-        for &b in bufs {
-            if b.pool() != self.pool.id() || !self.free.push(b) {
-                self.refused += 1;
-            }
-        }
+        self.refused += self.free.push_all(bufs, self.pool.id()) as u64;
     }
 }
 
