@@ -113,6 +113,13 @@ impl<G: Grant> OwnPool<G> {
         Ok(s)
     }
 
+    /// Renames the pool (a new server assigns the id its handles carry). Only between
+    /// servers: call it when the previous peer is gone, before any buffer is handed over.
+    pub fn set_id(&mut self, id: PoolId) -> Result<(), LendError> {
+        self.pool = Pool::new(id, self.pool.layout(), self.pool.region())?;
+        Ok(())
+    }
+
     /// The grant the pool lives in (to send its references and attachments to a peer).
     pub fn grant(&self) -> &G {
         &self.grant

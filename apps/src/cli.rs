@@ -1,0 +1,99 @@
+//! Flags every example app shares, and the small helpers their `main`s use.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use smoltcp::wire::Ipv4Cidr;
+
+use crate::domain::DomainConfig;
+use crate::stack::{NetConfig, parse_mac};
+
+/// How an app attaches to the server and where it lives on the network.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DomainArgs {
+    /// The server's control socket.
+    #[arg(long, default_value = "/run/ferrite/ctl.sock")]
+    pub socket: PathBuf,
+    /// The app's name, as the server's configuration admits it.
+    #[arg(long)]
+    pub name: String,
+    /// The app's MAC, e.g. 02:fe:00:00:00:01 (keep it stable across restarts).
+    #[arg(long, value_parser = parse_mac)]
+    pub mac: [u8; 6],
+    /// The app's IPv4 address, with a prefix length (10.0.0.2/24) or without (see --prefix).
+    #[arg(long)]
+    pub ip: String,
+    /// Prefix length when --ip has none.
+    #[arg(long, default_value_t = 24)]
+    pub prefix: u8,
+    /// Default gateway.
+    #[arg(long)]
+    pub gateway: Option<Ipv4Addr>,
+    /// Descriptors per ring (a power of two).
+    #[arg(long, default_value_t = 1024)]
+    pub ring_size: u32,
+    /// Buffers (2 KiB each) in the app's pool.
+    #[arg(long, default_value_t = 4096)]
+    pub buffers: usize,
+    /// Idle poll iterations before sleeping on the server's doorbell (0: sleep at once).
+    #[arg(long, default_value_t = 2000)]
+    pub busy_polls: u32,
+    /// Seconds to keep trying the first connection to the server.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+}
+
+impl DomainArgs {
+    /// The network part.
+    pub fn net(&self) -> Result<NetConfig, String> {
+        let (addr, prefix) = match self.ip.split_once('/') {
+            Some((a, p)) => (
+                a,
+                p.parse::<u8>()
+                    .map_err(|_| format!("--ip {}: bad prefix length", self.ip))?,
+            ),
+            None => (self.ip.as_str(), self.prefix),
+        };
+        let a: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("--ip {}: not an IPv4 address", self.ip))?;
+        if prefix > 32 {
+            return Err(format!("prefix length {prefix} is over 32"));
+        }
+        Ok(NetConfig {
+            mac: self.mac,
+            ip: Ipv4Cidr::new(a, prefix),
+            gateway: self.gateway,
+        })
+    }
+
+    /// The whole domain configuration.
+    pub fn config(&self) -> Result<DomainConfig, String> {
+        let mut c = DomainConfig::new(self.socket.clone(), self.name.clone(), self.net()?);
+        c.ring_size = self.ring_size;
+        c.buf_count = self.buffers;
+        c.busy_polls = self.busy_polls;
+        if !(self.connect_timeout >= 0.0 && self.connect_timeout < 1e6) {
+            return Err("--connect-timeout must be a number of seconds".into());
+        }
+        c.first_connect = Duration::from_secs_f64(self.connect_timeout);
+        Ok(c)
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Prints `e` and exits with status 1 (for `main`s).
+pub fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(1)
+}

@@ -1,0 +1,582 @@
+//! [`AppDomain`]: a process as a Ferrite app domain.
+//!
+//! It owns one grant holding the port's memory (header, four rings, pool), connects to the
+//! server's control socket, handshakes (`Hello` → `InitWait` → `Grant` → `Connected`), and
+//! drives a smoltcp interface over a [`RingDevice`] with an adaptive poll loop: busy-poll
+//! while there is traffic, then ask for a wakeup and sleep on the server's doorbell (and the
+//! control socket) until the next frame or the stack's next timer.
+//!
+//! When the server dies the control socket closes. The domain detaches the rings but keeps
+//! the interface, its sockets and the pool, and re-handshakes with exponential backoff and
+//! jitter. The new server maps the same memory; the rings start afresh, every buffer is the
+//! app's again, and a gratuitous ARP teaches the switch where the app is. TCP retransmits
+//! whatever was lost, so connections survive.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use grant_pool::lend::{LendError, OwnPool};
+use grant_pool::port::{AppPort, PortError, PortLayout};
+use grant_pool::shm::{ShmBackend, ShmGrant, ShmNotifier};
+use grant_pool::{Access, DomId, Grant, GrantBackend, GrantError, Notifier, PoolId};
+use rustix::event::{PollFd, PollFlags};
+use smoltcp::iface::{Interface, SocketSet};
+use switch::ctl::{Client, CtlError, GrantRepr, Name, Received, Transport};
+
+use crate::device::{DeviceError, DeviceStats, PortRings, RingDevice};
+use crate::stack::{self, NetConfig};
+
+/// Everything that can stop an app domain.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The control connection failed or the server refused the handshake.
+    #[error("control: {0}")]
+    Ctl(#[from] CtlError),
+    /// Memory or a doorbell could not be made.
+    #[error("grant: {0}")]
+    Grant(#[from] GrantError),
+    /// The port layout is invalid or the server's limits refuse it.
+    #[error("port layout: {0}")]
+    Port(#[from] PortError),
+    /// The server's limits are smaller than what this app asked for.
+    #[error(
+        "the server allows at most {what} = {max}, this app asks for {want}; lower the app's setting"
+    )]
+    Limit {
+        /// Which setting.
+        what: &'static str,
+        /// The server's limit.
+        max: u64,
+        /// What the app wanted.
+        want: u64,
+    },
+    /// The pool could not be made or renamed.
+    #[error("pool: {0}")]
+    Pool(#[from] LendError),
+    /// The device refused the new rings.
+    #[error("device: {0}")]
+    Device(#[from] DeviceError),
+    /// No server answered within the time allowed.
+    #[error("no server at {path} after {secs:.1} s (last error: {last})")]
+    NoServer {
+        /// The control socket path.
+        path: PathBuf,
+        /// How long we tried.
+        secs: f64,
+        /// The last failure.
+        last: String,
+    },
+    /// An app-level failure (bad flag, file, peer).
+    #[error("{0}")]
+    App(String),
+}
+
+/// How an app domain attaches and polls.
+#[derive(Debug, Clone)]
+pub struct DomainConfig {
+    /// The server's control socket.
+    pub socket: PathBuf,
+    /// The app's name (the server's configuration allows names).
+    pub name: String,
+    /// The app's addresses.
+    pub net: NetConfig,
+    /// Descriptors per ring (power of two).
+    pub ring_size: u32,
+    /// Buffers in the pool (2 KiB each).
+    pub buf_count: usize,
+    /// Idle loop iterations before the domain arms need-wakeup and sleeps.
+    pub busy_polls: u32,
+    /// Longest sleep while idle.
+    pub max_sleep: Duration,
+    /// How long the first connection may be retried before giving up; after that, a lost
+    /// server is retried without limit (an app outlives server restarts).
+    pub first_connect: Duration,
+}
+
+impl DomainConfig {
+    /// Defaults for everything but the socket, name and addresses.
+    pub fn new(socket: PathBuf, name: String, net: NetConfig) -> Self {
+        Self {
+            socket,
+            name,
+            net,
+            ring_size: 1024,
+            buf_count: 4096,
+            busy_polls: 2000,
+            max_sleep: Duration::from_millis(100),
+            first_connect: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What an app does with its sockets, called from the poll loop.
+pub trait Service {
+    /// Does whatever work the sockets allow now; returns whether anything happened (the loop
+    /// keeps busy-polling while it does).
+    fn poll(&mut self, sockets: &mut SocketSet<'static>, now: std::time::Instant) -> bool;
+
+    /// When the service next needs to run without network input (a timer), if ever.
+    fn poll_at(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Whether the service is finished (the loop returns).
+    fn done(&self) -> bool {
+        false
+    }
+}
+
+/// Connection history of a domain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DomainStats {
+    /// Successful handshakes.
+    pub connects: u64,
+    /// Times the server went away while connected.
+    pub server_losses: u64,
+    /// Failed handshake attempts.
+    pub failed_attempts: u64,
+    /// Milliseconds from noticing the loss of the last server to being connected again.
+    pub last_outage_ms: u64,
+    /// The current server's instance number.
+    pub instance: u64,
+    /// Times the loop slept on the doorbell.
+    pub sleeps: u64,
+}
+
+/// Exponential backoff with jitter: 1 ms doubling to 100 ms.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(1);
+    const CAP: Duration = Duration::from_millis(100);
+
+    fn new(seed: u64) -> Self {
+        Self {
+            next: Self::FIRST,
+            rng: seed | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// The next wait: the current step, ±25 % jitter, then the step doubles.
+    fn step(&mut self) -> Duration {
+        // xorshift64: jitter only, not security.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let base = self.next.as_micros() as u64;
+        let jitter = self.rng % (base / 2 + 1);
+        let d = Duration::from_micros(base - base / 4 + jitter);
+        self.next = (self.next * 2).min(Self::CAP);
+        d
+    }
+}
+
+/// A process acting as a Ferrite app domain.
+pub struct AppDomain {
+    cfg: DomainConfig,
+    layout: PortLayout,
+    backend: ShmBackend,
+    device: RingDevice<ShmGrant, ShmNotifier>,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    client: Option<Client>,
+    epoch: std::time::Instant,
+    stats: DomainStats,
+    backoff: Backoff,
+    lost_at: Option<std::time::Instant>,
+}
+
+impl core::fmt::Debug for AppDomain {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AppDomain")
+            .field("name", &self.cfg.name)
+            .field("device", &self.device)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Longest time [`AppDomain::run`] keeps the stack going after the service is done.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// The domain id an app labels its grants with on the `shm` backend (the server is 0).
+const APP_DOM: DomId = DomId(1);
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    t ^ ((std::process::id() as u64) << 32)
+}
+
+impl AppDomain {
+    /// Makes the port memory and the stack, and connects to the server (retrying for
+    /// `cfg.first_connect`).
+    pub fn connect(cfg: DomainConfig) -> Result<Self, AppError> {
+        let layout = PortLayout::simple(cfg.ring_size, cfg.buf_count)?;
+        let backend = ShmBackend::new(APP_DOM);
+        let grant = backend.grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)?;
+        let pool = OwnPool::new(grant, layout.pool_off(), PoolId(0), layout.pool())?;
+        let mut device = RingDevice::new(pool);
+        let epoch = std::time::Instant::now();
+        let s = seed();
+        let iface = stack::interface(&cfg.net, &mut device, smoltcp::time::Instant::ZERO, s);
+        let mut d = Self {
+            cfg,
+            layout,
+            backend,
+            device,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            client: None,
+            epoch,
+            stats: DomainStats::default(),
+            backoff: Backoff::new(s),
+            lost_at: None,
+        };
+        let deadline = std::time::Instant::now() + d.cfg.first_connect;
+        loop {
+            match d.handshake() {
+                Ok(()) => return Ok(d),
+                Err(e) if std::time::Instant::now() < deadline && retryable(&e) => {
+                    d.stats.failed_attempts += 1;
+                    std::thread::sleep(d.backoff.step());
+                }
+                Err(e) if retryable(&e) => {
+                    return Err(AppError::NoServer {
+                        path: d.cfg.socket.clone(),
+                        secs: d.cfg.first_connect.as_secs_f64(),
+                        last: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The sockets, to add the service's sockets to.
+    pub fn sockets(&mut self) -> &mut SocketSet<'static> {
+        &mut self.sockets
+    }
+
+    /// Runs `f` with the interface's context and the sockets (to connect a TCP socket).
+    pub fn with_context<R>(
+        &mut self,
+        f: impl FnOnce(&mut smoltcp::iface::Context, &mut SocketSet<'static>) -> R,
+    ) -> R {
+        f(self.iface.context(), &mut self.sockets)
+    }
+
+    /// The device's counters.
+    pub fn device_stats(&self) -> DeviceStats {
+        self.device.stats()
+    }
+
+    /// Connection history.
+    pub fn stats(&self) -> DomainStats {
+        self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DomainConfig {
+        &self.cfg
+    }
+
+    /// Buffers the app holds right now (the rest are on the server's side of the rings).
+    pub fn held_buffers(&self) -> usize {
+        self.device.pool().held_count()
+    }
+
+    fn now(&self) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    /// One handshake with the server; on success the rings are attached.
+    fn handshake(&mut self) -> Result<(), AppError> {
+        let mut c = Client::connect(&self.cfg.socket)?;
+        if let Err(e) = c.transport().set_read_timeout(Some(Duration::from_secs(5))) {
+            return Err(e.into());
+        }
+        let name = Name::new(&self.cfg.name)?;
+        let limits = c.hello(&name, self.cfg.net.mac)?;
+        let l = self.layout;
+        let checks = [
+            (
+                "max_ring",
+                limits.max_ring as u64,
+                self.cfg.ring_size as u64,
+            ),
+            (
+                "max_bufs",
+                limits.max_bufs as u64,
+                self.cfg.buf_count as u64,
+            ),
+            ("max_mem", limits.max_mem, l.bytes() as u64),
+        ];
+        for (what, max, want) in checks {
+            if want > max {
+                return Err(AppError::Limit { what, max, want });
+            }
+        }
+        // The previous server (if any) is gone: lay the port out afresh in the same memory.
+        let grant = self.device.pool().grant();
+        let port = AppPort::create(grant.region(), l, PoolId(0))?;
+        let notifier = self.backend.notifier(DomId::SELF_HOST)?;
+        let gfds = grant.attachments();
+        let nfds = notifier.attachments();
+        let repr = GrantRepr {
+            rx_size: l.rx().size(),
+            tx_size: l.tx().size(),
+            fill_size: l.fill().size(),
+            comp_size: l.comp().size(),
+            buf_size: l.pool().buf_size as u32,
+            buf_count: l.pool().count as u32,
+            domid: APP_DOM.0,
+            grant_fds: gfds.len() as u8,
+            notify_fds: nfds.len() as u8,
+            notify_port: notifier.port(),
+            refs: grant.refs().iter().map(|r| r.0).collect(),
+        };
+        let fds: Vec<BorrowedFd<'_>> = gfds.iter().chain(nfds.iter()).copied().collect();
+        let attached = c.grant(&repr, &fds)?;
+        drop(fds);
+        drop(gfds);
+        drop(nfds);
+        c.transport().set_nonblocking(true)?;
+        self.device.set_pool_id(PoolId(attached.pool))?;
+        let fill_target = (l.fill().size() as usize).min(self.cfg.buf_count / 2);
+        self.device.attach(
+            PortRings {
+                rx: port.rx,
+                fill: port.fill,
+                tx: port.tx,
+                completion: port.comp,
+                notifier,
+            },
+            fill_target,
+        )?;
+        self.client = Some(c);
+        self.stats.connects += 1;
+        self.stats.instance = attached.instance;
+        self.backoff.reset();
+        let now = self.now();
+        stack::send_gratuitous_arp(&self.cfg.net, &mut self.device, now);
+        let _ = self.device.flush();
+        if let Some(t) = self.lost_at.take() {
+            self.stats.last_outage_ms = t.elapsed().as_millis() as u64;
+            tracing::info!(
+                "{}: reconnected to server instance {} after {} ms",
+                self.cfg.name,
+                attached.instance,
+                self.stats.last_outage_ms
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the control connection is still up (non-blocking check).
+    fn server_alive(&mut self) -> bool {
+        let Some(c) = self.client.as_mut() else {
+            return false;
+        };
+        let mut buf = [0u8; 512];
+        let mut fds = Vec::new();
+        match c.transport().recv(&mut buf, &mut fds) {
+            Ok(Received::WouldBlock) => true,
+            Ok(Received::Closed) | Err(_) => false,
+            // The server speaks only when asked; anything unasked (an Error or Closed
+            // notice) means it is dropping us.
+            Ok(Received::Message { .. }) => false,
+        }
+    }
+
+    fn lose_server(&mut self) {
+        tracing::warn!(
+            "{}: the server went away; keeping state, reconnecting",
+            self.cfg.name
+        );
+        self.client = None;
+        self.device.detach();
+        self.stats.server_losses += 1;
+        self.lost_at = Some(std::time::Instant::now());
+    }
+
+    /// Runs `svc` until it is done or `stop` is set, surviving server restarts.
+    pub fn run<S: Service>(&mut self, svc: &mut S, stop: &AtomicBool) -> Result<(), AppError> {
+        let mut idle: u32 = 0;
+        let mut iter: u32 = 0;
+        while !stop.load(Ordering::Relaxed) && !svc.done() {
+            if self.client.is_none() {
+                match self.handshake() {
+                    Ok(()) => {}
+                    Err(e) if retryable(&e) => {
+                        self.stats.failed_attempts += 1;
+                        // Keep the stack's timers and the service running while we wait.
+                        let now = self.now();
+                        self.iface.poll(now, &mut self.device, &mut self.sockets);
+                        svc.poll(&mut self.sockets, std::time::Instant::now());
+                        std::thread::sleep(self.backoff.step());
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let before = activity(&self.device.stats());
+            let now = self.now();
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            let worked = svc.poll(&mut self.sockets, std::time::Instant::now());
+            if worked {
+                // Emit what the service queued without waiting for the next turn.
+                let now = self.now();
+                self.iface.poll(now, &mut self.device, &mut self.sockets);
+            }
+            let _ = self.device.flush();
+            if self.device.take_error().is_some() {
+                self.lose_server();
+                continue;
+            }
+            iter = iter.wrapping_add(1);
+            if iter.is_multiple_of(4096) && !self.server_alive() {
+                self.lose_server();
+                continue;
+            }
+            if worked || activity(&self.device.stats()) != before {
+                idle = 0;
+                continue;
+            }
+            idle = idle.saturating_add(1);
+            if idle < self.cfg.busy_polls {
+                continue;
+            }
+            self.sleep(svc);
+        }
+        self.linger(svc);
+        Ok(())
+    }
+
+    /// After the service is done: keep the stack running briefly so the last segments (a
+    /// FIN, an ACK) leave and are retransmitted if lost, then return.
+    fn linger<S: Service>(&mut self, svc: &mut S) {
+        let until = std::time::Instant::now() + LINGER;
+        while std::time::Instant::now() < until && self.client.is_some() {
+            let now = self.now();
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            svc.poll(&mut self.sockets, std::time::Instant::now());
+            let _ = self.device.flush();
+            let quiet = self.sockets.iter().all(|(_, s)| match s {
+                smoltcp::socket::Socket::Tcp(t) => {
+                    t.send_queue() == 0
+                        && !matches!(
+                            t.state(),
+                            smoltcp::socket::tcp::State::FinWait1
+                                | smoltcp::socket::tcp::State::Closing
+                                | smoltcp::socket::tcp::State::LastAck
+                        )
+                }
+                _ => true,
+            });
+            if quiet {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Sleeps until the server rings, the control socket changes, the stack's or the
+    /// service's next timer, or `max_sleep`.
+    fn sleep<S: Service>(&mut self, svc: &S) {
+        let now = self.now();
+        let mut delay = self
+            .iface
+            .poll_delay(now, &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+            .unwrap_or(self.cfg.max_sleep)
+            .min(self.cfg.max_sleep);
+        if let Some(t) = svc.poll_at() {
+            delay = delay.min(t.saturating_duration_since(std::time::Instant::now()));
+        }
+        if delay.is_zero() {
+            return;
+        }
+        if self.device.arm_wakeup() {
+            self.device.disarm_wakeup();
+            return;
+        }
+        self.stats.sleeps += 1;
+        let gone = match (self.client.as_mut(), self.device.notifier()) {
+            (Some(c), Some(n)) => wait_either(n, c, delay),
+            _ => true,
+        };
+        self.device.disarm_wakeup();
+        if gone && !self.server_alive() {
+            self.lose_server();
+        }
+    }
+}
+
+/// Sleeps on the doorbell and the control socket together; returns whether the control
+/// socket became readable (the server may have gone).
+fn wait_either(n: &ShmNotifier, c: &mut Client, delay: Duration) -> bool {
+    let raw = n.as_raw_fd();
+    let bell = n.attachments().into_iter().find(|f| f.as_raw_fd() == raw);
+    let t = c.transport();
+    let ctl = t.as_fd();
+    let Some(bell) = bell else {
+        let _ = n.wait(Some(delay));
+        return false;
+    };
+    let mut fds = [
+        PollFd::new(&bell, PollFlags::IN),
+        PollFd::new(&ctl, PollFlags::IN),
+    ];
+    let ts = rustix::time::Timespec {
+        tv_sec: delay.as_secs() as i64,
+        tv_nsec: delay.subsec_nanos() as i64,
+    };
+    let _ = rustix::event::poll(&mut fds, Some(&ts));
+    let ctl_ready = !fds[1].revents().is_empty();
+    let _ = n.drain();
+    ctl_ready
+}
+
+fn activity(s: &DeviceStats) -> (u64, u64) {
+    (s.rx_frames, s.tx_frames)
+}
+
+/// Whether a failed handshake is worth retrying (the server is not there yet, or went away
+/// mid-handshake), as opposed to a refusal that will not change.
+fn retryable(e: &AppError) -> bool {
+    match e {
+        AppError::Ctl(CtlError::Closed) | AppError::Ctl(CtlError::Io { .. }) => true,
+        // Busy: our old port may still be on the switch for a moment after a restart race.
+        AppError::Ctl(CtlError::Remote { code, .. }) => {
+            matches!(
+                code,
+                switch::ctl::ErrorCode::Busy | switch::ctl::ErrorCode::Timeout
+            )
+        }
+        _ => false,
+    }
+}
+
+/// A stop flag set by SIGINT/SIGTERM.
+pub fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    if let Err(e) = ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)) {
+        tracing::warn!("cannot install the signal handler: {e}");
+    }
+    stop
+}
