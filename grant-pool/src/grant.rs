@@ -212,4 +212,12 @@ pub trait Notifier: Send + Sync + AsRawFd {
 
     /// File descriptors the peer needs to bind (the eventfd pair on `shm`; none on Xen).
     fn attachments(&self) -> Vec<BorrowedFd<'_>>;
+
+    /// The descriptor that polls readable when the peer rang (the raw fd), borrowed for a
+    /// poll loop that watches many notifiers.
+    fn poll_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: `as_raw_fd` names a descriptor this notifier owns and keeps open for as long
+        // as it lives; the borrow cannot outlive `&self`.
+        unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }
+    }
 }
