@@ -44,6 +44,9 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Serialize)]
 struct Row {
+    /// Where the two ends run: "processes" (the figure that matters) or "threads" (the same
+    /// ring inside one process, for reference).
+    ends: &'static str,
     batch: u32,
     need_wakeup_check: bool,
     ring_size: u32,
@@ -132,8 +135,119 @@ fn idle(spins: &mut u32, started: Instant) -> Result<(), String> {
     Ok(())
 }
 
-/// One measured run; returns (descriptors, seconds) as the consumer saw them.
-fn run(batch: u32, ring: u32, secs: f64, wakeup_check: bool) -> Result<(u64, f64), String> {
+/// Produces batches of `batch` for `secs` seconds, then the stop descriptor; returns how
+/// many numbered descriptors it published and how many wakeups it would have sent.
+fn produce(
+    p: &mut RingProducer,
+    batch: u32,
+    secs: f64,
+    wakeup_check: bool,
+) -> Result<(u64, u64), String> {
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs_f64(secs);
+    let mut next = 0u64;
+    let mut spins = 0u32;
+    let mut kicks = 0u64;
+    loop {
+        // Check the clock once per 1024 batches: the loop itself is what is measured.
+        for _ in 0..1024 {
+            let k = p.reserve(batch).map_err(|e| e.to_string())?;
+            if k < batch {
+                idle(&mut spins, started)?;
+                continue;
+            }
+            for i in 0..k {
+                p.write(i, desc(next + i as u64));
+            }
+            p.publish(k);
+            next += k as u64;
+            if wakeup_check && p.needs_wakeup() {
+                kicks += 1;
+            }
+        }
+        if Instant::now() >= stop_at {
+            break;
+        }
+    }
+    loop {
+        if p.reserve(1).map_err(|e| e.to_string())? == 1 {
+            let stop = Desc {
+                handle: 0,
+                len: 0,
+                flags: STOP,
+            };
+            p.write(0, stop);
+            p.publish(1);
+            return Ok((next, kicks));
+        }
+        idle(&mut spins, started)?;
+    }
+}
+
+/// Consumes batches of up to `batch` until the stop descriptor, checking every descriptor's
+/// number; returns how many it received and the nanoseconds from the first to the stop.
+fn consume(c: &mut RingConsumer, batch: u32) -> Result<(u64, u64), String> {
+    let mut next = 0u64;
+    let mut spins = 0;
+    let mut first: Option<Instant> = None;
+    let started = Instant::now();
+    loop {
+        let k = c.peek(batch).map_err(|e| e.to_string())?;
+        if k == 0 {
+            idle(&mut spins, started)?;
+            continue;
+        }
+        first.get_or_insert_with(Instant::now);
+        for i in 0..k {
+            let d = c.read(i);
+            if d != desc(next) {
+                if d.flags == STOP {
+                    c.release(i + 1);
+                    let ns = first.map_or(0, |t| t.elapsed().as_nanos() as u64);
+                    return Ok((next, ns));
+                }
+                return Err(format!("descriptor {next}: got {d:?}"));
+            }
+            next += 1;
+        }
+        c.release(k);
+    }
+}
+
+/// Checks a run's counts and turns them into (descriptors, seconds).
+fn settle(produced: u64, kicks: u64, received: u64, ns: u64) -> Result<(u64, f64), String> {
+    if received != produced {
+        return Err(format!("produced {produced}, consumer received {received}"));
+    }
+    // The consumer never sleeps here, so a wakeup request would be a bug in the protocol.
+    if kicks != 0 {
+        return Err(format!("{kicks} wakeups requested by a polling consumer"));
+    }
+    Ok((received, ns as f64 / 1e9))
+}
+
+/// One run with the consumer in a thread of this process, over process-private memory.
+fn run_threads(batch: u32, ring: u32, secs: f64, wakeup: bool) -> Result<(u64, f64), String> {
+    let layout = RingLayout::new(ring).map_err(|e| e.to_string())?;
+    let mem = grant_pool::LocalMem::new(layout.bytes());
+    let mut p = RingProducer::new(mem.region(), layout, true).map_err(|e| e.to_string())?;
+    let mut c = RingConsumer::new(mem.region(), layout, false).map_err(|e| e.to_string())?;
+    let (produced, consumed) = std::thread::scope(|s| {
+        let t = s.spawn(move || {
+            pin(CONSUMER_CORE);
+            consume(&mut c, batch)
+        });
+        let r = produce(&mut p, batch, secs, wakeup);
+        let c = t.join().map_err(|_| "consumer thread panicked".to_string());
+        (r, c)
+    });
+    let (received, ns) = consumed??;
+    let (produced, kicks) = produced?;
+    settle(produced, kicks, received, ns)
+}
+
+/// One run with the consumer in a child process mapping a `shm` grant.
+fn run_processes(batch: u32, ring: u32, secs: f64, wakeup: bool) -> Result<(u64, f64), String> {
     let layout = RingLayout::new(ring).map_err(|e| e.to_string())?;
     let be = ShmBackend::new(DomId(1));
     let g = be
@@ -152,48 +266,7 @@ fn run(batch: u32, ring: u32, secs: f64, wakeup_check: bool) -> Result<(u64, f64
     if &buf[..n] != b"ready" {
         return Err(format!("child: {}", String::from_utf8_lossy(&buf[..n])));
     }
-
-    let started = Instant::now();
-    let stop_at = started + Duration::from_secs_f64(secs);
-    let mut next = 0u64;
-    let mut spins = 0u32;
-    let mut kicks = 0u64;
-    'produce: loop {
-        // Check the clock once per 1024 batches: the loop itself is what is measured.
-        for _ in 0..1024 {
-            let k = p.reserve(batch).map_err(|e| e.to_string())?;
-            if k < batch {
-                idle(&mut spins, started)?;
-                continue;
-            }
-            for i in 0..k {
-                p.write(i, desc(next + i as u64));
-            }
-            p.publish(k);
-            next += k as u64;
-            if wakeup_check && p.needs_wakeup() {
-                kicks += 1;
-            }
-        }
-        if Instant::now() >= stop_at {
-            break 'produce;
-        }
-    }
-    loop {
-        if p.reserve(1).map_err(|e| e.to_string())? == 1 {
-            p.write(
-                0,
-                Desc {
-                    handle: 0,
-                    len: 0,
-                    flags: STOP,
-                },
-            );
-            p.publish(1);
-            break;
-        }
-        idle(&mut spins, started)?;
-    }
+    let (produced, kicks) = produce(&mut p, batch, secs, wakeup)?;
     let (n, _) = shm::recv_fds(sock.as_fd(), &mut buf).map_err(|e| e.to_string())?;
     let st = child.wait().map_err(|e| e.to_string())?;
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -203,17 +276,10 @@ fn run(batch: u32, ring: u32, secs: f64, wakeup_check: bool) -> Result<(u64, f64
     };
     let count: u64 = count.parse().map_err(|_| format!("child: {msg}"))?;
     let ns: u64 = ns.parse().map_err(|_| format!("child: {msg}"))?;
-    if count != next {
-        return Err(format!("produced {next}, consumer received {count}"));
-    }
-    // The consumer never sleeps here, so a kick would be a bug in the flag protocol.
-    if kicks != 0 {
-        return Err(format!("{kicks} wakeups requested by a polling consumer"));
-    }
-    Ok((count, ns as f64 / 1e9))
+    settle(produced, kicks, count, ns)
 }
 
-/// The consumer process: maps the ring, consumes until the stop descriptor, checks order.
+/// The consumer process: maps the ring, consumes until the stop descriptor, reports.
 fn child(batch: u32, ring: u32) -> Result<(), String> {
     let sock = shm::inherited_socket().ok_or("started without a socket")?;
     let report = |s: &OwnedFd, msg: &str| shm::send_fds(s.as_fd(), msg.as_bytes(), &[]);
@@ -231,31 +297,7 @@ fn child(batch: u32, ring: u32) -> Result<(), String> {
         let mut c = RingConsumer::new(m.region(), layout, false).map_err(|e| e.to_string())?;
         pin(CONSUMER_CORE);
         report(&sock, "ready").map_err(|e| e.to_string())?;
-        let mut next = 0u64;
-        let mut spins = 0;
-        let mut first: Option<Instant> = None;
-        let started = Instant::now();
-        loop {
-            let k = c.peek(batch).map_err(|e| e.to_string())?;
-            if k == 0 {
-                idle(&mut spins, started)?;
-                continue;
-            }
-            first.get_or_insert_with(Instant::now);
-            for i in 0..k {
-                let d = c.read(i);
-                if d != desc(next) {
-                    if d.flags == STOP {
-                        c.release(i + 1);
-                        let ns = first.map_or(0, |t| t.elapsed().as_nanos() as u64);
-                        return Ok((next, ns));
-                    }
-                    return Err(format!("descriptor {next}: got {d:?}"));
-                }
-                next += 1;
-            }
-            c.release(k);
-        }
+        consume(&mut c, batch)
     })();
     let msg = match res {
         Ok((count, ns)) => format!("ok {count} {ns}"),
@@ -288,15 +330,20 @@ fn inline(batch: u32, count: u64) -> Result<u64, String> {
     Ok(sum)
 }
 
-fn measure(o: &Opts, batch: u32, wakeup: bool) -> Result<Row, String> {
+fn measure(o: &Opts, batch: u32, wakeup: bool, processes: bool) -> Result<Row, String> {
     let mut rates = Vec::new();
     for _ in 0..o.runs {
-        let (n, s) = run(batch, o.ring, o.secs, wakeup)?;
+        let (n, s) = if processes {
+            run_processes(batch, o.ring, o.secs, wakeup)?
+        } else {
+            run_threads(batch, o.ring, o.secs, wakeup)?
+        };
         rates.push((n as f64 / s / 1e6, n));
     }
     rates.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (median, descriptors) = rates[rates.len() / 2];
     Ok(Row {
+        ends: if processes { "processes" } else { "threads" },
         batch,
         need_wakeup_check: wakeup,
         ring_size: o.ring,
@@ -353,17 +400,19 @@ fn main() {
     let pinned = pin(PRODUCER_CORE);
     let machine = Machine::detect();
     let mut rows = Vec::new();
-    let plan: Vec<(u32, bool)> = o
-        .batches
-        .iter()
-        .map(|&b| (b, false))
-        .chain(o.batches.contains(&32).then_some((32, true)))
-        .collect();
-    for (b, w) in plan {
-        match measure(&o, b, w) {
+    // (batch, need-wakeup check, processes): every batch size across processes, then batch
+    // 32 with the wakeup check, then batch 32 between two threads for reference.
+    let mut plan: Vec<(u32, bool, bool)> = o.batches.iter().map(|&b| (b, false, true)).collect();
+    if o.batches.contains(&32) {
+        plan.push((32, true, true));
+        plan.push((32, false, false));
+    }
+    for (b, w, procs) in plan {
+        match measure(&o, b, w, procs) {
             Ok(r) => {
                 eprintln!(
-                    "batch {:>3}{}: {:8.1} M desc/s",
+                    "{:>9} batch {:>3}{}: {:8.1} M desc/s",
+                    r.ends,
                     b,
                     if w { " +need-wakeup check" } else { "" },
                     r.mdesc_per_s
@@ -377,6 +426,7 @@ fn main() {
         }
     }
     let mut t = Table::new([
+        "ends",
         "batch",
         "need-wakeup check",
         "M desc/s (median)",
@@ -385,6 +435,7 @@ fn main() {
     ]);
     for r in &rows {
         t.push([
+            r.ends.to_string(),
             r.batch.to_string(),
             if r.need_wakeup_check { "yes" } else { "no" }.to_string(),
             format!("{:.1}", r.mdesc_per_s),
@@ -395,8 +446,9 @@ fn main() {
     println!("{}", t.to_text());
     let preface = format!(
         "Cross-process SPSC ring: producer in one process, consumer in another, one \
-         `shm`-granted ring of {} descriptors; {} run(s) of {} s per batch size, median \
-         reported; every descriptor checked for order by the consumer. Processes pinned to \
+         `shm`-granted ring of {} descriptors; {} run(s) of {} s per row, median \
+         reported; every descriptor checked for order by the consumer. The `threads` row is \
+         the same ring between two threads of one process, for reference. Ends pinned to \
          cores {PRODUCER_CORE} and {CONSUMER_CORE}: {}.",
         o.ring,
         o.runs,
@@ -413,10 +465,10 @@ fn main() {
         y_label: "M descriptors/s".into(),
         log2_x: true,
         series: vec![Series {
-            name: "polling".into(),
+            name: "two processes".into(),
             points: rows
                 .iter()
-                .filter(|r| !r.need_wakeup_check)
+                .filter(|r| !r.need_wakeup_check && r.ends == "processes")
                 .map(|r| (r.batch as f64, r.mdesc_per_s))
                 .collect(),
         }],
