@@ -149,6 +149,8 @@ pub trait Grant: Send + Sync {
     fn refs(&self) -> &[GrantRef];
 
     /// The granter's own read-write view of the granted pages (`pages * PAGE_SIZE` bytes).
+    /// Valid while the grant lives: keep the grant alive as long as the region, or any
+    /// pool or ring built over it, is used.
     fn region(&self) -> Region;
 
     /// Number of pages granted.
@@ -179,6 +181,8 @@ pub trait Grant: Send + Sync {
 pub trait Mapping: Send + Sync {
     /// The mapped pages. Read-only when the mapping was made with [`Access::ReadOnly`]: the
     /// region refuses writes, and the pages are mapped without write permission besides.
+    /// Valid while the mapping lives: keep the mapping alive as long as the region, or any
+    /// pool or ring built over it, is used.
     fn region(&self) -> Region;
 
     /// The domain that granted the pages.

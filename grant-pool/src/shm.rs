@@ -420,18 +420,19 @@ impl GrantBackend for ShmBackend {
             }
         }
         let file_pages = file_size(data.as_fd())? / PAGE_SIZE;
-        let mut seen = vec![false; file_pages];
-        for r in refs {
-            match seen.get_mut(r.0 as usize) {
-                Some(s) if !*s => *s = true,
-                Some(_) => return Err(GrantError::BadRefs(format!("reference {} repeats", r.0))),
-                None => {
-                    return Err(GrantError::BadRefs(format!(
-                        "reference {} is past the {file_pages} granted pages",
-                        r.0
-                    )));
-                }
-            }
+        // Sort a copy rather than index a table by page: the memfd's size is the peer's
+        // choice, the number of references is bounded above.
+        let mut sorted: Vec<u32> = refs.iter().map(|r| r.0).collect();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(GrantError::BadRefs(format!("reference {} repeats", w[0])));
+        }
+        if let Some(&last) = sorted.last()
+            && last as usize >= file_pages
+        {
+            return Err(GrantError::BadRefs(format!(
+                "reference {last} is past the {file_pages} granted pages"
+            )));
         }
         if file_size(ctl.as_fd())? < PAGE_SIZE {
             return Err(GrantError::BadAttachments("control memfd too small".into()));
