@@ -2,7 +2,7 @@
 //! switch, no TCP/IP stack). Used by the QEMU igb test to prove the register-level driver
 //! end to end; also handy on real hardware.
 //!
-//! Usage: `intel_diag_responder <pci-address> <ipv4> [seconds]`
+//! Usage: `intel_diag_responder <pci-address> <ipv4> [seconds] [auto|sysfs|vfio]`
 //!
 //! Every reply is written into the received buffer and transmitted from it (zero copy).
 
@@ -10,13 +10,16 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use grant_pool::BufHandle;
-use pmd::intel::{IntelConfig, IntelPort};
+use pmd::intel::{Access, IntelConfig, IntelPort};
 use pmd::{Frame, LinkState, Port};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: {} <pci-address> <ipv4> [seconds]", args[0]);
+        eprintln!(
+            "usage: {} <pci-address> <ipv4> [seconds] [auto|sysfs|vfio]",
+            args[0]
+        );
         std::process::exit(2);
     }
     let ip: Ipv4Addr = match args[2].parse() {
@@ -27,8 +30,18 @@ fn main() {
         }
     };
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(60);
+    let access = match args.get(4).map(String::as_str) {
+        None | Some("auto") => Access::Auto,
+        Some("sysfs") => Access::Sysfs,
+        Some("vfio") => Access::Vfio,
+        Some(other) => {
+            eprintln!("bad access mode {other:?}: auto, sysfs or vfio");
+            std::process::exit(2);
+        }
+    };
     let cfg = IntelConfig {
         pci: args[1].clone(),
+        access,
         ..IntelConfig::default()
     };
     let mut port = match IntelPort::open(&cfg) {
@@ -40,7 +53,7 @@ fn main() {
     };
     let link = port.link();
     println!(
-        "RESPONDER READY {} mac={} link={} ip={ip}",
+        "RESPONDER READY {} access={access:?} mac={} link={} ip={ip}",
         port.name(),
         fmt_mac(port.mac()),
         match link {

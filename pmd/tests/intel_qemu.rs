@@ -1,6 +1,8 @@
 //! The Intel port on QEMU's emulated 82576 (`-device igb`): boots a guest whose NIC is
 //! driven only by this driver and pings it 1000 times from a network namespace
-//! (tests/qemu-igb/run.sh). Root only; with FERRITE_E2E=1 a missing prerequisite fails.
+//! (tests/qemu-igb/run.sh), once through sysfs `resource0` with physical DMA addresses and
+//! once through VFIO behind an emulated VT-d IOMMU. Root only; with FERRITE_E2E=1 a missing
+//! prerequisite fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,7 +52,7 @@ fn build_examples(dir: &Path) {
 }
 
 #[test]
-fn igb_in_qemu_answers_1000_pings_through_the_register_level_driver() {
+fn igb_in_qemu_answers_1000_pings_through_sysfs_and_through_vfio() {
     if !is_root() && skip_or_fail("the test needs root (namespace, TAP, QEMU)") {
         return;
     }
@@ -77,5 +79,8 @@ fn igb_in_qemu_answers_1000_pings_through_the_register_level_driver() {
     );
     println!("{text}");
     assert!(out.status.success(), "QEMU igb test failed:\n{text}");
-    assert!(text.contains("1000 received, 0% packet loss"));
+    for sc in ["[sysfs] PASS", "[vfio] PASS"] {
+        assert!(text.contains(sc), "scenario {sc:?} missing:\n{text}");
+    }
+    assert_eq!(text.matches(" 1000 received, 0% packet loss").count(), 2);
 }

@@ -2,7 +2,8 @@
 # Fetches the current Debian kernel package (resolved through the linux-image-amd64 meta
 # package at run time, never a pinned version), extracts it with dpkg -x into a cache and
 # turns its bzImage into a raw ELF vmlinux (faster to boot under TCG: no in-guest
-# decompression). Prints the path of the vmlinux. Cached: a warm run costs nothing.
+# decompression). Keeps the VFIO modules (in load order) next to it, in <vmlinux>.modules/.
+# Prints the path of the vmlinux. Cached: a warm run costs nothing.
 set -euo pipefail
 
 cache=${FERRITE_QEMU_CACHE:-/var/tmp/ferrite-qemu}
@@ -15,7 +16,7 @@ if [ -z "$pkg" ]; then
   exit 1
 fi
 out="$cache/$pkg.vmlinux"
-if [ -s "$out" ]; then
+if [ -s "$out" ] && [ -s "$out.modules/order" ]; then
   echo "$out"
   exit 0
 fi
@@ -42,5 +43,16 @@ if ! file "$out.tmp" | grep -q ELF; then
   exit 1
 fi
 mv "$out.tmp" "$out"
+
+# VFIO for the guest, in dependency order.
+mods="$out.modules"
+rm -rf "$mods" && mkdir -p "$mods"
+: > "$mods/order"
+for m in irqbypass vfio vfio_iommu_type1 vfio_virqfd vfio-pci-core vfio-pci; do
+  f=$(find "$cache/x-$pkg/lib/modules" -name "$m.ko*" | head -n1)
+  if [ -z "$f" ]; then echo "kernel.sh: module $m not in $pkg" >&2; exit 1; fi
+  cp "$f" "$mods/"
+  basename "$f" >> "$mods/order"
+done
 rm -rf "$cache/x-$pkg"
 echo "$out"

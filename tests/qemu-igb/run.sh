@@ -7,6 +7,10 @@
 # guest's NIC is a TAP inside a network namespace this script creates; from there the host
 # side pings the guest (1000 packets, 0 loss required).
 #
+# Scenarios (FERRITE_QEMU_SCENARIOS, default "sysfs vfio"):
+#   sysfs  no IOMMU: BAR0 through sysfs resource0, DMA to physical addresses from pagemap;
+#   vfio   q35 with an emulated VT-d IOMMU: BAR0 and DMA mappings through VFIO (type 1).
+#
 # Exit status 0 only if every check passed. Root only (namespaces, TAP).
 # Environment: FERRITE_QEMU_TIMEOUT (seconds, default 150), FERRITE_QEMU_KEEP=1 keeps the
 # work directory.
@@ -75,6 +79,8 @@ for b in "$rd"/bin/*; do
   done
 done
 cp "$here/guest-init.sh" "$rd/init"
+mkdir -p "$rd/lib/modules"
+cp "$vmlinux.modules"/* "$rd/lib/modules/"
 chmod +x "$rd/init"
 ( cd "$rd" && find . | cpio -o -H newc --quiet ) > "$work/rd.img"
 
@@ -86,17 +92,7 @@ ip -n "$ns" tuntap add dev ftap0 mode tap
 ip -n "$ns" addr add 10.77.0.1/24 dev ftap0
 ip -n "$ns" link set ftap0 up
 
-# 5. Boot.
-step "boot guest"
-log="$work/serial.log"
-ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -m 1G -smp 2 \
-  -display none -monitor none -serial "file:$log" -no-reboot \
-  -kernel "$vmlinux" -initrd "$work/rd.img" \
-  -append "console=ttyS0 panic=-1 loglevel=4 ferrite.ip=10.77.0.2 ferrite.mode=responder" \
-  -netdev tap,id=n0,ifname=ftap0,script=no,downscript=no \
-  -device igb,netdev=n0,mac=52:54:00:12:34:56 &
-qpid=$!
-
+log=""
 fail() {
   step "FAIL: $*"
   echo "----- guest serial log -----"; cat "$log" 2>/dev/null || true
@@ -116,15 +112,43 @@ wait_log() { # pattern seconds
 
 remaining() { echo $(( tmo - ($(date +%s) - start) )); }
 
-wait_log "RESPONDER READY" "$(remaining)" || fail "guest driver did not come up"
-grep "GUEST" "$log" || true
-grep "RESPONDER READY" "$log"
-grep -q "GUEST no-kernel-driver" "$log" || fail "a kernel driver claimed the NIC in the guest"
+# 5. One boot per scenario.
+scenario() {
+  local access=$1 machine=()
+  log="$work/serial-$access.log"
+  case "$access" in
+    sysfs) machine=(-M pc) ;;
+    vfio) machine=(-M q35 -device intel-iommu,intremap=on) ;;
+    *) fail "unknown scenario $access" ;;
+  esac
+  step "[$access] boot guest"
+  ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -m 1G -smp 2 "${machine[@]}" \
+    -display none -monitor none -serial "file:$log" -no-reboot \
+    -kernel "$vmlinux" -initrd "$work/rd.img" \
+    -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on ferrite.ip=10.77.0.2 ferrite.mode=responder ferrite.access=$access" \
+    -netdev tap,id=n0,ifname=ftap0,script=no,downscript=no \
+    -device igb,netdev=n0,mac=52:54:00:12:34:56 &
+  qpid=$!
 
-# 6. ping: 1000 echo requests, every one answered.
-step "ping 1000"
-out=$(ip netns exec "$ns" ping -c 1000 -i 0.002 -W 2 -q 10.77.0.2 2>&1 || true)
-echo "$out" | tail -n 3
-echo "$out" | grep -q ' 1000 received, 0% packet loss' || fail "ping lost packets"
+  wait_log "RESPONDER READY" "$(remaining)" || fail "[$access] guest driver did not come up"
+  grep "GUEST" "$log" || true
+  grep "RESPONDER READY" "$log"
+  grep -q "GUEST no-kernel-driver" "$log" || fail "[$access] a kernel driver claimed the NIC in the guest"
 
+  # ping: 1000 echo requests, every one answered.
+  step "[$access] ping 1000"
+  ip -n "$ns" neigh flush dev ftap0 2>/dev/null || true
+  local out
+  out=$(ip netns exec "$ns" ping -c 1000 -i 0.002 -W 2 -q 10.77.0.2 2>&1 || true)
+  echo "$out" | tail -n 3
+  echo "$out" | grep -q ' 1000 received, 0% packet loss' || fail "[$access] ping lost packets"
+  step "[$access] PASS"
+  kill "$qpid" 2>/dev/null || true
+  wait "$qpid" 2>/dev/null || true
+  qpid=""
+}
+
+for sc in ${FERRITE_QEMU_SCENARIOS:-sysfs vfio}; do
+  scenario "$sc"
+done
 step "PASS"

@@ -1,9 +1,11 @@
 //! The `intel` port: a register-level poll-mode driver for Intel's igb (82576) and ixgbe
 //! (82599/X540/X550) NICs, after the datasheets' initialisation chapters.
 //!
-//! * **Device access** ([`pci`]): by PCI address; BAR0 through sysfs `resource0` (no IOMMU)
-//!   with bus mastering turned on in the command register. A device bound to a kernel driver
-//!   is refused unless [`IntelConfig::unbind_kernel_driver`] is set.
+//! * **Device access** ([`pci`], [`vfio`]): by PCI address; BAR0 through VFIO (IOMMU group
+//!   and container; DMA mapped with `VFIO_IOMMU_MAP_DMA`, or VFIO's no-IOMMU mode) or
+//!   through sysfs `resource0` when there is no IOMMU; bus mastering turned on in the command
+//!   register. A device bound to a kernel driver is refused unless
+//!   [`IntelConfig::unbind_kernel_driver`] is set.
 //! * **DMA memory** ([`dma`]): hugepages when the kernel has some free, else pinned 4 KiB
 //!   pages; device addresses from `/proc/self/pagemap`. Descriptor rings never straddle a
 //!   page that is not contiguous for the device.
@@ -33,6 +35,7 @@ pub mod model;
 pub mod pci;
 pub mod regs;
 pub mod ring;
+pub mod vfio;
 
 mod port;
 
@@ -107,6 +110,9 @@ pub enum IntelError {
         /// Why.
         why: String,
     },
+    /// A VFIO step failed.
+    #[error("VFIO: {0}")]
+    Vfio(String),
     /// Any other I/O error.
     #[error("I/O error: {0}")]
     Io(String),
@@ -145,6 +151,18 @@ impl Family {
     }
 }
 
+/// How the driver reaches the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// VFIO when the device is bound to `vfio-pci`, else sysfs `resource0`.
+    #[default]
+    Auto,
+    /// sysfs `resource0` and physical DMA addresses (no IOMMU).
+    Sysfs,
+    /// VFIO: the IOMMU maps DMA (or VFIO's no-IOMMU mode).
+    Vfio,
+}
+
 /// How an Intel port is opened.
 #[derive(Debug, Clone)]
 pub struct IntelConfig {
@@ -162,6 +180,8 @@ pub struct IntelConfig {
     pub bufs: u32,
     /// Where DMA memory comes from.
     pub dma: DmaSource,
+    /// How the device is reached.
+    pub access: Access,
     /// Unbind a kernel driver that owns the device instead of refusing it.
     pub unbind_kernel_driver: bool,
     /// Receive every frame (unicast and multicast promiscuous).
@@ -179,6 +199,7 @@ impl Default for IntelConfig {
             ring_size: 256,
             bufs: 2048,
             dma: DmaSource::Auto,
+            access: Access::Auto,
             unbind_kernel_driver: false,
             promiscuous: false,
             link_timeout_ms: 5_000,

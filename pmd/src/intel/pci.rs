@@ -97,6 +97,22 @@ impl PciDevice {
         Ok(())
     }
 
+    /// Binds the device to kernel driver `driver` (e.g. `vfio-pci`) through
+    /// `driver_override`; the device must be unbound.
+    pub fn bind(&self, driver: &str) -> Result<(), IntelError> {
+        let ov = self.dir.join("driver_override");
+        fs::write(&ov, driver).map_err(|e| IntelError::io(&ov, e))?;
+        let probe = Path::new("/sys/bus/pci/drivers_probe");
+        fs::write(probe, &self.addr).map_err(|e| IntelError::io(probe, e))?;
+        match self.driver() {
+            Some(d) if d == driver => Ok(()),
+            other => Err(IntelError::Io(format!(
+                "binding {} to {driver} failed (driver now {other:?}; is the {driver} module loaded?)",
+                self.addr
+            ))),
+        }
+    }
+
     /// Maps BAR0 through sysfs `resource0` (memory BAR; no IOMMU involved).
     pub fn map_resource0(&self) -> Result<Bar, IntelError> {
         let path = self.dir.join("resource0");

@@ -10,8 +10,12 @@ use super::dma::{DmaMem, IovaMap, Pagemap, pin};
 use super::pci::PciDevice;
 use super::regs::{Bar, Regs};
 use super::ring::{FreeBufs, RxQueue, TxAddr, TxQueue};
-use super::{Family, HwStats, IntelConfig, IntelError, Setup, igb, ixgbe};
+use super::vfio::Vfio;
+use super::{Access, Family, HwStats, IntelConfig, IntelError, Setup, igb, ixgbe};
 use crate::{Frame, LinkState, Mac, Port, PortStats};
+
+/// The kernel driver that hands a device to user space through VFIO.
+const VFIO_DRIVER: &str = "vfio-pci";
 
 /// Bytes per receive buffer.
 pub const BUF_SIZE: usize = 2048;
@@ -65,13 +69,15 @@ pub struct IntelPort<R: Regs> {
     ring_mem: DmaMem,
     pool_mem: DmaMem,
     _dev: Option<PciDevice>,
+    _vfio: Option<Vfio>,
 }
 
 impl IntelPort<Bar> {
-    /// Opens the device at `cfg.pci` through sysfs: checks it is a supported Intel NIC that
-    /// no kernel driver owns (or unbinds the driver if the config says so), maps BAR0, turns
-    /// bus mastering on, allocates DMA memory (device addresses from `/proc/self/pagemap`)
-    /// and runs the family's init sequence.
+    /// Opens the device at `cfg.pci`: checks it is a supported Intel NIC that no kernel
+    /// driver owns (or unbinds the driver if the config says so), maps BAR0 through VFIO or
+    /// sysfs `resource0` ([`IntelConfig::access`]), turns bus mastering on, allocates DMA
+    /// memory (mapped by the IOMMU, or physical addresses from `/proc/self/pagemap`) and runs
+    /// the family's init sequence.
     pub fn open(cfg: &IntelConfig) -> Result<Self, IntelError> {
         let dev = PciDevice::find(&cfg.pci)?;
         let family = Family::of(dev.vendor, dev.device).ok_or_else(|| IntelError::Unsupported {
@@ -79,11 +85,30 @@ impl IntelPort<Bar> {
             vendor: dev.vendor,
             device: dev.device,
         })?;
-        dev.claim(cfg.unbind_kernel_driver, None)?;
-        let bar = dev.map_resource0()?;
-        dev.enable_bus_master()?;
+        let vfio = match cfg.access {
+            Access::Vfio => true,
+            Access::Sysfs => false,
+            Access::Auto => dev.driver().as_deref() == Some(VFIO_DRIVER),
+        };
         let name = format!("intel:{}", dev.addr);
-        let mut port = Self::with_regs(bar, family, Box::new(Pagemap), cfg, name)?;
+        let mut port = if vfio {
+            if dev.driver().as_deref() != Some(VFIO_DRIVER) {
+                dev.claim(cfg.unbind_kernel_driver, None)?;
+                dev.bind(VFIO_DRIVER)?;
+            }
+            let v = Vfio::open(&dev)?;
+            let bar = v.map_bar0()?;
+            v.enable_bus_master()?;
+            let map = v.iova_map()?;
+            let mut p = Self::with_regs(bar, family, Box::new(map), cfg, name)?;
+            p._vfio = Some(v);
+            p
+        } else {
+            dev.claim(cfg.unbind_kernel_driver, None)?;
+            let bar = dev.map_resource0()?;
+            dev.enable_bus_master()?;
+            Self::with_regs(bar, family, Box::new(Pagemap), cfg, name)?
+        };
         port._dev = Some(dev);
         Ok(port)
     }
@@ -216,6 +241,7 @@ impl<R: Regs> IntelPort<R> {
             ring_mem,
             pool_mem,
             _dev: None,
+            _vfio: None,
         };
         port.mac = match family {
             Family::Igb => igb::mac(&port.regs),
