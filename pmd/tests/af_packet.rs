@@ -81,6 +81,26 @@ fn frames_arrive_intact_both_ways() {
     assert_eq!(s.rx_bytes, lens.iter().sum::<usize>() as u64);
     assert_eq!(s.tx_packets, lens.len() as u64);
     assert_eq!(s.errors, 0);
+    let show = || {
+        sh(&[
+            "ip",
+            "-d",
+            "-n",
+            &pair.port_ns,
+            "link",
+            "show",
+            "dev",
+            &pair.port_if,
+        ])
+    };
+    let shown = show();
+    assert!(
+        shown.contains("promiscuity 1"),
+        "promiscuous while open: {shown}"
+    );
+    drop(port);
+    let shown = show();
+    assert!(shown.contains("promiscuity 0"), "not after close: {shown}");
 }
 
 /// A VLAN tag the kernel strips into metadata is back in the frame the port delivers.

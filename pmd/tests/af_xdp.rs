@@ -282,8 +282,44 @@ fn two_queues_share_one_program() {
         .in_port_ns(move || AfXdpPort::open(cfg))
         .expect("queue 1");
     assert_ne!(q0.pool().id(), q1.pool().id());
+    let shown = sh(&[
+        "ip",
+        "-n",
+        &pair.port_ns,
+        "link",
+        "show",
+        "dev",
+        &pair.port_if,
+    ]);
+    assert!(shown.contains("prog/xdp id"), "program attached: {shown}");
     drop(q0);
+    let shown = sh(&[
+        "ip",
+        "-n",
+        &pair.port_ns,
+        "link",
+        "show",
+        "dev",
+        &pair.port_if,
+    ]);
+    assert!(
+        shown.contains("prog/xdp id"),
+        "still attached for queue 1: {shown}"
+    );
     drop(q1);
+    let shown = sh(&[
+        "ip",
+        "-n",
+        &pair.port_ns,
+        "link",
+        "show",
+        "dev",
+        &pair.port_if,
+    ]);
+    assert!(
+        !shown.contains("prog/xdp"),
+        "detached with the last port: {shown}"
+    );
     // Both closed: the link is gone and a fresh port attaches again.
     open(&pair, AttachMode::Native, BindMode::Copy).expect("reattach after both closed");
 }
