@@ -102,6 +102,21 @@ pub trait Port: Send {
         &[]
     }
 
+    /// Asks the port to transmit from `pool` (another party's pool, mapped into this process
+    /// for as long as the grant lasts) without a copy. A port that can (the Intel port: it
+    /// pins the pages and records their device addresses) adds it to `tx_pools` and returns
+    /// `true`; the default cannot. Not on the burst path.
+    fn grant_tx_pool(&mut self, _pool: &Pool) -> bool {
+        false
+    }
+
+    /// Withdraws a grant made with `grant_tx_pool`. Returns `false` while frames of that
+    /// pool are still in flight (call `tx_done` and retry): the pool must stay mapped until
+    /// this returns `true`.
+    fn revoke_tx_pool(&mut self, _pool: grant_pool::PoolId) -> bool {
+        true
+    }
+
     /// Receives up to `out.len()` frames into `out`; returns how many.
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize;
 

@@ -413,6 +413,17 @@ fn transmit_dmas_straight_from_a_registered_pool() {
     assert_eq!(done[0], h, "the app's buffer comes back to the caller");
     p.unregister_tx_pool(PoolId(3)).unwrap();
     assert_eq!(p.tx_burst(&[Frame::new(h, 300)]), 0);
+    // The same through the Port trait, as a switch holding `dyn Port` does it.
+    let port: &mut dyn Port = &mut p;
+    assert!(port.grant_tx_pool(&app));
+    assert!(port.tx_pools().contains(PoolId(3)));
+    assert_eq!(port.tx_burst(&[Frame::new(h, 300)]), 1);
+    assert!(!port.revoke_tx_pool(PoolId(3)), "in flight: not yet");
+    assert_eq!(m.transmit(0, &mut |_| {}), 1);
+    let mut done = [BufHandle::from_raw(0); 4];
+    assert_eq!(port.tx_done(&mut done), 1);
+    assert!(port.revoke_tx_pool(PoolId(3)));
+    assert!(!port.tx_pools().contains(PoolId(3)));
     // A length beyond the buffer is refused too.
     let own = {
         let mut b = [BufHandle::from_raw(0)];

@@ -456,6 +456,24 @@ impl<R: Regs> Port for IntelPort<R> {
         core::slice::from_ref(&self.pool)
     }
 
+    fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
+        match self.register_tx_pool(pool) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: cannot transmit from pool {}: {e}",
+                    self.name,
+                    pool.id().0
+                );
+                false
+            }
+        }
+    }
+
+    fn revoke_tx_pool(&mut self, pool: PoolId) -> bool {
+        !self.tx_set.contains(pool) || self.unregister_tx_pool(pool).is_ok()
+    }
+
     #[inline(never)]
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         let mut n = 0;
