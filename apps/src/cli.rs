@@ -36,9 +36,10 @@ pub struct DomainArgs {
     /// Buffers (2 KiB each) in the app's pool.
     #[arg(long, default_value_t = 4096)]
     pub buffers: usize,
-    /// Idle poll iterations before sleeping on the server's doorbell (0: sleep at once).
-    #[arg(long, default_value_t = 2000)]
-    pub busy_polls: u32,
+    /// Microseconds of idle busy-polling before sleeping on the server's doorbell (0: sleep
+    /// as soon as idle). Longer trades CPU for latency.
+    #[arg(long, default_value_t = 100)]
+    pub busy_poll_us: u64,
     /// Seconds to keep trying the first connection to the server.
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
@@ -73,7 +74,7 @@ impl DomainArgs {
         let mut c = DomainConfig::new(self.socket.clone(), self.name.clone(), self.net()?);
         c.ring_size = self.ring_size;
         c.buf_count = self.buffers;
-        c.busy_polls = self.busy_polls;
+        c.busy_poll = Duration::from_micros(self.busy_poll_us);
         if !(self.connect_timeout >= 0.0 && self.connect_timeout < 1e6) {
             return Err("--connect-timeout must be a number of seconds".into());
         }

@@ -87,8 +87,8 @@ pub struct DomainConfig {
     pub ring_size: u32,
     /// Buffers in the pool (2 KiB each).
     pub buf_count: usize,
-    /// Idle loop iterations before the domain arms need-wakeup and sleeps.
-    pub busy_polls: u32,
+    /// How long the loop busy-polls without traffic before it arms need-wakeup and sleeps.
+    pub busy_poll: Duration,
     /// Longest sleep while idle.
     pub max_sleep: Duration,
     /// How long the first connection may be retried before giving up; after that, a lost
@@ -105,7 +105,7 @@ impl DomainConfig {
             net,
             ring_size: 1024,
             buf_count: 4096,
-            busy_polls: 2000,
+            busy_poll: Duration::from_micros(100),
             max_sleep: Duration::from_millis(100),
             first_connect: Duration::from_secs(10),
         }
@@ -416,6 +416,7 @@ impl AppDomain {
     /// Runs `svc` until it is done or `stop` is set, surviving server restarts.
     pub fn run<S: Service>(&mut self, svc: &mut S, stop: &AtomicBool) -> Result<(), AppError> {
         let mut idle: u32 = 0;
+        let mut idle_since: Option<std::time::Instant> = None;
         let mut iter: u32 = 0;
         while !stop.load(Ordering::Relaxed) && !svc.done() {
             if self.client.is_none() {
@@ -453,14 +454,22 @@ impl AppDomain {
                 continue;
             }
             if worked || activity(&self.device.stats()) != before {
-                idle = 0;
+                idle_since = None;
                 continue;
             }
-            idle = idle.saturating_add(1);
-            if idle < self.cfg.busy_polls {
+            // Idle: keep polling for a while (the next frame is often close behind), then
+            // sleep. The clock is read only every few idle turns.
+            idle = idle.wrapping_add(1);
+            if !idle.is_multiple_of(16) {
+                continue;
+            }
+            let t = std::time::Instant::now();
+            let since = *idle_since.get_or_insert(t);
+            if t.duration_since(since) < self.cfg.busy_poll {
                 continue;
             }
             self.sleep(svc);
+            idle_since = None;
         }
         self.linger(svc);
         Ok(())

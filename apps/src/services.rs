@@ -427,7 +427,9 @@ impl Service for BulkSource {
                     self.pattern.fill(&mut self.chunk);
                     self.chunk_off = 0;
                 }
-                let end = (self.chunk_off as u64 + left).min(self.chunk.len() as u64) as usize;
+                let end = (self.chunk_off as u64)
+                    .saturating_add(left)
+                    .min(self.chunk.len() as u64) as usize;
                 let n = s
                     .send_slice(&self.chunk[self.chunk_off..end])
                     .unwrap_or_default();

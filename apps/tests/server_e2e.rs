@@ -156,11 +156,11 @@ impl Server {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let socket = dir.join("ctl.sock");
         let uid = rustix::process::getuid().as_raw();
-        let mut t = format!("[control]\nsocket = {socket:?}\nmode = 0o600\n\n");
-        t.push_str("[[port]]\nname = \"sim0\"\nbackend = \"sim\"\n\n");
+        let mut t = format!("[server]\nsocket = {socket:?}\nsocket_mode = \"0600\"\n\n");
+        t.push_str("[[ports]]\nname = \"sim0\"\nbackend = \"sim\"\ngenerate = false\n\n");
         for (name, mac, _) in APPS {
             t.push_str(&format!(
-                "[[app]]\nname = \"{name}\"\nmac = \"{mac}\"\nuid = {uid}\n\n"
+                "[[apps]]\nname = \"{name}\"\nmac = \"{mac}\"\nuid = {uid}\n\n"
             ));
         }
         let config = dir.join("ferrite.toml");
