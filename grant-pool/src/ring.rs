@@ -419,6 +419,19 @@ impl RingProducer {
         self.sh.mem.flags().load(Ordering::Relaxed) & NEED_WAKEUP != 0
     }
 
+    /// Reserves, writes and publishes as many of `descs` as fit, in order, with one
+    /// release-store; returns how many.
+    #[inline]
+    pub fn push(&mut self, descs: &[Desc]) -> Result<u32, RingError> {
+        let want = u32::try_from(descs.len()).unwrap_or(u32::MAX);
+        let n = self.reserve(want)?;
+        for (i, d) in descs.iter().take(n as usize).enumerate() {
+            self.write(i as u32, *d);
+        }
+        self.publish(n);
+        Ok(n)
+    }
+
     /// Entries published and not yet consumed, as last seen.
     pub fn pending(&mut self) -> Result<u32, RingError> {
         self.refresh()?;
@@ -490,6 +503,19 @@ impl RingConsumer {
         debug_assert!(n <= self.cached_prod.wrapping_sub(self.cons));
         self.cons = self.cons.wrapping_add(n);
         self.sh.mem.cons().store(self.cons, Ordering::Release);
+    }
+
+    /// Peeks, copies out and releases up to `out.len()` descriptors with one release-store;
+    /// returns how many. The copies are unvalidated: the caller checks them.
+    #[inline]
+    pub fn pop(&mut self, out: &mut [Desc]) -> Result<u32, RingError> {
+        let want = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        let n = self.peek(want)?;
+        for (i, o) in out.iter_mut().take(n as usize).enumerate() {
+            *o = self.read(i as u32);
+        }
+        self.release(n);
+        Ok(n)
     }
 
     /// Asks the producer for a notification, then re-checks for entries that raced the flag.
@@ -572,6 +598,21 @@ mod tests {
         c.release(8);
         assert_eq!(c.peek(1), Ok(0));
         assert_eq!(p.reserve(8), Ok(8));
+    }
+
+    #[test]
+    fn push_and_pop_move_whole_slices() {
+        let (_m, mut p, mut c) = ring(8);
+        let src: Vec<Desc> = (0..10).map(d).collect();
+        assert_eq!(p.push(&src), Ok(8), "only a ring's worth fits");
+        let mut out = [Desc::default(); 5];
+        assert_eq!(c.pop(&mut out), Ok(5));
+        assert_eq!(&out[..], &src[..5]);
+        assert_eq!(p.push(&src[8..]), Ok(2));
+        let mut rest = [Desc::default(); 16];
+        assert_eq!(c.pop(&mut rest), Ok(5));
+        assert_eq!(&rest[..5], &src[5..]);
+        assert_eq!(c.pop(&mut rest), Ok(0));
     }
 
     #[test]
