@@ -398,3 +398,49 @@ fn wait_rx_sleeps_until_a_frame_arrives() {
         vec![test_frame(mac, pair.peer_mac, 5, 80)]
     );
 }
+
+/// Without privileges the error names what is missing. Runs this test binary again as user
+/// `nobody` (65534) for the unprivileged half.
+#[test]
+fn without_privileges_the_error_names_the_capability() {
+    if !root_or_skip("without_privileges_the_error_names_the_capability") {
+        return;
+    }
+    let exe = unprivileged_copy_of_self();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "unprivileged_probe",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("FERRITE_PERM_PROBE", "1")
+        .output()
+        .expect("run setpriv");
+    let _ = std::fs::remove_file(&exe);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("probe: Permission"), "{text}");
+    assert!(text.contains("CAP_NET_RAW"), "{text}");
+}
+
+/// Not a test on its own: the unprivileged half of the test above.
+#[test]
+fn unprivileged_probe() {
+    if std::env::var_os("FERRITE_PERM_PROBE").is_none() {
+        return;
+    }
+    match AfPacketPort::open(AfPacketConfig::new("lo", PoolId(1))) {
+        Err(e @ AfPacketError::Permission { .. }) => println!("probe: Permission: {e}"),
+        Err(e) => println!("probe: other: {e:?}"),
+        Ok(_) => println!("probe: opened"),
+    }
+}

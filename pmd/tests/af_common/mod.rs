@@ -624,3 +624,19 @@ pub fn reflector_run(
     );
     (sent, received.load(Ordering::Relaxed))
 }
+
+/// A copy of the running test binary that any user can execute (the build directory may not
+/// be reachable by an unprivileged user), for running part of a test as `nobody`.
+pub fn unprivileged_copy_of_self() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = std::env::current_exe().expect("test binary");
+    let name = exe
+        .file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned();
+    let dst = std::env::temp_dir().join(format!("ferrite-probe-{}-{name}", std::process::id()));
+    std::fs::copy(&exe, &dst).expect("copy test binary");
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dst
+}
