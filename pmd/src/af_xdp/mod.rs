@@ -211,7 +211,8 @@ pub struct AfXdpConfig {
     pub bufs: usize,
     /// Buffer (UMEM chunk) size: 2048 or 4096.
     pub buf_size: usize,
-    /// Entries in each of the four rings (power of two).
+    /// Entries in each of the four rings (power of two, 64..=16384); halved until it is at
+    /// most half of `bufs`.
     pub ring_size: u32,
     /// Program attach mode.
     pub attach: AttachMode,
@@ -332,11 +333,17 @@ impl AfXdpPort {
                 cfg.ring_size
             )));
         }
-        if cfg.bufs < 2 * cfg.ring_size as usize {
+        if cfg.bufs < 128 {
             return Err(AfXdpError::Config(format!(
-                "bufs {} must be at least twice ring_size {} (fill ring plus frames in flight)",
-                cfg.bufs, cfg.ring_size
+                "bufs {} must be at least 128 (a 64-entry fill ring plus frames in flight)",
+                cfg.bufs
             )));
+        }
+        // The fill ring holds at most half the buffers, so the other half stays available
+        // for frames the caller holds and for transmit: smaller pools get smaller rings.
+        let mut cfg = cfg;
+        while cfg.bufs < 2 * cfg.ring_size as usize {
+            cfg.ring_size /= 2;
         }
         let layout = PoolLayout::new(cfg.buf_size, cfg.bufs)
             .map_err(|e| AfXdpError::Config(e.to_string()))?;
