@@ -131,6 +131,9 @@ pub struct SimConfig {
     pub generate: bool,
     /// Frames to generate in total; `None` for no limit.
     pub limit: Option<u64>,
+    /// Whether the generator only sends what [`SimProbe::release`] allows (tests that
+    /// script traffic step by step).
+    pub gated: bool,
     /// Length of generated frames in bytes.
     pub frame_len: usize,
     /// Source MACs of generated frames; `None` means the port's own MAC.
@@ -158,6 +161,7 @@ impl SimConfig {
             spare_bufs: 1024,
             generate: true,
             limit: None,
+            gated: false,
             frame_len: 64,
             src: None,
             dst: MacPattern::Broadcast,
@@ -196,9 +200,16 @@ pub struct SimProbe {
     pub total: AtomicU64,
     /// While set, `tx_done` returns nothing: the sink's ring fills up (a stalled peer).
     pub hold_completions: AtomicBool,
+    /// Frames a gated generator may still send.
+    pub credit: AtomicU64,
 }
 
 impl SimProbe {
+    /// Lets a gated generator send `n` more frames.
+    pub fn release(&self, n: u64) {
+        self.credit.fetch_add(n, Relaxed);
+    }
+
     /// Reads a counter.
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
@@ -256,6 +267,7 @@ pub struct SimPort {
     held: Vec<u64>,
     generate: bool,
     remaining: u64,
+    gated: bool,
     frame_len: u16,
     src: MacPattern,
     dst: MacPattern,
@@ -345,6 +357,7 @@ impl SimPort {
             held,
             generate: cfg.generate,
             remaining: cfg.limit.unwrap_or(u64::MAX),
+            gated: cfg.gated,
             frame_len: cfg.frame_len as u16,
             src,
             dst: cfg.dst,
@@ -530,10 +543,16 @@ impl Port for SimPort {
         if !self.generate {
             return 0;
         }
-        let n = out
+        let mut n = out
             .len()
             .min(self.gen_free.len())
             .min(self.remaining.min(usize::MAX as u64) as usize);
+        if self.gated {
+            n = n.min(self.probe.credit.load(Relaxed).min(usize::MAX as u64) as usize);
+            if n > 0 {
+                self.probe.credit.fetch_sub(n as u64, Relaxed);
+            }
+        }
         if n == 0 {
             return 0;
         }

@@ -8,3 +8,15 @@
 
 pub mod ctl;
 pub mod xenstore;
+
+pub mod counters;
+pub mod fdb;
+pub mod forward;
+pub mod run;
+
+pub use counters::{DropReason, PortCounters, PortCountersSnapshot};
+pub use fdb::{Fdb, FdbStats};
+pub use forward::{
+    Clock, MAX_BURST, MAX_PORTS, ManualClock, PortId, Switch, SwitchConfig, SwitchError,
+};
+pub use run::{IdleConfig, Waker};

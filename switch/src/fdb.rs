@@ -1,0 +1,367 @@
+//! The forwarding database: which port a unicast MAC was last seen on.
+//!
+//! Open addressing with linear probing over a power-of-two table of 16-byte slots (four per
+//! cache line), filled to at most half, so a probe usually touches one line. The table is
+//! bounded: once it holds `max_entries` stations, new ones are not learned (their frames are
+//! flooded, as unknown unicast is) and the refusal is counted. Learning writes a slot only
+//! when its port or tick changed, so a busy station does not dirty its line on every frame.
+//! Entries age lazily: a lookup treats an entry older than the aging time as absent, and a
+//! bounded sweep (a few slots per call) deletes aged entries with backward-shift deletion,
+//! which keeps probe chains short without tombstones.
+//!
+//! Keys are hashed with a multiplicative hash keyed by a per-table seed, so a sender cannot
+//! pick MACs that collide in every switch.
+
+/// A MAC address as the low 48 bits of a `u64`, first byte on the wire in the lowest byte:
+/// the I/G (multicast) bit is bit 0.
+pub type MacKey = u64;
+
+/// Mask of the 48 bits of a [`MacKey`].
+pub const MAC_MASK: u64 = (1 << 48) - 1;
+const OCCUPIED: u64 = 1 << 48;
+
+/// The key of `mac`.
+#[inline]
+pub fn mac_key(mac: &[u8; 6]) -> MacKey {
+    let mut b = [0u8; 8];
+    b[..6].copy_from_slice(mac);
+    u64::from_le_bytes(b)
+}
+
+/// The MAC of `key`.
+#[inline]
+pub fn key_mac(key: MacKey) -> [u8; 6] {
+    let b = key.to_le_bytes();
+    [b[0], b[1], b[2], b[3], b[4], b[5]]
+}
+
+/// Whether `key` is a group (multicast or broadcast) address.
+#[inline]
+pub fn is_group(key: MacKey) -> bool {
+    key & 1 != 0
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(16))]
+struct Slot {
+    /// `OCCUPIED | mac` when in use, 0 when empty.
+    key: u64,
+    tick: u32,
+    port: u16,
+}
+
+/// Counters of the FDB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdbStats {
+    /// Stations learned (new entries).
+    pub learned: u64,
+    /// Stations that moved to another port.
+    pub moves: u64,
+    /// Stations not learned because the table was full.
+    pub full: u64,
+    /// Entries deleted by aging.
+    pub aged: u64,
+    /// Group source addresses refused for learning.
+    pub bad_source: u64,
+}
+
+/// What [`Fdb::learn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// The entry was already up to date: nothing written.
+    Fresh,
+    /// The entry's tick was refreshed.
+    Refreshed,
+    /// A new station.
+    New,
+    /// The station moved from this port.
+    Moved(u16),
+    /// The table is full; not learned.
+    Full,
+    /// A group address cannot be a source; not learned.
+    BadSource,
+}
+
+/// The forwarding database. See the module docs.
+pub struct Fdb {
+    slots: Box<[Slot]>,
+    mask: usize,
+    shift: u32,
+    seed: u64,
+    len: usize,
+    max: usize,
+    age: u32,
+    sweep_at: usize,
+    stats: FdbStats,
+}
+
+impl Fdb {
+    /// A table holding at most `max_entries` stations (at least 1), forgetting a station
+    /// `age` ticks after it was last seen.
+    pub fn new(max_entries: usize, age: u32) -> Self {
+        let max = max_entries.clamp(1, 1 << 26);
+        let cap = (max * 2).next_power_of_two().max(16);
+        let seed = {
+            // Per-table seed from the address of a stack value and the time: not secret, only
+            // different between switches and runs.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            let local = 0u8;
+            (t ^ (&local as *const u8 as u64).rotate_left(32)) | 1
+        };
+        Self {
+            slots: vec![Slot::default(); cap].into_boxed_slice(),
+            mask: cap - 1,
+            shift: 64 - cap.trailing_zeros(),
+            seed,
+            len: 0,
+            max,
+            age,
+            sweep_at: 0,
+            stats: FdbStats::default(),
+        }
+    }
+
+    /// Stations in the table (aged ones included until swept).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most stations the table holds.
+    pub fn max_entries(&self) -> usize {
+        self.max
+    }
+
+    /// The aging time in ticks.
+    pub fn age(&self) -> u32 {
+        self.age
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> FdbStats {
+        self.stats
+    }
+
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        ((key ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn alive(&self, s: &Slot, now: u32) -> bool {
+        now.wrapping_sub(s.tick) <= self.age
+    }
+
+    /// The port `mac` was last seen on, unless unknown or aged out.
+    #[inline]
+    pub fn lookup(&self, mac: MacKey, now: u32) -> Option<u16> {
+        let key = (mac & MAC_MASK) | OCCUPIED;
+        let mut i = self.home(key);
+        loop {
+            let s = &self.slots[i & self.mask];
+            if s.key == key {
+                return self.alive(s, now).then_some(s.port);
+            }
+            if s.key == 0 {
+                return None;
+            }
+            i += 1;
+        }
+    }
+
+    /// Records that `mac` was seen on `port` at `now`.
+    #[inline]
+    pub fn learn(&mut self, mac: MacKey, port: u16, now: u32) -> Learned {
+        if is_group(mac) {
+            self.stats.bad_source += 1;
+            return Learned::BadSource;
+        }
+        let key = (mac & MAC_MASK) | OCCUPIED;
+        let mask = self.mask;
+        let mut i = self.home(key);
+        loop {
+            let s = &mut self.slots[i & mask];
+            if s.key == key {
+                if s.port != port {
+                    let old = s.port;
+                    s.port = port;
+                    s.tick = now;
+                    self.stats.moves += 1;
+                    return Learned::Moved(old);
+                }
+                if s.tick != now {
+                    s.tick = now;
+                    return Learned::Refreshed;
+                }
+                return Learned::Fresh;
+            }
+            if s.key == 0 {
+                if self.len >= self.max {
+                    self.stats.full += 1;
+                    return Learned::Full;
+                }
+                *s = Slot {
+                    key,
+                    tick: now,
+                    port,
+                };
+                self.len += 1;
+                self.stats.learned += 1;
+                return Learned::New;
+            }
+            i += 1;
+        }
+    }
+
+    /// Empties slot `i` and shifts the rest of its probe chain back (no tombstones).
+    fn remove_at(&mut self, i: usize) {
+        let mask = self.mask;
+        let mut hole = i & mask;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let s = self.slots[j];
+            if s.key == 0 {
+                break;
+            }
+            let home = self.home(s.key) & mask;
+            // The entry at j may fill the hole when the hole lies on its probe path, i.e.
+            // between its home and j (cyclically).
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.slots[hole] = s;
+                hole = j;
+            }
+        }
+        self.slots[hole] = Slot::default();
+        self.len -= 1;
+    }
+
+    /// Deletes aged entries among the next `budget` slots; returns how many it deleted.
+    pub fn sweep(&mut self, now: u32, budget: usize) -> usize {
+        let mut deleted = 0;
+        for _ in 0..budget.min(2 * self.slots.len()) {
+            let i = self.sweep_at;
+            let s = self.slots[i];
+            if s.key != 0 && !self.alive(&s, now) {
+                // The slot may now hold a shifted entry: look at it again next time.
+                self.remove_at(i);
+                deleted += 1;
+            } else {
+                self.sweep_at = (i + 1) & self.mask;
+            }
+        }
+        self.stats.aged += deleted as u64;
+        deleted
+    }
+
+    /// Forgets every station on `port` (the port went away).
+    pub fn flush_port(&mut self, port: u16) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            let s = self.slots[i];
+            if s.key != 0 && s.port == port {
+                self.remove_at(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Every live entry as `(mac, port, age in ticks)`, for the control plane.
+    pub fn entries(&self, now: u32) -> Vec<([u8; 6], u16, u32)> {
+        self.slots
+            .iter()
+            .filter(|s| s.key != 0 && self.alive(s, now))
+            .map(|s| (key_mac(s.key), s.port, now.wrapping_sub(s.tick)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(i: u32) -> MacKey {
+        mac_key(&[2, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 0x10])
+    }
+
+    #[test]
+    fn learns_moves_and_ages() {
+        let mut f = Fdb::new(64, 100);
+        assert_eq!(f.lookup(mac(1), 0), None);
+        assert_eq!(f.learn(mac(1), 3, 0), Learned::New);
+        assert_eq!(f.learn(mac(1), 3, 0), Learned::Fresh);
+        assert_eq!(f.lookup(mac(1), 50), Some(3));
+        assert_eq!(f.learn(mac(1), 5, 60), Learned::Moved(3));
+        assert_eq!(f.lookup(mac(1), 160), Some(5));
+        assert_eq!(f.lookup(mac(1), 161), None, "aged out lazily");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.sweep(161, 1 << 20), 1);
+        assert_eq!(f.len(), 0);
+        assert_eq!(f.stats().moves, 1);
+    }
+
+    #[test]
+    fn refuses_group_sources() {
+        let mut f = Fdb::new(4, 10);
+        assert_eq!(f.learn(mac_key(&[0xff; 6]), 1, 0), Learned::BadSource);
+        assert_eq!(
+            f.learn(mac_key(&[1, 0, 0x5e, 0, 0, 1]), 1, 0),
+            Learned::BadSource
+        );
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn bounded_and_recovers_after_aging() {
+        let mut f = Fdb::new(100, 10);
+        for i in 0..100 {
+            assert_eq!(f.learn(mac(i), 1, 0), Learned::New);
+        }
+        assert_eq!(f.learn(mac(100), 1, 0), Learned::Full);
+        assert_eq!(f.lookup(mac(100), 0), None);
+        assert_eq!(f.lookup(mac(99), 0), Some(1), "old entries stay");
+        // Keep half alive, let the rest age, sweep.
+        for i in 0..50 {
+            f.learn(mac(i), 2, 8);
+        }
+        f.sweep(15, 1 << 20);
+        assert_eq!(f.len(), 50);
+        for i in 0..50 {
+            assert_eq!(f.lookup(mac(i), 15), Some(2), "entry {i} lost by deletion");
+        }
+        assert_eq!(f.learn(mac(100), 1, 15), Learned::New);
+    }
+
+    #[test]
+    fn flush_port_keeps_other_ports() {
+        let mut f = Fdb::new(1000, 10);
+        for i in 0..1000 {
+            f.learn(mac(i), (i % 3) as u16, 0);
+        }
+        f.flush_port(1);
+        for i in 0..1000 {
+            let want = if i % 3 == 1 {
+                None
+            } else {
+                Some((i % 3) as u16)
+            };
+            assert_eq!(f.lookup(mac(i), 0), want);
+        }
+    }
+
+    #[test]
+    fn mac_keys_round_trip() {
+        let m = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        assert_eq!(key_mac(mac_key(&m)), m);
+        assert!(!is_group(mac_key(&m)));
+        assert!(is_group(mac_key(&[0x33, 0x33, 0, 0, 0, 1])));
+    }
+}

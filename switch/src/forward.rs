@@ -1,0 +1,762 @@
+//! The switch proper: its ports, its pool table, and burst forwarding.
+//!
+//! A burst from one ingress port is forwarded in two passes:
+//!
+//! 1. **Look up the whole burst.** For each frame: check the handle and length against the
+//!    pool table (a flat array indexed by pool id: buffer count, size shift, memory, owner);
+//!    copy 16 header bytes out of the buffer (the frame is at least 14 bytes long: the two
+//!    MACs and the EtherType, and buffers are at least 256 bytes); learn the source; look up
+//!    the destination; append the frame to that destination's queue. Group and unknown
+//!    destinations are flooded: the frame is queued to every other port, as the original
+//!    handle for the first one that can read its pool and as "copy this" for the rest. A
+//!    frame whose destination was learned on its ingress port is dropped (hairpin). Runs of
+//!    frames with the same source or destination MAC skip the table (one compare).
+//! 2. **Deliver per destination.** First every copy the burst needs is made (the destination
+//!    allocates buffers from its own pools once per burst; each frame is copied once), and
+//!    only then are handles passed on, so no destination can touch an original while another
+//!    is still copying from it. Then each destination gets one `tx_burst`; what it does not
+//!    take is dropped as `RingFull` and its buffer goes back to its owner.
+//!
+//! Buffers going back to their owners are gathered per owner and returned with one `reclaim`
+//! call each (a burst from one pool, the common case, is returned as the very slice it
+//! arrived in). Every port call is per burst, never per frame; the per-frame work is a few
+//! loads, compares and stores, no allocation and no lock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use grant_pool::{BufHandle, Pool, PoolId, PoolSet, Region};
+use pmd::{Frame, Port};
+
+use crate::counters::{DropReason, PortCounters, bump};
+use crate::fdb::{Fdb, FdbStats, Learned, MAC_MASK, is_group};
+use crate::run::{IdleConfig, Waker};
+
+/// The most frames forwarded per burst.
+pub const MAX_BURST: usize = 256;
+/// The most ports a switch holds.
+pub const MAX_PORTS: usize = 1024;
+/// Ethernet header bytes: two MACs and the EtherType.
+pub const ETH_HEADER: usize = 14;
+
+const FLOOD: u16 = u16::MAX;
+const NO_OWNER: u16 = u16::MAX;
+const POOLS: usize = 256;
+const SWEEP_BUDGET: usize = 4;
+const STASH: usize = 2 * MAX_BURST;
+
+/// A port's number within a switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub u16);
+
+/// Where the switch takes the time from, for aging.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// Real time since the switch was built.
+    Monotonic,
+    /// A clock the caller moves (tests, simulation).
+    Manual(ManualClock),
+}
+
+/// A clock that only moves when told to. Clones share the time.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.0
+            .fetch_add(by.as_millis().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// Milliseconds since zero.
+    pub fn millis(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// How a switch is built.
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    /// Frames asked of a port per `rx_burst` (1..=[`MAX_BURST`]).
+    pub burst: usize,
+    /// Most stations the FDB holds.
+    pub fdb_entries: usize,
+    /// How long a station stays in the FDB after it was last seen.
+    pub aging: Duration,
+    /// Whether source MACs are learned (off: every frame is flooded).
+    pub learning: bool,
+    /// The core the run loop pins itself to, if any.
+    pub core: Option<usize>,
+    /// Adaptive idle of the run loop.
+    pub idle: IdleConfig,
+    /// The time source for aging.
+    pub clock: Clock,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        Self {
+            burst: 32,
+            fdb_entries: 8192,
+            aging: Duration::from_secs(300),
+            learning: true,
+            core: None,
+            idle: IdleConfig::default(),
+            clock: Clock::Monotonic,
+        }
+    }
+}
+
+/// Why the switch refused a configuration or a port.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// The burst size is out of range.
+    #[error("burst size {0} must be between 1 and {MAX_BURST}")]
+    Burst(usize),
+    /// No room for another port.
+    #[error("the switch already has {MAX_PORTS} ports; remove one first")]
+    TooManyPorts,
+    /// A port owns a pool but does not expose its memory.
+    #[error("port {port} owns pool {pool} but does not expose its memory (Port::pools)")]
+    PoolUnexposed {
+        /// The port's name.
+        port: String,
+        /// The pool.
+        pool: u8,
+    },
+    /// Two ports claim the same pool.
+    #[error(
+        "port {port} owns pool {pool}, which port {owner} already owns; pool ids must be unique"
+    )]
+    PoolTaken {
+        /// The port's name.
+        port: String,
+        /// The pool.
+        pool: u8,
+        /// The name of the port owning it already.
+        owner: String,
+    },
+    /// The run loop could not pin itself.
+    #[error("cannot pin the switch to core {0}: no such core or affinity refused")]
+    Pin(usize),
+}
+
+/// What the switch knows about one pool: enough to check a handle and find its bytes.
+#[derive(Debug, Clone, Copy)]
+struct PoolSlot {
+    mem: Option<Region>,
+    /// Buffers in the pool; 0 when the pool is unknown (every handle fails the check).
+    count: u32,
+    /// log2 of the buffer size.
+    shift: u32,
+    /// Buffer size in bytes.
+    size: u32,
+    /// The port buffers go back to.
+    owner: u16,
+}
+
+const NO_POOL: PoolSlot = PoolSlot {
+    mem: None,
+    count: 0,
+    shift: 0,
+    size: 0,
+    owner: NO_OWNER,
+};
+
+impl PoolSlot {
+    /// The region of buffer `h` and the frame length check, or `None` for a bad frame.
+    #[inline]
+    fn buf(&self, h: BufHandle) -> Option<(Region, usize)> {
+        let idx = h.idx().0;
+        if idx >= self.count {
+            return None;
+        }
+        Some((self.mem?, (idx as usize) << self.shift))
+    }
+}
+
+/// Frames queued for one destination during a burst.
+struct DestQueue {
+    frames: [Frame; MAX_BURST],
+    n: usize,
+    /// Bit `j`: entry `j` is a flooded frame this destination gets a copy of.
+    copy: [u64; MAX_BURST / 64],
+    copies: usize,
+    /// Pools the destination reads (cached `Port::tx_pools`).
+    tx_pools: PoolSet,
+}
+
+impl DestQueue {
+    fn new(tx_pools: PoolSet) -> Self {
+        Self {
+            frames: [Frame::new(BufHandle::from_raw(0), 0); MAX_BURST],
+            n: 0,
+            copy: [0; MAX_BURST / 64],
+            copies: 0,
+            tx_pools,
+        }
+    }
+}
+
+struct Slot {
+    port: Box<dyn Port>,
+    counters: Arc<PortCounters>,
+}
+
+/// Buffers on their way back to their owners, gathered per owner.
+struct Returns {
+    stash: Vec<Vec<BufHandle>>,
+    owners: Vec<u16>,
+    orphans: u64,
+}
+
+impl Returns {
+    #[inline]
+    fn put(&mut self, pools: &[PoolSlot; POOLS], h: BufHandle) {
+        let owner = pools[h.pool().0 as usize].owner;
+        match self.stash.get_mut(owner as usize) {
+            Some(s) => {
+                if s.is_empty() {
+                    self.owners.push(owner);
+                }
+                s.push(h);
+            }
+            None => self.orphans += 1,
+        }
+    }
+
+    fn flush(&mut self, ports: &mut [Option<Slot>]) {
+        for &o in &self.owners {
+            let s = &mut self.stash[o as usize];
+            if let Some(Some(slot)) = ports.get_mut(o as usize) {
+                slot.port.reclaim(s);
+                bump(&slot.counters.reclaimed, s.len() as u64);
+            } else {
+                self.orphans += s.len() as u64;
+            }
+            s.clear();
+        }
+        self.owners.clear();
+    }
+
+    /// Returns `bufs` to their owners: as one slice when they share a pool.
+    #[inline]
+    fn give(&mut self, pools: &[PoolSlot; POOLS], ports: &mut [Option<Slot>], bufs: &[BufHandle]) {
+        let Some(first) = bufs.first() else {
+            return;
+        };
+        let p = first.pool();
+        if bufs.iter().all(|h| h.pool() == p) {
+            let owner = pools[p.0 as usize].owner;
+            if let Some(Some(slot)) = ports.get_mut(owner as usize) {
+                slot.port.reclaim(bufs);
+                bump(&slot.counters.reclaimed, bufs.len() as u64);
+            } else {
+                self.orphans += bufs.len() as u64;
+            }
+            return;
+        }
+        for &h in bufs {
+            self.put(pools, h);
+        }
+        self.flush(ports);
+    }
+}
+
+/// The L2 switch. See the module docs.
+pub struct Switch {
+    pub(crate) burst: usize,
+    learning: bool,
+    pub(crate) core: Option<usize>,
+    pub(crate) idle: IdleConfig,
+    ports: Vec<Option<Slot>>,
+    queues: Vec<DestQueue>,
+    flood: Vec<u16>,
+    pools: Box<[PoolSlot; POOLS]>,
+    fdb: Fdb,
+    clock: Clock,
+    epoch: Instant,
+    now: u32,
+    polls: u32,
+    rx: Box<[Frame; MAX_BURST]>,
+    done: Box<[BufHandle; MAX_BURST]>,
+    allocated: Box<[BufHandle; MAX_BURST]>,
+    active: Vec<u16>,
+    free_after: Vec<BufHandle>,
+    returns: Returns,
+    pub(crate) waker: Arc<Waker>,
+}
+
+impl Switch {
+    /// A switch with no ports.
+    pub fn new(cfg: SwitchConfig) -> Result<Self, SwitchError> {
+        if cfg.burst == 0 || cfg.burst > MAX_BURST {
+            return Err(SwitchError::Burst(cfg.burst));
+        }
+        let age = cfg.aging.as_millis().min(u32::MAX as u128 / 2) as u32;
+        Ok(Self {
+            burst: cfg.burst,
+            learning: cfg.learning,
+            core: cfg.core,
+            idle: cfg.idle,
+            ports: Vec::new(),
+            queues: Vec::new(),
+            flood: Vec::new(),
+            pools: Box::new([NO_POOL; POOLS]),
+            fdb: Fdb::new(cfg.fdb_entries, age),
+            clock: cfg.clock,
+            epoch: Instant::now(),
+            now: 0,
+            polls: 0,
+            rx: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
+            done: Box::new([BufHandle::from_raw(0); MAX_BURST]),
+            allocated: Box::new([BufHandle::from_raw(0); MAX_BURST]),
+            active: Vec::with_capacity(MAX_PORTS),
+            free_after: Vec::with_capacity(MAX_BURST),
+            returns: Returns {
+                stash: Vec::new(),
+                owners: Vec::with_capacity(MAX_PORTS),
+                orphans: 0,
+            },
+            waker: Arc::new(Waker::default()),
+        })
+    }
+
+    /// Adds a port; its pools (`Port::pools`, which must cover `own_pools`) join the switch's
+    /// pool table and it joins the flood set.
+    pub fn add_port(&mut self, port: Box<dyn Port>) -> Result<PortId, SwitchError> {
+        let own = port.own_pools();
+        let exposed = port.pools();
+        let mut mine: Vec<Pool> = Vec::new();
+        for id in 0..POOLS {
+            let pid = PoolId(id as u8);
+            if !own.contains(pid) {
+                continue;
+            }
+            let Some(pool) = exposed.iter().find(|p| p.id() == pid) else {
+                return Err(SwitchError::PoolUnexposed {
+                    port: port.name().to_string(),
+                    pool: pid.0,
+                });
+            };
+            let owner = self.pools[id].owner;
+            if owner != NO_OWNER {
+                let owner = self.port(PortId(owner)).map(|p| p.name().to_string());
+                return Err(SwitchError::PoolTaken {
+                    port: port.name().to_string(),
+                    pool: pid.0,
+                    owner: owner.unwrap_or_default(),
+                });
+            }
+            mine.push(*pool);
+        }
+        let idx = match self.ports.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.ports.len() < MAX_PORTS => {
+                self.ports.push(None);
+                self.queues.push(DestQueue::new(PoolSet::EMPTY));
+                self.returns.stash.push(Vec::with_capacity(STASH));
+                self.ports.len() - 1
+            }
+            None => return Err(SwitchError::TooManyPorts),
+        };
+        for pool in mine {
+            let layout = pool.layout();
+            self.pools[pool.id().0 as usize] = PoolSlot {
+                mem: Some(pool.region()),
+                count: layout.count as u32,
+                shift: layout.buf_size.trailing_zeros(),
+                size: layout.buf_size as u32,
+                owner: idx as u16,
+            };
+        }
+        self.queues[idx] = DestQueue::new(port.tx_pools());
+        self.flood.push(idx as u16);
+        self.ports[idx] = Some(Slot {
+            port,
+            counters: Arc::new(PortCounters::default()),
+        });
+        Ok(PortId(idx as u16))
+    }
+
+    /// Removes a port and returns it. Its stations leave the FDB and its pools leave the
+    /// table; buffers it had taken for transmit and still reports done are given back first.
+    /// Buffers of its pools that other ports still hold are counted as orphans when they
+    /// come back.
+    pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port>> {
+        let i = id.0 as usize;
+        let mut slot = self.ports.get_mut(i)?.take()?;
+        let k = slot.port.tx_done(&mut self.done[..]).min(MAX_BURST);
+        self.ports[i] = Some(slot);
+        self.returns
+            .give(&self.pools, &mut self.ports, &self.done[..k]);
+        let slot = self.ports[i].take()?;
+        self.fdb.flush_port(id.0);
+        for p in self.pools.iter_mut() {
+            if p.owner == id.0 {
+                *p = NO_POOL;
+            }
+        }
+        self.flood.retain(|&p| p != id.0);
+        self.queues[i] = DestQueue::new(PoolSet::EMPTY);
+        Some(slot.port)
+    }
+
+    /// Re-reads a port's `tx_pools` (after it was granted or lost access to a pool).
+    pub fn refresh_port(&mut self, id: PortId) {
+        if let Some(Some(slot)) = self.ports.get(id.0 as usize) {
+            self.queues[id.0 as usize].tx_pools = slot.port.tx_pools();
+        }
+    }
+
+    /// The port `id`, for its name, MAC, link and statistics.
+    pub fn port(&self, id: PortId) -> Option<&dyn Port> {
+        Some(self.ports.get(id.0 as usize)?.as_ref()?.port.as_ref())
+    }
+
+    /// Ids of the ports present.
+    pub fn port_ids(&self) -> Vec<PortId> {
+        (0..self.ports.len())
+            .filter(|&i| self.ports[i].is_some())
+            .map(|i| PortId(i as u16))
+            .collect()
+    }
+
+    /// The switch counters of port `id`, shareable with other threads.
+    pub fn counters(&self, id: PortId) -> Option<Arc<PortCounters>> {
+        Some(self.ports.get(id.0 as usize)?.as_ref()?.counters.clone())
+    }
+
+    /// The forwarding database.
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    /// FDB counters.
+    pub fn fdb_stats(&self) -> FdbStats {
+        self.fdb.stats()
+    }
+
+    /// Buffers that came back for a pool no port owns any more.
+    pub fn orphans(&self) -> u64 {
+        self.returns.orphans
+    }
+
+    /// The switch's current time in ticks (milliseconds).
+    pub fn now(&self) -> u32 {
+        self.now
+    }
+
+    /// Whether any port has work that polling will not show (adaptive idle must not park).
+    pub(crate) fn any_wants_poll(&self) -> bool {
+        self.ports.iter().flatten().any(|s| s.port.wants_poll())
+    }
+
+    fn tick(&mut self) {
+        self.now = match &self.clock {
+            Clock::Manual(c) => c.millis() as u32,
+            Clock::Monotonic => {
+                if self.polls.is_multiple_of(32) {
+                    self.epoch.elapsed().as_millis() as u32
+                } else {
+                    self.now
+                }
+            }
+        };
+        self.polls = self.polls.wrapping_add(1);
+    }
+
+    /// One round: every port's finished transmissions go back to their owners, then one
+    /// receive burst from every port is forwarded. Returns the frames received.
+    pub fn poll(&mut self) -> usize {
+        self.tick();
+        let mut total = 0;
+        for p in 0..self.ports.len() {
+            let Some(slot) = self.ports[p].as_mut() else {
+                continue;
+            };
+            let k = slot.port.tx_done(&mut self.done[..]).min(MAX_BURST);
+            if k > 0 {
+                self.returns
+                    .give(&self.pools, &mut self.ports, &self.done[..k]);
+            }
+            let Some(slot) = self.ports[p].as_mut() else {
+                continue;
+            };
+            let n = slot
+                .port
+                .rx_burst(&mut self.rx[..self.burst])
+                .min(self.burst);
+            if n > 0 {
+                self.forward(p, n);
+                total += n;
+            }
+        }
+        self.fdb.sweep(self.now, SWEEP_BUDGET);
+        total
+    }
+
+    /// Forwards `self.rx[..n]`, received on port `inp`.
+    fn forward(&mut self, inp: usize, n: usize) {
+        let inp16 = inp as u16;
+        let now = self.now;
+        let (mut runt, mut bad, mut hairpin, mut nodest, mut flooded) = (0u64, 0, 0, 0, 0);
+        let first_pool = self.rx[0].buf.pool().0;
+        let mut mixed = false;
+        let mut last_src = u64::MAX;
+        let mut last_dst = u64::MAX;
+        let mut last_dest = FLOOD;
+
+        // Pass 1: look up the whole burst.
+        for i in 0..n {
+            let f = self.rx[i];
+            let pid = f.buf.pool().0;
+            mixed |= pid != first_pool;
+            let ps = self.pools[pid as usize];
+            let Some((mem, off)) = ps.buf(f.buf) else {
+                // Not a buffer anyone owns: nothing to give back.
+                bad += 1;
+                continue;
+            };
+            if f.len as u32 > ps.size {
+                bad += 1;
+                self.free_after.push(f.buf);
+                continue;
+            }
+            if (f.len as usize) < ETH_HEADER {
+                runt += 1;
+                self.free_after.push(f.buf);
+                continue;
+            }
+            let mut hdr = [0u8; 16];
+            if mem.read(off, &mut hdr).is_err() {
+                bad += 1;
+                self.free_after.push(f.buf);
+                continue;
+            }
+            let (w0, w1) = split16(&hdr);
+            let dst = w0 & MAC_MASK;
+            let src = (w0 >> 48) | ((w1 & 0xffff_ffff) << 16);
+            if self.learning && src != last_src {
+                last_src = src;
+                if !matches!(
+                    self.fdb.learn(src, inp16, now),
+                    Learned::Fresh | Learned::Refreshed
+                ) {
+                    last_dst = u64::MAX;
+                }
+            }
+            if dst != last_dst {
+                last_dst = dst;
+                last_dest = if is_group(dst) {
+                    FLOOD
+                } else {
+                    self.fdb.lookup(dst, now).unwrap_or(FLOOD)
+                };
+            }
+            let d = last_dest;
+            if d == FLOOD {
+                flooded += 1;
+                if !self.flood_frame(inp16, f) {
+                    nodest += 1;
+                }
+                continue;
+            }
+            if d == inp16 {
+                hairpin += 1;
+                self.free_after.push(f.buf);
+                continue;
+            }
+            let Some(q) = self.queues.get_mut(d as usize) else {
+                bad += 1;
+                self.free_after.push(f.buf);
+                continue;
+            };
+            if q.n == 0 {
+                self.active.push(d);
+            }
+            q.frames[q.n] = f;
+            q.n += 1;
+        }
+
+        if let Some(Some(slot)) = self.ports.get(inp) {
+            let c = &slot.counters;
+            bump(&c.rx, n as u64);
+            if flooded > 0 {
+                bump(&c.flooded, flooded);
+            }
+            if runt + bad + hairpin + nodest > 0 {
+                c.add_drop(DropReason::Runt, runt);
+                c.add_drop(DropReason::BadFrame, bad);
+                c.add_drop(DropReason::Hairpin, hairpin);
+                c.add_drop(DropReason::NoDestination, nodest);
+            }
+        }
+
+        // Pass 2a: every copy, before any handle is passed on.
+        for a in 0..self.active.len() {
+            let d = self.active[a] as usize;
+            let q = &mut self.queues[d];
+            if q.copies == 0 && !mixed && q.tx_pools.contains(PoolId(first_pool)) {
+                continue;
+            }
+            self.make_copies(d);
+        }
+
+        // Pass 2b: one tx_burst per destination.
+        for a in 0..self.active.len() {
+            let d = self.active[a] as usize;
+            let q = &mut self.queues[d];
+            let queued = q.n;
+            q.n = 0;
+            let Some(Some(slot)) = self.ports.get_mut(d) else {
+                for f in &q.frames[..queued] {
+                    self.returns.put(&self.pools, f.buf);
+                }
+                continue;
+            };
+            let sent = slot.port.tx_burst(&q.frames[..queued]).min(queued);
+            bump(&slot.counters.tx, sent as u64);
+            if sent < queued {
+                slot.counters
+                    .add_drop(DropReason::RingFull, (queued - sent) as u64);
+                for f in &q.frames[sent..queued] {
+                    self.returns.put(&self.pools, f.buf);
+                }
+                self.returns.flush(&mut self.ports);
+            }
+        }
+        self.active.clear();
+
+        if !self.free_after.is_empty() {
+            for &h in &self.free_after {
+                self.returns.put(&self.pools, h);
+            }
+            self.free_after.clear();
+            self.returns.flush(&mut self.ports);
+        }
+    }
+
+    /// Queues a flooded frame to every port but `inp`: the original handle to the first
+    /// that can read its pool, a copy to the others. Returns whether any port gets it.
+    fn flood_frame(&mut self, inp: u16, f: Frame) -> bool {
+        let pool = f.buf.pool();
+        let mut given = false;
+        let mut any = false;
+        for &d in &self.flood {
+            if d == inp {
+                continue;
+            }
+            let Some(q) = self.queues.get_mut(d as usize) else {
+                continue;
+            };
+            any = true;
+            if q.n == 0 {
+                self.active.push(d);
+            }
+            let j = q.n;
+            q.frames[j] = f;
+            q.n += 1;
+            if !given && q.tx_pools.contains(pool) {
+                given = true;
+            } else {
+                q.copy[j / 64] |= 1 << (j % 64);
+                q.copies += 1;
+            }
+        }
+        if !given {
+            self.free_after.push(f.buf);
+        }
+        any
+    }
+
+    /// Replaces the entries of destination `d` that it cannot read (or that are flooded
+    /// copies) with copies in buffers it allocates. Originals of unicast frames copied here
+    /// go back to their owners at the end of the burst.
+    fn make_copies(&mut self, d: usize) {
+        let q = &mut self.queues[d];
+        let needs = |q: &DestQueue, j: usize| {
+            q.copy[j / 64] & (1 << (j % 64)) != 0 || !q.tx_pools.contains(q.frames[j].buf.pool())
+        };
+        let need = (0..q.n).filter(|&j| needs(q, j)).count();
+        if need == 0 {
+            return;
+        }
+        let Some(Some(slot)) = self.ports.get_mut(d) else {
+            return;
+        };
+        let got = slot.port.alloc(&mut self.allocated[..need]).min(need);
+        let (mut k, mut w) = (0, 0);
+        let (mut copied, mut nobuf, mut fault) = (0u64, 0u64, 0u64);
+        for j in 0..q.n {
+            let f = q.frames[j];
+            let flooded = q.copy[j / 64] & (1 << (j % 64)) != 0;
+            if !flooded && q.tx_pools.contains(f.buf.pool()) {
+                q.frames[w] = f;
+                w += 1;
+                continue;
+            }
+            if !flooded {
+                // A unicast original nobody else gets: free it once the burst's copies are done.
+                self.free_after.push(f.buf);
+            }
+            if k >= got {
+                nobuf += 1;
+                continue;
+            }
+            let c = self.allocated[k];
+            k += 1;
+            if copy_frame(&self.pools, f, c) {
+                q.frames[w] = Frame {
+                    buf: c,
+                    len: f.len,
+                    meta: f.meta,
+                };
+                w += 1;
+                copied += 1;
+            } else {
+                fault += 1;
+                self.returns.put(&self.pools, c);
+            }
+        }
+        q.n = w;
+        q.copy = [0; MAX_BURST / 64];
+        q.copies = 0;
+        let c = &slot.counters;
+        bump(&c.tx_copied, copied);
+        if nobuf + fault > 0 {
+            c.add_drop(DropReason::NoBuffer, nobuf);
+            c.add_drop(DropReason::CopyFault, fault);
+            self.returns.flush(&mut self.ports);
+        }
+    }
+}
+
+/// Copies frame `f` into buffer `to`; false when `to` is not a buffer the switch knows, the
+/// frame does not fit it, or its memory refuses the write.
+fn copy_frame(pools: &[PoolSlot; POOLS], f: Frame, to: BufHandle) -> bool {
+    let sp = &pools[f.buf.pool().0 as usize];
+    let dp = &pools[to.pool().0 as usize];
+    let (Some((src, soff)), Some((dst, doff))) = (sp.buf(f.buf), dp.buf(to)) else {
+        return false;
+    };
+    let len = f.len as usize;
+    len <= dp.size as usize && dst.copy_from(doff, &src, soff, len).is_ok()
+}
+
+/// The first 16 header bytes as two little-endian words.
+#[inline]
+fn split16(h: &[u8; 16]) -> (u64, u64) {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&h[..8]);
+    b.copy_from_slice(&h[8..]);
+    (u64::from_le_bytes(a), u64::from_le_bytes(b))
+}

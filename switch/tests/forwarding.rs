@@ -1,0 +1,412 @@
+//! End-to-end behaviour of the switch over sim ports: frames arrive intact, learning, station
+//! moves, aging on an injected clock, flooding, the delivery rule, drops and buffer accounting.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use grant_pool::PoolId;
+use pmd::Mac;
+use pmd::sim::{MacPattern, SimConfig, SimPort, SimProbe};
+use switch::{DropReason, ManualClock, PortId, Switch, SwitchConfig};
+
+fn mac(i: u8) -> Mac {
+    [0x02, 0, 0, 0, 0x10, i]
+}
+
+/// A sim port numbered `i` (MAC `mac(i)`, pool `i + 1`), a verifying sink with sequenced
+/// frames, gated: it sends only what the test releases.
+fn sim(i: u8, f: impl FnOnce(&mut SimConfig)) -> SimPort {
+    let mut c = SimConfig::new(format!("sim{i}"), mac(i), PoolId(i + 1));
+    c.gen_bufs = 256;
+    c.spare_bufs = 512;
+    c.sequence = true;
+    c.verify = true;
+    c.gated = true;
+    f(&mut c);
+    SimPort::new(c).expect("valid sim config")
+}
+
+struct Net {
+    sw: Switch,
+    ids: Vec<PortId>,
+    probes: Vec<Arc<SimProbe>>,
+    clock: ManualClock,
+}
+
+impl Net {
+    fn new(ports: Vec<SimPort>, f: impl FnOnce(&mut SwitchConfig)) -> Self {
+        let clock = ManualClock::new();
+        let mut cfg = SwitchConfig {
+            clock: switch::Clock::Manual(clock.clone()),
+            aging: Duration::from_secs(10),
+            ..SwitchConfig::default()
+        };
+        f(&mut cfg);
+        let mut sw = Switch::new(cfg).expect("valid switch config");
+        let mut ids = Vec::new();
+        let mut probes = Vec::new();
+        for p in ports {
+            probes.push(p.probe());
+            ids.push(sw.add_port(Box::new(p)).expect("port added"));
+        }
+        Self {
+            sw,
+            ids,
+            probes,
+            clock,
+        }
+    }
+
+    /// Lets port `i` send `n` frames and polls until everything has settled.
+    fn send(&mut self, i: usize, n: u64) {
+        self.probes[i].release(n);
+        self.settle();
+    }
+
+    /// Polls until a few rounds pass with no frame received (bounded).
+    fn settle(&mut self) {
+        let mut quiet = 0;
+        for _ in 0..100_000 {
+            if self.sw.poll() == 0 {
+                quiet += 1;
+                if quiet == 3 {
+                    return;
+                }
+            } else {
+                quiet = 0;
+            }
+        }
+        panic!("traffic did not settle");
+    }
+
+    fn sunk(&self, i: usize) -> u64 {
+        SimProbe::get(&self.probes[i].sunk)
+    }
+
+    fn counters(&self, i: usize) -> switch::PortCountersSnapshot {
+        self.sw
+            .counters(self.ids[i])
+            .expect("port present")
+            .snapshot()
+    }
+
+    /// Every sink saw intact, in-order frames and every pool has all its buffers back.
+    fn assert_clean(&self) {
+        for (i, p) in self.probes.iter().enumerate() {
+            assert_eq!(
+                SimProbe::get(&p.payload_errors),
+                0,
+                "port {i}: payload errors"
+            );
+            assert_eq!(SimProbe::get(&p.seq_errors), 0, "port {i}: sequence errors");
+            assert_eq!(
+                SimProbe::get(&p.unreadable),
+                0,
+                "port {i}: unreadable handles"
+            );
+            assert_eq!(SimProbe::get(&p.bad_reclaims), 0, "port {i}: bad reclaims");
+            assert_eq!(
+                SimProbe::get(&p.free),
+                SimProbe::get(&p.total),
+                "port {i}: buffers leaked"
+            );
+        }
+        assert_eq!(self.sw.orphans(), 0);
+    }
+}
+
+#[test]
+fn unicast_frames_arrive_intact_by_copy_and_by_handle() {
+    for zero_copy in [false, true] {
+        let b = sim(1, |c| c.dst = MacPattern::Broadcast);
+        let mut a = sim(0, |c| {
+            c.dst = MacPattern::Fixed(mac(1));
+            c.frame_len = 1514;
+        });
+        let c = sim(2, |_| {});
+        let mut b = b;
+        let mut c = c;
+        if zero_copy {
+            b.grant_read(a.pool());
+            c.grant_read(a.pool());
+            a.grant_read(b.pool());
+        }
+        let mut net = Net::new(vec![a, b, c], |_| {});
+        net.send(1, 1); // B announces itself.
+        assert_eq!((net.sunk(0), net.sunk(2)), (1, 1));
+        net.send(0, 1000);
+        assert_eq!(net.sunk(1), 1000, "zero_copy={zero_copy}");
+        assert_eq!(net.sunk(2), 1, "unicast leaked to C");
+        assert_eq!(SimProbe::get(&net.probes[1].lost), 0);
+        assert_eq!(SimProbe::get(&net.probes[1].sunk_bytes), 1514 * 1000);
+        let cb = net.counters(1);
+        assert_eq!(cb.tx, 1000);
+        assert_eq!(cb.tx_copied, if zero_copy { 0 } else { 1000 });
+        net.assert_clean();
+    }
+}
+
+#[test]
+fn learning_station_move_and_aging() {
+    let x = [0x02, 0xaa, 0, 0, 0, 1];
+    let a = sim(0, |c| c.dst = MacPattern::Fixed(x));
+    let b = sim(1, |c| c.src = Some(MacPattern::Fixed(x)));
+    let c = sim(2, |c| c.src = Some(MacPattern::Fixed(x)));
+    let mut net = Net::new(vec![a, b, c], |_| {});
+
+    net.send(0, 5); // X unknown: flooded to B and C.
+    assert_eq!((net.sunk(1), net.sunk(2)), (5, 5));
+    net.send(1, 1); // X learned on B.
+    assert_eq!(
+        net.sw.fdb().lookup(switch::fdb::mac_key(&x), net.sw.now()),
+        Some(1)
+    );
+    net.send(0, 10);
+    assert_eq!((net.sunk(1), net.sunk(2)), (15, 6));
+
+    net.clock.advance(Duration::from_secs(3));
+    net.send(2, 1); // X moves to C.
+    assert_eq!(net.sw.fdb_stats().moves, 1);
+    net.send(0, 10);
+    assert_eq!((net.sunk(1), net.sunk(2)), (16, 16));
+
+    // Nine seconds later X is still known (last seen at 3 s, aging 10 s)...
+    net.clock.advance(Duration::from_secs(9));
+    net.send(0, 1);
+    assert_eq!((net.sunk(1), net.sunk(2)), (16, 17));
+    // ...and past 13 s it has aged out: flooded again.
+    net.clock.advance(Duration::from_millis(1001));
+    net.send(0, 4);
+    assert_eq!((net.sunk(1), net.sunk(2)), (20, 21));
+    // The FDB holds A's MAC and X; a minute later both have aged and the sweep deletes them.
+    net.clock.advance(Duration::from_secs(60));
+    for _ in 0..20_000 {
+        net.sw.poll();
+    }
+    assert_eq!(net.sw.fdb().len(), 0);
+    assert_eq!(net.sw.fdb_stats().aged, 2);
+    net.assert_clean();
+}
+
+#[test]
+fn flooding_never_returns_to_the_ingress_port() {
+    let n = 4;
+    let ports = (0..n).map(|i| sim(i, |_| {})).collect();
+    let mut net = Net::new(ports, |_| {});
+    for i in 0..n as usize {
+        net.send(i, 50);
+    }
+    for i in 0..n as usize {
+        assert_eq!(net.sunk(i), 50 * (n as u64 - 1), "port {i}");
+        let c = net.counters(i);
+        assert_eq!(c.rx, 50);
+        assert_eq!(c.flooded, 50);
+        // Without grants every flooded frame is a copy: one per other port, never two.
+        assert_eq!(c.tx_copied, 150);
+    }
+    net.assert_clean();
+}
+
+#[test]
+fn flood_hands_the_original_to_one_reader_and_copies_once_for_the_rest() {
+    let a = sim(0, |_| {});
+    let mut b = sim(1, |_| {});
+    let mut c = sim(2, |_| {});
+    b.grant_read(a.pool());
+    c.grant_read(a.pool());
+    let mut net = Net::new(vec![a, b, c], |_| {});
+    net.send(0, 100);
+    let (cb, cc) = (net.counters(1), net.counters(2));
+    assert_eq!((cb.tx, cc.tx), (100, 100));
+    assert_eq!(
+        cb.tx_copied + cc.tx_copied,
+        100,
+        "exactly one copy per frame"
+    );
+    net.assert_clean();
+}
+
+#[test]
+fn hairpin_is_dropped_and_counted() {
+    // A sends from X to X: after the first frame X is learned on A itself.
+    let x = mac(0);
+    let a = sim(0, |c| c.dst = MacPattern::Fixed(x));
+    let b = sim(1, |_| {});
+    let mut net = Net::new(vec![a, b], |_| {});
+    net.send(0, 10);
+    let ca = net.counters(0);
+    assert_eq!(ca.dropped(DropReason::Hairpin), 10);
+    assert_eq!(net.sunk(1), 0);
+    net.assert_clean();
+}
+
+#[test]
+fn full_ring_drops_count_and_return_every_buffer() {
+    for zero_copy in [false, true] {
+        let a = sim(0, |c| c.dst = MacPattern::Fixed(mac(1)));
+        let mut b = sim(1, |c| c.tx_ring = 8);
+        if zero_copy {
+            b.grant_read(a.pool());
+        }
+        let mut net = Net::new(vec![a, b], |_| {});
+        net.probes[1].hold_completions.store(true, Relaxed);
+        net.send(0, 100);
+        assert_eq!(net.sunk(1), 8);
+        let cb = net.counters(1);
+        assert_eq!(cb.dropped(DropReason::RingFull), 92);
+        // Everything but the 8 frames B holds is back in its pool.
+        let held = if zero_copy {
+            &net.probes[0]
+        } else {
+            &net.probes[1]
+        };
+        assert_eq!(
+            SimProbe::get(&held.free) + 8,
+            SimProbe::get(&held.total),
+            "zero_copy={zero_copy}"
+        );
+        net.probes[1].hold_completions.store(false, Relaxed);
+        net.settle();
+        net.assert_clean();
+    }
+}
+
+#[test]
+fn no_buffer_for_a_copy_is_dropped_and_counted() {
+    let a = sim(0, |c| c.dst = MacPattern::Fixed(mac(1)));
+    // B has 4 spare buffers; with completions held they run out.
+    let b = sim(1, |c| c.spare_bufs = 4);
+    let mut net = Net::new(vec![a, b], |_| {});
+    net.probes[1].hold_completions.store(true, Relaxed);
+    net.send(0, 20);
+    assert_eq!(net.sunk(1), 4);
+    assert_eq!(net.counters(1).dropped(DropReason::NoBuffer), 16);
+    net.probes[1].hold_completions.store(false, Relaxed);
+    net.settle();
+    net.assert_clean();
+}
+
+#[test]
+fn fdb_is_bounded_and_traffic_still_flows() {
+    let srcs: Vec<Mac> = (0..100).map(|i| [0x02, 0xbb, 0, 0, 0, i]).collect();
+    let a = sim(0, |c| c.src = Some(MacPattern::RoundRobin(srcs.clone())));
+    let b = sim(1, |_| {});
+    let mut net = Net::new(vec![a, b], |c| c.fdb_entries = 16);
+    net.send(0, 200);
+    assert_eq!(net.sw.fdb().len(), 16);
+    assert!(net.sw.fdb_stats().full > 0);
+    assert_eq!(net.sunk(1), 200);
+    net.assert_clean();
+}
+
+/// A fault injector around a sim port: every fourth frame it receives is cut to a runt, the
+/// next one gets a handle past the end of its pool (the port keeps the real buffer itself),
+/// the next one a length longer than a buffer.
+struct Faulty {
+    inner: SimPort,
+    seen: usize,
+}
+
+impl pmd::Port for Faulty {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn mac(&self) -> Mac {
+        self.inner.mac()
+    }
+    fn link(&self) -> pmd::LinkState {
+        self.inner.link()
+    }
+    fn stats(&self) -> pmd::PortStats {
+        self.inner.stats()
+    }
+    fn tx_pools(&self) -> grant_pool::PoolSet {
+        self.inner.tx_pools()
+    }
+    fn own_pools(&self) -> grant_pool::PoolSet {
+        self.inner.own_pools()
+    }
+    fn pools(&self) -> &[grant_pool::Pool] {
+        self.inner.pools()
+    }
+    fn rx_burst(&mut self, out: &mut [pmd::Frame]) -> usize {
+        let n = self.inner.rx_burst(out);
+        for f in &mut out[..n] {
+            match self.seen % 4 {
+                1 => f.len = 9,
+                2 => {
+                    self.inner.reclaim(&[f.buf]);
+                    f.buf = grant_pool::BufHandle::from_raw(f.buf.raw() | 0x00ff_ffff);
+                }
+                3 => f.len = 4096,
+                _ => {}
+            }
+            self.seen += 1;
+        }
+        n
+    }
+    fn tx_burst(&mut self, frames: &[pmd::Frame]) -> usize {
+        self.inner.tx_burst(frames)
+    }
+    fn tx_done(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
+        self.inner.tx_done(out)
+    }
+    fn alloc(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
+        self.inner.alloc(out)
+    }
+    fn reclaim(&mut self, bufs: &[grant_pool::BufHandle]) {
+        self.inner.reclaim(bufs)
+    }
+}
+
+#[test]
+fn runts_and_bad_frames_are_dropped_counted_and_returned() {
+    let a = sim(0, |c| c.verify = false);
+    let b = sim(1, |_| {});
+    let probes = vec![a.probe(), b.probe()];
+    let clock = ManualClock::new();
+    let mut sw = Switch::new(SwitchConfig {
+        clock: switch::Clock::Manual(clock),
+        ..SwitchConfig::default()
+    })
+    .expect("valid config");
+    let ia = sw
+        .add_port(Box::new(Faulty { inner: a, seen: 0 }))
+        .expect("added");
+    sw.add_port(Box::new(b)).expect("added");
+    probes[0].release(100);
+    for _ in 0..100 {
+        sw.poll();
+    }
+    let c = sw.counters(ia).expect("present").snapshot();
+    assert_eq!(c.rx, 100);
+    assert_eq!(c.dropped(DropReason::Runt), 25);
+    assert_eq!(c.dropped(DropReason::BadFrame), 50);
+    assert_eq!(SimProbe::get(&probes[1].sunk), 25);
+    assert_eq!(SimProbe::get(&probes[1].payload_errors), 0);
+    for p in &probes {
+        assert_eq!(
+            SimProbe::get(&p.bad_reclaims),
+            0,
+            "a bogus handle was handed back"
+        );
+        assert_eq!(SimProbe::get(&p.free), SimProbe::get(&p.total), "leak");
+    }
+}
+
+#[test]
+fn removed_port_is_forgotten() {
+    let a = sim(0, |c| c.dst = MacPattern::Fixed(mac(1)));
+    let b = sim(1, |_| {});
+    let c = sim(2, |_| {});
+    let mut net = Net::new(vec![a, b, c], |_| {});
+    net.send(1, 1);
+    net.send(0, 5);
+    assert_eq!((net.sunk(1), net.sunk(2)), (5, 1));
+    let port = net.sw.remove_port(net.ids[1]).expect("present");
+    assert_eq!(port.name(), "sim1");
+    net.send(0, 5); // B's MAC is unknown again: flooded to C only.
+    assert_eq!(net.sunk(2), 6);
+    assert_eq!(net.sw.orphans(), 0);
+}
