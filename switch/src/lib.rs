@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ctl;
+pub mod xen_ctl;
 pub mod xenstore;
 
 pub mod counters;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the Ferrite Xen test: builds the images (tests/xen/build.sh), boots Xen 4.17 + dom0
+# under QEMU TCG (-cpu max -smp 2 -m 2G), and reads the verdict from the serial log.
+# Every log line is prefixed with host seconds since QEMU started.
+# Exit status 0 iff the serial log says "FERRITE-XEN PASS".
+# Env: FERRITE_XEN_DIR (work dir), FERRITE_XEN_TIMEOUT (s, default 280), FERRITE_FRAMES.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+W=${FERRITE_XEN_DIR:-/var/tmp/ferrite-xen}
+export FERRITE_XEN_DIR=$W
+t0=$(date +%s.%N)
+"$HERE/build.sh"
+t1=$(date +%s.%N)
+LOG=$W/serial.log
+cd "$W"
+timeout -k 5 "${FERRITE_XEN_TIMEOUT:-280}" qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 \
+  -nographic -monitor none -serial stdio -no-reboot \
+  -kernel xen \
+  -append "console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning noreboot dom0_mem=1024M,max:1024M" \
+  -initrd "vmlinux console=hvc0 earlyprintk=xen loglevel=4 FERRITE_FRAMES=${FERRITE_FRAMES:-20000},dom0-rd.img" \
+  </dev/null 2>&1 |
+  perl -MTime::HiRes=time -ne 'BEGIN{$|=1; $s=time} s/\r//g; printf "%7.2f %s", time-$s, $_' > "$LOG" || true
+t2=$(date +%s.%N)
+printf 'build %.1f s, boot+test %.1f s; serial log %s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$LOG"
+"$HERE/summary.sh" "$LOG" || true
+grep -q 'FERRITE-XEN PASS' "$LOG"
