@@ -474,7 +474,9 @@ impl ServerPort {
     /// Publishes frames on the rx ring. Returns how many leading entries of `descs` were
     /// used up (published, or refused because they name a buffer of this pool the server
     /// does not hold: counted in `own_errors`); stops when the ring is full. Buffers of other
-    /// pools (zero-copy delivery) pass through unaccounted here.
+    /// pools (zero-copy delivery) pass through unaccounted here. An impossible consumer
+    /// index written by the app is [`RingError::IndexAhead`]: nothing is published, the
+    /// buffers stay the server's, and the port should be closed.
     #[inline]
     pub fn give_rx(&mut self, descs: &[Desc]) -> Result<usize, RingError> {
         give(
@@ -699,6 +701,35 @@ mod tests {
         assert_eq!(srv.holders.count(Holder::SERVER), 0);
         prod.store(1, core::sync::atomic::Ordering::Release);
         assert_eq!(srv.take_tx(&mut out), 1);
+    }
+
+    #[test]
+    fn hostile_consumer_index_on_rx_stops_delivery_without_losing_buffers() {
+        let l = PortLayout::new([2, 64, 64, 64], PoolLayout::new(2048, 32).expect("pool"))
+            .expect("layout");
+        let (m, mut app, mut srv) = pair(l);
+        push(&mut app.fill, &[desc(0, 0), desc(1, 0), desc(2, 0)]);
+        let mut out = [Desc::default(); 4];
+        assert_eq!(srv.take_fill(&mut out), 3);
+        assert_eq!(srv.give_rx(&[desc(0, 60), desc(1, 60)]), Ok(2));
+        // The ring is full; the app moves its rx consumer index past anything the server
+        // produced, so the server must look at it, and refuses it.
+        let r = m.region();
+        let cons = r
+            .atomic_u32(l.rx_off() + crate::ring::CONS_OFF)
+            .expect("rx consumer index");
+        cons.store(1000, core::sync::atomic::Ordering::Release);
+        assert!(matches!(
+            srv.give_rx(&[desc(2, 60)]),
+            Err(RingError::IndexAhead { .. })
+        ));
+        assert_eq!(
+            srv.holders.holder(BufIdx(2)),
+            Some(Holder::SERVER),
+            "the buffer stays the server's, to reuse or reclaim"
+        );
+        cons.store(2, core::sync::atomic::Ordering::Release);
+        assert_eq!(srv.give_rx(&[desc(2, 60)]), Ok(1));
     }
 
     #[test]

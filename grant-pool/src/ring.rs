@@ -74,9 +74,12 @@ pub struct RingHeader {
     flags: CachePadded<core::sync::atomic::AtomicU32>,
 }
 
-const PROD_OFF: usize = core::mem::offset_of!(RingHeader, prod);
-const CONS_OFF: usize = core::mem::offset_of!(RingHeader, cons);
-const FLAGS_OFF: usize = core::mem::offset_of!(RingHeader, flags);
+/// Byte offset of the producer index in a ring's memory.
+pub const PROD_OFF: usize = core::mem::offset_of!(RingHeader, prod);
+/// Byte offset of the consumer index in a ring's memory.
+pub const CONS_OFF: usize = core::mem::offset_of!(RingHeader, cons);
+/// Byte offset of the flags word ([`NEED_WAKEUP`]) in a ring's memory.
+pub const FLAGS_OFF: usize = core::mem::offset_of!(RingHeader, flags);
 /// Byte offset of the first descriptor.
 pub const DESC_OFF: usize = core::mem::size_of::<RingHeader>();
 const _: () = assert!(CONS_OFF - PROD_OFF >= 64 && FLAGS_OFF - CONS_OFF >= 64);
