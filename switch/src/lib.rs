@@ -21,3 +21,5 @@ pub use forward::{
     Clock, MAX_BURST, MAX_PORTS, ManualClock, PortId, Switch, SwitchConfig, SwitchError,
 };
 pub use run::{IdleConfig, Waker};
+pub mod app_port;
+pub mod server;

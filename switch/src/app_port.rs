@@ -1,0 +1,493 @@
+//! The server's side of an app's port: a [`pmd::Port`] over the four rings and the pool the
+//! app granted, every word of which the app can write at any time.
+//!
+//! # Directions
+//!
+//! - `rx_burst` takes frames the app queued on its **tx** ring. Each descriptor is copied out
+//!   once and checked by grant-pool's validating consumer (pool, index, length, and that the
+//!   app holds the buffer at that moment); then the frame must be at least an Ethernet
+//!   header long and its **source MAC must be the app's own**. A frame failing the last two
+//!   checks is dropped, counted (`runt`, `spoofed`) and its buffer goes back to the app.
+//! - `tx_burst` publishes frames on the app's **rx** ring. The app reads only its own pool
+//!   ([`Port::tx_pools`] is that pool alone), so the switch first copies each frame into a
+//!   buffer of the app's pool that it got from `alloc`; a full ring refuses the rest and the
+//!   switch counts the drop.
+//! - `alloc` takes empty buffers the app offered on its **fill** ring (validated the same way).
+//!
+//! # How buffers travel back (the rules)
+//!
+//! Every buffer of the app's pool is, according to the server's private holder table, held
+//! by the app or by the server; the server never trusts the app's idea of it.
+//!
+//! 1. App → server: a buffer becomes the server's when it is taken off the tx or fill ring
+//!    after validation (a descriptor naming a buffer the app does not hold is refused and
+//!    counted `not_held`).
+//! 2. Server → app, with a frame: on the **rx** ring.
+//! 3. Server → app, without a frame: on the **completion** ring. That is every app buffer
+//!    the switch gives back to this port with `reclaim`: a frame the app sent once the
+//!    destination finished with it (or dropped it), a refused frame (runt, spoofed), and a
+//!    fill buffer the switch took but did not need. When the completion ring is full they
+//!    wait in a stash (one slot per buffer of the pool, allocated at attach) and go out with
+//!    the next poll.
+//! 4. Buffers of other pools never reach the app: `tx_done` has nothing to report, and a fill
+//!    or tx descriptor naming another pool is refused (`bad_pool`).
+//! 5. When the app goes away the port is removed from the switch and dropped: the mapping
+//!    is unmapped, and buffers of the app's pool still in flight elsewhere come back to the
+//!    switch as orphans (counted, never touched).
+//!
+//! # Wakeups
+//!
+//! After publishing, the server kicks the app's notifier only when the app armed need-wakeup
+//! on the ring. In the other direction, after [`IDLE_POLLS`] empty polls the port arms
+//! need-wakeup on the app's tx ring, so an app that queues frames while the switch sleeps
+//! kicks the server's notifier; the server's control thread watches that notifier and wakes
+//! the switch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use grant_pool::{
+    BufHandle, Desc, Mapping, Notifier, Pool, PoolId, PoolSet, PortLimits, RejectCounters,
+    ServerPort,
+};
+use pmd::{Frame, LinkState, Mac, Port, PortStats};
+
+use crate::ctl::PortCounters;
+use crate::forward::{ETH_HEADER, MAX_BURST};
+
+/// Empty polls of the tx ring after which the port asks the app for a kick.
+pub const IDLE_POLLS: u32 = 64;
+
+/// When the server forwarded its first frame, shared by every port of one server.
+#[derive(Debug)]
+pub struct FirstFrame {
+    start: std::time::Instant,
+    ns: AtomicU64,
+}
+
+impl FirstFrame {
+    /// Nothing forwarded yet; times count from `start`.
+    pub fn new(start: std::time::Instant) -> Self {
+        Self {
+            start,
+            ns: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Records "now" unless a time is recorded already; returns whether this call did.
+    pub fn mark(&self) -> bool {
+        let ns = self.start.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
+        self.ns
+            .compare_exchange(u64::MAX, ns, Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    /// Nanoseconds from start to the first forwarded frame, if any.
+    pub fn get(&self) -> Option<u64> {
+        let v = self.ns.load(Relaxed);
+        (v != u64::MAX).then_some(v)
+    }
+}
+
+/// Counters of an app port, readable from the control thread while the switch runs (the
+/// switch thread writes them once per burst).
+#[derive(Debug, Default)]
+pub struct AppCounters {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_dropped: AtomicU64,
+    spoofed: AtomicU64,
+    runt: AtomicU64,
+    index_ahead: AtomicU64,
+    bad_pool: AtomicU64,
+    bad_index: AtomicU64,
+    bad_len: AtomicU64,
+    not_held: AtomicU64,
+    /// Buffers the server itself could not hand back (a server bug if ever non-zero).
+    own_errors: AtomicU64,
+}
+
+impl AppCounters {
+    /// A copy in the control protocol's shape.
+    pub fn snapshot(&self) -> PortCounters {
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        let mut c = PortCounters {
+            rx_packets: l(&self.rx_packets),
+            rx_bytes: l(&self.rx_bytes),
+            rx_dropped: l(&self.spoofed) + l(&self.runt),
+            tx_packets: l(&self.tx_packets),
+            tx_bytes: l(&self.tx_bytes),
+            tx_dropped: l(&self.tx_dropped),
+            errors: 0,
+            spoofed: l(&self.spoofed),
+            runt: l(&self.runt),
+            index_ahead: l(&self.index_ahead),
+            bad_pool: l(&self.bad_pool),
+            bad_index: l(&self.bad_index),
+            bad_len: l(&self.bad_len),
+            not_held: l(&self.not_held),
+        };
+        c.errors = c.spoofed
+            + c.runt
+            + c.index_ahead
+            + c.bad_pool
+            + c.bad_index
+            + c.bad_len
+            + c.not_held
+            + l(&self.own_errors);
+        c
+    }
+}
+
+#[inline]
+fn set(a: &AtomicU64, v: u64) {
+    a.store(v, Relaxed);
+}
+
+/// Counts kept privately on the switch thread and published once per burst.
+#[derive(Debug, Default, Clone, Copy)]
+struct Local {
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+    tx_dropped: u64,
+    spoofed: u64,
+    runt: u64,
+    ring_faults: u64,
+}
+
+/// An app's port on the switch. `M` keeps the app's memory mapped; `N` rings the app.
+pub struct AppPort<M: Mapping, N: Notifier> {
+    name: String,
+    mac: Mac,
+    sp: ServerPort,
+    notifier: N,
+    pools: [Pool; 1],
+    own: PoolSet,
+    descs: Box<[Desc; MAX_BURST]>,
+    stash: Vec<Desc>,
+    empty_polls: u32,
+    armed: bool,
+    marked: bool,
+    local: Local,
+    shared: Arc<AppCounters>,
+    first: Arc<FirstFrame>,
+    // Declared last: dropped after everything that points into the mapping.
+    _mapping: M,
+}
+
+impl<M: Mapping, N: Notifier> std::fmt::Debug for AppPort<M, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppPort")
+            .field("name", &self.name)
+            .field("pool", &self.sp.pool.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an app's memory could not become a port.
+#[derive(Debug, thiserror::Error)]
+pub enum AppPortError {
+    /// The port memory is not a valid port (header, size, limits).
+    #[error("port memory: {0}")]
+    Port(#[from] grant_pool::PortError),
+    /// The port header disagrees with what the app said in its grant message.
+    #[error("the port header says {header}, the grant message says {message}")]
+    Mismatch {
+        /// Field values in the memory's header.
+        header: String,
+        /// Field values in the message.
+        message: String,
+    },
+}
+
+impl<M: Mapping, N: Notifier> AppPort<M, N> {
+    /// Attaches to an app's port in `mapping` (validated by `ServerPort::attach` against
+    /// `limits` and the mapping's size) and checks the header against the grant message's
+    /// layout `want` (`[rx, tx, fill, comp, buf_size, buf_count]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        mac: Mac,
+        mapping: M,
+        notifier: N,
+        pool: PoolId,
+        limits: PortLimits,
+        want: [u32; 6],
+        first: Arc<FirstFrame>,
+    ) -> Result<Self, AppPortError> {
+        let sp = ServerPort::attach(mapping.region(), pool, limits)?;
+        let h = sp.layout.header();
+        let got = [
+            h.rx_size,
+            h.tx_size,
+            h.fill_size,
+            h.comp_size,
+            h.buf_size,
+            h.buf_count,
+        ];
+        if got != want {
+            return Err(AppPortError::Mismatch {
+                header: format!("{got:?}"),
+                message: format!("{want:?}"),
+            });
+        }
+        let count = sp.layout.pool().count;
+        Ok(Self {
+            name: name.to_owned(),
+            mac,
+            pools: [sp.pool],
+            own: PoolSet::of(pool),
+            sp,
+            notifier,
+            descs: Box::new([Desc::default(); MAX_BURST]),
+            stash: Vec::with_capacity(count),
+            empty_polls: 0,
+            armed: false,
+            marked: false,
+            local: Local::default(),
+            shared: Arc::new(AppCounters::default()),
+            first,
+            _mapping: mapping,
+        })
+    }
+
+    /// The counters, shareable with the control thread.
+    pub fn counters(&self) -> Arc<AppCounters> {
+        self.shared.clone()
+    }
+
+    /// The pool id the app's buffers carry.
+    pub fn pool_id(&self) -> PoolId {
+        self.sp.pool.id()
+    }
+
+    /// Buffers of the app's pool the server holds right now (in the switch, in other ports'
+    /// queues, or waiting for room on the completion ring).
+    pub fn held_by_server(&self) -> usize {
+        self.sp.holders.count(grant_pool::Holder::SERVER)
+    }
+
+    fn publish(&mut self) {
+        let r: RejectCounters = self.sp.rejects();
+        let s = &self.shared;
+        set(&s.rx_packets, self.local.rx_packets);
+        set(&s.rx_bytes, self.local.rx_bytes);
+        set(&s.tx_packets, self.local.tx_packets);
+        set(&s.tx_bytes, self.local.tx_bytes);
+        set(&s.tx_dropped, self.local.tx_dropped);
+        set(&s.spoofed, self.local.spoofed);
+        set(&s.runt, self.local.runt);
+        set(&s.index_ahead, r.index_ahead + self.local.ring_faults);
+        set(&s.bad_pool, r.bad_pool);
+        set(&s.bad_index, r.bad_index);
+        set(&s.bad_len, r.bad_len);
+        set(&s.not_held, r.not_held);
+        set(&s.own_errors, self.sp.own_errors);
+    }
+
+    /// Queues a server-held buffer of the app's pool for the completion ring.
+    #[inline]
+    fn give_back(&mut self, h: BufHandle) {
+        // At most one stash slot per buffer: the holder table makes each buffer the
+        // server's at most once, and the stash was sized to the pool at attach.
+        if self.stash.len() < self.stash.capacity() {
+            self.stash.push(Desc::new(h, 0));
+        } else {
+            self.sp.own_errors += 1;
+        }
+    }
+
+    /// Publishes stashed buffers on the completion ring, as many as fit.
+    fn flush_comp(&mut self) {
+        if self.stash.is_empty() {
+            return;
+        }
+        match self.sp.give_comp(&self.stash) {
+            Ok(used) => {
+                self.stash.drain(..used);
+                if used > 0 && self.sp.comp.needs_wakeup() {
+                    let _ = self.notifier.notify();
+                }
+            }
+            // The app wrote an impossible consumer index on its completion ring: count it,
+            // keep the buffers (they are the app's loss, not anybody else's).
+            Err(_) => self.local.ring_faults += 1,
+        }
+    }
+}
+
+impl<M: Mapping, N: Notifier> Drop for AppPort<M, N> {
+    fn drop(&mut self) {
+        // Everything of the app's pool goes with the mapping: what the app held, what sat on
+        // its rings, and what the server still held (stashed for completion or queued at
+        // other ports, which come back to the switch as orphans).
+        tracing::info!(
+            port = %self.name,
+            held_by_server = self.held_by_server(),
+            stashed = self.stash.len(),
+            "app port unmapped"
+        );
+    }
+}
+
+impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    fn link(&self) -> LinkState {
+        LinkState::Up { mbps: 0 }
+    }
+
+    fn stats(&self) -> PortStats {
+        let c = self.shared.snapshot();
+        PortStats {
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            rx_dropped: c.rx_dropped,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            tx_dropped: c.tx_dropped,
+            errors: c.errors,
+        }
+    }
+
+    fn tx_pools(&self) -> PoolSet {
+        self.own
+    }
+
+    fn own_pools(&self) -> PoolSet {
+        self.own
+    }
+
+    fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
+        self.flush_comp();
+        let n = out.len().min(MAX_BURST);
+        let got = self.sp.take_tx(&mut self.descs[..n]);
+        let mut k = 0;
+        for i in 0..got {
+            let d = self.descs[i];
+            let h = d.buf();
+            if (d.len as usize) < ETH_HEADER {
+                self.local.runt += 1;
+                self.give_back(h);
+                continue;
+            }
+            // Bytes 6..12 of the frame: its source MAC, copied out of the app's memory.
+            let mut src = [0u8; 6];
+            let read = self
+                .sp
+                .pool
+                .buf(h)
+                .ok()
+                .and_then(|r| r.read(6, &mut src).ok());
+            if read.is_none() || src != self.mac {
+                self.local.spoofed += 1;
+                self.give_back(h);
+                continue;
+            }
+            out[k] = Frame::new(h, d.len);
+            self.local.rx_packets += 1;
+            self.local.rx_bytes += d.len as u64;
+            k += 1;
+        }
+        if got == 0 {
+            self.empty_polls = self.empty_polls.saturating_add(1);
+            if !self.armed && self.empty_polls >= IDLE_POLLS {
+                // Frames that raced the flag are picked up by the next poll.
+                self.armed = true;
+                if self.sp.tx.ring().set_need_wakeup().is_err() {
+                    self.local.ring_faults += 1;
+                }
+            }
+        } else {
+            self.empty_polls = 0;
+            if self.armed {
+                self.armed = false;
+                self.sp.tx.ring().clear_need_wakeup();
+            }
+        }
+        if got > 0 {
+            self.flush_comp();
+        }
+        // Counters go out with every busy poll and every 64th idle one (rejected
+        // descriptors leave a poll empty but must still show up).
+        if got > 0 || self.empty_polls % 64 == 1 {
+            self.publish();
+        }
+        k
+    }
+
+    fn tx_burst(&mut self, frames: &[Frame]) -> usize {
+        let n = frames.len().min(MAX_BURST);
+        for (d, f) in self.descs[..n].iter_mut().zip(frames) {
+            *d = Desc::new(f.buf, f.len);
+        }
+        let used = match self.sp.give_rx(&self.descs[..n]) {
+            Ok(u) => u,
+            Err(_) => {
+                self.local.ring_faults += 1;
+                0
+            }
+        };
+        for f in &frames[..used] {
+            self.local.tx_packets += 1;
+            self.local.tx_bytes += f.len as u64;
+        }
+        self.local.tx_dropped += (frames.len() - used) as u64;
+        if used > 0 {
+            if !self.marked {
+                self.marked = true;
+                if self.first.mark() {
+                    tracing::info!(
+                        port = %self.name,
+                        ms = self.first.get().unwrap_or(0) as f64 / 1e6,
+                        "first frame forwarded"
+                    );
+                }
+            }
+            if self.sp.rx.needs_wakeup() {
+                let _ = self.notifier.notify();
+            }
+        }
+        self.publish();
+        used
+    }
+
+    fn tx_done(&mut self, _out: &mut [BufHandle]) -> usize {
+        // Frames published on the rx ring are the app's now; nothing comes back this way.
+        0
+    }
+
+    fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
+        let n = out.len().min(MAX_BURST);
+        let got = self.sp.take_fill(&mut self.descs[..n]);
+        for (o, d) in out.iter_mut().zip(&self.descs[..got]) {
+            *o = d.buf();
+        }
+        got
+    }
+
+    fn reclaim(&mut self, bufs: &[BufHandle]) {
+        let own = self.sp.pool.id();
+        for &h in bufs {
+            if h.pool() == own {
+                self.give_back(h);
+            }
+        }
+        self.flush_comp();
+        self.publish();
+    }
+}

@@ -1,0 +1,474 @@
+//! The server's TOML configuration, checked field by field.
+//!
+//! ```toml
+//! [server]
+//! socket = "/run/ferrite/ctl.sock"   # control socket path
+//! socket_mode = "0660"               # its permissions (octal)
+//! socket_group = 1000                # its group (gid), optional
+//! core = 1                           # pin the switch to this core, optional
+//! burst = 32
+//! handshake_timeout_ms = 2000
+//!
+//! [limits]                           # what an app's grant may ask for
+//! max_ring = 4096
+//! max_bufs = 65536
+//! buf_sizes = [2048]                 # min and max buffer size (one value: exactly that)
+//! max_mem_mb = 256
+//!
+//! [[ports]]
+//! name = "uplink"
+//! backend = "af_packet"              # sim | af_xdp | af_packet | intel
+//! ifname = "veth0"                   # af_xdp, af_packet
+//! bufs = 4096
+//!
+//! [[apps]]
+//! uid = 1000                         # and/or gid
+//! name = "web"
+//! mac = "02:00:00:00:00:01"          # optional: any unicast MAC when absent
+//! ```
+//!
+//! Unknown fields are refused. Every error names the field it is about, e.g.
+//! `ports[1].backend: unknown backend 'foo' (expected sim, af_xdp, af_packet, intel)`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ctl::{AllowedApp, Limits, Name};
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message (with line, column and the offending key).
+        message: String,
+    },
+    /// A field has a value the server cannot use.
+    #[error("{field}: {message}")]
+    Field {
+        /// The field, e.g. `ports[1].backend`.
+        field: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+fn field(f: impl Into<String>, m: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: f.into(),
+        message: m.into(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Server-wide settings.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Limits on apps' grants.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Configured (NIC) ports.
+    #[serde(default)]
+    pub ports: Vec<PortSection>,
+    /// Apps that may attach.
+    #[serde(default)]
+    pub apps: Vec<AppSection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Control socket path.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Control socket permissions, octal text such as `"0660"`.
+    #[serde(default = "default_mode")]
+    pub socket_mode: String,
+    /// Group id the control socket belongs to.
+    pub socket_group: Option<u32>,
+    /// Core the switch is pinned to.
+    pub core: Option<usize>,
+    /// Frames per burst.
+    #[serde(default = "default_burst")]
+    pub burst: usize,
+    /// Milliseconds an app has to complete its handshake.
+    #[serde(default = "default_timeout")]
+    pub handshake_timeout_ms: u32,
+    /// Stations the FDB holds.
+    #[serde(default = "default_fdb")]
+    pub fdb_entries: usize,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/ferrite/ctl.sock")
+}
+fn default_mode() -> String {
+    "0660".into()
+}
+fn default_burst() -> usize {
+    32
+}
+fn default_timeout() -> u32 {
+    2000
+}
+fn default_fdb() -> usize {
+    8192
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+            socket_mode: default_mode(),
+            socket_group: None,
+            core: None,
+            burst: default_burst(),
+            handshake_timeout_ms: default_timeout(),
+            fdb_entries: default_fdb(),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest ring.
+    #[serde(default = "default_max_ring")]
+    pub max_ring: u32,
+    /// Most buffers per app pool.
+    #[serde(default = "default_max_bufs")]
+    pub max_bufs: u32,
+    /// Allowed buffer sizes: `[size]` or `[min, max]`.
+    #[serde(default = "default_buf_sizes")]
+    pub buf_sizes: Vec<u32>,
+    /// Largest port memory in MiB.
+    #[serde(default = "default_max_mem")]
+    pub max_mem_mb: u64,
+}
+
+fn default_max_ring() -> u32 {
+    4096
+}
+fn default_max_bufs() -> u32 {
+    65536
+}
+fn default_buf_sizes() -> Vec<u32> {
+    vec![2048]
+}
+fn default_max_mem() -> u64 {
+    256
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_ring: default_max_ring(),
+            max_bufs: default_max_bufs(),
+            buf_sizes: default_buf_sizes(),
+            max_mem_mb: default_max_mem(),
+        }
+    }
+}
+
+/// One `[[ports]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// Port name (logs, stats).
+    pub name: String,
+    /// `sim`, `af_xdp`, `af_packet` or `intel`.
+    pub backend: String,
+    /// Interface (af_xdp, af_packet).
+    pub ifname: Option<String>,
+    /// PCI address (intel).
+    pub pci: Option<String>,
+    /// Queue (af_xdp).
+    pub queue: Option<u32>,
+    /// Buffers in the port's own pool.
+    pub bufs: Option<usize>,
+    /// Buffer size of the port's own pool.
+    pub buf_size: Option<usize>,
+    /// MAC (sim).
+    pub mac: Option<String>,
+    /// Whether the sim port generates frames (sim).
+    pub generate: Option<bool>,
+    /// Frames the sim port generates in total (sim).
+    pub limit: Option<u64>,
+    /// Length of generated frames (sim).
+    pub frame_len: Option<usize>,
+    /// Destination MAC of generated frames (sim; broadcast when absent).
+    pub dst: Option<String>,
+}
+
+/// One `[[apps]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    /// Peer uid that may attach under this name.
+    pub uid: Option<u32>,
+    /// Peer gid that may attach under this name.
+    pub gid: Option<u32>,
+    /// The app's name.
+    pub name: String,
+    /// The app's MAC; any unicast MAC when absent.
+    pub mac: Option<String>,
+}
+
+/// The port backends this server knows.
+pub const BACKENDS: [&str; 4] = ["sim", "af_xdp", "af_packet", "intel"];
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut m {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(m)
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks `text` (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Checks every field's meaning.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.socket.as_os_str().is_empty() {
+            return Err(field("server.socket", "must not be empty"));
+        }
+        self.socket_mode()?;
+        if s.burst == 0 || s.burst > crate::forward::MAX_BURST {
+            return Err(field(
+                "server.burst",
+                format!(
+                    "{} must be from 1 to {}",
+                    s.burst,
+                    crate::forward::MAX_BURST
+                ),
+            ));
+        }
+        if s.handshake_timeout_ms == 0 {
+            return Err(field("server.handshake_timeout_ms", "must be above 0"));
+        }
+        if let Some(c) = s.core {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if c >= n {
+                return Err(field(
+                    "server.core",
+                    format!("core {c} does not exist (this machine has {n})"),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if !l.max_ring.is_power_of_two() || !(2..=1 << 20).contains(&l.max_ring) {
+            return Err(field(
+                "limits.max_ring",
+                format!("{} must be a power of two from 2 to 1048576", l.max_ring),
+            ));
+        }
+        if l.max_bufs == 0 || l.max_bufs as usize > grant_pool::pool::MAX_BUFS {
+            return Err(field(
+                "limits.max_bufs",
+                format!(
+                    "{} must be from 1 to {}",
+                    l.max_bufs,
+                    grant_pool::pool::MAX_BUFS
+                ),
+            ));
+        }
+        let (lo, hi) = match l.buf_sizes[..] {
+            [a] => (a, a),
+            [a, b] => (a, b),
+            _ => {
+                return Err(field("limits.buf_sizes", "give one size or [min, max]"));
+            }
+        };
+        for v in [lo, hi] {
+            if !v.is_power_of_two() || !(256..=4096).contains(&v) {
+                return Err(field(
+                    "limits.buf_sizes",
+                    format!("{v} must be a power of two from 256 to 4096"),
+                ));
+            }
+        }
+        if lo > hi {
+            return Err(field("limits.buf_sizes", "min is above max"));
+        }
+        if l.max_mem_mb == 0 || l.max_mem_mb > 4096 {
+            return Err(field("limits.max_mem_mb", "must be from 1 to 4096"));
+        }
+        if self.ports.len() > 64 {
+            return Err(field("ports", "at most 64 configured ports"));
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            let f = |k: &str| format!("ports[{i}].{k}");
+            if p.name.is_empty() || p.name.len() > crate::ctl::wire::NAME_MAX {
+                return Err(field(f("name"), "must be 1 to 32 characters"));
+            }
+            if self.ports[..i].iter().any(|q| q.name == p.name) {
+                return Err(field(f("name"), format!("'{}' is used twice", p.name)));
+            }
+            if !BACKENDS.contains(&p.backend.as_str()) {
+                return Err(field(
+                    f("backend"),
+                    format!(
+                        "unknown backend '{}' (expected {})",
+                        p.backend,
+                        BACKENDS.join(", ")
+                    ),
+                ));
+            }
+            match p.backend.as_str() {
+                "af_xdp" | "af_packet" if p.ifname.as_deref().is_none_or(str::is_empty) => {
+                    return Err(field(
+                        f("ifname"),
+                        format!("the {} backend needs an interface name", p.backend),
+                    ));
+                }
+                "intel" if p.pci.as_deref().is_none_or(str::is_empty) => {
+                    return Err(field(
+                        f("pci"),
+                        "the intel backend needs a PCI address such as 0000:00:03.0",
+                    ));
+                }
+                _ => {}
+            }
+            for (k, v) in [("mac", &p.mac), ("dst", &p.dst)] {
+                if let Some(m) = v
+                    && parse_mac(m).is_none()
+                {
+                    return Err(field(
+                        f(k),
+                        format!("'{m}' is not a MAC like 02:00:00:00:00:01"),
+                    ));
+                }
+            }
+            if let Some(b) = p.buf_size
+                && (!b.is_power_of_two() || !(256..=4096).contains(&b))
+            {
+                return Err(field(
+                    f("buf_size"),
+                    format!("{b} must be a power of two from 256 to 4096"),
+                ));
+            }
+            if let Some(b) = p.bufs
+                && (b == 0 || b > grant_pool::pool::MAX_BUFS)
+            {
+                return Err(field(f("bufs"), format!("{b} is out of range")));
+            }
+        }
+        for (i, a) in self.apps.iter().enumerate() {
+            let f = |k: &str| format!("apps[{i}].{k}");
+            if a.uid.is_none() && a.gid.is_none() {
+                return Err(field(
+                    f("uid"),
+                    "give a uid, a gid or both: who may attach under this name",
+                ));
+            }
+            if let Err(e) = Name::new(&a.name) {
+                return Err(field(f("name"), e.to_string()));
+            }
+            if let Some(m) = &a.mac {
+                match parse_mac(m) {
+                    Some(mac) => {
+                        if let Err(e) = crate::ctl::wire::check_mac(mac) {
+                            return Err(field(f("mac"), e.to_string()));
+                        }
+                    }
+                    None => {
+                        return Err(field(
+                            f("mac"),
+                            format!("'{m}' is not a MAC like 02:00:00:00:00:01"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The control socket's permission bits.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        let m = self.server.socket_mode.trim_start_matches("0o");
+        match u32::from_str_radix(m, 8) {
+            Ok(v) if v <= 0o777 => Ok(v),
+            _ => Err(field(
+                "server.socket_mode",
+                format!(
+                    "'{}' is not an octal mode such as \"0660\"",
+                    self.server.socket_mode
+                ),
+            )),
+        }
+    }
+
+    /// The limits sent to apps.
+    pub fn limits(&self) -> Limits {
+        let l = &self.limits;
+        let (lo, hi) = match l.buf_sizes[..] {
+            [a] => (a, a),
+            [a, b] => (a, b),
+            _ => (2048, 2048),
+        };
+        Limits {
+            max_ring: l.max_ring,
+            min_buf_size: lo,
+            max_buf_size: hi,
+            max_bufs: l.max_bufs,
+            max_mem: l.max_mem_mb << 20,
+            timeout_ms: self.server.handshake_timeout_ms,
+        }
+    }
+
+    /// The allowed apps, as the handshake checks them.
+    pub fn allowed(&self) -> Vec<AllowedApp> {
+        self.apps
+            .iter()
+            .map(|a| AllowedApp {
+                uid: a.uid,
+                gid: a.gid,
+                name: a.name.clone(),
+                mac: a.mac.as_deref().and_then(parse_mac),
+            })
+            .collect()
+    }
+}

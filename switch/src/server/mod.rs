@@ -1,0 +1,622 @@
+//! The Ferrite network server: configured ports and app ports on one switch, and the
+//! control plane that attaches and detaches apps while the switch runs.
+//!
+//! Two threads. The **switch thread** owns the [`Switch`] and runs its loop (pinned when
+//! configured); it never blocks on the control plane. The **control thread** (the caller of
+//! [`serve`]) polls the control socket, every connection, every app's notifier and a
+//! signal pipe. It hands new and departing ports to the switch through a channel that the
+//! switch drains in its housekeeping hook (between bursts and before it parks), and wakes a
+//! parked switch; the forwarding path never takes a lock.
+//!
+//! The server keeps no state that a new handshake cannot rebuild: when it restarts, apps
+//! reconnect, grant their memory afresh and the FDB relearns.
+
+pub mod config;
+pub mod ports;
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use grant_pool::{DomId, GrantBackend, GrantRef, Notifier, PoolId, PortLimits};
+use pmd::{Mac, Port, PortStats};
+use rustix::event::{PollFd, PollFlags};
+
+use crate::app_port::{AppCounters, AppPort, FirstFrame};
+use crate::counters::{DropReason, PortCountersSnapshot};
+use crate::ctl::wire::fmt_mac;
+use crate::ctl::{
+    CtlError, ErrorCode, GrantRepr, Name, Policy, PortCounters, PortStatsRepr, Received, Repr,
+    SeqPacket, SeqPacketListener, Session, StatsRepr, Step, Transport,
+};
+use crate::forward::{PortId, Switch, SwitchConfig, SwitchError};
+use crate::run::IdleConfig;
+pub use config::{Config, ConfigError};
+
+/// Why the server could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A configured port could not be opened.
+    #[error(transparent)]
+    Port(#[from] ports::PortOpenError),
+    /// The switch refused its configuration or a port.
+    #[error("switch: {0}")]
+    Switch(#[from] SwitchError),
+    /// The control socket failed.
+    #[error(transparent)]
+    Ctl(#[from] CtlError),
+    /// Signal handling could not be set up.
+    #[error("cannot handle SIGTERM/SIGINT: {0}")]
+    Signal(std::io::Error),
+    /// The switch thread failed.
+    #[error("the switch thread stopped: {0}")]
+    SwitchThread(String),
+}
+
+/// Work for the switch thread.
+enum Cmd {
+    Add(Box<dyn Port>, Sender<Result<PortId, SwitchError>>),
+    Remove(PortId, Sender<Option<Box<dyn Port>>>),
+    Stats(Sender<Vec<PortSnap>>),
+}
+
+struct PortSnap {
+    id: PortId,
+    name: String,
+    mac: Mac,
+    stats: PortStats,
+    sw: PortCountersSnapshot,
+}
+
+fn housekeeping(sw: &mut Switch, rx: &Receiver<Cmd>) {
+    // Bounded: a burst of commands cannot hold the switch for long.
+    for _ in 0..16 {
+        let Ok(cmd) = rx.try_recv() else { return };
+        match cmd {
+            Cmd::Add(p, reply) => {
+                // Nobody waiting any more (the control thread gave up): take the port off
+                // again rather than keep a port no connection answers for.
+                if let Err(e) = reply.send(sw.add_port(p))
+                    && let Ok(id) = e.into_inner()
+                {
+                    drop(sw.remove_port(id));
+                }
+            }
+            Cmd::Remove(id, reply) => {
+                let _ = reply.send(sw.remove_port(id));
+            }
+            Cmd::Stats(reply) => {
+                let snaps = sw
+                    .port_ids()
+                    .into_iter()
+                    .filter_map(|id| {
+                        let p = sw.port(id)?;
+                        Some(PortSnap {
+                            id,
+                            name: p.name().to_owned(),
+                            mac: p.mac(),
+                            stats: p.stats(),
+                            sw: sw.counters(id)?.snapshot(),
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(snaps);
+            }
+        }
+    }
+}
+
+/// An app's port as the control thread remembers it.
+struct AppEntry<N> {
+    id: PortId,
+    pool: PoolId,
+    name: String,
+    mac: Mac,
+    counters: Arc<AppCounters>,
+    watch: N,
+}
+
+struct Conn<N> {
+    t: SeqPacket,
+    s: Session,
+    app: Option<AppEntry<N>>,
+    done: bool,
+}
+
+/// Most control connections open at once; more are refused with `Busy`.
+pub const MAX_CONNS: usize = 256;
+
+/// How long the control thread waits for the switch thread to take a command.
+const SWITCH_REPLY: Duration = Duration::from_secs(2);
+
+/// The control thread's state.
+struct Control<B: GrantBackend> {
+    backend: B,
+    policy: Policy,
+    limits: PortLimits,
+    tx: Sender<Cmd>,
+    waker: Arc<crate::run::Waker>,
+    first: Arc<FirstFrame>,
+    start: Instant,
+    instance: u64,
+    pools_used: [bool; 256],
+    nics: Vec<(PortId, String)>,
+    rejections: [u64; ErrorCode::ALL.len()],
+    buf: Vec<u8>,
+}
+
+impl<B: GrantBackend> Control<B>
+where
+    B::Mapping: 'static,
+    B::Notifier: 'static,
+{
+    fn command<T>(&self, make: impl FnOnce(Sender<T>) -> Cmd) -> Option<T> {
+        let (stx, srx) = crossbeam_channel::bounded(1);
+        self.tx.send(make(stx)).ok()?;
+        self.waker.wake();
+        let deadline = Instant::now() + SWITCH_REPLY;
+        // The switch takes commands between bursts or when it parks; keep waking it.
+        while Instant::now() < deadline {
+            if let Ok(v) = srx.recv_timeout(Duration::from_millis(5)) {
+                return Some(v);
+            }
+            self.waker.wake();
+        }
+        None
+    }
+
+    fn count(&mut self, r: &Repr) {
+        if let Repr::Error { code, text } = r {
+            if let Some(i) = ErrorCode::ALL.iter().position(|c| c == code) {
+                self.rejections[i] += 1;
+            }
+            tracing::warn!(code = %code, "control message refused: {text}");
+        }
+    }
+
+    fn attach(
+        &mut self,
+        name: Name,
+        mac: Mac,
+        g: GrantRepr,
+        fds: Vec<OwnedFd>,
+        others: &[Conn<B::Notifier>],
+    ) -> Result<AppEntry<B::Notifier>, CtlError> {
+        let busy = |t: String| CtlError::refused(ErrorCode::Busy, t);
+        if let Some(o) = others
+            .iter()
+            .filter_map(|c| c.app.as_ref())
+            .find(|a| a.name == name.as_str() || a.mac == mac)
+        {
+            return Err(busy(format!(
+                "{} ({}) is attached already",
+                o.name,
+                fmt_mac(o.mac)
+            )));
+        }
+        let pool = (0..256)
+            .find(|&i| !self.pools_used[i])
+            .map(|i| PoolId(i as u8))
+            .ok_or_else(|| busy("no pool id left".into()))?;
+        let bad_mem = |t: String| CtlError::refused(ErrorCode::BadMemory, t);
+        let gf = g.grant_fds as usize;
+        let (gfds, nfds) = fds.split_at(gf.min(fds.len()));
+        let refs: Vec<GrantRef> = g.refs.iter().map(|&r| GrantRef(r)).collect();
+        let dom = DomId(g.domid);
+        let mapping = self
+            .backend
+            .map(dom, &refs, grant_pool::Access::ReadWrite, gfds)
+            .map_err(|e| bad_mem(format!("cannot map the grant: {e}")))?;
+        let bad_fds = |e: grant_pool::GrantError| {
+            CtlError::refused(ErrorCode::BadFds, format!("notifier: {e}"))
+        };
+        let notifier = self
+            .backend
+            .bind_notifier(dom, g.notify_port, nfds)
+            .map_err(bad_fds)?;
+        let watch = self
+            .backend
+            .bind_notifier(dom, g.notify_port, nfds)
+            .map_err(bad_fds)?;
+        let port = AppPort::new(
+            name.as_str(),
+            mac,
+            mapping,
+            notifier,
+            pool,
+            self.limits,
+            [
+                g.rx_size,
+                g.tx_size,
+                g.fill_size,
+                g.comp_size,
+                g.buf_size,
+                g.buf_count,
+            ],
+            self.first.clone(),
+        )
+        .map_err(|e| bad_mem(e.to_string()))?;
+        let counters = port.counters();
+        let id = match self.command(|r| Cmd::Add(Box::new(port), r)) {
+            Some(Ok(id)) => id,
+            Some(Err(SwitchError::TooManyPorts)) => {
+                return Err(busy("the switch has no room for another port".into()));
+            }
+            Some(Err(e)) => return Err(CtlError::refused(ErrorCode::Internal, e.to_string())),
+            None => {
+                return Err(CtlError::refused(
+                    ErrorCode::Internal,
+                    "the switch did not take the port in time",
+                ));
+            }
+        };
+        self.pools_used[pool.0 as usize] = true;
+        tracing::info!(app = %name, mac = %fmt_mac(mac), port = id.0, pool = pool.0, "app attached");
+        Ok(AppEntry {
+            id,
+            pool,
+            name: name.as_str().to_owned(),
+            mac,
+            counters,
+            watch,
+        })
+    }
+
+    fn detach(&mut self, a: AppEntry<B::Notifier>, why: &str) {
+        match self.command(|r| Cmd::Remove(a.id, r)) {
+            Some(Some(port)) => {
+                // Dropped here, off the switch thread: the app's memory is unmapped now.
+                drop(port);
+                self.pools_used[a.pool.0 as usize] = false;
+            }
+            // The pool id stays taken: the port may still be on the switch.
+            _ => tracing::error!(app = %a.name, "the switch did not give the port back"),
+        }
+        tracing::info!(app = %a.name, port = a.id.0, "app detached: {why}");
+    }
+
+    fn stats(&self, conns: &[Conn<B::Notifier>]) -> StatsRepr {
+        let snaps = self.command(Cmd::Stats).unwrap_or_default();
+        let ports = snaps
+            .into_iter()
+            .map(|s| {
+                let ingress: u64 = [
+                    DropReason::Runt,
+                    DropReason::BadFrame,
+                    DropReason::Hairpin,
+                    DropReason::NoDestination,
+                ]
+                .iter()
+                .map(|r| s.sw.dropped(*r))
+                .sum();
+                let egress: u64 = [
+                    DropReason::RingFull,
+                    DropReason::NoBuffer,
+                    DropReason::CopyFault,
+                ]
+                .iter()
+                .map(|r| s.sw.dropped(*r))
+                .sum();
+                let app = conns
+                    .iter()
+                    .filter_map(|c| c.app.as_ref())
+                    .find(|a| a.id == s.id);
+                let mut c = match app {
+                    Some(a) => a.counters.snapshot(),
+                    None => PortCounters {
+                        rx_packets: s.stats.rx_packets,
+                        rx_bytes: s.stats.rx_bytes,
+                        rx_dropped: s.stats.rx_dropped,
+                        tx_packets: s.stats.tx_packets,
+                        tx_bytes: s.stats.tx_bytes,
+                        errors: s.stats.errors,
+                        ..Default::default()
+                    },
+                };
+                c.rx_dropped += ingress;
+                c.tx_dropped = egress;
+                PortStatsRepr {
+                    port: s.id.0,
+                    app: app.is_some(),
+                    name: s.name,
+                    mac: s.mac,
+                    counters: c,
+                }
+            })
+            .collect();
+        StatsRepr {
+            uptime_ns: self.start.elapsed().as_nanos() as u64,
+            first_frame_ns: self.first.get(),
+            instance: self.instance,
+            ports,
+            rejections: ErrorCode::ALL
+                .iter()
+                .zip(self.rejections)
+                .map(|(c, n)| (*c, n))
+                .collect(),
+        }
+    }
+
+    /// Reads and answers everything pending on connection `i`.
+    fn service(&mut self, conns: &mut [Conn<B::Notifier>], i: usize) {
+        // Bounded: a peer flooding the socket gets at most this many messages per round.
+        for _ in 0..32 {
+            if conns[i].done {
+                return;
+            }
+            let mut fds = Vec::new();
+            let got = conns[i].t.recv(&mut self.buf, &mut fds);
+            let (len, truncated, surplus) = match got {
+                Ok(Received::Message {
+                    len,
+                    truncated,
+                    surplus_fds,
+                }) => (len, truncated, surplus_fds),
+                Ok(Received::WouldBlock) => return,
+                Ok(Received::Closed) | Err(_) => {
+                    conns[i].done = true;
+                    return;
+                }
+            };
+            let step = conns[i].s.on_message(
+                &self.buf[..len],
+                fds.len(),
+                truncated,
+                surplus,
+                &self.policy,
+                Instant::now(),
+            );
+            let (answer, close) = match step {
+                Step::Reply(r) => (r, false),
+                Step::Close(r) => (r, true),
+                Step::Stats => (Repr::StatsReply(self.stats(conns)), false),
+                Step::Attach { name, mac, grant } => {
+                    match self.attach(name, mac, grant, fds, conns) {
+                        Ok(a) => {
+                            let r = conns[i].s.attached(a.id.0, a.pool.0, self.instance);
+                            conns[i].app = Some(a);
+                            (r, false)
+                        }
+                        Err(e) => (conns[i].s.refuse(e), true),
+                    }
+                }
+                Step::Detach => {
+                    if let Some(a) = conns[i].app.take() {
+                        self.detach(a, "the app asked");
+                    }
+                    (conns[i].s.detached(), true)
+                }
+            };
+            self.count(&answer);
+            let _ = conns[i].t.send(&answer.to_bytes(), &[]);
+            if close {
+                conns[i].done = true;
+                return;
+            }
+        }
+    }
+}
+
+/// Runs the server described by `cfg` until SIGTERM/SIGINT or until `stop` is set.
+pub fn serve(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), ServerError> {
+    serve_with(
+        cfg,
+        stop,
+        grant_pool::shm::ShmBackend::new(DomId::SELF_HOST),
+    )
+}
+
+/// [`serve`] with a given grant backend.
+pub fn serve_with<B: GrantBackend>(
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    backend: B,
+) -> Result<(), ServerError>
+where
+    B::Mapping: 'static,
+    B::Notifier: 'static,
+{
+    cfg.check()?;
+    let start = Instant::now();
+    let first = Arc::new(FirstFrame::new(start));
+    let (sig_rx, sig_tx) = UnixStream::pair().map_err(ServerError::Signal)?;
+    sig_rx.set_nonblocking(true).map_err(ServerError::Signal)?;
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let w = sig_tx.try_clone().map_err(ServerError::Signal)?;
+        signal_hook::low_level::pipe::register(sig, w).map_err(ServerError::Signal)?;
+    }
+
+    let mut sw = Switch::new(SwitchConfig {
+        burst: cfg.server.burst,
+        fdb_entries: cfg.server.fdb_entries,
+        core: cfg.server.core,
+        idle: IdleConfig {
+            housekeeping_polls: 256,
+            ..IdleConfig::default()
+        },
+        ..SwitchConfig::default()
+    })?;
+    let mut pools_used = [false; 256];
+    let mut nics = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let pool = PoolId(i as u8);
+        let port = ports::open(i, p, pool)?;
+        let own = port.own_pools();
+        for (k, used) in pools_used.iter_mut().enumerate() {
+            if own.contains(PoolId(k as u8)) {
+                *used = true;
+            }
+        }
+        let id = sw.add_port(Box::new(ports::Marked::new(port, first.clone())))?;
+        tracing::info!(port = %p.name, backend = %p.backend, id = id.0, "port up");
+        nics.push((id, p.name.clone()));
+    }
+
+    let listener = SeqPacketListener::bind(
+        &cfg.server.socket,
+        cfg.socket_mode()?,
+        cfg.server.socket_group,
+    )?;
+    let waker = sw.waker();
+    let (tx, rx) = crossbeam_channel::unbounded::<Cmd>();
+    let sw_stop = stop.clone();
+    let switch_thread = std::thread::Builder::new()
+        .name("ferrite-switch".into())
+        .spawn(move || sw.run_with(&sw_stop, |s| housekeeping(s, &rx)))
+        .map_err(|e| ServerError::SwitchThread(e.to_string()))?;
+
+    let instance = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ ((std::process::id() as u64) << 32);
+    let mut ctl = Control {
+        backend,
+        policy: Policy {
+            allowed: cfg.allowed(),
+            limits: cfg.limits(),
+            grant_fds: (2, 2),
+        },
+        limits: PortLimits {
+            max_ring: cfg.limits.max_ring,
+            max_bufs: cfg.limits.max_bufs as usize,
+        },
+        tx,
+        waker: waker.clone(),
+        first,
+        start,
+        instance,
+        pools_used,
+        nics,
+        rejections: [0; ErrorCode::ALL.len()],
+        buf: vec![0; crate::ctl::wire::MAX_APP_MSG],
+    };
+    tracing::info!(
+        socket = %cfg.server.socket.display(),
+        ports = ctl.nics.len(),
+        startup_ms = start.elapsed().as_secs_f64() * 1e3,
+        "ferrite serving"
+    );
+
+    let mut conns: Vec<Conn<B::Notifier>> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        if switch_thread.is_finished() {
+            break;
+        }
+        // Poll set: signal pipe, listener, connections, app notifiers.
+        let (ready_sig, ready_listen, ready_conn, ready_watch) = {
+            let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(2 + 2 * conns.len());
+            pfds.push(PollFd::new(&sig_rx, PollFlags::IN));
+            pfds.push(PollFd::new(&listener, PollFlags::IN));
+            for c in &conns {
+                pfds.push(PollFd::new(&c.t, PollFlags::IN));
+            }
+            let watch_fds: Vec<BorrowedFd<'_>> = conns
+                .iter()
+                .filter_map(|c| c.app.as_ref())
+                .map(|a| a.watch.poll_fd())
+                .collect();
+            for w in &watch_fds {
+                pfds.push(PollFd::from_borrowed_fd(*w, PollFlags::IN));
+            }
+            let ts = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 50_000_000,
+            };
+            let _ = rustix::event::poll(&mut pfds, Some(&ts));
+            let r: Vec<bool> = pfds.iter().map(|p| !p.revents().is_empty()).collect();
+            let n = conns.len();
+            (
+                r[0],
+                r[1],
+                r[2..2 + n].to_vec(),
+                r[2 + n..].iter().any(|&b| b),
+            )
+        };
+        if ready_sig {
+            let mut b = [0u8; 16];
+            let _ = std::io::Read::read(&mut &sig_rx, &mut b);
+            tracing::info!("signal received: shutting down");
+            break;
+        }
+        if ready_watch {
+            for a in conns.iter().filter_map(|c| c.app.as_ref()) {
+                let _ = a.watch.drain();
+            }
+            waker.wake();
+        }
+        if ready_listen {
+            // Bounded per round, like everything a peer can drive.
+            for _ in 0..16 {
+                match listener.accept() {
+                    Ok(Some(mut t)) if conns.len() >= MAX_CONNS => {
+                        let r = Repr::Error {
+                            code: ErrorCode::Busy,
+                            text: format!("{MAX_CONNS} control connections are open already"),
+                        };
+                        ctl.count(&r);
+                        let _ = t.send(&r.to_bytes(), &[]);
+                    }
+                    Ok(Some(t)) => match t.peer() {
+                        Ok(peer) => {
+                            let s = Session::new(peer, &ctl.policy, Instant::now());
+                            conns.push(Conn {
+                                t,
+                                s,
+                                app: None,
+                                done: false,
+                            });
+                        }
+                        Err(e) => tracing::warn!("connection without credentials: {e}"),
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        break;
+                    }
+                }
+            }
+        }
+        for (i, r) in ready_conn.iter().enumerate() {
+            if *r {
+                ctl.service(&mut conns, i);
+            }
+        }
+        let now = Instant::now();
+        for c in conns.iter_mut() {
+            if !c.done && c.s.expired(now) {
+                let r = c.s.timed_out();
+                ctl.count(&r);
+                let _ = c.t.send(&r.to_bytes(), &[]);
+                c.done = true;
+            }
+        }
+        // Close finished connections; an app whose connection closed is gone.
+        let mut i = 0;
+        while i < conns.len() {
+            if conns[i].done {
+                let mut c = conns.swap_remove(i);
+                if let Some(a) = c.app.take() {
+                    ctl.detach(a, "its control connection closed");
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    waker.wake();
+    let result = switch_thread
+        .join()
+        .map_err(|_| ServerError::SwitchThread("it panicked".into()))?;
+    drop(conns);
+    drop(listener);
+    tracing::info!("ferrite stopped");
+    result.map_err(ServerError::from)
+}

@@ -1,0 +1,180 @@
+//! Building the configured (NIC) ports from `[[ports]]` entries.
+
+use std::sync::Arc;
+
+use grant_pool::{BufHandle, Pool, PoolId, PoolSet};
+use pmd::{Frame, LinkState, Mac, Port, PortStats};
+
+use super::config::{PortSection, parse_mac};
+use crate::app_port::FirstFrame;
+
+/// A configured port that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("ports[{index}] ({name}, backend {backend}): {message}")]
+pub struct PortOpenError {
+    /// Index in the config's `ports`.
+    pub index: usize,
+    /// The port's name.
+    pub name: String,
+    /// The backend.
+    pub backend: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Opens port `i` of the config with pool id `pool`.
+pub fn open(i: usize, p: &PortSection, pool: PoolId) -> Result<Box<dyn Port>, PortOpenError> {
+    let err = |m: String| PortOpenError {
+        index: i,
+        name: p.name.clone(),
+        backend: p.backend.clone(),
+        message: m,
+    };
+    let ifname = p.ifname.clone().unwrap_or_default();
+    match p.backend.as_str() {
+        "sim" => {
+            let mac = p
+                .mac
+                .as_deref()
+                .and_then(parse_mac)
+                .unwrap_or([0x02, 0xfe, 0xff, 0, 0, i as u8]);
+            let mut c = pmd::sim::SimConfig::new(p.name.clone(), mac, pool);
+            c.generate = p.generate.unwrap_or(false);
+            c.limit = p.limit;
+            if let Some(l) = p.frame_len {
+                c.frame_len = l;
+            }
+            if let Some(d) = p.dst.as_deref().and_then(parse_mac) {
+                c.dst = pmd::sim::MacPattern::Fixed(d);
+            }
+            if let Some(b) = p.buf_size {
+                c.buf_size = b;
+            }
+            if let Some(b) = p.bufs {
+                c.spare_bufs = b;
+            }
+            Ok(Box::new(
+                pmd::sim::SimPort::new(c).map_err(|e| err(e.to_string()))?,
+            ))
+        }
+        "af_packet" => {
+            let mut c = pmd::af_packet::AfPacketConfig::new(&ifname, pool);
+            if let Some(b) = p.bufs {
+                c.bufs = b;
+            }
+            if let Some(b) = p.buf_size {
+                c.buf_size = b;
+            }
+            Ok(Box::new(
+                pmd::af_packet::AfPacketPort::open(c).map_err(|e| err(e.to_string()))?,
+            ))
+        }
+        "af_xdp" => {
+            let mut c = pmd::af_xdp::AfXdpConfig::new(&ifname, pool);
+            if let Some(q) = p.queue {
+                c.queue = q;
+            }
+            if let Some(b) = p.bufs {
+                c.bufs = b;
+            }
+            if let Some(b) = p.buf_size {
+                c.buf_size = b;
+            }
+            Ok(Box::new(
+                pmd::af_xdp::AfXdpPort::open(c).map_err(|e| err(e.to_string()))?,
+            ))
+        }
+        "intel" => {
+            let mut c = pmd::intel::IntelConfig {
+                pci: p.pci.clone().unwrap_or_default(),
+                pool,
+                ..Default::default()
+            };
+            if let Some(b) = p.bufs {
+                c.bufs = b as u32;
+            }
+            Ok(Box::new(
+                pmd::intel::IntelPort::open(&c).map_err(|e| err(e.to_string()))?,
+            ))
+        }
+        other => Err(err(format!("unknown backend '{other}'"))),
+    }
+}
+
+/// A configured port as the switch sees it: the port itself, plus the mark of the server's
+/// first forwarded frame (one flag test per transmit burst).
+pub struct Marked {
+    inner: Box<dyn Port>,
+    marked: bool,
+    first: Arc<FirstFrame>,
+}
+
+impl Marked {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn Port>, first: Arc<FirstFrame>) -> Self {
+        Self {
+            inner,
+            marked: false,
+            first,
+        }
+    }
+}
+
+impl Port for Marked {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn mac(&self) -> Mac {
+        self.inner.mac()
+    }
+    fn link(&self) -> LinkState {
+        self.inner.link()
+    }
+    fn stats(&self) -> PortStats {
+        self.inner.stats()
+    }
+    fn tx_pools(&self) -> PoolSet {
+        self.inner.tx_pools()
+    }
+    fn own_pools(&self) -> PoolSet {
+        self.inner.own_pools()
+    }
+    fn pools(&self) -> &[Pool] {
+        self.inner.pools()
+    }
+    fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
+        self.inner.grant_tx_pool(pool)
+    }
+    fn revoke_tx_pool(&mut self, pool: PoolId) -> bool {
+        self.inner.revoke_tx_pool(pool)
+    }
+    fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
+        self.inner.rx_burst(out)
+    }
+    fn tx_burst(&mut self, frames: &[Frame]) -> usize {
+        let n = self.inner.tx_burst(frames);
+        if n > 0 && !self.marked {
+            self.marked = true;
+            if self.first.mark() {
+                tracing::info!(
+                    port = %self.inner.name(),
+                    ms = self.first.get().unwrap_or(0) as f64 / 1e6,
+                    "first frame forwarded"
+                );
+            }
+        }
+        n
+    }
+    fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
+        self.inner.tx_done(out)
+    }
+    fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
+        self.inner.alloc(out)
+    }
+    fn reclaim(&mut self, bufs: &[BufHandle]) {
+        self.inner.reclaim(bufs)
+    }
+    fn wants_poll(&self) -> bool {
+        self.inner.wants_poll()
+    }
+}

@@ -1,0 +1,532 @@
+//! The `ferrite` server as a separate process, with apps (this test process) attaching over
+//! the control socket with real shm grants.
+
+mod server_app;
+
+use std::time::Duration;
+
+use grant_pool::{BufHandle, BufIdx, Desc, Grant, PoolId};
+use rustix::process::Signal;
+use server_app::*;
+use switch::ctl::transport::SeqPacket;
+use switch::ctl::wire::{HEADER_LEN, MAGIC};
+use switch::ctl::{Client, CtlError, ErrorCode, Name, Received, Repr, Transport};
+
+const A: (&str, &str) = ("app-a", "02:00:00:00:00:0a");
+const B: (&str, &str) = ("app-b", "02:00:00:00:00:0b");
+const H: (&str, &str) = ("hostile", "02:00:00:00:00:0e");
+
+fn two_apps(name: &str) -> (ServerProc, TestApp, TestApp) {
+    let dir = test_dir(name);
+    let srv = ServerProc::start(&dir, &config_text(&dir.join("ctl.sock"), &[A, B, H], ""));
+    let a = TestApp::connect(&srv.socket, A.0, A.1).expect("a attaches");
+    let b = TestApp::connect(&srv.socket, B.0, B.1).expect("b attaches");
+    (srv, a, b)
+}
+
+#[test]
+fn apps_attach_and_forward_frames_across_processes() {
+    let (srv, mut a, mut b) = two_apps("happy");
+    assert_ne!(
+        a.attached.pool, b.attached.pool,
+        "each app gets its own pool id"
+    );
+    assert_ne!(a.attached.port, b.attached.port);
+    for i in 0..20u8 {
+        check_forwarding(&mut a, &mut b, &[b'a', b'b', i]);
+        check_forwarding(&mut b, &mut a, &[b'b', b'a', i]);
+    }
+    let s = wait_stats(&srv, "20 frames each way", |s| {
+        port(s, A.0).is_some_and(|p| p.counters.rx_packets >= 20 && p.counters.tx_packets >= 20)
+    });
+    let pa = port(&s, A.0).expect("a in stats");
+    assert!(pa.app);
+    assert_eq!(pa.mac, a.mac);
+    assert_eq!(pa.counters.errors, 0);
+    assert!(s.first_frame_ns.is_some(), "first forwarded frame recorded");
+    // Idle now: the server asks the apps to kick its notifier when they send again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !a.port.tx.needs_wakeup() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        a.port.tx.needs_wakeup(),
+        "need-wakeup armed on an idle tx ring"
+    );
+    check_forwarding(&mut a, &mut b, b"kicked");
+    // Detach: Closed, and the port leaves the switch.
+    a.client.detach().expect("detach");
+    wait_stats(&srv, "a gone", |s| port(s, A.0).is_none());
+    assert!(port(&srv.stats(), B.0).is_some());
+}
+
+/// Messages to send, each with how many descriptors to attach.
+type Steps = Vec<(Vec<u8>, usize)>;
+
+/// Sends raw bytes with optional descriptors on a fresh connection; returns the answer.
+fn raw_exchange(sock: &std::path::Path, steps: &Steps) -> Result<Repr, CtlError> {
+    let mut t = SeqPacket::connect(sock)?;
+    let files: Vec<std::fs::File> = (0..6)
+        .map(|_| std::fs::File::open("/dev/null").expect("null"))
+        .collect();
+    let fds: Vec<std::os::fd::BorrowedFd<'_>> =
+        files.iter().map(std::os::fd::AsFd::as_fd).collect();
+    let mut c = None;
+    for (i, (bytes, nfds)) in steps.iter().enumerate() {
+        if *nfds > switch::ctl::transport::MAX_FDS {
+            // More than our own sender allows: what a hostile peer would do.
+            let mut space =
+                [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
+            let mut cmsg = rustix::net::SendAncillaryBuffer::new(&mut space);
+            assert!(cmsg.push(rustix::net::SendAncillaryMessage::ScmRights(&fds[..*nfds])));
+            rustix::net::sendmsg(
+                &t,
+                &[std::io::IoSlice::new(bytes)],
+                &mut cmsg,
+                rustix::net::SendFlags::empty(),
+            )
+            .map_err(std::io::Error::from)
+            .expect("sendmsg");
+        } else {
+            t.send(bytes, &fds[..*nfds])?;
+        }
+        let mut buf = vec![0u8; 70000];
+        let mut got = Vec::new();
+        t.set_read_timeout(Some(Duration::from_secs(5)))?;
+        match t.recv(&mut buf, &mut got)? {
+            Received::Message { len, .. } => {
+                let r = Repr::from_bytes(&buf[..len])?;
+                if i + 1 == steps.len() || matches!(r, Repr::Error { .. }) {
+                    c = Some(r);
+                    break;
+                }
+            }
+            _ => return Err(CtlError::Closed),
+        }
+    }
+    // After an error the server closes the connection.
+    if matches!(c, Some(Repr::Error { .. })) {
+        let mut buf = vec![0u8; 64];
+        let mut got = Vec::new();
+        assert_eq!(
+            t.recv(&mut buf, &mut got)?,
+            Received::Closed,
+            "connection closed after the error"
+        );
+    }
+    c.ok_or(CtlError::Closed)
+}
+
+fn hello(name: &str, m: &str) -> Vec<u8> {
+    Repr::Hello {
+        name: Name::new(name).expect("name"),
+        mac: mac(m),
+    }
+    .to_bytes()
+}
+
+#[test]
+fn hostile_control_messages_get_an_error_and_a_closed_connection_others_carry_on() {
+    let (srv, mut a, mut b) = two_apps("hostile-ctl");
+    let mut bad_magic = Repr::StatsRequest.to_bytes();
+    bad_magic[0] ^= 0xff;
+    let mut bad_version = Repr::StatsRequest.to_bytes();
+    bad_version[4] = 77;
+    let mut bad_kind = Repr::StatsRequest.to_bytes();
+    bad_kind[6] = 99;
+    let mut bad_len = Repr::StatsRequest.to_bytes();
+    bad_len.extend_from_slice(&[0; 3]);
+    let mut bad_name = hello(H.0, H.1);
+    bad_name[HEADER_LEN + 8] = b'/';
+    let mut multicast = hello(H.0, H.1);
+    multicast[HEADER_LEN] = 0x03;
+    let (_, _, _, mut grant) = prepare(grant_pool::PortLayout::simple(64, 64).expect("layout"));
+    let good_grant = Repr::Grant(grant.clone()).to_bytes();
+    grant.rx_size = 3;
+    let bad_layout = Repr::Grant(grant.clone()).to_bytes();
+    let mut huge = MAGIC.to_le_bytes().to_vec();
+    huge.resize(66000, 0);
+    let cases: Vec<(&str, Steps, ErrorCode)> = vec![
+        ("garbage", vec![(vec![1, 2, 3], 0)], ErrorCode::Malformed),
+        ("bad magic", vec![(bad_magic, 0)], ErrorCode::Malformed),
+        (
+            "bad version",
+            vec![(bad_version, 0)],
+            ErrorCode::UnsupportedVersion,
+        ),
+        ("unknown kind", vec![(bad_kind, 0)], ErrorCode::Malformed),
+        ("length mismatch", vec![(bad_len, 0)], ErrorCode::Malformed),
+        ("over-long message", vec![(huge, 0)], ErrorCode::Malformed),
+        ("bad name", vec![(bad_name, 0)], ErrorCode::BadName),
+        ("multicast mac", vec![(multicast, 0)], ErrorCode::BadMac),
+        (
+            "grant before hello",
+            vec![(good_grant.clone(), 4)],
+            ErrorCode::UnexpectedMessage,
+        ),
+        (
+            "fds with hello",
+            vec![(hello(H.0, H.1), 2)],
+            ErrorCode::BadFds,
+        ),
+        (
+            "too many fds",
+            vec![(hello(H.0, H.1), 6)],
+            ErrorCode::BadFds,
+        ),
+        (
+            "grant with /dev/null for memory",
+            vec![(hello(H.0, H.1), 0), (good_grant.clone(), 4)],
+            ErrorCode::BadMemory,
+        ),
+        (
+            "grant with too few fds",
+            vec![(hello(H.0, H.1), 0), (good_grant, 1)],
+            ErrorCode::BadFds,
+        ),
+        (
+            "ring size not a power of two",
+            vec![(hello(H.0, H.1), 0), (bad_layout, 4)],
+            ErrorCode::BadLayout,
+        ),
+        (
+            "hello twice",
+            vec![(hello(H.0, H.1), 0), (hello(H.0, H.1), 0)],
+            ErrorCode::UnexpectedMessage,
+        ),
+        (
+            "name not allowed",
+            vec![(hello("intruder", H.1), 0)],
+            ErrorCode::NotPermitted,
+        ),
+        (
+            "someone else's mac",
+            vec![(hello(H.0, A.1), 0)],
+            ErrorCode::NotPermitted,
+        ),
+        (
+            "detach before connect",
+            vec![(Repr::Detach.to_bytes(), 0), (Repr::Detach.to_bytes(), 0)],
+            ErrorCode::Malformed,
+        ),
+    ];
+    let mut expected = std::collections::HashMap::<ErrorCode, u64>::new();
+    for (i, (what, steps, code)) in cases.into_iter().enumerate() {
+        let r = raw_exchange(&srv.socket, &steps);
+        if what == "detach before connect" {
+            // Detach before Connected is allowed: Closed, then the connection is gone.
+            assert!(
+                matches!(r, Ok(Repr::Closed)) || matches!(r, Err(CtlError::Closed)),
+                "{what}: {r:?}"
+            );
+            continue;
+        }
+        match r {
+            Ok(Repr::Error { code: c, text }) => {
+                assert_eq!(c, code, "{what}: {text}");
+                assert!(!text.is_empty(), "{what}: the error says why");
+            }
+            other => panic!("{what}: expected {code:?}, got {other:?}"),
+        }
+        *expected.entry(code).or_default() += 1;
+        // The connected apps are untouched.
+        check_forwarding(&mut a, &mut b, &[b'h', i as u8]);
+    }
+    let s = srv.stats();
+    for (code, n) in expected {
+        let got = s
+            .rejections
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(got, n, "rejections counted for {code}");
+    }
+}
+
+#[test]
+fn a_stalled_handshake_times_out() {
+    let (srv, mut a, mut b) = two_apps("timeout");
+    let mut t = SeqPacket::connect(&srv.socket).expect("connect");
+    t.send(&hello(H.0, H.1), &[]).expect("hello");
+    t.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 4096];
+    let mut fds = Vec::new();
+    let Received::Message { len, .. } = t.recv(&mut buf, &mut fds).expect("init-wait") else {
+        panic!("no init-wait");
+    };
+    assert!(matches!(
+        Repr::from_bytes(&buf[..len]),
+        Ok(Repr::InitWait(_))
+    ));
+    // Never send the grant: the 500 ms handshake timeout closes the connection.
+    let Received::Message { len, .. } = t.recv(&mut buf, &mut fds).expect("error") else {
+        panic!("closed without an error");
+    };
+    assert!(matches!(
+        Repr::from_bytes(&buf[..len]),
+        Ok(Repr::Error {
+            code: ErrorCode::Timeout,
+            ..
+        })
+    ));
+    assert_eq!(t.recv(&mut buf, &mut fds).expect("eof"), Received::Closed);
+    check_forwarding(&mut a, &mut b, b"after-timeout");
+}
+
+#[test]
+fn peer_credentials_must_match_the_config() {
+    let dir = test_dir("peercred");
+    let (uid, _) = my_ids();
+    let socket = dir.join("ctl.sock");
+    let cfg = format!(
+        "[server]\nsocket = \"{}\"\n[[apps]]\nuid = {}\nname = \"{}\"\nmac = \"{}\"\n",
+        socket.display(),
+        uid.wrapping_add(1),
+        A.0,
+        A.1
+    );
+    let srv = ServerProc::start(&dir, &cfg);
+    match TestApp::connect(&srv.socket, A.0, A.1) {
+        Err(CtlError::Remote { code, text }) => {
+            assert_eq!(code, ErrorCode::NotPermitted);
+            assert!(text.contains(&format!("uid {uid}")), "{text}");
+        }
+        other => panic!("expected NotPermitted, got {:?}", other.map(|a| a.attached)),
+    }
+}
+
+#[test]
+fn a_second_app_with_a_taken_name_is_busy() {
+    let (srv, _a, _b) = two_apps("busy");
+    match TestApp::connect(&srv.socket, A.0, A.1) {
+        Err(CtlError::Remote { code, .. }) => assert_eq!(code, ErrorCode::Busy),
+        other => panic!("expected Busy, got {:?}", other.map(|a| a.attached)),
+    }
+}
+
+#[test]
+fn spoofed_source_macs_are_dropped_and_counted() {
+    let (srv, mut a, mut b) = two_apps("spoof");
+    for i in 0..5u8 {
+        a.send_from(mac(B.1), mac("02:00:00:00:00:99"), &[b's', i]);
+    }
+    // A runt (shorter than an Ethernet header) too.
+    let i = a.free.pop().expect("buf");
+    let h = a.handle(i);
+    a.push_tx(Desc::new(h, 10));
+    let s = wait_stats(&srv, "5 spoofed and 1 runt", |s| {
+        port(s, A.0).is_some_and(|p| p.counters.spoofed == 5 && p.counters.runt == 1)
+    });
+    assert_eq!(port(&s, A.0).expect("a").counters.rx_packets, 0);
+    // The refused buffers come back on A's completion ring.
+    let before = a.free.len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while a.free.len() < before + 6 && std::time::Instant::now() < deadline {
+        a.poll();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(a.free.len(), before + 6, "refused buffers returned");
+    assert!(
+        b.poll().iter().all(|f| f.get(14) != Some(&b's')),
+        "no spoofed frame delivered"
+    );
+    check_forwarding(&mut a, &mut b, b"honest");
+}
+
+#[test]
+fn garbage_in_rings_is_counted_and_harms_no_other_app() {
+    let (srv, mut a, mut b) = two_apps("garbage");
+    let mut h = TestApp::connect(&srv.socket, H.0, H.1).expect("hostile attaches");
+    let own = PoolId(h.attached.pool);
+    let other = PoolId(a.attached.pool);
+    // A descriptor naming A's pool, one past the pool, one longer than a buffer, and the
+    // same (valid) frame twice in one batch: the second time H no longer holds it.
+    let i = h.free.pop().expect("buf");
+    let twice = h.handle(i);
+    let mut f = b.mac.to_vec();
+    f.extend_from_slice(&h.mac);
+    f.extend_from_slice(&ETHERTYPE);
+    f.resize(60, 0);
+    h.pool.buf(twice).expect("buf").write(0, &f).expect("write");
+    let bad = [
+        Desc::new(BufHandle::new(other, BufIdx(0)).expect("h"), 60),
+        Desc::new(BufHandle::new(own, BufIdx(4096)).expect("h"), 60),
+        Desc::new(h.handle(3), 4000),
+        Desc::new(twice, 60),
+        Desc::new(twice, 60),
+    ];
+    h.push_tx_many(&bad);
+    let s = wait_stats(&srv, "one of each rejection", |s| {
+        port(s, H.0).is_some_and(|p| {
+            let c = &p.counters;
+            c.bad_pool == 1 && c.bad_index == 1 && c.bad_len == 1 && c.not_held == 1
+        })
+    });
+    // The valid frame went through once, to B.
+    assert_eq!(port(&s, H.0).expect("h").counters.rx_packets, 1);
+    check_forwarding(&mut a, &mut b, b"unharmed-1");
+    // Now an impossible producer index on the tx ring: more than a ring ahead.
+    let tx_off = h.layout.tx_off();
+    h.grant
+        .region()
+        .write(tx_off, &0x7fff_0000u32.to_ne_bytes())
+        .expect("write");
+    // And garbage over every descriptor of the fill ring.
+    let fill = h.layout.fill_off() + grant_pool::ring::DESC_OFF;
+    let len = h.layout.fill().size() as usize * 8;
+    h.grant.region().fill(fill, len, 0xa5).expect("fill");
+    wait_stats(&srv, "index_ahead counted", |s| {
+        port(s, H.0).is_some_and(|p| p.counters.index_ahead > 0)
+    });
+    for i in 0..10u8 {
+        check_forwarding(&mut a, &mut b, &[b'u', i]);
+    }
+    // Flood to H's broken fill ring must not hurt either.
+    a.send([0xff; 6], b"broadcast");
+    assert!(
+        b.expect_frame(b"broadcast", Duration::from_secs(5))
+            .is_some()
+    );
+    drop(h);
+}
+
+#[test]
+fn app_death_removes_its_port_and_the_name_can_attach_again() {
+    let (srv, mut a, mut b) = two_apps("death");
+    let mut h = TestApp::connect(&srv.socket, H.0, H.1).expect("h attaches");
+    // H has frames in flight to it and buffers on its fill ring when it dies.
+    for i in 0..50u8 {
+        a.send(h.mac, &[b'd', i]);
+    }
+    check_forwarding(&mut h, &mut b, b"h-alive");
+    drop(h);
+    wait_stats(&srv, "h gone", |s| port(s, H.0).is_none());
+    check_forwarding(&mut a, &mut b, b"after-death");
+    let mut h2 = TestApp::connect(&srv.socket, H.0, H.1).expect("h attaches again");
+    check_forwarding(&mut h2, &mut b, b"reborn");
+    check_forwarding(&mut a, &mut h2, b"to-reborn");
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_removes_the_socket() {
+    let (mut srv, a, _b) = two_apps("sigterm");
+    srv.signal(Signal::TERM);
+    let (st, err) = srv.wait_exit(Duration::from_secs(10));
+    assert!(st.success(), "exit status {st:?}: {err}");
+    assert!(err.contains("ferrite stopped"), "{err}");
+    assert!(!srv.socket.exists(), "socket removed");
+    drop(a);
+}
+
+#[test]
+fn restart_after_sigkill_apps_reattach_and_frames_flow() {
+    let (mut srv, mut a, mut b) = two_apps("restart");
+    check_forwarding(&mut a, &mut b, b"before");
+    let instance = a.attached.instance;
+    srv.signal(Signal::KILL);
+    let _ = srv.wait_exit(Duration::from_secs(10));
+    assert!(
+        srv.socket.exists(),
+        "a killed server leaves its socket behind"
+    );
+    // The apps notice: their control connection is closed.
+    assert!(matches!(a.client.receive(), Err(CtlError::Closed)));
+    let cfg = std::fs::read_to_string(&srv.config).expect("config");
+    let dir = srv.dir.clone();
+    drop(srv);
+    let srv2 = ServerProc::start(&dir, &cfg);
+    let mut a2 = TestApp::connect(&srv2.socket, A.0, A.1).expect("a again");
+    let mut b2 = TestApp::connect(&srv2.socket, B.0, B.1).expect("b again");
+    assert_ne!(a2.attached.instance, instance, "a new server instance");
+    check_forwarding(&mut a2, &mut b2, b"after");
+    let s = srv2.stats();
+    assert!(s.first_frame_ns.is_some());
+}
+
+#[test]
+fn a_second_server_on_a_live_socket_is_refused() {
+    let (srv, _a, _b) = two_apps("second");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["serve", "--config"])
+        .arg(&srv.config)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another server is listening"), "{err}");
+    // The first server still answers.
+    srv.stats();
+}
+
+#[test]
+fn ferrite_stats_prints_a_table() {
+    let (srv, mut a, mut b) = two_apps("stats-cli");
+    check_forwarding(&mut a, &mut b, b"x");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["stats", "--socket"])
+        .arg(&srv.socket)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in ["rx_pkts", "sim0", A.0, B.0, A.1, "first frame forwarded"] {
+        assert!(text.contains(want), "missing {want}:\n{text}");
+    }
+    let _ = Client::connect(&srv.socket).expect("still serving");
+}
+
+#[test]
+fn mutated_control_messages_never_stop_the_server() {
+    let (mut srv, mut a, mut b) = two_apps("fuzz");
+    let (_, _, _, grant) = prepare(grant_pool::PortLayout::simple(64, 64).expect("layout"));
+    let seeds = [
+        hello(H.0, H.1),
+        Repr::Grant(grant).to_bytes(),
+        Repr::StatsRequest.to_bytes(),
+        Repr::Detach.to_bytes(),
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..300u32 {
+        let mut m = seeds[(next() % seeds.len() as u64) as usize].clone();
+        for _ in 0..1 + next() % 4 {
+            let i = (next() % m.len() as u64) as usize;
+            m[i] = next() as u8;
+        }
+        if next() % 8 == 0 {
+            m.truncate((next() % m.len() as u64) as usize);
+        }
+        let Ok(mut t) = SeqPacket::connect(&srv.socket) else {
+            panic!("round {round}: the server stopped accepting");
+        };
+        let _ = t.send(&m, &[]);
+        let _ = t.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = vec![0u8; 70000];
+        let mut fds = Vec::new();
+        // Whatever it was: an answer (error, init-wait, stats, closed) or a closed socket.
+        match t.recv(&mut buf, &mut fds) {
+            Ok(Received::Message { len, .. }) => {
+                assert!(
+                    Repr::from_bytes(&buf[..len]).is_ok(),
+                    "round {round}: a well-formed answer"
+                );
+            }
+            Ok(Received::Closed) => {}
+            other => panic!("round {round}: {other:?}"),
+        }
+        if round % 50 == 0 {
+            check_forwarding(&mut a, &mut b, &[b'f', round as u8]);
+        }
+    }
+    assert!(
+        srv.child.try_wait().expect("wait").is_none(),
+        "the server is alive"
+    );
+    check_forwarding(&mut a, &mut b, b"fuzz-end");
+}

@@ -1,0 +1,143 @@
+//! Bad configurations are refused with a message that names the field.
+
+use switch::server::{Config, ConfigError};
+
+const GOOD: &str = r#"
+[server]
+socket = "/tmp/ferrite-test.sock"
+socket_mode = "0660"
+burst = 32
+
+[limits]
+max_ring = 1024
+buf_sizes = [2048]
+
+[[ports]]
+name = "sim0"
+backend = "sim"
+mac = "02:fe:00:00:00:01"
+
+[[ports]]
+name = "up"
+backend = "af_packet"
+ifname = "veth0"
+
+[[apps]]
+uid = 1000
+name = "web"
+mac = "02:00:00:00:00:01"
+"#;
+
+#[test]
+fn the_example_config_is_accepted() {
+    let c = Config::parse(GOOD, "good.toml").expect("good config");
+    assert_eq!(c.ports.len(), 2);
+    assert_eq!(c.socket_mode().expect("mode"), 0o660);
+    let allowed = c.allowed();
+    assert_eq!(allowed[0].mac, Some([2, 0, 0, 0, 0, 1]));
+    assert_eq!(c.limits().max_ring, 1024);
+}
+
+#[test]
+fn bad_configs_are_refused_naming_the_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"backend = "sim""#,
+            r#"backend = "foo""#,
+            "ports[0].backend: unknown backend 'foo' (expected sim, af_xdp, af_packet, intel)",
+        ),
+        (r#"ifname = "veth0""#, "", "ports[1].ifname"),
+        (
+            r#"name = "up""#,
+            r#"name = "sim0""#,
+            "ports[1].name: 'sim0' is used twice",
+        ),
+        (
+            r#"mac = "02:fe:00:00:00:01""#,
+            r#"mac = "02:fe""#,
+            "ports[0].mac",
+        ),
+        (
+            r#"socket_mode = "0660""#,
+            r#"socket_mode = "rw""#,
+            "server.socket_mode",
+        ),
+        ("burst = 32", "burst = 0", "server.burst"),
+        ("burst = 32", "burst = 100000", "server.burst"),
+        ("max_ring = 1024", "max_ring = 1000", "limits.max_ring"),
+        (
+            "buf_sizes = [2048]",
+            "buf_sizes = [3000]",
+            "limits.buf_sizes",
+        ),
+        (
+            "buf_sizes = [2048]",
+            "buf_sizes = [4096, 2048]",
+            "limits.buf_sizes",
+        ),
+        ("uid = 1000", "", "apps[0].uid"),
+        (r#"name = "web""#, r#"name = "we b""#, "apps[0].name"),
+        (
+            r#"mac = "02:00:00:00:00:01""#,
+            r#"mac = "01:00:00:00:00:01""#,
+            "apps[0].mac",
+        ),
+        // Schema errors come from the parser: they name the key and its line.
+        (
+            "burst = 32",
+            "burst = 32\nbogus = 1",
+            "unknown field `bogus`",
+        ),
+        ("burst = 32", r#"burst = "many""#, "burst"),
+        ("[limits]", "[limitz]", "unknown field `limitz`"),
+        (
+            r#"ifname = "veth0""#,
+            "ifname = \"veth0\"\nqueues = 4",
+            "unknown field `queues`",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(GOOD.contains(from), "case {from:?} does not apply");
+        let text = GOOD.replacen(from, to, 1);
+        match Config::parse(&text, "bad.toml") {
+            Ok(_) => panic!("accepted a config with {to:?}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains(want), "{to:?}: message {msg:?} lacks {want:?}");
+                if want.contains('.') && !want.contains('`') {
+                    assert!(matches!(e, ConfigError::Field { .. }), "{e:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_says_which() {
+    let e = Config::load("/nonexistent/ferrite.toml".as_ref()).expect_err("no file");
+    assert!(e.to_string().contains("/nonexistent/ferrite.toml"), "{e}");
+}
+
+#[test]
+fn the_binary_refuses_a_bad_config_with_exit_status_2() {
+    let dir = std::env::temp_dir().join(format!("ferrite-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let p = dir.join("bad.toml");
+    std::fs::write(
+        &p,
+        GOOD.replacen(r#"backend = "sim""#, r#"backend = "foo""#, 1),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["serve", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ports[0].backend: unknown backend 'foo'"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
