@@ -21,7 +21,11 @@
 //!
 //! Writes `results/ports.json` and `results/ports.md` and prints the table.
 //!
-//! Usage (root): `ports [--secs S] [--out DIR]`.
+//! A second mode, `--instructions`, counts the user-space instructions per frame of each
+//! port's receive and transmit loops under callgrind (see [`instructions`]) and writes
+//! `results/ports_instructions.{json,md}`.
+//!
+//! Usage (root): `ports [--secs S] [--out DIR]`, `ports --instructions [--rounds R]`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -353,16 +357,42 @@ fn measure_tx(kind: Kind, len: usize, secs: f64, n: u32) -> Row {
 fn main() {
     let mut secs = 3.0f64;
     let mut out: Option<PathBuf> = None;
+    let mut only: Option<String> = None;
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--count-case") && argv.len() == 6 {
+        let kind = match argv[2].as_str() {
+            "AfPacket" => Kind::AfPacket,
+            "AfXdpGeneric" => Kind::AfXdpGeneric,
+            _ => Kind::AfXdpNative,
+        };
+        let dir = if argv[3] == "rx" { "rx" } else { "tx" };
+        let len = argv[4].parse().unwrap_or(60);
+        let rounds = argv[5].parse().unwrap_or(4);
+        count_case(kind, dir, len, rounds);
+        return;
+    }
+    let mut instr = false;
+    let mut rounds = 8usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
             "--out" => out = args.next().map(PathBuf::from),
+            "--only" => only = args.next(),
+            "--instructions" => instr = true,
+            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
             _ => {
-                eprintln!("usage: ports [--secs S] [--out DIR]");
+                eprintln!(
+                    "usage: ports [--secs S] [--out DIR] [--only 'LABEL DIR LEN'] \
+                     [--instructions [--rounds R]]"
+                );
                 std::process::exit(2);
             }
         }
+    }
+    if instr {
+        instructions(out, rounds.clamp(1, 100));
+        return;
     }
     let secs = secs.clamp(0.5, 30.0);
     let machine = Machine::detect();
@@ -370,16 +400,28 @@ fn main() {
     let load = load.split_whitespace().next().unwrap_or("?").to_string();
     let mut rows = Vec::new();
     let mut n = 0;
+    // `--only` runs the cases whose "label dir len" contains the text (e.g. under a
+    // profiler) and writes no result files.
+    let wanted = |k: Kind, dir: &str, len: usize| {
+        only.as_deref()
+            .is_none_or(|o| format!("{} {dir} {len}", k.label()).contains(o))
+    };
     for len in [60usize, 1514] {
         n += 1;
-        rows.push(measure_rx(Kind::NoPort, len, secs, n));
+        if wanted(Kind::NoPort, "rx", len) {
+            rows.push(measure_rx(Kind::NoPort, len, secs, n));
+        }
     }
     for kind in [Kind::AfPacket, Kind::AfXdpGeneric, Kind::AfXdpNative] {
         for len in [60usize, 1514] {
             n += 1;
-            rows.push(measure_rx(kind, len, secs, n));
+            if wanted(kind, "rx", len) {
+                rows.push(measure_rx(kind, len, secs, n));
+            }
             n += 1;
-            rows.push(measure_tx(kind, len, secs, n));
+            if wanted(kind, "tx", len) {
+                rows.push(measure_tx(kind, len, secs, n));
+            }
         }
     }
     let mut t = Table::new([
@@ -401,6 +443,9 @@ fn main() {
         ]);
     }
     println!("{}\n{}", machine.summary(), t.to_text());
+    if only.is_some() {
+        return;
+    }
     let dir = out.unwrap_or_else(results_dir);
     let preface = "Rates of the Linux ports over one veth pair, each end in its own network \
         namespace. The first rows are the generator alone, with no port on the other end (the \
@@ -428,4 +473,182 @@ impl Row {
     fn port_label(&self) -> &'static str {
         self.port.label()
     }
+}
+
+/// Frames per round of the instruction-count mode: fits every port's receive ring.
+const ROUND: usize = 1024;
+
+/// Receives until `want` frames arrived (or a bound on empty polls); returns how many.
+/// Instruction counts are collected inside this function only.
+#[inline(never)]
+fn ferrite_drain(port: &mut dyn Port, want: usize) -> usize {
+    let mut burst = [Frame::new(BufHandle::from_raw(0), 0); BURST];
+    let mut hs = [BufHandle::from_raw(0); BURST];
+    let mut got = 0;
+    let mut empty = 0;
+    while got < want && empty < 1000 {
+        let k = port.rx_burst(&mut burst);
+        if k == 0 {
+            empty += 1;
+            continue;
+        }
+        for (h, f) in hs.iter_mut().zip(&burst[..k]) {
+            *h = f.buf;
+        }
+        port.reclaim(&hs[..k]);
+        got += k;
+    }
+    got
+}
+
+/// Sends `frames` once, in bursts, collecting every buffer back. Instruction counts are
+/// collected inside this function only.
+#[inline(never)]
+fn ferrite_send(port: &mut dyn Port, frames: &[Frame]) -> usize {
+    let mut done = [BufHandle::from_raw(0); BURST];
+    let mut sent = 0;
+    let mut back = 0;
+    let mut spins = 0;
+    while (sent < frames.len() || back < sent) && spins < 100_000 {
+        if sent < frames.len() {
+            let end = (sent + BURST).min(frames.len());
+            sent += port.tx_burst(&frames[sent..end]);
+        }
+        back += port.tx_done(&mut done);
+        spins += 1;
+    }
+    sent
+}
+
+/// One case of the instruction-count mode, single-threaded: the generator socket and the
+/// port are opened from one thread that visits both namespaces. Prints `frames N`.
+fn count_case(kind: Kind, dir: &str, len: usize, rounds: usize) {
+    let topo = Topo::new(1);
+    pmd::linux::enter_netns(&topo.gen_ns).expect("enter generator namespace");
+    let mut c = AfPacketConfig::new(&topo.gen_if, PoolId(1));
+    c.promiscuous = false;
+    c.tx_frames = 2048;
+    let mut g = AfPacketPort::open(c).expect("open generator");
+    pmd::linux::enter_netns(&topo.port_ns).expect("enter port namespace");
+    let mut port = open_port(kind, &topo.port_if);
+    let mut total = 0;
+    if dir == "rx" {
+        let (dst, src) = (port.mac(), g.mac());
+        let fr = frames(&mut g, ROUND, dst, src, len);
+        for _ in 0..rounds {
+            let sent = ferrite_send(&mut g, &fr);
+            assert_eq!(sent, ROUND, "generator sent a round");
+            std::thread::sleep(Duration::from_millis(100));
+            total += ferrite_drain(port.as_mut(), ROUND);
+        }
+    } else {
+        let dst = g.mac();
+        let src = port.mac();
+        let fr = frames(port.as_mut(), ROUND, dst, src, len);
+        for _ in 0..rounds {
+            total += ferrite_send(port.as_mut(), &fr);
+        }
+    }
+    println!("frames {total}");
+}
+
+#[derive(Debug, Serialize)]
+struct CountRow {
+    port: Kind,
+    direction: &'static str,
+    frame_bytes: usize,
+    frames: u64,
+    instructions: u64,
+    instructions_per_frame: f64,
+}
+
+/// Runs every case under `valgrind --tool=callgrind`, counting the user-space instructions
+/// the port executes per frame (receive: `rx_burst` + `reclaim`; transmit: `tx_burst` +
+/// `tx_done`), with system calls and the kernel's work excluded by construction.
+fn instructions(out: Option<PathBuf>, rounds: usize) {
+    let machine = Machine::detect();
+    let exe = std::env::current_exe().expect("own path");
+    let mut rows = Vec::new();
+    for kind in [Kind::AfPacket, Kind::AfXdpGeneric, Kind::AfXdpNative] {
+        for (dir, func) in [("rx", "*ferrite_drain*"), ("tx", "*ferrite_send*")] {
+            for len in [60usize, 1514] {
+                let o = Command::new("valgrind")
+                    .args([
+                        "--tool=callgrind",
+                        "--callgrind-out-file=/dev/null",
+                        &format!("--toggle-collect={func}"),
+                    ])
+                    .arg(&exe)
+                    .args([
+                        "--count-case",
+                        &format!("{kind:?}"),
+                        dir,
+                        &len.to_string(),
+                        &rounds.to_string(),
+                    ])
+                    .output()
+                    .expect("run valgrind (is it installed?)");
+                let so = String::from_utf8_lossy(&o.stdout);
+                let se = String::from_utf8_lossy(&o.stderr);
+                let frames: u64 = so
+                    .lines()
+                    .find_map(|l| l.strip_prefix("frames "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let ins: u64 = se
+                    .lines()
+                    .find_map(|l| l.split("Collected :").nth(1))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                assert!(frames > 0 && ins > 0, "{kind:?} {dir} {len}: {so}\n{se}");
+                let per = ins as f64 / frames as f64;
+                eprintln!(
+                    "{} {dir} {len} B: {per:.0} instructions/frame",
+                    kind.label()
+                );
+                rows.push(CountRow {
+                    port: kind,
+                    direction: dir,
+                    frame_bytes: len,
+                    frames,
+                    instructions: ins,
+                    instructions_per_frame: per,
+                });
+            }
+        }
+    }
+    let mut t = Table::new(["port", "dir", "frame B", "frames", "instructions/frame"]);
+    for r in &rows {
+        t.push([
+            r.port.label().to_string(),
+            r.direction.to_string(),
+            r.frame_bytes.to_string(),
+            r.frames.to_string(),
+            format!("{:.0}", r.instructions_per_frame),
+        ]);
+    }
+    println!("{}\n{}", machine.summary(), t.to_text());
+    let preface = "User-space instructions the port executes per frame, counted by \
+        `valgrind --tool=callgrind` with collection only inside the receive loop (`rx_burst` + \
+        `reclaim`, bursts of 32) or the transmit loop (`tx_burst` + `tx_done`, bursts of 32); \
+        the kernel's work (system calls, the copy into or out of the socket, veth) is not \
+        counted. Receive: a generator sends rounds of 1024 frames while the port is not \
+        polling, then the port drains them. Stable on a noisy machine: the regression signal \
+        for the ports' hot paths. See `perf/src/bin/ports.rs` (`--instructions`).";
+    let dir = out.unwrap_or_else(results_dir);
+    write_json(
+        &dir.join("ports_instructions.json"),
+        "ports_instructions",
+        &machine,
+        &rows,
+    )
+    .expect("write ports_instructions.json");
+    write_markdown(
+        &dir.join("ports_instructions.md"),
+        "Linux ports: instructions per frame",
+        &machine,
+        preface,
+        &t,
+    )
+    .expect("write ports_instructions.md");
 }
