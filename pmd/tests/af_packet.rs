@@ -444,3 +444,16 @@ fn unprivileged_probe() {
         Ok(_) => println!("probe: opened"),
     }
 }
+
+/// Frames stay intact when the Linux peer reads them only after all were sent (more than
+/// the transmit ring holds): ring frames are reused only once the kernel is done with them.
+#[test]
+fn frames_stay_intact_when_the_peer_reads_late() {
+    if !root_or_skip("frames_stay_intact_when_the_peer_reads_late") {
+        return;
+    }
+    let pair = VethPair::new("pl", &[]);
+    let mut port = open(&pair, |_| {});
+    let pool = port.pool();
+    assert_eq!(late_reader_run(&pair, &mut port, &pool, 3000), 3000);
+}

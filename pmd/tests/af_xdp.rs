@@ -557,3 +557,19 @@ fn unprivileged_probe() {
         Ok(_) => println!("probe: opened"),
     }
 }
+
+/// Frames stay intact when the Linux peer reads them only after all were sent (more than
+/// the UMEM's spare buffers): a buffer is reused only after its completion.
+#[test]
+fn frames_stay_intact_when_the_peer_reads_late() {
+    if !root_or_skip("frames_stay_intact_when_the_peer_reads_late") {
+        return;
+    }
+    let pair = VethPair::new("xl", &[]);
+    let mut cfg = AfXdpConfig::new(&pair.port_if, PoolId(7));
+    cfg.bind = BindMode::Copy;
+    cfg.bufs = 512;
+    let mut port = pair.in_port_ns(move || AfXdpPort::open(cfg)).expect("open");
+    let pool = port.pool();
+    assert_eq!(late_reader_run(&pair, &mut port, &pool, 3000), 3000);
+}

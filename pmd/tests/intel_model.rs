@@ -20,6 +20,7 @@ fn cfg(queues: u16) -> IntelConfig {
         bufs: 64 * u32::from(queues) + 256,
         dma: DmaSource::SmallPages,
         link_timeout_ms: 1_000,
+        promiscuous: false,
         ..IntelConfig::default()
     }
 }

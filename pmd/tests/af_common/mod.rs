@@ -640,3 +640,47 @@ pub fn unprivileged_copy_of_self() -> std::path::PathBuf {
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     dst
 }
+
+/// Sends `count` distinct frames through `port` while the Linux peer does not read, then
+/// reads them all: every one must be intact, so the port never reuses memory the kernel
+/// still references for a frame in flight. Returns how many the peer got intact.
+pub fn late_reader_run(pair: &VethPair, port: &mut dyn Port, pool: &Pool, count: u32) -> u32 {
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    let mac = port.mac();
+    let mut sent = 0u32;
+    let t0 = Instant::now();
+    let mut h = [BufHandle::from_raw(0); 1];
+    while sent < count && t0.elapsed() < Duration::from_secs(30) {
+        reap(port);
+        if port.alloc(&mut h) == 0 {
+            std::thread::yield_now();
+            continue;
+        }
+        let f = test_frame(pair.peer_mac, mac, sent, 600 + (sent as usize % 700));
+        pool.buf(h[0]).expect("buf").write(0, &f).expect("write");
+        let fr = Frame::new(h[0], f.len() as u16);
+        loop {
+            if port.tx_burst(&[fr]) == 1 {
+                break;
+            }
+            reap(port);
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "tx stalled at {sent}"
+            );
+        }
+        sent += 1;
+    }
+    reap(port);
+    let mut buf = vec![0u8; 2048];
+    let mut intact = 0;
+    for seq in 0..count {
+        let Some(n) = peer.recv(&mut buf, Duration::from_secs(2)) else {
+            break;
+        };
+        if buf[..n] == test_frame(pair.peer_mac, mac, seq, 600 + (seq as usize % 700))[..] {
+            intact += 1;
+        }
+    }
+    intact
+}
