@@ -285,6 +285,8 @@ impl Server {
             }
         };
         match (st, self.apps.get(&d)) {
+            // Hello already answered: the app is still writing; nothing to do.
+            (XbState::Initialising, Some(AppState::Hello { .. })) => {}
             (XbState::Initialising, _) => {
                 self.apps.remove(&d);
                 match switch::xen_ctl::read_hello(ctl.xenstore(), d) {

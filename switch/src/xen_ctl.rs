@@ -371,11 +371,20 @@ impl<'a> Frontend<'a> {
     /// The backend's state and instance (`Unknown`, 0 when the server has written nothing).
     pub fn backend(&self) -> Result<(XbState, u64), XenCtlError> {
         let b = self.back_dir();
-        let st = match self.xs.read_opt(&format!("{b}/state"))? {
+        // Until the server creates our directory (readable by us), its parent is not
+        // readable: xenstored answers EACCES, which means "nothing written for us yet".
+        let read = |node: &str| match self.xs.read(&format!("{b}/{node}")) {
+            Ok(v) => Ok(Some(v)),
+            Err(XsError::Remote { errno, .. }) if errno == "ENOENT" || errno == "EACCES" => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        };
+        let st = match read("state")? {
             Some(v) => XbState::parse(&v)?,
             None => XbState::Unknown,
         };
-        let inst = match self.xs.read_opt(&format!("{b}/instance"))? {
+        let inst = match read("instance")? {
             Some(v) => std::str::from_utf8(&v)
                 .ok()
                 .and_then(|s| s.parse().ok())

@@ -12,9 +12,11 @@
 //! the peer sends is trusted: lengths, types, request ids, NUL terminators and UTF-8 are all
 //! checked, and a malformed answer is an error, never a panic.
 //!
-//! Written in plain Rust rather than over `libxenstore` so that Ferrite's binaries stay
-//! static and free of C, and because the protocol is small: a maintained Rust xenstore crate
-//! speaking both transports did not exist to build on.
+//! Written here rather than taken from a crate: the maintained Rust xenstore clients that
+//! speak both transports (`xenstore-rs` 0.8, GPL-3.0-only; `krata-xenstore`, GPL-2.0-or-later
+//! and tokio-based) carry licences Ferrite's MIT/Apache-2.0 cannot take, and binding the C
+//! `libxenstore` would make the app binaries dynamic and pull C into a domU initramfs. The
+//! protocol is small: one header, a dozen message types.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};

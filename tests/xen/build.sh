@@ -78,7 +78,7 @@ rm -rf rdu && mkdir -p rdu/{bin,dev,proc/xen,sys,lib,tmp,run}
 cp "$BUSYBOX" rdu/bin/busybox
 cp "$BIN" rdu/bin/xen_probe
 cp "$HERE/domu-init" rdu/init && chmod +x rdu/init
-for m in drivers/xen/xen-evtchn drivers/xen/xen-gntalloc drivers/xen/xen-gntdev drivers/xen/xenfs/xenfs; do
+for m in drivers/xen/xen-evtchn drivers/xen/xen-gntalloc drivers/xen/xen-gntdev; do
   cp "$MOD/$m.ko" rdu/lib/
 done
 (cd rdu && find . | cpio -o -H newc --quiet) > domu-rd.img
