@@ -37,8 +37,9 @@ pub struct DomainArgs {
     #[arg(long, default_value_t = 4096)]
     pub buffers: usize,
     /// Microseconds of idle busy-polling before sleeping on the server's doorbell (0: sleep
-    /// as soon as idle). Longer trades CPU for latency.
-    #[arg(long, default_value_t = 100)]
+    /// as soon as idle). Worth raising only when the app has a core of its own; where the
+    /// server and apps share cores, spinning steals the core the next frame needs.
+    #[arg(long, default_value_t = 0)]
     pub busy_poll_us: u64,
     /// Seconds to keep trying the first connection to the server.
     #[arg(long, default_value_t = 10.0)]

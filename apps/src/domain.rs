@@ -105,7 +105,7 @@ impl DomainConfig {
             net,
             ring_size: 1024,
             buf_count: 4096,
-            busy_poll: Duration::from_micros(100),
+            busy_poll: Duration::ZERO,
             max_sleep: Duration::from_millis(100),
             first_connect: Duration::from_secs(10),
         }

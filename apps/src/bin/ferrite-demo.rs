@@ -53,8 +53,9 @@ struct DemoArgs {
     /// The server binary (default: `ferrite` next to this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// Microseconds the apps busy-poll when idle before they sleep on the doorbell.
-    #[arg(long, default_value_t = 100)]
+    /// Microseconds the apps busy-poll when idle before they sleep on the doorbell (on a
+    /// machine with fewer cores than server and apps, 0 is fastest).
+    #[arg(long, default_value_t = 0)]
     busy_poll_us: u64,
 }
 
@@ -524,6 +525,25 @@ fn run_demo(
     sink.args(["--role", "sink"]);
     let i = procs.spawn("app demo-a (sink, responder)", &mut sink)?;
     reader("a", &mut procs.list[i].1, tx.clone());
+    // The source starts once the sink is on the switch, so its first ARP finds it.
+    let t1 = Instant::now();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err("interrupted; all processes stopped".into());
+        }
+        if let Some((n, st)) = procs.exited(true) {
+            return Err(format!("{n} exited ({st})"));
+        }
+        if t1.elapsed() > Duration::from_secs(15) {
+            return Err("the sink app did not attach in 15 s".into());
+        }
+        if let Ok(Event::Line("a", v)) = rx.recv_timeout(Duration::from_millis(20))
+            && v["event"] == "attached"
+        {
+            println!("  app demo-a attached (bulk sink, sockperf responder)");
+            break;
+        }
+    }
     let mut src = peer_cmd(me, socket, B, a.busy_poll_us);
     src.args(["--role", "source"])
         .arg(format!("--peer-ip={NET}.{}", A.2))
@@ -566,8 +586,8 @@ fn run_demo(
             continue;
         };
         match (who, v["event"].as_str()) {
-            (_, Some("attached")) => {
-                println!("  app {} attached", v["role"].as_str().unwrap_or("?"))
+            ("b", Some("attached")) => {
+                println!("  app demo-b attached (bulk source, ping-pong client)")
             }
             ("b", Some("progress")) => {
                 if v["phase"] == "bulk" {
