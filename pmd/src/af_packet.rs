@@ -167,15 +167,6 @@ struct TpacketReq {
     frame_nr: u32,
 }
 
-/// `struct packet_mreq`.
-#[repr(C)]
-struct PacketMreq {
-    ifindex: i32,
-    typ: u16,
-    alen: u16,
-    address: [u8; 8],
-}
-
 /// `struct tpacket_stats`.
 #[repr(C)]
 #[derive(Default)]
@@ -321,19 +312,7 @@ impl AfPacketPort {
             return Err(linux::os_err("bind(AF_PACKET)").into());
         }
         if cfg.promiscuous {
-            let m = PacketMreq {
-                ifindex: ifindex as i32,
-                typ: libc::PACKET_MR_PROMISC as u16,
-                alen: 0,
-                address: [0; 8],
-            };
-            linux::setsockopt(
-                raw,
-                sol,
-                libc::PACKET_ADD_MEMBERSHIP,
-                &m,
-                "setsockopt(PACKET_ADD_MEMBERSHIP, PROMISC)",
-            )?;
+            linux::add_promisc_membership(raw, ifindex)?;
         }
 
         let pool_mem = Mmap::anonymous(layout.bytes(), false)?;

@@ -101,6 +101,24 @@ fn intact(attach: AttachMode, bufs: usize) {
     assert_eq!(s.rx_bytes, lens.iter().sum::<usize>() as u64);
     assert_eq!(s.tx_packets, lens.len() as u64);
     assert_eq!(s.errors, 0);
+    // Promiscuous while open (app MACs behind the switch), not after.
+    let show = || {
+        sh(&[
+            "ip",
+            "-d",
+            "-n",
+            &pair.port_ns,
+            "link",
+            "show",
+            "dev",
+            &pair.port_if,
+        ])
+    };
+    let shown = show();
+    assert!(shown.contains("promiscuity 1"), "{shown}");
+    drop(port);
+    let shown = show();
+    assert!(shown.contains("promiscuity 0"), "{shown}");
 }
 
 #[test]

@@ -222,6 +222,9 @@ pub struct AfXdpConfig {
     pub need_wakeup: bool,
     /// Try 2 MiB huge pages for the UMEM.
     pub hugepages: bool,
+    /// Hold the interface in promiscuous mode while the port is open: the stations behind
+    /// the switch (app domains) have MACs of their own, which a NIC would otherwise filter.
+    pub promiscuous: bool,
     /// An already attached program to share (several queues of one interface); `None`
     /// attaches a fresh one.
     pub program: Option<Arc<XdpProgram>>,
@@ -244,6 +247,7 @@ impl AfXdpConfig {
             bind: BindMode::Auto,
             need_wakeup: true,
             hugepages: true,
+            promiscuous: true,
             program: None,
             max_queues: 64,
         }
@@ -300,6 +304,7 @@ pub struct AfXdpPort {
     bounce: Vec<BufHandle>,
     stats: PortStats,
     kicks: u64,
+    _promisc: Option<linux::PromiscGuard>,
     umem: Mmap,
 }
 
@@ -350,6 +355,11 @@ impl AfXdpPort {
         let ifindex = linux::ifindex(&cfg.ifname)
             .ok_or_else(|| AfXdpError::InterfaceNotFound(cfg.ifname.clone()))?;
         let ctl = CtlSocket::new(&cfg.ifname)?;
+        let promisc = if cfg.promiscuous {
+            Some(linux::PromiscGuard::new(ifindex)?)
+        } else {
+            None
+        };
 
         // UMEM: count chunks, plus a spare page so the shifted last pool buffer is mapped.
         let umem_len = cfg.buf_size * cfg.bufs;
@@ -561,6 +571,7 @@ impl AfXdpPort {
             bounce: Vec::with_capacity(BOUNCE_CAP),
             stats: PortStats::default(),
             kicks: 0,
+            _promisc: promisc,
             umem,
         };
         port.refill();

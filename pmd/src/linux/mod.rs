@@ -441,3 +441,50 @@ pub(crate) fn wait_readable(fd: RawFd, timeout: std::time::Duration) -> bool {
     let r = unsafe { libc::poll(&mut p, 1, ms) };
     r > 0 && p.revents & libc::POLLIN != 0
 }
+
+/// `struct packet_mreq`.
+#[repr(C)]
+struct PacketMreq {
+    ifindex: i32,
+    typ: u16,
+    alen: u16,
+    address: [u8; 8],
+}
+
+/// Puts interface `ifindex` in promiscuous mode through a packet-socket membership on `fd`
+/// (an `AF_PACKET` socket). The kernel counts such memberships and drops this one when the
+/// socket closes, however the process ends, so nothing is left behind after a crash.
+pub(crate) fn add_promisc_membership(fd: RawFd, ifindex: u32) -> Result<(), OpError> {
+    let m = PacketMreq {
+        ifindex: ifindex as i32,
+        typ: libc::PACKET_MR_PROMISC as u16,
+        alen: 0,
+        address: [0; 8],
+    };
+    setsockopt(
+        fd,
+        libc::SOL_PACKET,
+        libc::PACKET_ADD_MEMBERSHIP,
+        &m,
+        "setsockopt(PACKET_ADD_MEMBERSHIP, PROMISC)",
+    )
+}
+
+/// A packet socket that receives nothing (protocol 0) and holds the interface in
+/// promiscuous mode while it is open.
+#[derive(Debug)]
+pub struct PromiscGuard {
+    _fd: OwnedFd,
+}
+
+impl PromiscGuard {
+    /// Makes interface `ifindex` (in the calling thread's namespace) promiscuous until the
+    /// guard is dropped.
+    pub fn new(ifindex: u32) -> Result<Self, OpError> {
+        // SAFETY: plain socket(2); checked by owned_fd.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        let fd = owned_fd(fd as i64, "socket(AF_PACKET) for promiscuous mode")?;
+        add_promisc_membership(fd.as_raw_fd(), ifindex)?;
+        Ok(Self { _fd: fd })
+    }
+}
