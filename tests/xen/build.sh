@@ -14,7 +14,7 @@
 # `apt-get download` and unpacked with `dpkg -x`; nothing is installed on this host.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
+REPO=${FERRITE_XEN_SRC:-$(cd "$HERE/../.." && pwd)}   # the source tree to build xen_probe from
 W=${FERRITE_XEN_DIR:-/var/tmp/ferrite-xen}
 XENV=4.17
 mkdir -p "$W/debs"
@@ -77,7 +77,7 @@ file -b "$BUSYBOX" | grep -q 'statically linked' || { echo "busybox is not stati
 rm -rf rdu && mkdir -p rdu/{bin,dev,proc/xen,sys,lib,tmp,run}
 cp "$BUSYBOX" rdu/bin/busybox
 cp "$BIN" rdu/bin/xen_probe
-cp "$HERE/domu-init" rdu/init && chmod +x rdu/init
+cp "$REPO/tests/xen/domu-init" rdu/init && chmod +x rdu/init
 for m in drivers/xen/xen-evtchn drivers/xen/xen-gntalloc drivers/xen/xen-gntdev; do
   cp "$MOD/$m.ko" rdu/lib/
 done
@@ -104,8 +104,8 @@ for m in drivers/xen/xen-privcmd drivers/xen/xenfs/xenfs drivers/xen/xen-evtchn 
          drivers/xen/xen-gntalloc; do
   cp "$MOD/$m.ko" rd0/lib/modules/
 done
-cp "$HERE/dom0-init" rd0/init && chmod +x rd0/init
-cp "$HERE"/domu.cfg rd0/etc/xen/
+cp "$REPO/tests/xen/dom0-init" rd0/init && chmod +x rd0/init
+cp "$REPO/tests/xen/domu.cfg" rd0/etc/xen/
 cp vmlinux rd0/boot/vmlinuz
 cp domu-rd.img rd0/boot/
 echo "root:x:0:0:root:/:/bin/sh" > rd0/etc/passwd
