@@ -391,21 +391,62 @@ fn garbage_in_rings_is_counted_and_harms_no_other_app() {
     drop(h);
 }
 
+/// Not a test on its own: the body of a child process that attaches as H, keeps frames in
+/// flight and then waits to be killed (run by `a_killed_app_is_detached_...`).
 #[test]
-fn app_death_removes_its_port_and_the_name_can_attach_again() {
-    let (srv, mut a, mut b) = two_apps("death");
-    let mut h = TestApp::connect(&srv.socket, H.0, H.1).expect("h attaches");
-    // H has frames in flight to it and buffers on its fill ring when it dies.
-    for i in 0..50u8 {
-        a.send(h.mac, &[b'd', i]);
+fn child_app_process() {
+    let Some(sock) = std::env::var_os("FERRITE_TEST_CHILD_APP") else {
+        return;
+    };
+    let mut h = TestApp::connect(std::path::Path::new(&sock), H.0, H.1).expect("child attaches");
+    // Frames to an unknown station: flooded, in flight when the process dies.
+    for i in 0..100u8 {
+        h.send(mac("02:00:00:00:00:77"), &[b'k', i]);
     }
-    check_forwarding(&mut h, &mut b, b"h-alive");
-    drop(h);
+    println!("child-attached");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_killed_app_is_detached_and_others_carry_on() {
+    let (srv, mut a, mut b) = two_apps("death");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "child_app_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FERRITE_TEST_CHILD_APP", &srv.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child app");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains("child-attached") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).expect("read");
+        assert!(n > 0, "the child app exited before attaching");
+    }
+    // H is on the switch and receives what A floods.
+    wait_stats(&srv, "h attached", |s| port(s, H.0).is_some());
+    a.send([0xff; 6], b"to-all");
+    wait_stats(&srv, "h got the broadcast", |s| {
+        port(s, H.0).is_some_and(|p| p.counters.tx_packets >= 1)
+    });
+    child.kill().expect("kill");
+    let _ = child.wait();
     wait_stats(&srv, "h gone", |s| port(s, H.0).is_none());
     check_forwarding(&mut a, &mut b, b"after-death");
+    // Its name and MAC are free again: a new H attaches and traffic reaches it.
     let mut h2 = TestApp::connect(&srv.socket, H.0, H.1).expect("h attaches again");
     check_forwarding(&mut h2, &mut b, b"reborn");
     check_forwarding(&mut a, &mut h2, b"to-reborn");
+    // A detached app's connection closing is the same event as a death.
+    drop(h2);
+    wait_stats(&srv, "h2 gone", |s| port(s, H.0).is_none());
+    check_forwarding(&mut b, &mut a, b"still");
 }
 
 #[test]
