@@ -523,24 +523,38 @@ fn attach(
     server: u16,
 ) -> Result<(Link, u64, f64), String> {
     let t0 = Instant::now();
-    fe.hello(name, mac).map_err(|e| e.to_string())?;
-    let instance = loop {
-        match fe.wait_backend(XbState::InitWait, None, Duration::from_secs(60)) {
-            Ok(i) => break i,
+    // A server that restarts during the handshake shows a new instance: start again.
+    for _ in 0..5 {
+        match attach_once(fe, be, grant, name, mac, server) {
             Err(XenCtlError::Restarted(_)) => continue,
             Err(e) => return Err(e.to_string()),
+            Ok((link, instance)) => return Ok((link, instance, t0.elapsed().as_secs_f64() * 1e3)),
         }
-    };
-    let pool = fe.backend_u32("pool", 255).map_err(|e| e.to_string())? as u8;
-    let layout = PortLayout::simple(RING, BUFS).map_err(|e| e.to_string())?;
-    let port = AppPort::create(grant.region(), layout, PoolId(pool)).map_err(|e| e.to_string())?;
-    let notifier = be.notifier(DomId(server)).map_err(|e| e.to_string())?;
+    }
+    Err("the server kept restarting during the handshake".into())
+}
+
+fn attach_once(
+    fe: &Frontend<'_>,
+    be: &XenBackend,
+    grant: &XenGrant,
+    name: &str,
+    mac: [u8; 6],
+    server: u16,
+) -> Result<(Link, u64), XenCtlError> {
+    let other = |e: String| XenCtlError::Refused(e);
+    fe.hello(name, mac)?;
+    let instance = fe.wait_backend(XbState::InitWait, None, Duration::from_secs(60))?;
+    let pool = fe.backend_u32("pool", 255)? as u8;
+    let layout = PortLayout::simple(RING, BUFS).map_err(|e| other(e.to_string()))?;
+    let port =
+        AppPort::create(grant.region(), layout, PoolId(pool)).map_err(|e| other(e.to_string()))?;
+    let notifier = be
+        .notifier(DomId(server))
+        .map_err(|e| other(e.to_string()))?;
     let refs: Vec<u32> = grant.refs().iter().map(|r| r.0).collect();
-    fe.publish(&refs, notifier.port())
-        .map_err(|e| e.to_string())?;
-    fe.wait_backend(XbState::Connected, Some(instance), Duration::from_secs(30))
-        .map_err(|e| e.to_string())?;
-    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    fe.publish(&refs, notifier.port())?;
+    fe.wait_backend(XbState::Connected, Some(instance), Duration::from_secs(30))?;
     let mut link = Link {
         port,
         notifier,
@@ -548,7 +562,7 @@ fn attach(
         kicks: 0,
     };
     link.refill();
-    Ok((link, instance, ms))
+    Ok((link, instance))
 }
 
 impl Link {
