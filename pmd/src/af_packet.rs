@@ -17,7 +17,8 @@
 //!   copy into the ring is the other, unavoidable one), and returns the ring frame at once;
 //! * transmit copies each frame once, from whatever pool it is in into a ring frame, and
 //!   kicks the kernel with one `sendto(MSG_DONTWAIT)` per burst. The port can read more
-//!   pools than its own ([`AfPacketPort::add_readable_pool`]); they are all in
+//!   pools than its own ([`Port::grant_tx_pool`], or [`AfPacketPort::add_readable_pool`]
+//!   before the port is boxed); they are all in
 //!   [`Port::tx_pools`], so the switch hands an app's frame straight to the port and the
 //!   frame is copied exactly once on its way out, with no staging copy into the port's pool.
 //!   The source buffer is free again when `tx_burst` returns; `tx_done` hands it back.
@@ -565,6 +566,23 @@ impl Port for AfPacketPort {
 
     fn pools(&self) -> &[Pool] {
         core::slice::from_ref(&self.pool)
+    }
+
+    /// The port only reads a frame (to copy it into the kernel's ring), so it can transmit
+    /// from any pool mapped into this process: always granted.
+    fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
+        if pool.id() == self.pool.id() {
+            return false; // another pool under the port's own id: refuse
+        }
+        self.add_readable_pool(*pool);
+        true
+    }
+
+    /// A frame is copied out during `tx_burst`, so once the pool is removed nothing reads
+    /// it any more: always `true`. (Handles of it may still come back from `tx_done`.)
+    fn revoke_tx_pool(&mut self, pool: PoolId) -> bool {
+        self.remove_readable_pool(pool);
+        true
     }
 
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {

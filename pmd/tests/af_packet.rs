@@ -222,7 +222,8 @@ fn transmits_straight_from_a_readable_pool() {
     let mem = Mmap::anonymous(layout.bytes(), false).expect("pool memory");
     let app = Pool::new(PoolId(9), layout, mem.region()).expect("app pool");
     assert!(!port.tx_pools().contains(PoolId(9)));
-    port.add_readable_pool(app);
+    // Through the trait, as a switch holding a `dyn Port` grants it.
+    assert!(Port::grant_tx_pool(&mut port, &app));
     assert!(port.tx_pools().contains(PoolId(9)));
     assert!(!port.own_pools().contains(PoolId(9)));
 
@@ -259,7 +260,7 @@ fn transmits_straight_from_a_readable_pool() {
     let s = port.stats();
     assert_eq!(s.tx_packets, 10);
     assert_eq!(s.tx_dropped, 1);
-    port.remove_readable_pool(PoolId(9));
+    assert!(Port::revoke_tx_pool(&mut port, PoolId(9)));
     assert!(!port.tx_pools().contains(PoolId(9)));
     drop(port);
     drop(mem);
