@@ -491,3 +491,169 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
         self.publish();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grant_pool::shm::ShmBackend;
+    use grant_pool::{Access, BufIdx, DomId, Grant, GrantBackend, GrantRef, PortLayout};
+
+    const MAC: Mac = [2, 0, 0, 0, 0, 1];
+
+    /// An app's end and the server's end of one port over a real shm grant, in one process.
+    fn pair(
+        rings: [u32; 4],
+        bufs: usize,
+    ) -> (
+        grant_pool::AppPort,
+        grant_pool::shm::ShmGrant,
+        AppPort<grant_pool::shm::ShmMapping, grant_pool::shm::ShmNotifier>,
+    ) {
+        let layout =
+            PortLayout::new(rings, grant_pool::PoolLayout::new(2048, bufs).unwrap()).unwrap();
+        let app_be = ShmBackend::new(DomId(1));
+        let srv_be = ShmBackend::new(DomId(0));
+        let grant = app_be
+            .grant(DomId(0), layout.pages(), Access::ReadWrite)
+            .unwrap();
+        let mut app = grant_pool::AppPort::create(grant.region(), layout, PoolId(0)).unwrap();
+        app.pool = Pool::new(PoolId(7), layout.pool(), app.pool.region()).unwrap();
+        let fds: Vec<std::os::fd::OwnedFd> = grant
+            .attachments()
+            .iter()
+            .map(|f| f.try_clone_to_owned().unwrap())
+            .collect();
+        let refs: Vec<GrantRef> = grant.refs().to_vec();
+        let mapping = srv_be
+            .map(DomId(1), &refs, Access::ReadWrite, &fds)
+            .unwrap();
+        let n = app_be.notifier(DomId(0)).unwrap();
+        let nfds: Vec<std::os::fd::OwnedFd> = n
+            .attachments()
+            .iter()
+            .map(|f| f.try_clone_to_owned().unwrap())
+            .collect();
+        let notifier = srv_be.bind_notifier(DomId(1), 0, &nfds).unwrap();
+        let h = layout.header();
+        let port = AppPort::new(
+            "t",
+            MAC,
+            mapping,
+            notifier,
+            PoolId(7),
+            PortLimits::default(),
+            [
+                h.rx_size,
+                h.tx_size,
+                h.fill_size,
+                h.comp_size,
+                h.buf_size,
+                h.buf_count,
+            ],
+            Arc::new(FirstFrame::new(std::time::Instant::now())),
+        )
+        .unwrap();
+        (app, grant, port)
+    }
+
+    fn frame(app: &grant_pool::AppPort, i: u32, src: Mac) -> Desc {
+        let h = app.pool.handle(BufIdx(i)).unwrap();
+        let mut f = [0u8; 60];
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&src);
+        app.pool.buf(h).unwrap().write(0, &f).unwrap();
+        Desc::new(h, 60)
+    }
+
+    fn send(app: &mut grant_pool::AppPort, ds: &[Desc]) {
+        let n = app.tx.reserve(ds.len() as u32).unwrap();
+        assert_eq!(n as usize, ds.len());
+        for (i, d) in ds.iter().enumerate() {
+            app.tx.write(i as u32, *d);
+        }
+        app.tx.publish(n);
+    }
+
+    fn completions(app: &mut grant_pool::AppPort) -> Vec<u32> {
+        let n = app.comp.peek(64).unwrap();
+        let v = (0..n).map(|i| app.comp.read(i).buf().idx().0).collect();
+        app.comp.release(n);
+        v
+    }
+
+    #[test]
+    fn refused_frames_wait_for_room_on_a_full_completion_ring() {
+        let (mut app, _g, mut port) = pair([8, 8, 8, 2], 32);
+        let spoofed: Vec<Desc> = (0..5).map(|i| frame(&app, i, [2, 9, 9, 9, 9, 9])).collect();
+        send(&mut app, &spoofed);
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 32];
+        assert_eq!(port.rx_burst(&mut out), 0);
+        assert_eq!(port.counters().snapshot().spoofed, 5);
+        // Two fit on the completion ring, three wait; each poll moves what fits.
+        let mut back = completions(&mut app);
+        assert_eq!(back.len(), 2);
+        for _ in 0..4 {
+            port.rx_burst(&mut out);
+            back.extend(completions(&mut app));
+        }
+        back.sort_unstable();
+        assert_eq!(back, vec![0, 1, 2, 3, 4], "each buffer back exactly once");
+        assert_eq!(port.held_by_server(), 0);
+    }
+
+    #[test]
+    fn frames_in_fill_buffers_reach_rx_and_sent_buffers_come_back_on_completion() {
+        let (mut app, _g, mut port) = pair([8, 8, 8, 8], 32);
+        // The app offers buffers 10..14 on fill; the server takes two with alloc.
+        let n = app.fill.reserve(4).unwrap();
+        for i in 0..n {
+            let h = app.pool.handle(BufIdx(10 + i)).unwrap();
+            app.fill.write(i, Desc::new(h, 0));
+        }
+        app.fill.publish(n);
+        let mut got = [BufHandle::from_raw(0); 2];
+        assert_eq!(port.alloc(&mut got), 2);
+        assert_eq!(got[0].pool(), PoolId(7));
+        // One carries a frame to the app (rx), the other is unused and given back.
+        assert_eq!(port.tx_burst(&[Frame::new(got[0], 60)]), 1);
+        port.reclaim(&[got[1]]);
+        let n = app.rx.peek(8).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(app.rx.read(0).buf(), got[0]);
+        app.rx.release(1);
+        assert_eq!(completions(&mut app), vec![got[1].idx().0]);
+        // A frame the app sends is the server's until the switch reclaims it, then it comes
+        // back on completion; reclaiming it twice does not hand it back twice.
+        let d = frame(&app, 3, MAC);
+        send(&mut app, &[d]);
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
+        assert_eq!(port.rx_burst(&mut out), 1);
+        assert_eq!(out[0].buf.idx(), BufIdx(3));
+        assert_eq!(port.held_by_server(), 1);
+        port.reclaim(&[out[0].buf]);
+        port.reclaim(&[out[0].buf]);
+        assert_eq!(completions(&mut app), vec![3]);
+        assert_eq!(port.held_by_server(), 0);
+        assert_eq!(
+            port.counters().snapshot().errors,
+            1,
+            "the double reclaim is counted"
+        );
+    }
+
+    #[test]
+    fn a_full_rx_ring_refuses_the_rest() {
+        let (mut app, _g, mut port) = pair([2, 8, 8, 8], 32);
+        let n = app.fill.reserve(4).unwrap();
+        for i in 0..n {
+            let h = app.pool.handle(BufIdx(i)).unwrap();
+            app.fill.write(i, Desc::new(h, 0));
+        }
+        app.fill.publish(n);
+        let mut got = [BufHandle::from_raw(0); 4];
+        assert_eq!(port.alloc(&mut got), 4);
+        let frames: Vec<Frame> = got.iter().map(|&h| Frame::new(h, 60)).collect();
+        assert_eq!(port.tx_burst(&frames), 2);
+        assert_eq!(port.stats().tx_dropped, 2);
+    }
+}
