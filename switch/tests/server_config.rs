@@ -141,3 +141,25 @@ fn the_binary_refuses_a_bad_config_with_exit_status_2() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_port_that_cannot_open_is_named_in_the_error() {
+    let dir = std::env::temp_dir().join(format!("ferrite-badport-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let p = dir.join("port.toml");
+    let cfg = format!(
+        "[server]\nsocket = \"{}\"\n[[ports]]\nname = \"up\"\nbackend = \"af_packet\"\nifname = \"ferrite-none0\"\n",
+        dir.join("ctl.sock").display()
+    );
+    std::fs::write(&p, cfg).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["serve", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ports[0] (up, backend af_packet)"), "{err}");
+    assert!(!dir.join("ctl.sock").exists(), "no socket left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
