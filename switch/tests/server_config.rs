@@ -163,3 +163,26 @@ fn a_port_that_cannot_open_is_named_in_the_error() {
     assert!(!dir.join("ctl.sock").exists(), "no socket left behind");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_regular_file_at_the_socket_path_is_left_alone() {
+    let dir = std::env::temp_dir().join(format!("ferrite-notsock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sock = dir.join("ctl.sock");
+    std::fs::write(&sock, "precious").expect("write");
+    let p = dir.join("f.toml");
+    std::fs::write(&p, format!("[server]\nsocket = \"{}\"\n", sock.display())).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["serve", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a socket"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&sock).expect("still there"),
+        "precious"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
