@@ -438,13 +438,6 @@ impl AfPacketPort {
     }
 
     #[inline]
-    fn u32_at(&self, off: usize) -> u32 {
-        let mut b = [0u8; 4];
-        let _ = self.ring.read(off, &mut b);
-        u32::from_ne_bytes(b)
-    }
-
-    #[inline]
     fn u16_at(&self, off: usize) -> u16 {
         let mut b = [0u8; 2];
         let _ = self.ring.read(off, &mut b);
@@ -454,9 +447,15 @@ impl AfPacketPort {
     /// Copies one received ring frame into a pool buffer. `None` drops it.
     #[inline]
     fn take_rx(&mut self, off: usize, status: u32) -> Option<Frame> {
-        let len = self.u32_at(off + 4) as usize;
-        let snap = self.u32_at(off + 8) as usize;
-        let mac = self.u16_at(off + 12) as usize;
+        // The V2 header after the status word, copied out once: tp_len, tp_snaplen, tp_mac.
+        let mut h = [0u8; 10];
+        if self.ring.read(off + 4, &mut h).is_err() {
+            self.stats.errors += 1;
+            return None;
+        }
+        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let snap = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        let mac = u16::from_ne_bytes([h[8], h[9]]) as usize;
         let vlan = status & TP_STATUS_VLAN_VALID != 0;
         let out_len = snap + if vlan { 4 } else { 0 };
         if snap != len
