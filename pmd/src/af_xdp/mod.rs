@@ -298,6 +298,7 @@ pub struct AfXdpPort {
     need_wakeup: bool,
     pool: Pool,
     chunk: usize,
+    chunk_shift: u32,
     max_frame: usize,
     free: Vec<u32>,
     state: Vec<u8>,
@@ -565,6 +566,7 @@ impl AfXdpPort {
             need_wakeup: cfg.need_wakeup,
             pool,
             chunk: cfg.buf_size,
+            chunk_shift: cfg.buf_size.trailing_zeros(),
             max_frame: cfg.buf_size - XDP_HEADROOM,
             free: (0..cfg.bufs as u32).rev().collect(),
             state: vec![FREE; cfg.bufs],
@@ -801,9 +803,9 @@ impl Port for AfXdpPort {
         let mut got = 0;
         for i in 0..n {
             let d = self.rx.desc(i);
-            let chunk = self.chunk as u64;
-            let idx = d.addr / chunk;
-            let off = (d.addr % chunk) as usize;
+            // chunk is a power of two: shift and mask, no division on the burst path.
+            let idx = d.addr >> self.chunk_shift;
+            let off = (d.addr & (self.chunk as u64 - 1)) as usize;
             let len = d.len as usize;
             if idx >= self.state.len() as u64 || self.state[idx as usize] != IN_FILL {
                 // Not a buffer we gave the kernel: never touch it.
@@ -889,7 +891,7 @@ impl Port for AfXdpPort {
             .ready((out.len() - got).min(u32::MAX as usize) as u32);
         for i in 0..n {
             let addr = self.comp.addr(i);
-            let idx = addr / self.chunk as u64;
+            let idx = addr >> self.chunk_shift;
             if idx >= self.state.len() as u64 || self.state[idx as usize] != IN_TX {
                 self.stats.errors += 1;
                 continue;
