@@ -457,7 +457,12 @@ fn main() {
         frames in bursts of 32; 'at peer' is the peer veth's rx_packets. Zero-copy is not \
         available on veth (see pmd::af_xdp), so af_xdp runs in copy mode. Frames of 60 and \
         1514 bytes. See `perf/src/bin/ports.rs`.";
-    let preface = format!("{preface}\n\nLoad average when the run started: {load}.");
+    let preface = format!(
+        "{preface}\n\nLoad average when the run started: {load} (on {} cores). A load above \
+         the core count means other work shared the cores during the run: the rates are then \
+         lower bounds; `results/ports_instructions.md` has the load-independent figures.",
+        machine.cores
+    );
     write_json(&dir.join("ports.json"), "ports", &machine, &rows).expect("write ports.json");
     write_markdown(
         &dir.join("ports.md"),
