@@ -38,6 +38,13 @@
 //! kernel when the last descriptor closes, so a server killed with SIGKILL leaves nothing
 //! behind and its restart attaches again (tested).
 //!
+//! # Queues
+//!
+//! A port serves one receive queue. Frames the NIC steers (RSS) to a queue without a bound
+//! socket are passed to the kernel stack. Either open one port per queue, sharing the
+//! program ([`AfXdpConfig::program`], [`AfXdpPort::program`]), or give the NIC one queue
+//! (`ethtool -L <if> combined 1`). veth has one queue unless created with `numrxqueues`.
+//!
 //! # Modes
 //!
 //! [`AttachMode`] selects native (driver) or generic (skb) XDP; [`BindMode`] selects copy or
