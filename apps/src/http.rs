@@ -286,7 +286,7 @@ impl Service for Http {
                         Some(r)
                     }
                     None if buf.len() >= MAX_HEAD => Some(Err(HttpError::Malformed("too long"))),
-                    None if !s.may_recv() => {
+                    None if s.state() == tcp::State::CloseWait && !s.can_recv() => {
                         // The client closed without a (complete) request.
                         s.close();
                         buf.clear();

@@ -286,3 +286,71 @@ fn garbage_descriptors_from_the_server_are_refused_and_counted() {
     assert_eq!(a.dev.pool().held_count(), before);
     assert!(!a.dev.pool().holds(on_fill));
 }
+
+#[test]
+fn http_get_and_keep_alive_through_two_ring_ports() {
+    let (mut a, mut sa) = make(6, 1);
+    let (mut b, mut sb) = make(7, 2);
+    let root = std::env::temp_dir().join(format!("ferrite-http-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("root");
+    std::fs::write(root.join("index.html"), b"<h1>hi</h1>\n").expect("index");
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("big.bin"), &big).expect("big");
+    let mut http = apps::http::Http::new(&mut b.sockets, root.clone(), 80, 2);
+    let mut c = apps::services::tcp_socket(64 * 1024);
+    c.connect(
+        a.iface.context(),
+        endpoint(Ipv4Address::new(10, 9, 0, 2), 80),
+        41000,
+    )
+    .expect("connect");
+    let ch = a.sockets.add(c);
+    let reqs = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /big.bin HTTP/1.1\r\n\r\nHEAD /nope HTTP/1.1\r\n\r\n";
+    let mut sent = false;
+    let mut got = Vec::new();
+    let t0 = std::time::Instant::now();
+    let mut ms = 0;
+    let want_tail = b"Content-Length: 10\r\nConnection: keep-alive\r\n\r\n";
+    while !got.ends_with(want_tail) {
+        assert!(
+            ms < 60_000,
+            "no complete responses; got {} bytes",
+            got.len()
+        );
+        step(&mut a, &mut sa, &mut b, &mut sb, ms);
+        http.poll(
+            &mut b.sockets,
+            t0 + std::time::Duration::from_millis(ms as u64),
+        );
+        let s = a.sockets.get_mut::<smoltcp::socket::tcp::Socket>(ch);
+        if !sent && s.may_send() {
+            assert_eq!(s.send_slice(reqs).expect("send"), reqs.len());
+            sent = true;
+        }
+        while let Ok(n) = s.recv(|d| (d.len(), d.to_vec())) {
+            if n.is_empty() {
+                break;
+            }
+            got.extend_from_slice(&n);
+        }
+        ms += 1;
+    }
+    let text = String::from_utf8_lossy(&got[..200]).to_string();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let first_body = b"\r\n\r\n<h1>hi</h1>\n";
+    let at = got
+        .windows(first_body.len())
+        .position(|w| w == first_body)
+        .expect("index body");
+    let rest = &got[at + first_body.len()..];
+    let head_end = rest
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("second head")
+        + 4;
+    assert!(rest.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(String::from_utf8_lossy(&rest[..head_end]).contains("Content-Length: 300000"));
+    assert_eq!(&rest[head_end..head_end + big.len()], &big[..]);
+    assert!(rest[head_end + big.len()..].starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+    let _ = std::fs::remove_dir_all(&root);
+}
