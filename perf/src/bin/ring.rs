@@ -11,9 +11,11 @@
 //! producer serving a consumer that may sleep does.
 //!
 //! Writes `results/ring.json`, `results/ring.md` and `results/ring.svg` and prints the table.
+//! Both ends spin, so they need their cores to themselves: on a shared machine run it as
+//! `chrt -f 1 ring` (root); the policy it ran under is written with the results.
 //!
 //! Usage: `ring [--secs S] [--runs R] [--ring N] [--batches 1,2,4,...] [--out DIR]`.
-//! Internal mode: `ring --child BATCH RING` (the consumer).
+//! Internal mode: `ring --child BATCH RING pin|nopin` (the consumer).
 //!
 //! `ring --inline BATCH COUNT` moves COUNT descriptors through a ring in one thread, a batch
 //! produced then a batch consumed, and prints nothing but a checksum: a fixed amount of work
@@ -57,6 +59,8 @@ struct Row {
     max_mdesc_per_s: f64,
     /// Descriptors moved in the median run.
     descriptors: u64,
+    /// Scheduling policy of the run.
+    sched_policy: &'static str,
 }
 
 struct Opts {
@@ -102,15 +106,38 @@ fn parse() -> Result<Opts, String> {
     Ok(o)
 }
 
-fn pin(core: usize) -> bool {
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    if cores.len() < 2 {
-        return false;
+/// Whether to pin: decided once, before anything is pinned (a pinned process or thread sees
+/// only its own core in its affinity mask, and its children inherit that mask).
+static PINNING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// The scheduling policy this process runs under, from `/proc/self/stat` (field 41).
+fn sched_policy() -> &'static str {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    // Fields after the command name start at field 3; the policy is field 41.
+    match after_comm.split_ascii_whitespace().nth(38) {
+        Some("0") => "SCHED_OTHER (shares the cores with whatever else runs)",
+        Some("1") => "SCHED_FIFO (e.g. `chrt -f 1 ring`: the two ends own their cores)",
+        Some("2") => "SCHED_RR",
+        Some("3") => "SCHED_BATCH",
+        Some("5") => "SCHED_IDLE",
+        _ => "unknown",
     }
-    cores
+}
+
+/// Whether both cores exist for this process (call before pinning anything).
+fn both_cores_available() -> bool {
+    let ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
         .iter()
-        .find(|c| c.id == core)
-        .is_some_and(|c| core_affinity::set_for_current(*c))
+        .map(|c| c.id)
+        .collect();
+    ids.contains(&PRODUCER_CORE) && ids.contains(&CONSUMER_CORE)
+}
+
+fn pin(core: usize) -> bool {
+    PINNING.get().copied().unwrap_or(false)
+        && core_affinity::set_for_current(core_affinity::CoreId { id: core })
 }
 
 fn desc(i: u64) -> Desc {
@@ -256,7 +283,13 @@ fn run_processes(batch: u32, ring: u32, secs: f64, wakeup: bool) -> Result<(u64,
     let mut p = RingProducer::new(g.region(), layout, true).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
-    cmd.args(["--child", &batch.to_string(), &ring.to_string()]);
+    let pinning = PINNING.get().copied().unwrap_or(false);
+    cmd.args([
+        "--child",
+        &batch.to_string(),
+        &ring.to_string(),
+        if pinning { "pin" } else { "nopin" },
+    ]);
     let (mut child, sock) = shm::spawn_connected(&mut cmd).map_err(|e| e.to_string())?;
     let refs: Vec<u8> = g.refs().iter().flat_map(|r| r.0.to_le_bytes()).collect();
     shm::send_fds(sock.as_fd(), &refs, &g.attachments()).map_err(|e| e.to_string())?;
@@ -352,6 +385,7 @@ fn measure(o: &Opts, batch: u32, wakeup: bool, processes: bool) -> Result<Row, S
         min_mdesc_per_s: rates[0].0,
         max_mdesc_per_s: rates[rates.len() - 1].0,
         descriptors,
+        sched_policy: sched_policy(),
     })
 }
 
@@ -362,9 +396,10 @@ fn main() {
             args.get(1).map(|s| s.parse()),
             args.get(2).map(|s| s.parse()),
         ) else {
-            eprintln!("usage: ring --child BATCH RING");
+            eprintln!("usage: ring --child BATCH RING pin|nopin");
             std::process::exit(2);
         };
+        let _ = PINNING.set(args.get(3).map(String::as_str) == Some("pin"));
         if let Err(e) = child(b, r) {
             eprintln!("ring consumer: {e}");
             std::process::exit(1);
@@ -397,6 +432,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let _ = PINNING.set(both_cores_available());
     let pinned = pin(PRODUCER_CORE);
     let machine = Machine::detect();
     let mut rows = Vec::new();
@@ -449,7 +485,12 @@ fn main() {
          `shm`-granted ring of {} descriptors; {} run(s) of {} s per row, median \
          reported; every descriptor checked for order by the consumer. The `threads` row is \
          the same ring between two threads of one process, for reference. Ends pinned to \
-         cores {PRODUCER_CORE} and {CONSUMER_CORE}: {}.",
+         cores {PRODUCER_CORE} and {CONSUMER_CORE}: {}. Scheduling policy: {}. Spinning ends \
+         need the two cores to themselves: under SCHED_OTHER on a loaded machine the figures \
+         measure the scheduler, not the ring. On a virtual machine the figures also depend on \
+         where the host places the two virtual CPUs: sharing a last-level cache, cache lines \
+         move between the ends several times faster than across core complexes, and \
+         placement can change between runs; min and max show the spread within this run.",
         o.ring,
         o.runs,
         o.secs,
@@ -457,7 +498,8 @@ fn main() {
             "yes"
         } else {
             "no (fewer than 2 cores)"
-        }
+        },
+        sched_policy()
     );
     let plot = Plot {
         title: "Cross-process ring throughput".into(),
