@@ -6,9 +6,10 @@
 //! (numbered, so the consumer checks that none is lost, repeated or reordered) for `--secs`
 //! seconds, then a stop descriptor; the consumer peeks, reads and releases batches of the
 //! same size and reports how many it received and over how long (first to last descriptor).
-//! Each size runs `--runs` times (a fresh child each run); the median is reported. One extra
-//! row measures batch 32 with the producer checking need-wakeup after every publish, as a
-//! producer serving a consumer that may sleep does.
+//! The whole plan runs `--runs` times over (a fresh child each run); the median per row is
+//! reported. Two extra rows measure batch 32 with the producer checking need-wakeup after
+//! every publish, as a producer serving a consumer that may sleep does, and batch 32 between
+//! two threads of one process, for reference.
 //!
 //! Writes `results/ring.json`, `results/ring.md` and `results/ring.svg` and prints the table.
 //! Both ends spin, so they need their cores to themselves: on a shared machine run it as
@@ -363,19 +364,25 @@ fn inline(batch: u32, count: u64) -> Result<u64, String> {
     Ok(sum)
 }
 
-fn measure(o: &Opts, batch: u32, wakeup: bool, processes: bool) -> Result<Row, String> {
-    let mut rates = Vec::new();
-    for _ in 0..o.runs {
-        let (n, s) = if processes {
-            run_processes(batch, o.ring, o.secs, wakeup)?
-        } else {
-            run_threads(batch, o.ring, o.secs, wakeup)?
-        };
-        rates.push((n as f64 / s / 1e6, n));
-    }
+/// One run of one row of the plan, in M descriptors/s and descriptors moved.
+fn once(o: &Opts, batch: u32, wakeup: bool, processes: bool) -> Result<(f64, u64), String> {
+    let (n, s) = if processes {
+        run_processes(batch, o.ring, o.secs, wakeup)?
+    } else {
+        run_threads(batch, o.ring, o.secs, wakeup)?
+    };
+    Ok((n as f64 / s / 1e6, n))
+}
+
+/// The row of one plan item from its runs.
+fn summarize(
+    o: &Opts,
+    (batch, wakeup, processes): (u32, bool, bool),
+    mut rates: Vec<(f64, u64)>,
+) -> Row {
     rates.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (median, descriptors) = rates[rates.len() / 2];
-    Ok(Row {
+    Row {
         ends: if processes { "processes" } else { "threads" },
         batch,
         need_wakeup_check: wakeup,
@@ -386,7 +393,7 @@ fn measure(o: &Opts, batch: u32, wakeup: bool, processes: bool) -> Result<Row, S
         max_mdesc_per_s: rates[rates.len() - 1].0,
         descriptors,
         sched_policy: sched_policy(),
-    })
+    }
 }
 
 fn main() {
@@ -432,10 +439,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Before pinning: a pinned process sees one core.
+    let machine = Machine::detect();
     let _ = PINNING.set(both_cores_available());
     let pinned = pin(PRODUCER_CORE);
-    let machine = Machine::detect();
-    let mut rows = Vec::new();
     // (batch, need-wakeup check, processes): every batch size across processes, then batch
     // 32 with the wakeup check, then batch 32 between two threads for reference.
     let mut plan: Vec<(u32, bool, bool)> = o.batches.iter().map(|&b| (b, false, true)).collect();
@@ -443,24 +450,35 @@ fn main() {
         plan.push((32, true, true));
         plan.push((32, false, false));
     }
-    for (b, w, procs) in plan {
-        match measure(&o, b, w, procs) {
-            Ok(r) => {
-                eprintln!(
-                    "{:>9} batch {:>3}{}: {:8.1} M desc/s",
-                    r.ends,
-                    b,
-                    if w { " +need-wakeup check" } else { "" },
-                    r.mdesc_per_s
-                );
-                rows.push(r);
-            }
-            Err(e) => {
-                eprintln!("ring: batch {b}: {e}");
-                std::process::exit(1);
+    // Passes over the whole plan, so that a change of conditions during the run (the host
+    // moving a virtual CPU) touches every row alike rather than a few rows entirely.
+    let mut rates: Vec<Vec<(f64, u64)>> = vec![Vec::new(); plan.len()];
+    for pass in 0..o.runs {
+        for (i, &(b, w, procs)) in plan.iter().enumerate() {
+            match once(&o, b, w, procs) {
+                Ok(r) => {
+                    eprintln!(
+                        "pass {} {:>9} batch {:>3}{}: {:8.1} M desc/s",
+                        pass + 1,
+                        if procs { "processes" } else { "threads" },
+                        b,
+                        if w { " +need-wakeup check" } else { "" },
+                        r.0
+                    );
+                    rates[i].push(r);
+                }
+                Err(e) => {
+                    eprintln!("ring: batch {b}: {e}");
+                    std::process::exit(1);
+                }
             }
         }
     }
+    let rows: Vec<Row> = plan
+        .iter()
+        .zip(rates)
+        .map(|(&item, r)| summarize(&o, item, r))
+        .collect();
     let mut t = Table::new([
         "ends",
         "batch",
