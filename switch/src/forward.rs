@@ -30,7 +30,7 @@ use grant_pool::{BufHandle, Pool, PoolId, PoolSet, Region};
 use pmd::{Frame, Port};
 
 use crate::counters::{DropReason, PortCounters, bump};
-use crate::fdb::{Fdb, FdbStats, Learned, MAC_MASK, is_group};
+use crate::fdb::{Fdb, FdbStats, MAC_MASK, is_group};
 use crate::run::{IdleConfig, Waker};
 
 /// The most frames forwarded per burst.
@@ -41,6 +41,10 @@ pub const MAX_PORTS: usize = 1024;
 pub const ETH_HEADER: usize = 14;
 
 const FLOOD: u16 = u16::MAX;
+const DROPPED: u16 = u16::MAX - 1;
+const HAIRPIN: u16 = u16::MAX - 2;
+/// Destinations at or above this are not ports.
+const FLOOD_OR_DROP: u16 = HAIRPIN;
 const NO_OWNER: u16 = u16::MAX;
 const POOLS: usize = 256;
 const SWEEP_BUDGET: usize = 4;
@@ -253,7 +257,8 @@ impl Returns {
             return;
         };
         let p = first.pool();
-        if bufs.iter().all(|h| h.pool() == p) {
+        let p0 = first.raw() >> 24;
+        if bufs.iter().fold(0, |a, h| a | ((h.raw() >> 24) ^ p0)) == 0 {
             let owner = pools[p.0 as usize].owner;
             if let Some(Some(slot)) = ports.get_mut(owner as usize) {
                 slot.port.reclaim(bufs);
@@ -286,6 +291,7 @@ pub struct Switch {
     now: u32,
     polls: u32,
     rx: Box<[Frame; MAX_BURST]>,
+    dests: Box<[u16; MAX_BURST]>,
     done: Box<[BufHandle; MAX_BURST]>,
     allocated: Box<[BufHandle; MAX_BURST]>,
     active: Vec<u16>,
@@ -316,6 +322,7 @@ impl Switch {
             now: 0,
             polls: 0,
             rx: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
+            dests: Box::new([FLOOD; MAX_BURST]),
             done: Box::new([BufHandle::from_raw(0); MAX_BURST]),
             allocated: Box::new([BufHandle::from_raw(0); MAX_BURST]),
             active: Vec::with_capacity(MAX_PORTS),
@@ -507,71 +514,153 @@ impl Switch {
     fn forward(&mut self, inp: usize, n: usize) {
         let inp16 = inp as u16;
         let now = self.now;
-        let (mut runt, mut bad, mut hairpin, mut nodest, mut flooded) = (0u64, 0, 0, 0, 0);
-        let first_pool = self.rx[0].buf.pool().0;
-        let mut mixed = false;
-        let mut last_src = u64::MAX;
-        let mut last_dst = u64::MAX;
-        let mut last_dest = FLOOD;
-
-        // Pass 1: look up the whole burst.
-        for i in 0..n {
-            let f = self.rx[i];
-            let pid = f.buf.pool().0;
-            mixed |= pid != first_pool;
-            let ps = self.pools[pid as usize];
-            let Some((mem, off)) = ps.buf(f.buf) else {
-                // Not a buffer anyone owns: nothing to give back.
-                bad += 1;
-                continue;
-            };
-            if f.len as u32 > ps.size {
-                bad += 1;
-                self.free_after.push(f.buf);
-                continue;
-            }
-            if (f.len as usize) < ETH_HEADER {
-                runt += 1;
-                self.free_after.push(f.buf);
-                continue;
-            }
-            let mut hdr = [0u8; 16];
-            if mem.read(off, &mut hdr).is_err() {
-                bad += 1;
-                self.free_after.push(f.buf);
-                continue;
-            }
-            let (w0, w1) = split16(&hdr);
-            let dst = w0 & MAC_MASK;
-            let src = (w0 >> 48) | ((w1 & 0xffff_ffff) << 16);
-            if self.learning && src != last_src {
-                last_src = src;
-                if !matches!(
-                    self.fdb.learn(src, inp16, now),
-                    Learned::Fresh | Learned::Refreshed
-                ) {
-                    last_dst = u64::MAX;
+        let (mut runt, mut bad, mut hairpin) = (0u64, 0, 0);
+        let first_pool = self.rx[0].buf.raw() >> 24;
+        let ps = self.pools[first_pool as usize];
+        let rx = &self.rx[..n];
+        // Whole-burst check (branch-free, vectorised): one pool, every index in it, every
+        // length a whole Ethernet header and at most a buffer.
+        // Each term is negative exactly when its bound is broken (all values fit 25 bits).
+        let (last_idx, size) = (ps.count as i32 - 1, ps.size as i32);
+        let (mut pool_x, mut signs) = (0u32, 0i32);
+        for f in rx {
+            let raw = f.buf.raw();
+            let len = f.len as i32;
+            pool_x |= (raw >> 24) ^ first_pool;
+            signs |=
+                (last_idx - (raw & 0x00ff_ffff) as i32) | (size - len) | (len - ETH_HEADER as i32);
+        }
+        let irregular = pool_x != 0 || signs < 0;
+        let mut mixed = 0u32;
+        let mut look = Lookup {
+            fdb: &mut self.fdb,
+            learning: self.learning,
+            inp: inp16,
+            now,
+            last_src: u64::MAX,
+        };
+        match ps.mem {
+            Some(mem) if !irregular => {
+                // Pass 1, regular burst: read each header and decide.
+                let dests = &mut self.dests[..n];
+                let shift = ps.shift;
+                // The previous frame's first 12 header bytes and where it went: a run of
+                // frames of one flow costs one compare each. The initial values are a real
+                // header (broadcast from a group source) whose decision is indeed FLOOD.
+                let (mut last_w0, mut last_w1, mut last_dest) = (u64::MAX, u32::MAX, FLOOD);
+                for (f, dest) in rx.iter().zip(dests.iter_mut()) {
+                    let off = ((f.buf.raw() & 0x00ff_ffff) as usize) << shift;
+                    let mut hdr = [0u8; 16];
+                    if mem.read(off, &mut hdr).is_err() {
+                        bad += 1;
+                        self.free_after.push(f.buf);
+                        *dest = DROPPED;
+                        continue;
+                    }
+                    let (w0, w1) = split16(&hdr);
+                    let w1 = w1 as u32;
+                    if w0 != last_w0 || w1 != last_w1 {
+                        last_w0 = w0;
+                        last_w1 = w1;
+                        last_dest = look.decide(w0, w1);
+                    }
+                    *dest = last_dest;
                 }
             }
-            if dst != last_dst {
-                last_dst = dst;
-                last_dest = if is_group(dst) {
-                    FLOOD
-                } else {
-                    self.fdb.lookup(dst, now).unwrap_or(FLOOD)
-                };
+            _ => {
+                // Pass 1, a burst with something unusual: check each frame on its own.
+                let pools = &*self.pools;
+                let mut pool_id = u32::MAX;
+                let mut ps = NO_POOL;
+                for (f, dest) in rx.iter().zip(self.dests[..n].iter_mut()) {
+                    let pid = f.buf.raw() >> 24;
+                    if pid != pool_id {
+                        pool_id = pid;
+                        ps = pools[pid as usize];
+                        mixed |= pid ^ first_pool;
+                    }
+                    let Some((mem, off)) = ps.buf(f.buf) else {
+                        // Not a buffer anyone owns: nothing to give back.
+                        bad += 1;
+                        *dest = DROPPED;
+                        continue;
+                    };
+                    if (f.len as u32).wrapping_sub(ETH_HEADER as u32)
+                        > ps.size.wrapping_sub(ETH_HEADER as u32)
+                    {
+                        if (f.len as usize) < ETH_HEADER {
+                            runt += 1;
+                        } else {
+                            bad += 1;
+                        }
+                        self.free_after.push(f.buf);
+                        *dest = DROPPED;
+                        continue;
+                    }
+                    let mut hdr = [0u8; 16];
+                    if mem.read(off, &mut hdr).is_err() {
+                        bad += 1;
+                        self.free_after.push(f.buf);
+                        *dest = DROPPED;
+                        continue;
+                    }
+                    let (w0, w1) = split16(&hdr);
+                    *dest = look.decide(w0, w1 as u32);
+                }
             }
-            let d = last_dest;
+        }
+        let d0 = self.dests[0];
+        let differ = self.dests[..n].iter().fold(0, |a, &d| a | (d ^ d0));
+
+        if differ == 0
+            && d0 < FLOOD_OR_DROP
+            && mixed == 0
+            && self
+                .queues
+                .get(d0 as usize)
+                .is_some_and(|q| q.tx_pools.contains(PoolId(first_pool as u8)))
+        {
+            // The whole burst goes to one destination that reads its pool: hand it over as
+            // it came in.
+            if let Some(Some(slot)) = self.ports.get(inp) {
+                bump(&slot.counters.rx, n as u64);
+            }
+            let Some(Some(slot)) = self.ports.get_mut(d0 as usize) else {
+                return;
+            };
+            let sent = slot.port.tx_burst(&self.rx[..n]).min(n);
+            bump(&slot.counters.tx, sent as u64);
+            if sent < n {
+                slot.counters
+                    .add_drop(DropReason::RingFull, (n - sent) as u64);
+                let mut rest = [BufHandle::from_raw(0); MAX_BURST];
+                for (r, f) in rest.iter_mut().zip(&self.rx[sent..n]) {
+                    *r = f.buf;
+                }
+                self.returns
+                    .give(&self.pools, &mut self.ports, &rest[..n - sent]);
+            }
+            return;
+        }
+
+        // Scatter into per-destination queues.
+        let (mut flooded, mut nodest) = (0u64, 0u64);
+        for i in 0..n {
+            let f = self.rx[i];
+            let d = self.dests[i];
+            if d == DROPPED {
+                continue;
+            }
+            if d == HAIRPIN {
+                hairpin += 1;
+                self.free_after.push(f.buf);
+                continue;
+            }
             if d == FLOOD {
                 flooded += 1;
                 if !self.flood_frame(inp16, f) {
                     nodest += 1;
                 }
-                continue;
-            }
-            if d == inp16 {
-                hairpin += 1;
-                self.free_after.push(f.buf);
                 continue;
             }
             let Some(q) = self.queues.get_mut(d as usize) else {
@@ -599,6 +688,8 @@ impl Switch {
                 c.add_drop(DropReason::NoDestination, nodest);
             }
         }
+        let mixed = mixed != 0;
+        let first_pool = first_pool as u8;
 
         // Pass 2a: every copy, before any handle is passed on.
         for a in 0..self.active.len() {
@@ -749,6 +840,35 @@ fn copy_frame(pools: &[PoolSlot; POOLS], f: Frame, to: BufHandle) -> bool {
     };
     let len = f.len as usize;
     len <= dp.size as usize && dst.copy_from(doff, &src, soff, len).is_ok()
+}
+
+/// Learning and lookup for one burst from one ingress port.
+struct Lookup<'a> {
+    fdb: &'a mut Fdb,
+    learning: bool,
+    inp: u16,
+    now: u32,
+    last_src: u64,
+}
+
+impl Lookup<'_> {
+    /// Learns the source of a header whose first 12 bytes are `w0`, `w1` (little-endian)
+    /// and returns where the frame goes: a port, `FLOOD` or `HAIRPIN`.
+    #[inline(never)]
+    fn decide(&mut self, w0: u64, w1: u32) -> u16 {
+        let dst = w0 & MAC_MASK;
+        let src = (w0 >> 48) | ((w1 as u64) << 16);
+        if self.learning && src != self.last_src {
+            self.last_src = src;
+            self.fdb.learn(src, self.inp, self.now);
+        }
+        let d = if is_group(dst) {
+            FLOOD
+        } else {
+            self.fdb.lookup(dst, self.now).unwrap_or(FLOOD)
+        };
+        if d == self.inp { HAIRPIN } else { d }
+    }
 }
 
 /// The first 16 header bytes as two little-endian words.

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Instructions per packet through the switch (64 B frames, batch 32, zero-copy, 2 sim ports
+# unless other `switch` bench arguments are given), counted with valgrind's callgrind.
+#
+# Two runs forward N1 and N2 packets; the difference of their instruction counts divided by
+# N2 - N1 cancels setup and warm-up. The per-function profile of the larger run is written
+# next to the result.
+#
+# Usage: perf/callgrind.sh [extra switch-bench args, e.g. --copy or --ports 16 --macs 256]
+# Writes results/callgrind-switch.txt (or callgrind-switch-<tag>.txt when FERRITE_TAG is set).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v valgrind >/dev/null || { echo "valgrind not found: run scripts/setup-system.sh" >&2; exit 1; }
+
+N1=${N1:-200000}
+N2=${N2:-1200000}
+cargo build --release -q -p perf --bin switch
+bin="${CARGO_TARGET_DIR:-target}/release/switch"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+run() {
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1" --dump-instr=yes \
+    "$bin" --no-pin --count "$1" "${@:2}" 2>"$out/log.$1" >/dev/null
+  grep -Eo 'Collected : [0-9]+' "$out/log.$1" | grep -Eo '[0-9]+$'
+}
+
+i1=$(run "$N1" "$@")
+i2=$(run "$N2" "$@")
+per=$(awk -v a="$i1" -v b="$i2" -v n1="$N1" -v n2="$N2" 'BEGIN { printf "%.1f", (b - a) / (n2 - n1) }')
+
+tag=${FERRITE_TAG:+-$FERRITE_TAG}
+result="results/callgrind-switch$tag.txt"
+mkdir -p results
+{
+  echo "# Switch instructions per packet (valgrind --tool=callgrind)"
+  echo "command: perf/callgrind.sh $*"
+  echo "case: switch --count N ${*:-(64 B, batch 32, 2 ports, zero-copy)}"
+  echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores, Linux $(uname -r)"
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "valgrind: $(valgrind --version)"
+  echo "runs: $N1 packets -> $i1 instructions; $N2 packets -> $i2 instructions"
+  echo "instructions per packet: $per"
+  echo
+  echo "## Where the instructions go ($N2-packet run, inclusive of setup; self cost per function)"
+  callgrind_annotate --inclusive=no "$out/cg.$N2" 2>/dev/null | sed -n '1,60p' | grep -v '^--' | grep -E '[0-9]' | head -30
+} >"$result"
+cat "$result"
