@@ -106,7 +106,7 @@ fn callgrind(fam: &str, bursts: u64, func: &str) -> Result<u64, String> {
             l.strip_prefix("summary:")
                 .or_else(|| l.strip_prefix("totals:"))
         })
-        .and_then(|v| v.trim().split_whitespace().next()?.parse().ok())
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| "no summary line in the callgrind output".into())
 }
 
