@@ -204,6 +204,17 @@ impl Server {
         self.proc.as_mut().map(Proc::log).unwrap_or_default()
     }
 
+    /// Milliseconds from the running server's start to its first forwarded frame, from its
+    /// log line `first frame forwarded ... ms=N`.
+    fn first_frame_ms(&mut self) -> Option<f64> {
+        let log = strip_ansi(&self.log());
+        log.lines()
+            .find(|l| l.contains("first frame forwarded"))
+            .and_then(|l| l.split("ms=").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+
     fn app(&self, bin: &str, which: usize, args: &[&str]) -> Proc {
         let (name, mac, ip) = APPS[which];
         let mut cmd = Command::new(bin);
@@ -220,6 +231,24 @@ impl Drop for Server {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The text without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn sha_of(log: &str, role: &str) -> Option<(u64, String)> {
@@ -379,16 +408,20 @@ fn a_tcp_transfer_survives_a_server_kill_and_restart() {
     let got = sha_of(&sink.log(), "sink").expect("sink report");
     assert_eq!(sent.0, total);
     assert_eq!(got, sent, "the transfer across the restart differs");
+    // The restarted server's own measure: its start to its first forwarded frame.
+    let first_frame_ms = srv.first_frame_ms();
     let outage = |log: &str| {
         log.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find_map(|v| v["domain"]["last_outage_ms"].as_u64())
     };
     eprintln!(
-        "restart: killed at {} MB received; server down {:?}; bytes flowing again {:?} after \
-         the restart; apps reconnected {:?} ms (sink) / {:?} ms (source) after noticing the loss",
+        "restart: killed at {} MB received; server down {:?}; first frame forwarded {:?} ms \
+         after the restarted server started (its log); bytes flowing again {:?} after the \
+         restart; apps reconnected {:?} ms (sink) / {:?} ms (source) after noticing the loss",
         before / 1_000_000,
         restarted.duration_since(killed),
+        first_frame_ms,
         resumed,
         outage(&sink.log()),
         outage(&src.log()),

@@ -436,8 +436,32 @@ struct Machine {
     cpu: String,
     cores: usize,
     kernel: String,
-    unix_time: u64,
+    /// UTC, ISO 8601.
+    date: String,
+    /// `/proc/loadavg` when the demo started: other work on the machine skews the tails.
+    loadavg: String,
     command: String,
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 impl Machine {
@@ -457,9 +481,12 @@ impl Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
-            unix_time: std::time::SystemTime::now()
+            date: utc(std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+                .map_or(0, |d| d.as_secs())),
+            loadavg: std::fs::read_to_string("/proc/loadavg")
+                .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
         }
     }
@@ -689,8 +716,14 @@ fn report(a: &DemoArgs, r: &DemoResult) -> Result<(), String> {
     let mut md = String::new();
     md.push_str("# Ferrite demo\n\n");
     md.push_str(&format!(
-        "Machine: {} ({} cores), Linux {}; unix time {}.\n\nCommand: `{}`\n\n",
-        r.machine.cpu, r.machine.cores, r.machine.kernel, r.machine.unix_time, r.machine.command
+        "Machine: {} ({} cores), Linux {}; {}; load average at start {}.\n\nCommand: `{}` \
+         (what `cargo run --release -p apps --bin ferrite-demo` runs)\n\n",
+        r.machine.cpu,
+        r.machine.cores,
+        r.machine.kernel,
+        r.machine.date,
+        r.machine.loadavg,
+        r.machine.command
     ));
     md.push_str("Server on the in-memory (sim) NIC; two app domains (separate processes, own smoltcp stacks) connected through the switch.\n\n");
     if let (Some(s), Some(k)) = (&r.bulk, &r.sink) {
@@ -752,4 +785,14 @@ fn report(a: &DemoArgs, r: &DemoResult) -> Result<(), String> {
         return Err("the bytes received differ from the bytes sent".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates_are_civil() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_795_732_377), "2026-11-26T22:32:57Z");
+    }
 }
