@@ -348,12 +348,15 @@ impl Server {
     }
 
     fn attach(&mut self, ctl: &Backend<'_>, d: u16, pool: u8) -> Result<Attached, String> {
+        let t0 = Instant::now();
         let fe = ctl.frontend(d).map_err(|e| e.to_string())?;
+        let t_read = t0.elapsed();
         let refs: Vec<GrantRef> = fe.refs.iter().map(|&r| GrantRef(r)).collect();
         let map = self
             .be
             .map(DomId(d), &refs, Access::ReadWrite, &[])
             .map_err(|e| format!("mapping the grant: {e}"))?;
+        let t_map = t0.elapsed();
         let notifier = Arc::new(
             self.be
                 .bind_notifier(DomId(d), fe.event_channel, &[])
@@ -365,6 +368,14 @@ impl Server {
             PortLimits::default(),
         )
         .map_err(|e| format!("port memory: {e}"))?;
+        say!(
+            "server",
+            "domain {d} attach: xenstore reads {:.1} ms, map {} pages {:.1} ms, bind+port {:.1} ms",
+            t_read.as_secs_f64() * 1e3,
+            refs.len(),
+            (t_map - t_read).as_secs_f64() * 1e3,
+            (t0.elapsed() - t_map).as_secs_f64() * 1e3
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let (n2, s2, tx) = (notifier.clone(), stop.clone(), self.wake_tx.clone());
         std::thread::spawn(move || {
