@@ -66,7 +66,7 @@ fn main() {
     let mut tx: Vec<Frame> = Vec::with_capacity(32);
     let mut done = [BufHandle::from_raw(0); 64];
     let mut drop: Vec<BufHandle> = Vec::with_capacity(32);
-    let (mut arp, mut icmp, mut other) = (0u64, 0u64, 0u64);
+    let (mut arp, mut icmp, mut other, mut bad) = (0u64, 0u64, 0u64, 0u64);
     let mut idle = 0u32;
     let mut report = Instant::now() + Duration::from_secs(5);
     let mut buf = [0u8; 2048];
@@ -86,12 +86,25 @@ fn main() {
                 continue;
             }
             let reply = answer(&mut buf[..len], port.mac(), ip.octets());
-            match reply {
-                Some(Kind::Arp) => arp += 1,
-                Some(Kind::Icmp) => icmp += 1,
-                None => other += 1,
-            }
-            if reply.is_some() && mem.write(0, &buf[..len]).is_ok() {
+            let answer = match reply {
+                Some(Kind::Arp) => {
+                    arp += 1;
+                    true
+                }
+                Some(Kind::Icmp) => {
+                    icmp += 1;
+                    true
+                }
+                Some(Kind::BadChecksum) => {
+                    bad += 1;
+                    false
+                }
+                None => {
+                    other += 1;
+                    false
+                }
+            };
+            if answer && mem.write(0, &buf[..len]).is_ok() {
                 tx.push(*f);
             } else {
                 drop.push(f.buf);
@@ -113,13 +126,13 @@ fn main() {
         if Instant::now() >= report {
             report += Duration::from_secs(5);
             println!(
-                "RESPONDER arp={arp} icmp={icmp} other={other} stats={:?}",
+                "RESPONDER arp={arp} icmp={icmp} bad_checksum={bad} other={other} stats={:?}",
                 port.stats()
             );
         }
     }
     println!(
-        "RESPONDER DONE arp={arp} icmp={icmp} other={other} stats={:?}",
+        "RESPONDER DONE arp={arp} icmp={icmp} bad_checksum={bad} other={other} stats={:?}",
         port.stats()
     );
 }
@@ -127,6 +140,7 @@ fn main() {
 enum Kind {
     Arp,
     Icmp,
+    BadChecksum,
 }
 
 /// Turns an ARP request for `ip` or an ICMP echo request to `ip` into its reply in place.
@@ -164,6 +178,10 @@ fn answer(f: &mut [u8], mac: [u8; 6], ip: [u8; 4]) -> Option<Kind> {
     let icmp = 14 + ihl;
     if f[icmp] != 8 {
         return None;
+    }
+    // Both checksums must verify: a frame the driver corrupted gets no answer.
+    if checksum(&f[14..14 + ihl]) != 0 || checksum(&f[icmp..14 + total]) != 0 {
+        return Some(Kind::BadChecksum);
     }
     // Echo reply: swap addresses (the IP checksum is unchanged by a swap), type 0, new
     // ICMP checksum.

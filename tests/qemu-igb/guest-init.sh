@@ -33,8 +33,54 @@ if [ "$access" = vfio ]; then
   echo "GUEST iommu_group=$(basename "$(readlink /sys/bus/pci/devices/$bdf/iommu_group)")"
 fi
 
+server() {
+  mkdir -p /run/ferrite /srv /etc
+  cat > /etc/ferrite.toml <<EOT
+[server]
+socket = "/run/ferrite/ctl.sock"
+socket_mode = "0600"
+
+[[ports]]
+name = "nic"
+backend = "intel"
+pci = "$bdf"
+
+[[apps]]
+uid = 0
+name = "echo"
+mac = "02:fe:00:00:00:01"
+
+[[apps]]
+uid = 0
+name = "web"
+mac = "02:fe:00:00:00:02"
+EOT
+  /bin/ferrite serve --config /etc/ferrite.toml > /tmp/ferrite.log 2>&1 &
+  i=0
+  while [ ! -S /run/ferrite/ctl.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  cat /tmp/ferrite.log
+  [ -S /run/ferrite/ctl.sock ] || { echo "GUEST FAIL: server did not start"; return; }
+  head -c 1048576 /dev/urandom > /srv/blob.bin
+  echo "GUEST FILE sha256=$(sha256sum /srv/blob.bin | cut -d' ' -f1)"
+  /bin/ferrite-echo --name echo --mac 02:fe:00:00:00:01 --ip 10.77.0.11/24 --port 7 > /tmp/echo.log 2>&1 &
+  /bin/ferrite-http --name web --mac 02:fe:00:00:00:02 --ip 10.77.0.12/24 --root /srv --port 80 > /tmp/http.log 2>&1 &
+  sleep 2
+  /bin/ferrite stats --socket /run/ferrite/ctl.sock 2>&1 | head -n 20
+  echo "GUEST SERVER READY"
+  # Counters on the serial log while the host runs its checks.
+  i=0
+  while [ $i -lt 25 ]; do
+    sleep 4
+    echo "GUEST STATS $i"
+    /bin/ferrite stats --socket /run/ferrite/ctl.sock 2>&1 | sed -n '3,5p'
+    if [ $i = 2 ]; then echo "GUEST echo log:"; cat /tmp/echo.log; echo "GUEST http log:"; cat /tmp/http.log; fi
+    i=$((i + 1))
+  done
+}
+
 case "$mode" in
   responder) /bin/intel_diag_responder "$bdf" "$ip" 100 "$access" ;;
+  server) server ;;
   *) echo "GUEST FAIL: unknown mode $mode" ;;
 esac
 echo "GUEST DONE"

@@ -7,9 +7,13 @@
 # guest's NIC is a TAP inside a network namespace this script creates; from there the host
 # side pings the guest (1000 packets, 0 loss required).
 #
-# Scenarios (FERRITE_QEMU_SCENARIOS, default "sysfs vfio"):
-#   sysfs  no IOMMU: BAR0 through sysfs resource0, DMA to physical addresses from pagemap;
-#   vfio   q35 with an emulated VT-d IOMMU: BAR0 and DMA mappings through VFIO (type 1).
+# Scenarios (FERRITE_QEMU_SCENARIOS, default "sysfs vfio server"):
+#   sysfs   diagnostic responder (ARP, ICMP echo) on the port alone; no IOMMU: BAR0 through
+#           sysfs resource0, DMA to physical addresses from pagemap;
+#   vfio    the same on q35 with an emulated VT-d IOMMU: BAR0 and DMA mappings through VFIO;
+#   server  the Ferrite server with the intel port and two app domains (TCP/UDP echo and
+#           HTTP, each its own smoltcp stack): ping 1000, TCP echo, HTTP download with a
+#           sha256 check.
 #
 # Exit status 0 only if every check passed. Root only (namespaces, TAP).
 # Environment: FERRITE_QEMU_TIMEOUT (seconds, default 150), FERRITE_QEMU_KEEP=1 keeps the
@@ -25,7 +29,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "qemu-igb: needs root (network namespace, TAP device, QEMU)" >&2
   exit 1
 fi
-for tool in qemu-system-x86_64 busybox cpio ip ping; do
+for tool in qemu-system-x86_64 busybox cpio ip ping socat curl sha256sum; do
   command -v "$tool" >/dev/null || { echo "qemu-igb: $tool missing (run scripts/setup-system.sh)" >&2; exit 1; }
 done
 if ! qemu-system-x86_64 -device help 2>/dev/null | grep -q '"igb"'; then
@@ -53,23 +57,26 @@ vmlinux=$("$here/kernel.sh")
 # libraries are copied in), or static ones built here so they run without a libc.
 if [ -n "${FERRITE_BIN_DIR:-}" ]; then
   step "binaries from $FERRITE_BIN_DIR"
-  bin="$FERRITE_BIN_DIR/examples/intel_diag_responder"
+  bins=("$FERRITE_BIN_DIR/examples/intel_diag_responder" "$FERRITE_BIN_DIR/ferrite"
+        "$FERRITE_BIN_DIR/ferrite-echo" "$FERRITE_BIN_DIR/ferrite-http")
 else
   step "build static binaries"
   target=x86_64-unknown-linux-gnu
   tdir="$repo/target-qemu-static"
   ( cd "$repo" && CARGO_TARGET_DIR="$tdir" RUSTFLAGS="-C target-feature=+crt-static" \
-      cargo build --release --quiet --target "$target" -p pmd --example intel_diag_responder )
-  bin="$tdir/$target/release/examples/intel_diag_responder"
+      cargo build --release --quiet --target "$target" -p pmd --example intel_diag_responder \
+        -p switch --bin ferrite -p apps --bin ferrite-echo --bin ferrite-http )
+  r="$tdir/$target/release"
+  bins=("$r/examples/intel_diag_responder" "$r/ferrite" "$r/ferrite-echo" "$r/ferrite-http")
 fi
-[ -x "$bin" ] || { echo "qemu-igb: $bin missing" >&2; exit 1; }
+for b in "${bins[@]}"; do [ -x "$b" ] || { echo "qemu-igb: $b missing" >&2; exit 1; }; done
 
 # 3. Initramfs: busybox, the binaries, an init script. Uncompressed (faster under TCG).
 step "initramfs"
 rd="$work/rd"
 mkdir -p "$rd"/{bin,proc,sys,dev,tmp,mnt/huge}
 cp "$(command -v busybox)" "$rd/bin/busybox"
-cp "$bin" "$rd/bin/"
+cp "${bins[@]}" "$rd/bin/"
 # Shared libraries of dynamically linked binaries, at the paths the loader expects.
 for b in "$rd"/bin/*; do
   [ "$b" = "$rd/bin/busybox" ] && continue
@@ -112,43 +119,79 @@ wait_log() { # pattern seconds
 
 remaining() { echo $(( tmo - ($(date +%s) - start) )); }
 
+ping_1000() { # label address: 1000 echo requests, every one answered
+  step "[$1] ping 1000 $2"
+  ip -n "$ns" neigh flush dev ftap0 2>/dev/null || true
+  local out
+  out=$(ip netns exec "$ns" ping -c 1000 -i 0.002 -W 2 -q "$2" 2>&1 || true)
+  echo "$out" | tail -n 3
+  echo "$out" | grep -q ' 1000 received, 0% packet loss' || fail "[$1] ping $2 lost packets"
+}
+
+# The server scenario: app domains behind the Ferrite server, which drives the NIC.
+server_checks() {
+  wait_log "GUEST SERVER READY" "$(remaining)" || fail "[server] server and apps did not come up"
+  grep "GUEST" "$log" || true
+  grep -q "GUEST no-kernel-driver" "$log" || fail "[server] a kernel driver claimed the NIC in the guest"
+  ping_1000 server 10.77.0.11
+
+  step "[server] TCP echo"
+  head -c 200000 /dev/urandom > "$work/echo.in"
+  ip netns exec "$ns" timeout 60 socat -t 5 -T 20 - TCP:10.77.0.11:7 < "$work/echo.in" > "$work/echo.out" || true
+  if ! cmp -s "$work/echo.in" "$work/echo.out"; then
+    fail "[server] TCP echo: sent $(stat -c %s "$work/echo.in") bytes, got $(stat -c %s "$work/echo.out") back, not identical"
+  fi
+  echo "200000 bytes echoed intact"
+
+  step "[server] HTTP download"
+  local want got
+  want=$(sed -n 's/.*GUEST FILE sha256=\([0-9a-f]*\).*/\1/p' "$log" | head -n1)
+  [ -n "$want" ] || fail "[server] guest did not report the file's sha256"
+  ip netns exec "$ns" curl -sS --max-time 60 -o "$work/http.out" http://10.77.0.12/blob.bin \
+    || fail "[server] curl failed"
+  got=$(sha256sum "$work/http.out" | cut -d' ' -f1)
+  echo "size $(stat -c %s "$work/http.out") sha256 $got (guest: $want)"
+  [ "$got" = "$want" ] || fail "[server] HTTP download: sha256 mismatch"
+}
+
 # 5. One boot per scenario.
 scenario() {
   local access=$1 machine=()
   log="$work/serial-$access.log"
+  local mode=responder
   case "$access" in
     sysfs) machine=(-M pc) ;;
     vfio) machine=(-M q35 -device intel-iommu,intremap=on) ;;
+    server) machine=(-M pc); mode=server; access=sysfs ;;
     *) fail "unknown scenario $access" ;;
   esac
+  if [ "$mode" = server ]; then log="$work/serial-server.log"; fi
   step "[$access] boot guest"
   ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -m 1G -smp 2 "${machine[@]}" \
     -display none -monitor none -serial "file:$log" -no-reboot \
     -kernel "$vmlinux" -initrd "$work/rd.img" \
-    -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on ferrite.ip=10.77.0.2 ferrite.mode=responder ferrite.access=$access" \
+    -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on ferrite.ip=10.77.0.2 ferrite.mode=$mode ferrite.access=$access" \
     -netdev tap,id=n0,ifname=ftap0,script=no,downscript=no \
     -device igb,netdev=n0,mac=52:54:00:12:34:56 &
   qpid=$!
 
-  wait_log "RESPONDER READY" "$(remaining)" || fail "[$access] guest driver did not come up"
-  grep "GUEST" "$log" || true
-  grep "RESPONDER READY" "$log"
-  grep -q "GUEST no-kernel-driver" "$log" || fail "[$access] a kernel driver claimed the NIC in the guest"
-
-  # ping: 1000 echo requests, every one answered.
-  step "[$access] ping 1000"
-  ip -n "$ns" neigh flush dev ftap0 2>/dev/null || true
-  local out
-  out=$(ip netns exec "$ns" ping -c 1000 -i 0.002 -W 2 -q 10.77.0.2 2>&1 || true)
-  echo "$out" | tail -n 3
-  echo "$out" | grep -q ' 1000 received, 0% packet loss' || fail "[$access] ping lost packets"
+  if [ "$mode" = server ]; then
+    server_checks
+    access=server
+  else
+    wait_log "RESPONDER READY" "$(remaining)" || fail "[$access] guest driver did not come up"
+    grep "GUEST" "$log" || true
+    grep "RESPONDER READY" "$log"
+    grep -q "GUEST no-kernel-driver" "$log" || fail "[$access] a kernel driver claimed the NIC in the guest"
+    ping_1000 "$access" 10.77.0.2
+  fi
   step "[$access] PASS"
   kill "$qpid" 2>/dev/null || true
   wait "$qpid" 2>/dev/null || true
   qpid=""
 }
 
-for sc in ${FERRITE_QEMU_SCENARIOS:-sysfs vfio}; do
+for sc in ${FERRITE_QEMU_SCENARIOS:-sysfs vfio server}; do
   scenario "$sc"
 done
 step "PASS"

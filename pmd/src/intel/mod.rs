@@ -184,7 +184,8 @@ pub struct IntelConfig {
     pub access: Access,
     /// Unbind a kernel driver that owns the device instead of refusing it.
     pub unbind_kernel_driver: bool,
-    /// Receive every frame (unicast and multicast promiscuous).
+    /// Receive every frame (unicast and multicast promiscuous). On by default: the port is
+    /// a switch port, and the stations behind it (app domains) have MACs of their own.
     pub promiscuous: bool,
     /// How long `open` waits for the link to come up (0: do not wait).
     pub link_timeout_ms: u64,
@@ -201,7 +202,7 @@ impl Default for IntelConfig {
             dma: DmaSource::Auto,
             access: Access::Auto,
             unbind_kernel_driver: false,
-            promiscuous: false,
+            promiscuous: true,
             link_timeout_ms: 5_000,
         }
     }
