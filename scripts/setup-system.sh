@@ -19,6 +19,9 @@ for p in "${backports[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || bp_missing+=("$p")
 done
 
+# The Debian kernel the QEMU igb test boots (resolved from linux-image-amd64, cached).
+bash "$(dirname "$0")/../tests/qemu-igb/kernel.sh" >/dev/null || echo "setup-system: QEMU test kernel not fetched (tests/qemu-igb/kernel.sh)" >&2
+
 if [ ${#missing[@]} -eq 0 ] && [ ${#bp_missing[@]} -eq 0 ]; then
   echo "setup-system: all packages present"
   exit 0
