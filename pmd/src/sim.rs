@@ -687,9 +687,12 @@ impl Port for SimPort {
     fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
         let n = out.len().min(self.spare_free.len());
         let start = self.spare_free.len() - n;
-        for (o, &h) in out[..n].iter_mut().zip(&self.spare_free[start..]) {
-            *o = h;
-            Self::clear_held(&mut self.held, h);
+        let taken = &self.spare_free[start..];
+        out[..n].copy_from_slice(taken);
+        if self.track {
+            for &h in taken {
+                Self::clear_held(&mut self.held, h);
+            }
         }
         self.spare_free.truncate(start);
         self.publish_free();
@@ -738,8 +741,18 @@ impl SimPort {
     #[inline]
     fn push_free(&mut self, bufs: &[BufHandle]) {
         let gen_bufs = self.gen_bufs;
-        if bufs.iter().fold(true, |a, h| a & (h.idx().0 < gen_bufs)) {
+        // Sign bits (indices fit 24 bits): `spare` < 0 when some buffer is a spare one,
+        // `gen` < 0 when some buffer is a generator one.
+        let (mut spare, mut gen_) = (0i32, 0i32);
+        for h in bufs {
+            let i = h.idx().0 as i32;
+            spare |= gen_bufs as i32 - 1 - i;
+            gen_ |= i - gen_bufs as i32;
+        }
+        if spare >= 0 {
             self.gen_free.extend_from_slice(bufs);
+        } else if gen_ >= 0 {
+            self.spare_free.extend_from_slice(bufs);
         } else {
             for &h in bufs {
                 if h.idx().0 < gen_bufs {

@@ -258,7 +258,7 @@ impl Returns {
         };
         let p = first.pool();
         let p0 = first.raw() >> 24;
-        if bufs.iter().fold(0, |a, h| a | ((h.raw() >> 24) ^ p0)) == 0 {
+        if pools_differ(bufs, p0) == 0 {
             let owner = pools[p.0 as usize].owner;
             if let Some(Some(slot)) = ports.get_mut(owner as usize) {
                 slot.port.reclaim(bufs);
@@ -292,6 +292,7 @@ pub struct Switch {
     polls: u32,
     rx: Box<[Frame; MAX_BURST]>,
     dests: Box<[u16; MAX_BURST]>,
+    scratch: Box<[Frame; MAX_BURST]>,
     done: Box<[BufHandle; MAX_BURST]>,
     allocated: Box<[BufHandle; MAX_BURST]>,
     active: Vec<u16>,
@@ -323,6 +324,7 @@ impl Switch {
             polls: 0,
             rx: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             dests: Box::new([FLOOD; MAX_BURST]),
+            scratch: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             done: Box::new([BufHandle::from_raw(0); MAX_BURST]),
             allocated: Box::new([BufHandle::from_raw(0); MAX_BURST]),
             active: Vec::with_capacity(MAX_PORTS),
@@ -612,9 +614,19 @@ impl Switch {
         let d0 = self.dests[0];
         let differ = self.dests[..n].iter().fold(0, |a, &d| a | (d ^ d0));
 
-        if differ == 0
-            && d0 < FLOOD_OR_DROP
-            && mixed == 0
+        let uniform = differ == 0 && d0 < FLOOD_OR_DROP && mixed == 0;
+        if uniform
+            && self
+                .queues
+                .get(d0 as usize)
+                .is_some_and(|q| !q.tx_pools.contains(PoolId(first_pool as u8)))
+        {
+            // The whole burst goes to one destination that cannot read its pool: copy it
+            // straight from the receive array, then return the originals as one slice.
+            self.copy_burst(inp, d0 as usize, n);
+            return;
+        }
+        if uniform
             && self
                 .queues
                 .get(d0 as usize)
@@ -733,6 +745,51 @@ impl Switch {
             self.free_after.clear();
             self.returns.flush(&mut self.ports);
         }
+    }
+
+    /// Delivers `self.rx[..n]` (all from `inp`, all to `d`, which cannot read their pool)
+    /// by copying each frame once into a buffer `d` allocates.
+    fn copy_burst(&mut self, inp: usize, d: usize, n: usize) {
+        if let Some(Some(slot)) = self.ports.get(inp) {
+            bump(&slot.counters.rx, n as u64);
+        }
+        let Some(Some(slot)) = self.ports.get_mut(d) else {
+            return;
+        };
+        let got = slot.port.alloc(&mut self.allocated[..n]).min(n);
+        let (mut out, mut fault) = (0, 0u64);
+        for (f, &c) in self.rx[..got].iter().zip(&self.allocated[..got]) {
+            if copy_frame(&self.pools, *f, c) {
+                self.scratch[out] = Frame {
+                    buf: c,
+                    len: f.len,
+                    meta: f.meta,
+                };
+                out += 1;
+            } else {
+                fault += 1;
+                self.returns.put(&self.pools, c);
+            }
+        }
+        let sent = slot.port.tx_burst(&self.scratch[..out]).min(out);
+        let c = &slot.counters;
+        bump(&c.tx, sent as u64);
+        bump(&c.tx_copied, out as u64);
+        if sent < out || got < n || fault > 0 {
+            c.add_drop(DropReason::RingFull, (out - sent) as u64);
+            c.add_drop(DropReason::NoBuffer, (n - got) as u64);
+            c.add_drop(DropReason::CopyFault, fault);
+            for f in &self.scratch[sent..out] {
+                self.returns.put(&self.pools, f.buf);
+            }
+            self.returns.flush(&mut self.ports);
+        }
+        // Every original goes back to its owner (all from one pool: one call).
+        for (h, f) in self.done.iter_mut().zip(&self.rx[..n]) {
+            *h = f.buf;
+        }
+        self.returns
+            .give(&self.pools, &mut self.ports, &self.done[..n]);
     }
 
     /// Queues a flooded frame to every port but `inp`: the original handle to the first
@@ -869,6 +926,22 @@ impl Lookup<'_> {
         };
         if d == self.inp { HAIRPIN } else { d }
     }
+}
+
+/// Nonzero when some handle in `bufs` names another pool than `p0`.
+#[inline]
+fn pools_differ(bufs: &[BufHandle], p0: u32) -> u32 {
+    let mut acc = [0u32; 8];
+    let chunks = bufs.chunks_exact(8);
+    for h in chunks.remainder() {
+        acc[0] |= (h.raw() >> 24) ^ p0;
+    }
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] |= (c[k].raw() >> 24) ^ p0;
+        }
+    }
+    acc.iter().fold(0, |a, &b| a | b)
 }
 
 /// The first 16 header bytes as two little-endian words.

@@ -254,7 +254,7 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}; try --help")),
         }
     }
-    if a.case.ports < 2 || a.case.ports % 2 != 0 || a.case.ports > 200 {
+    if a.case.ports < 2 || !a.case.ports.is_multiple_of(2) || a.case.ports > 200 {
         return Err("--ports must be an even number from 2 to 200".into());
     }
     if !(1..=switch::MAX_BURST).contains(&a.case.batch) {
@@ -447,11 +447,17 @@ fn main() {
         return;
     }
     let dir = report::results_dir();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let preface = format!(
-        "One core (pinned to core {}), sim ports that generate and sink, learning on; best of \
+        "Load average at the end of the run: {}. One core (pinned to core {}), sim ports that generate and sink, learning on; best of \
          {} runs of {} ms per row. Pairs: port i sends to port i^1; \"learned MACs\" rows send \
          from 4096/ports source MACs per port to the partner's MACs; \"mesh\" sends to every \
-         other port round-robin. {summary}",
+         other port round-robin. The sim ports run without per-buffer ownership tracking \
+         (see SimConfig::track_buffers). {summary}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         args.core.map_or("none".into(), |c| c.to_string()),
         args.reps,
         args.ms
