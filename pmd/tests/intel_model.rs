@@ -618,3 +618,33 @@ fn device_lookup_errors() {
     .unwrap();
     assert!(matches!(e, IntelError::NotFound(_)), "{e}");
 }
+
+#[test]
+fn the_default_configuration_is_promiscuous_like_a_switch_port() {
+    assert!(IntelConfig::default().promiscuous);
+    for fam in [Family::Igb, Family::Ixgbe] {
+        let m = Model::new(fam, MAC);
+        let c = IntelConfig {
+            promiscuous: true,
+            ..cfg(1)
+        };
+        let _p = IntelPort::with_regs(m.clone(), fam, Box::new(m.clone()), &c, "m".into()).unwrap();
+        match fam {
+            Family::Igb => {
+                let rctl = m.peek(igb::RCTL);
+                assert_eq!(
+                    rctl & (igb::RCTL_UPE | igb::RCTL_MPE),
+                    igb::RCTL_UPE | igb::RCTL_MPE
+                );
+                assert!(rctl & igb::RCTL_EN != 0);
+            }
+            Family::Ixgbe => {
+                let fctrl = m.peek(ixgbe::FCTRL);
+                assert_eq!(
+                    fctrl & (ixgbe::FCTRL_UPE | ixgbe::FCTRL_MPE),
+                    ixgbe::FCTRL_UPE | ixgbe::FCTRL_MPE
+                );
+            }
+        }
+    }
+}
