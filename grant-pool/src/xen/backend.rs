@@ -410,8 +410,10 @@ impl GrantBackend for XenBackend {
         let local = ev
             .bind_interdomain(peer, port)
             .map_err(|e| GrantError::BadNotifier(format!("domain {} port {port}: {e}", peer.0)))?;
-        // Xen raises one event at bind time; swallow it so it is not mistaken for a ring.
-        if let Some(p) = ev.wait(Some(Duration::from_millis(2)))? {
+        // Xen raises one event at bind time; swallow it so it is not mistaken for a ring. It is
+        // delivered to the vCPU the port is bound to, so on a loaded host it can come later:
+        // callers treat any wakeup as "look again" (the rings say what is new).
+        if let Some(p) = ev.wait(Some(Duration::from_millis(10)))? {
             ev.unmask(p)?;
         }
         self.new_port(peer, local);
