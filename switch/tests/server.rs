@@ -475,6 +475,8 @@ fn restart_after_sigkill_apps_reattach_and_frames_flow() {
     assert!(matches!(a.client.receive(), Err(CtlError::Closed)));
     let cfg = std::fs::read_to_string(&srv.config).expect("config");
     let dir = srv.dir.clone();
+    // Keep the directory: the stale socket in it is what the next server must clear.
+    srv.cleanup = false;
     drop(srv);
     let srv2 = ServerProc::start(&dir, &cfg);
     let mut a2 = TestApp::connect(&srv2.socket, A.0, A.1).expect("a again");

@@ -34,6 +34,8 @@ pub struct ServerProc {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub config: PathBuf,
+    /// Whether dropping this removes `dir` (a test that restarts in it turns this off).
+    pub cleanup: bool,
 }
 
 /// A fresh directory for one test.
@@ -60,6 +62,7 @@ pub fn config_text(socket: &Path, apps: &[(&str, &str)], extra: &str) -> String 
 impl ServerProc {
     /// Starts `ferrite serve` on `config` (written into `dir`) and waits until it answers.
     pub fn start(dir: &Path, config: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("dir");
         let socket = dir.join("ctl.sock");
         let cfg = dir.join("ferrite.toml");
         std::fs::write(&cfg, config).expect("write config");
@@ -76,6 +79,7 @@ impl ServerProc {
             dir: dir.to_owned(),
             socket,
             config: cfg,
+            cleanup: true,
         };
         s.wait_ready();
         s
@@ -135,6 +139,9 @@ impl Drop for ServerProc {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if self.cleanup {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
