@@ -289,28 +289,24 @@ impl Procs {
         None
     }
 
+    /// Stops the processes newest first (apps before the server they are attached to):
+    /// SIGTERM, up to 2 s to exit, then SIGKILL.
     fn stop_all(&mut self) {
-        for (_, c) in &mut self.list {
+        while let Some((_, mut c)) = self.list.pop() {
             if let Ok(None) = c.try_wait()
                 && let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32)
             {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             }
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        for (_, c) in &mut self.list {
-            while Instant::now() < deadline {
-                if !matches!(c.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(5));
             }
             if let Ok(None) = c.try_wait() {
                 let _ = c.kill();
             }
             let _ = c.wait();
         }
-        self.list.clear();
     }
 }
 
