@@ -68,7 +68,7 @@ fn main() {
     let mut drop: Vec<BufHandle> = Vec::with_capacity(32);
     let (mut arp, mut icmp, mut other, mut bad) = (0u64, 0u64, 0u64, 0u64);
     let mut idle = 0u32;
-    let mut report = Instant::now() + Duration::from_secs(5);
+    let mut report = Instant::now() + Duration::from_secs(2);
     let mut buf = [0u8; 2048];
     let pool = port.pool();
     while Instant::now() < stop {
@@ -124,7 +124,7 @@ fn main() {
             idle = 0;
         }
         if Instant::now() >= report {
-            report += Duration::from_secs(5);
+            report += Duration::from_secs(2);
             println!(
                 "RESPONDER arp={arp} icmp={icmp} bad_checksum={bad} other={other} stats={:?}",
                 port.stats()

@@ -184,6 +184,8 @@ scenario() {
     grep "RESPONDER READY" "$log"
     grep -q "GUEST no-kernel-driver" "$log" || fail "[$access] a kernel driver claimed the NIC in the guest"
     ping_1000 "$access" 10.77.0.2
+    sleep 2.5
+    grep "RESPONDER arp" "$log" | tail -n 1
   fi
   step "[$access] PASS"
   kill "$qpid" 2>/dev/null || true
