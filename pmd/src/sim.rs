@@ -49,6 +49,10 @@ pub fn payload_byte(seq: u64, j: usize) -> u8 {
     (seq.wrapping_mul(0x9e37_79b9) as u8).wrapping_add(j as u8)
 }
 
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a.max(1) } else { gcd(b, a % b) }
+}
+
 /// A sim port that cannot be built as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -280,6 +284,9 @@ pub struct SimPort {
     src: MacPattern,
     dst: MacPattern,
     vary_macs: bool,
+    /// Destination and source MACs of frame `i % macs.len()`, when the period is short
+    /// enough to tabulate (empty otherwise).
+    macs: Vec<[u8; 12]>,
     next_frame: usize,
     sequence: bool,
     seq: u64,
@@ -371,6 +378,7 @@ impl SimPort {
             src,
             dst: cfg.dst,
             vary_macs,
+            macs: Vec::new(),
             next_frame: 0,
             sequence: cfg.sequence,
             seq: 0,
@@ -384,6 +392,20 @@ impl SimPort {
             probe,
             _mem: mem,
         };
+        if vary_macs {
+            let (a, b) = (port.src.len(), port.dst.len());
+            let period = a / gcd(a, b) * b;
+            if period <= 1 << 16 {
+                port.macs = (0..period)
+                    .map(|i| {
+                        let mut m = [0u8; 12];
+                        m[..6].copy_from_slice(&port.dst.at(i));
+                        m[6..].copy_from_slice(&port.src.at(i));
+                        m
+                    })
+                    .collect();
+            }
+        }
         for i in 0..cfg.gen_bufs {
             let h = port.pool.handle(BufIdx(i as u32))?;
             port.build(h, i, 0, false);
@@ -577,7 +599,21 @@ impl Port for SimPort {
             }
         }
         self.gen_free.truncate(start);
-        if self.vary_macs || self.sequence {
+        if self.vary_macs && !self.sequence && !self.macs.is_empty() {
+            // Only the MACs vary: write the next 12 pre-computed header bytes per frame.
+            let mem = self.pool.region();
+            let shift = self.pool.layout().buf_size.trailing_zeros();
+            let period = self.macs.len();
+            let mut at = self.next_frame % period;
+            for o in &out[..n] {
+                let _ = mem.write((o.buf.idx().0 as usize) << shift, &self.macs[at]);
+                at += 1;
+                if at == period {
+                    at = 0;
+                }
+            }
+            self.next_frame = self.next_frame.wrapping_add(n);
+        } else if self.vary_macs || self.sequence {
             for o in &out[..n] {
                 let i = self.next_frame;
                 self.next_frame = self.next_frame.wrapping_add(1);

@@ -10,8 +10,9 @@
 //! partner (bursts split over many destinations).
 //!
 //! Usage: `switch [--full] [--ms N] [--reps N] [--core N] [--no-write]`
-//!        `switch --count N [--frame B] [--batch N] [--ports N] [--copy]` (fixed packet count,
-//!        for callgrind: see perf/callgrind.sh)
+//!        `switch --count N [--frame B] [--batch N] [--ports N] [--macs N] [--copy] [--mesh]
+//!        [--track]` (fixed packet count, for callgrind: see perf/callgrind.sh; `--track`
+//!        turns the sim ports' per-buffer ownership tracking on)
 
 use std::time::{Duration, Instant};
 
@@ -209,6 +210,7 @@ struct Args {
     core: Option<usize>,
     write: bool,
     count: Option<u64>,
+    track: bool,
     case: Case,
 }
 
@@ -220,6 +222,7 @@ fn parse() -> Result<Args, String> {
         core: Some(1),
         write: true,
         count: None,
+        track: false,
         case: Case::base(),
     };
     let mut it = std::env::args().skip(1);
@@ -243,11 +246,12 @@ fn parse() -> Result<Args, String> {
             "--macs" => a.case.macs = num(&mut it, "--macs")? as usize,
             "--copy" => a.case.zero_copy = false,
             "--mesh" => a.case.mesh = true,
+            "--track" => a.track = true,
             "-h" | "--help" => {
                 return Err(
                     "usage: switch [--full] [--ms N] [--reps N] [--core N | --no-pin] \
                      [--no-write] | --count N [--frame B] [--batch N] [--ports N] [--macs N] \
-                     [--copy] [--mesh]"
+                     [--copy] [--mesh] [--track]"
                         .into(),
                 );
             }
@@ -267,8 +271,8 @@ fn parse() -> Result<Args, String> {
 }
 
 /// Forwards exactly `count` packets (after warm-up): the callgrind mode.
-fn fixed_count(case: &Case, count: u64) {
-    let mut sw = build(case, false);
+fn fixed_count(case: &Case, count: u64, track: bool) {
+    let mut sw = build(case, track);
     warm_up(&mut sw, case);
     let mut done = 0u64;
     while done < count {
@@ -381,7 +385,7 @@ fn main() {
         }
     }
     if let Some(count) = args.count {
-        fixed_count(&args.case, count);
+        fixed_count(&args.case, count, args.track);
         return;
     }
     let machine = Machine::detect();
