@@ -4,12 +4,18 @@
 //!
 //! Usage: `intel_diag_responder <pci-address> <ipv4> [seconds] [auto|sysfs|vfio]`
 //!
-//! Every reply is written into the received buffer and transmitted from it (zero copy).
+//! ARP replies are written into the received buffer and transmitted from it (zero copy, the
+//! port's own pool). ICMP echo replies are written into a buffer of a separate pool in
+//! memfd pages, as an app domain's pool is, registered with the port for transmit: the
+//! device DMAs them from that pool (pinned and translated by pagemap, or mapped by the
+//! IOMMU under VFIO).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use grant_pool::BufHandle;
+use grant_pool::shm::ShmBackend;
+use grant_pool::{Access as GrantAccess, BufHandle, BufIdx, DomId, Grant, GrantBackend, Pool};
+use grant_pool::{PoolId, PoolLayout};
 use pmd::intel::{Access, IntelConfig, IntelPort};
 use pmd::{Frame, LinkState, Port};
 
@@ -51,6 +57,23 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // An app-style pool: memfd pages, registered for transmit DMA.
+    let app_pool = match app_pool() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("RESPONDER FAILED: app pool: {e}");
+            std::process::exit(1);
+        }
+    };
+    let (_grant, app) = app_pool;
+    if let Err(e) = port.register_tx_pool(&app) {
+        eprintln!("RESPONDER FAILED: {e}");
+        std::process::exit(1);
+    }
+    let mut app_free: Vec<BufHandle> = (0..app.layout().count as u32)
+        .filter_map(|i| app.handle(BufIdx(i)).ok())
+        .collect();
+    let mut tx_app = 0u64;
     let link = port.link();
     println!(
         "RESPONDER READY {} access={access:?} mac={} link={} ip={ip}",
@@ -104,17 +127,43 @@ fn main() {
                     false
                 }
             };
-            if answer && mem.write(0, &buf[..len]).is_ok() {
+            if !answer {
+                drop.push(f.buf);
+            } else if matches!(reply, Some(Kind::Icmp))
+                && let Some(h) = app_free.pop()
+            {
+                // The reply goes out of the app pool; the received buffer goes back.
+                match app.buf(h).and_then(|m| Ok(m.write(0, &buf[..len])?)) {
+                    Ok(()) => tx.push(Frame::new(h, f.len)),
+                    Err(_) => app_free.push(h),
+                }
+                drop.push(f.buf);
+            } else if mem.write(0, &buf[..len]).is_ok() {
                 tx.push(*f);
             } else {
                 drop.push(f.buf);
             }
         }
         let sent = port.tx_burst(&tx);
-        drop.extend(tx[sent..].iter().map(|f| f.buf));
-        port.reclaim(&drop);
+        for f in &tx[..sent] {
+            tx_app += u64::from(f.buf.pool() == app.id());
+        }
+        for f in &tx[sent..] {
+            if f.buf.pool() == app.id() {
+                app_free.push(f.buf);
+            } else {
+                drop.push(f.buf);
+            }
+        }
         let d = port.tx_done(&mut done);
-        port.reclaim(&done[..d]);
+        for &b in &done[..d] {
+            if b.pool() == app.id() {
+                app_free.push(b);
+            } else {
+                drop.push(b);
+            }
+        }
+        port.reclaim(&drop);
         if n == 0 && d == 0 {
             idle += 1;
             if idle > 200 {
@@ -126,17 +175,28 @@ fn main() {
         if Instant::now() >= report {
             report += Duration::from_secs(2);
             println!(
-                "RESPONDER arp={arp} icmp={icmp} bad_checksum={bad} other={other} stats={:?}",
+                "RESPONDER arp={arp} icmp={icmp} bad_checksum={bad} other={other} tx_from_app_pool={tx_app} stats={:?}",
                 port.stats()
             );
         }
     }
     println!(
-        "RESPONDER DONE arp={arp} icmp={icmp} bad_checksum={bad} other={other} stats={:?}",
+        "RESPONDER DONE arp={arp} icmp={icmp} bad_checksum={bad} other={other} tx_from_app_pool={tx_app} stats={:?}",
         port.stats()
     );
 }
 
+/// 256 buffers of 2 KiB in memfd pages, granted as an app domain grants its pool.
+fn app_pool() -> Result<(impl Grant, Pool), String> {
+    let layout = PoolLayout::new(2048, 256).map_err(|e| e.to_string())?;
+    let grant = ShmBackend::new(DomId(1))
+        .grant(DomId(0), layout.pages(), GrantAccess::ReadWrite)
+        .map_err(|e| e.to_string())?;
+    let pool = Pool::new(PoolId(9), layout, grant.region()).map_err(|e| e.to_string())?;
+    Ok((grant, pool))
+}
+
+#[derive(Clone, Copy)]
 enum Kind {
     Arp,
     Icmp,

@@ -1,7 +1,8 @@
 //! The Intel port on QEMU's emulated 82576 (`-device igb`), tests/qemu-igb/run.sh: guests
 //! whose NIC is driven only by this driver, reached from a network namespace on the host.
-//! 1. the diagnostic responder through sysfs `resource0` (physical DMA addresses): 1000 pings;
-//! 2. the same through VFIO behind an emulated VT-d IOMMU: 1000 pings;
+//! 1. the diagnostic responder through sysfs `resource0` (physical DMA addresses): 1000 pings,
+//!    every reply transmitted (DMA) from a memfd pool registered as an app's pool would be;
+//! 2. the same through VFIO behind an emulated VT-d IOMMU (the pool mapped by the IOMMU);
 //! 3. the Ferrite server with the intel port and two app domains: 1000 pings, TCP echo,
 //!    HTTP download checked by sha256.
 //!
@@ -87,4 +88,5 @@ fn igb_in_qemu_responder_over_sysfs_and_vfio_then_server_with_apps() {
     }
     assert_eq!(text.matches(" 1000 received, 0% packet loss").count(), 3);
     assert!(text.contains("200000 bytes echoed intact"));
+    assert_eq!(text.matches("tx_from_app_pool=1000").count(), 2);
 }

@@ -9,7 +9,8 @@
 #
 # Scenarios (FERRITE_QEMU_SCENARIOS, default "sysfs vfio server"):
 #   sysfs   diagnostic responder (ARP, ICMP echo) on the port alone; no IOMMU: BAR0 through
-#           sysfs resource0, DMA to physical addresses from pagemap;
+#           sysfs resource0, DMA to physical addresses from pagemap; echo replies are sent
+#           from a memfd pool registered for transmit DMA, as an app's pool would be;
 #   vfio    the same on q35 with an emulated VT-d IOMMU: BAR0 and DMA mappings through VFIO;
 #   server  the Ferrite server with the intel port and two app domains (TCP/UDP echo and
 #           HTTP, each its own smoltcp stack): ping 1000, TCP echo, HTTP download with a
@@ -185,7 +186,12 @@ scenario() {
     grep -q "GUEST no-kernel-driver" "$log" || fail "[$access] a kernel driver claimed the NIC in the guest"
     ping_1000 "$access" 10.77.0.2
     sleep 2.5
-    grep "RESPONDER arp" "$log" | tail -n 1
+    local last
+    last=$(grep "RESPONDER arp" "$log" | tail -n 1)
+    echo "$last"
+    # Every echo reply went out of the app-style pool registered for transmit DMA.
+    echo "$last" | grep -qE 'tx_from_app_pool=(1[0-9]{3}|[2-9][0-9]{3})' \
+      || fail "[$access] replies were not transmitted from the registered pool"
   fi
   step "[$access] PASS"
   kill "$qpid" 2>/dev/null || true
