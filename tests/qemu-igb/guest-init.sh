@@ -10,12 +10,14 @@ mkdir -p /dev/hugepages && mount -t hugetlbfs none /dev/hugepages
 # Keep the kernel from migrating locked pages (without an IOMMU the driver hands their
 # physical addresses to the device).
 echo 0 > /proc/sys/vm/compact_unevictable_allowed
-echo 16 > /proc/sys/vm/nr_hugepages
 
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
 ip=$(arg ferrite.ip)
 mode=$(arg ferrite.mode)
 access=$(arg ferrite.access)
+# DMA memory: hugepages for the responder runs; none for the server run, so that the port
+# takes its fallback, pinned 4 KiB pages translated one by one through pagemap.
+if [ "$mode" = server ]; then echo 0 > /proc/sys/vm/nr_hugepages; else echo 16 > /proc/sys/vm/nr_hugepages; fi
 
 bdf=""
 for d in /sys/bus/pci/devices/*; do

@@ -14,7 +14,8 @@
 #   vfio    the same on q35 with an emulated VT-d IOMMU: BAR0 and DMA mappings through VFIO;
 #   server  the Ferrite server with the intel port and two app domains (TCP/UDP echo and
 #           HTTP, each its own smoltcp stack): ping 1000, TCP echo, HTTP download with a
-#           sha256 check.
+#           sha256 check. No hugepages in this guest: the port's DMA memory is pinned 4 KiB
+#           pages translated through pagemap.
 #
 # Exit status 0 only if every check passed. Root only (namespaces, TAP).
 # Environment: FERRITE_QEMU_TIMEOUT (seconds, default 150), FERRITE_QEMU_KEEP=1 keeps the
