@@ -661,6 +661,63 @@ mod tests {
         assert!(XbState::parse(b"7").is_err() && XbState::parse(b"").is_err());
     }
 
+    /// Writes a well-formed frontend for domain 7 with `n` references.
+    fn frontend(xs: &Xenstore, n: u32) -> Vec<u32> {
+        let fe = Frontend::new(xs, 7, 0);
+        fe.hello("app-7", [2, 0, 0, 0, 0, 7]).expect("hello");
+        let refs: Vec<u32> = (0..n).map(|i| 1000 + i).collect();
+        fe.publish(&refs, 42).expect("publish");
+        refs
+    }
+
+    #[test]
+    fn a_published_frontend_reads_back_exactly() {
+        let (xs, _h) = crate::xenstore::tests::store_peer();
+        let refs = frontend(&xs, 600);
+        assert_eq!(frontend_state(&xs, 7).expect("state"), XbState::Initialised);
+        let fe = read_frontend(&xs, 7, MAX_REFS).expect("valid frontend");
+        assert_eq!(fe.name, "app-7");
+        assert_eq!(fe.mac, [2, 0, 0, 0, 0, 7]);
+        assert_eq!(fe.refs, refs, "600 references across 3 nodes, in order");
+        assert_eq!(fe.event_channel, 42);
+    }
+
+    #[test]
+    fn hostile_frontends_are_refused_with_the_node_named() {
+        let cases: [(&str, &[u8], &str); 9] = [
+            ("grant-count", b"601", "grant-refs/2"), // more claimed than written
+            ("grant-count", b"599", "grant-refs/2"), // fewer claimed than written
+            ("grant-count", b"99999", "grant-count"), // over the server's limit
+            ("grant-count", b"1", "grant-count"),    // too few
+            ("grant-refs/1", b"1,2,x", "grant-refs/1"), // not a number
+            ("grant-refs/0", b"", "grant-refs/0"),   // empty chunk
+            ("event-channel", b"0", "event-channel"),
+            ("event-channel", b"131072", "event-channel"),
+            ("mac", b"ff:ff:ff:ff:ff:ff", "mac"),
+        ];
+        for (node, value, blamed) in cases {
+            let (xs, _h) = crate::xenstore::tests::store_peer();
+            frontend(&xs, 600);
+            xs.write(&format!("{}/{node}", front_path(7)), value)
+                .expect("write");
+            match read_frontend(&xs, 7, 4096) {
+                Err(XenCtlError::Field { node: n, .. }) => {
+                    assert_eq!(n, blamed, "{node}={value:?}")
+                }
+                other => panic!("{node}={value:?} was not refused: {other:?}"),
+            }
+        }
+        // A repeated reference is refused even when every count matches.
+        let (xs, _h) = crate::xenstore::tests::store_peer();
+        frontend(&xs, 3);
+        xs.write(&format!("{}/grant-refs/0", front_path(7)), b"5,6,5")
+            .expect("write");
+        assert!(matches!(
+            read_frontend(&xs, 7, 4096),
+            Err(XenCtlError::Field { ref node, .. }) if node == "grant-refs"
+        ));
+    }
+
     #[test]
     fn mac_round_trips() {
         let m = [0x02, 0xab, 0, 0x10, 0xff, 1];

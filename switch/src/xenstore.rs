@@ -592,12 +592,12 @@ impl Drop for Xenstore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A xenstore-protocol peer on the other end of a socket pair: answers each request
     /// with what `answer` returns (a list of raw messages to send back).
-    fn peer(
+    pub(crate) fn peer(
         answer: impl Fn(&Msg) -> Vec<Vec<u8>> + Send + 'static,
     ) -> (Xenstore, std::thread::JoinHandle<Vec<Msg>>) {
         let (a, mut b) = UnixStream::pair().expect("socketpair");
@@ -623,7 +623,10 @@ mod tests {
     }
 
     /// A small in-memory store that answers like xenstored, for the framing tests.
-    fn store_peer() -> (Xenstore, std::thread::JoinHandle<Vec<Msg>>) {
+    /// A client connected to a small in-memory store that answers like xenstored (READ,
+    /// WRITE, DIRECTORY, WATCH with its initial event, GET_DOMAIN_PATH; a transaction that
+    /// always asks to be retried).
+    pub(crate) fn store_peer() -> (Xenstore, std::thread::JoinHandle<Vec<Msg>>) {
         let db = Mutex::new(std::collections::BTreeMap::<String, Vec<u8>>::new());
         peer(move |m| {
             let mut db = db.lock().expect("db");
@@ -638,6 +641,11 @@ mod tests {
             match Op::from_raw(m.ty) {
                 Some(Op::Write) => {
                     db.insert(path, rest);
+                    vec![reply(m, b"OK\0")]
+                }
+                Some(Op::Rm) => {
+                    let sub = format!("{path}/");
+                    db.retain(|k, _| k != &path && !k.starts_with(&sub));
                     vec![reply(m, b"OK\0")]
                 }
                 Some(Op::Read) => match db.get(&path) {
