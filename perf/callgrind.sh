@@ -4,7 +4,7 @@
 #
 # Two runs forward N1 and N2 packets; the difference of their instruction counts divided by
 # N2 - N1 cancels setup and warm-up. The per-function profile of the larger run is written
-# next to the result.
+# (a per-packet breakdown by function, from the same two runs) is written with the result.
 #
 # Usage: perf/callgrind.sh [extra switch-bench args, e.g. --copy or --ports 16 --macs 256]
 # Writes results/callgrind-switch.txt (or callgrind-switch-<tag>.txt when FERRITE_TAG is set).
@@ -43,7 +43,27 @@ mkdir -p results
   echo "runs: $N1 packets -> $i1 instructions; $N2 packets -> $i2 instructions"
   echo "instructions per packet: $per"
   echo
-  echo "## Where the instructions go ($N2-packet run, inclusive of setup; self cost per function)"
-  callgrind_annotate --inclusive=no "$out/cg.$N2" 2>/dev/null | sed -n '1,60p' | grep -v '^--' | grep -E '[0-9]' | head -30
+  echo "## Where the instructions go: per packet, by function (difference of the two runs)"
+  python3 - "$out/cg.$N1" "$out/cg.$N2" "$N1" "$N2" <<'PY'
+import collections, re, subprocess, sys
+def load(f):
+    out = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", f],
+                         capture_output=True, text=True).stdout
+    d = collections.Counter()
+    for line in out.splitlines():
+        m = re.match(r"^\s*([\d,]+) \([^)]*\)\s+(.*)$", line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        name = re.sub(r" \[.*\]$", "", m.group(2))
+        name = name.split(":", 1)[1] if ":" in name else name
+        d[name] += int(m.group(1).replace(",", ""))
+    return d
+a, b = load(sys.argv[1]), load(sys.argv[2])
+n = int(sys.argv[4]) - int(sys.argv[3])
+rows = sorted(((b[k] - a[k]) / n, k) for k in set(a) | set(b))
+for v, k in reversed(rows):
+    if abs(v) >= 0.05:
+        print(f"{v:8.2f}  {k[:140]}")
+PY
 } >"$result"
 cat "$result"
