@@ -2,7 +2,9 @@
 //! switch, no TCP/IP stack). Used by the QEMU igb test to prove the register-level driver
 //! end to end; also handy on real hardware.
 //!
-//! Usage: `intel_diag_responder <pci-address> <ipv4> [seconds] [auto|sysfs|vfio]`
+//! Usage: `intel_diag_responder <pci-address> <ipv4> [seconds] [auto|sysfs|vfio] [queues]`
+//!
+//! With several queues, RSS spreads flows over them; the counters report frames per queue.
 //!
 //! ARP replies are written into the received buffer and transmitted from it (zero copy, the
 //! port's own pool). ICMP echo replies are written into a buffer of a separate pool in
@@ -45,9 +47,11 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let queues: u16 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(1);
     let cfg = IntelConfig {
         pci: args[1].clone(),
         access,
+        queues,
         ..IntelConfig::default()
     };
     let mut port = match IntelPort::open(&cfg) {
@@ -74,6 +78,7 @@ fn main() {
         .filter_map(|i| app.handle(BufIdx(i)).ok())
         .collect();
     let mut tx_app = 0u64;
+    let mut per_queue = vec![0u64; port.queues()];
     let link = port.link();
     println!(
         "RESPONDER READY {} access={access:?} mac={} link={} ip={ip}",
@@ -95,7 +100,14 @@ fn main() {
     let mut buf = [0u8; 2048];
     let pool = port.pool();
     while Instant::now() < stop {
-        let n = port.rx_burst(&mut rx);
+        let mut n = 0;
+        for q in 0..port.queues() {
+            let k = port.rx_burst_queue(q, &mut rx[n..]);
+            if let Some(c) = per_queue.get_mut(q) {
+                *c += k as u64;
+            }
+            n += k;
+        }
         tx.clear();
         drop.clear();
         for f in &rx[..n] {
@@ -175,7 +187,7 @@ fn main() {
         if Instant::now() >= report {
             report += Duration::from_secs(2);
             println!(
-                "RESPONDER arp={arp} icmp={icmp} bad_checksum={bad} other={other} tx_from_app_pool={tx_app} stats={:?}",
+                "RESPONDER arp={arp} icmp={icmp} bad_checksum={bad} other={other} tx_from_app_pool={tx_app} rx_per_queue={per_queue:?} stats={:?}",
                 port.stats()
             );
         }

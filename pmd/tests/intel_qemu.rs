@@ -3,7 +3,9 @@
 //! 1. the diagnostic responder through sysfs `resource0` (physical DMA addresses): 1000 pings,
 //!    every reply transmitted (DMA) from a memfd pool registered as an app's pool would be;
 //! 2. the same through VFIO behind an emulated VT-d IOMMU (the pool mapped by the IOMMU);
-//! 3. the Ferrite server with the intel port and two app domains: 1000 pings, TCP echo,
+//! 3. the responder with 4 queues: 8 flows spread by RSS over at least two queues, every ping
+//!    answered;
+//! 4. the Ferrite server with the intel port and two app domains: 1000 pings, TCP echo,
 //!    HTTP download checked by sha256.
 //!
 //! Root only; with FERRITE_E2E=1 a missing prerequisite fails.
@@ -56,7 +58,7 @@ fn build_examples(dir: &Path) {
 }
 
 #[test]
-fn igb_in_qemu_responder_over_sysfs_and_vfio_then_server_with_apps() {
+fn igb_in_qemu_responder_over_sysfs_vfio_and_rss_then_server_with_apps() {
     if !is_root() && skip_or_fail("the test needs root (namespace, TAP, QEMU)") {
         return;
     }
@@ -83,10 +85,11 @@ fn igb_in_qemu_responder_over_sysfs_and_vfio_then_server_with_apps() {
     );
     println!("{text}");
     assert!(out.status.success(), "QEMU igb test failed:\n{text}");
-    for sc in ["[sysfs] PASS", "[vfio] PASS", "[server] PASS"] {
+    for sc in ["[sysfs] PASS", "[vfio] PASS", "[rss] PASS", "[server] PASS"] {
         assert!(text.contains(sc), "scenario {sc:?} missing:\n{text}");
     }
     assert_eq!(text.matches(" 1000 received, 0% packet loss").count(), 3);
     assert!(text.contains("200000 bytes echoed intact"));
-    assert_eq!(text.matches("tx_from_app_pool=1000").count(), 2);
+    assert_eq!(text.matches("tx_from_app_pool=1000").count(), 3);
+    assert!(text.contains("1000 echo replies over 8 flows"));
 }

@@ -81,7 +81,7 @@ EOT
 }
 
 case "$mode" in
-  responder) /bin/intel_diag_responder "$bdf" "$ip" 100 "$access" ;;
+  responder) /bin/intel_diag_responder "$bdf" "$ip" 100 "$access" "$(arg ferrite.queues)" ;;
   server) server ;;
   *) echo "GUEST FAIL: unknown mode $mode" ;;
 esac

@@ -7,11 +7,13 @@
 # guest's NIC is a TAP inside a network namespace this script creates; from there the host
 # side pings the guest (1000 packets, 0 loss required).
 #
-# Scenarios (FERRITE_QEMU_SCENARIOS, default "sysfs vfio server"):
+# Scenarios (FERRITE_QEMU_SCENARIOS, default "sysfs vfio rss server"):
 #   sysfs   diagnostic responder (ARP, ICMP echo) on the port alone; no IOMMU: BAR0 through
 #           sysfs resource0, DMA to physical addresses from pagemap; echo replies are sent
 #           from a memfd pool registered for transmit DMA, as an app's pool would be;
 #   vfio    the same on q35 with an emulated VT-d IOMMU: BAR0 and DMA mappings through VFIO;
+#   rss     the responder with 4 queues: flows from 8 source addresses are spread by RSS;
+#           at least two queues must receive, and every ping is answered;
 #   server  the Ferrite server with the intel port and two app domains (TCP/UDP echo and
 #           HTTP, each its own smoltcp stack): ping 1000, TCP echo, HTTP download with a
 #           sha256 check. No hugepages in this guest: the port's DMA memory is pinned 4 KiB
@@ -121,6 +123,18 @@ wait_log() { # pattern seconds
 
 remaining() { echo $(( tmo - ($(date +%s) - start) )); }
 
+rss_flows() { # 8 flows (source addresses) x 125 pings
+  step "[rss] 8 flows x 125 pings"
+  local a out total=0
+  for a in $(seq 100 107); do ip -n "$ns" addr add "10.77.0.$a/24" dev ftap0 2>/dev/null || true; done
+  for a in $(seq 100 107); do
+    out=$(ip netns exec "$ns" ping -I "10.77.0.$a" -c 125 -i 0.002 -W 2 -q 10.77.0.2 2>&1 || true)
+    echo "$out" | grep -q ' 125 received, 0% packet loss' || { echo "$out"; fail "[rss] flow from 10.77.0.$a lost packets"; }
+    total=$((total + 125))
+  done
+  echo "$total echo replies over 8 flows"
+}
+
 ping_1000() { # label address: 1000 echo requests, every one answered
   step "[$1] ping 1000 $2"
   ip -n "$ns" neigh flush dev ftap0 2>/dev/null || true
@@ -160,19 +174,22 @@ server_checks() {
 scenario() {
   local access=$1 machine=()
   log="$work/serial-$access.log"
-  local mode=responder
+  local mode=responder queues=1
   case "$access" in
     sysfs) machine=(-M pc) ;;
+    rss) machine=(-M pc); queues=4 ;;
     vfio) machine=(-M q35 -device intel-iommu,intremap=on) ;;
     server) machine=(-M pc); mode=server; access=sysfs ;;
     *) fail "unknown scenario $access" ;;
   esac
   if [ "$mode" = server ]; then log="$work/serial-server.log"; fi
+  local label=$access
+  if [ "$access" = rss ]; then access=sysfs; fi
   step "[$access] boot guest"
   ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -m 1G -smp 2 "${machine[@]}" \
     -display none -monitor none -serial "file:$log" -no-reboot \
     -kernel "$vmlinux" -initrd "$work/rd.img" \
-    -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on ferrite.ip=10.77.0.2 ferrite.mode=$mode ferrite.access=$access" \
+    -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on ferrite.ip=10.77.0.2 ferrite.mode=$mode ferrite.access=$access ferrite.queues=$queues" \
     -netdev tap,id=n0,ifname=ftap0,script=no,downscript=no \
     -device igb,netdev=n0,mac=52:54:00:12:34:56 &
   qpid=$!
@@ -185,7 +202,11 @@ scenario() {
     grep "GUEST" "$log" || true
     grep "RESPONDER READY" "$log"
     grep -q "GUEST no-kernel-driver" "$log" || fail "[$access] a kernel driver claimed the NIC in the guest"
-    ping_1000 "$access" 10.77.0.2
+    if [ "$label" = rss ]; then
+      rss_flows
+    else
+      ping_1000 "$access" 10.77.0.2
+    fi
     sleep 2.5
     local last
     last=$(grep "RESPONDER arp" "$log" | tail -n 1)
@@ -193,6 +214,13 @@ scenario() {
     # Every echo reply went out of the app-style pool registered for transmit DMA.
     echo "$last" | grep -qE 'tx_from_app_pool=(1[0-9]{3}|[2-9][0-9]{3})' \
       || fail "[$access] replies were not transmitted from the registered pool"
+    if [ "$label" = rss ]; then
+      local busy
+      busy=$(echo "$last" | sed -n 's/.*rx_per_queue=\[\([0-9, ]*\)\].*/\1/p' | tr ',' '\n' | awk '$1 > 0' | wc -l)
+      [ "$busy" -ge 2 ] || fail "[rss] RSS used $busy queue(s); flows should spread over several"
+      echo "RSS: $busy of 4 queues received frames"
+    fi
+    access=$label
   fi
   step "[$access] PASS"
   kill "$qpid" 2>/dev/null || true
@@ -200,7 +228,7 @@ scenario() {
   qpid=""
 }
 
-for sc in ${FERRITE_QEMU_SCENARIOS:-sysfs vfio server}; do
+for sc in ${FERRITE_QEMU_SCENARIOS:-sysfs vfio rss server}; do
   scenario "$sc"
 done
 step "PASS"
