@@ -86,16 +86,20 @@ impl Server {
         let config = t.dir.join("ferrite.toml");
         let socket = t.dir.join("ferrite.sock");
         let mut toml = String::new();
-        let _ = writeln!(toml, "[control]\nsocket = {:?}\nmode = 0o600\n", socket);
         let _ = writeln!(
             toml,
-            "[[port]]\nname = \"{VF}\"\nbackend = \"{}\"\ninterface = \"{VF}\"\n",
+            "[server]\nsocket = {:?}\nsocket_mode = \"0600\"\ncore = {SERVER_CORE}\n",
+            socket.display().to_string()
+        );
+        let _ = writeln!(
+            toml,
+            "[[ports]]\nname = \"{VF}\"\nbackend = \"{}\"\nifname = \"{VF}\"\n",
             backend.as_str()
         );
         for a in apps {
             let _ = writeln!(
                 toml,
-                "[[app]]\nname = \"{}\"\nmac = \"{}\"\nuid = 0\n",
+                "[[apps]]\nuid = 0\nname = \"{}\"\nmac = \"{}\"\n",
                 a.name, a.mac
             );
         }
@@ -120,8 +124,9 @@ impl Server {
         let _ = std::fs::remove_file(&self.socket);
         self.starts += 1;
         let mut cmd = Command::new("ip");
+        // The server pins its switch thread itself (`server.core`); a taskset here would hide
+        // the other cores from it.
         cmd.args(["netns", "exec", &self.ns])
-            .args(["taskset", "-c", &SERVER_CORE.to_string()])
             .arg(&self.bin)
             .arg("serve")
             .arg("--config")
@@ -130,7 +135,14 @@ impl Server {
         let at = Instant::now();
         let mut bg = Bg::spawn(&format!("ferrite-{}", self.starts), &self.dir, &mut cmd);
         let ok = super::wait_until("the control socket", Duration::from_secs(10), || {
-            self.socket.exists() && self.try_stats().is_some()
+            !bg.alive() || (self.socket.exists() && self.try_stats().is_some())
+        })
+        .and_then(|()| {
+            if bg.alive() {
+                Ok(())
+            } else {
+                Err("the server exited".to_string())
+            }
         });
         if let Err(e) = ok {
             let alive = bg.alive();
@@ -199,5 +211,60 @@ impl Server {
             .args(args)
             .env("RUST_LOG", "info");
         Bg::spawn(&format!("{bin}-{}", spec.name), &self.dir, &mut cmd)
+    }
+}
+
+/// Parses the time to the first forwarded frame from `ferrite stats` output: the first line
+/// mentioning "first": the first number with a unit (`ns`, `us`, `ms`, `s`) after that word.
+pub fn parse_first_frame(stats: &str) -> Option<Duration> {
+    let line = stats.lines().find_map(|l| {
+        let i = l.to_ascii_lowercase().find("first")?;
+        Some(&l[i..])
+    })?;
+    let mut words = line
+        .split(|c: char| c.is_whitespace() || c == '=' || c == ':' || c == ',')
+        .filter(|w| !w.is_empty())
+        .peekable();
+    while let Some(w) = words.next() {
+        let num_end = w
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(w.len());
+        let Ok(v) = w[..num_end].parse::<f64>() else {
+            continue;
+        };
+        let unit = if num_end < w.len() {
+            w[num_end..].to_string()
+        } else {
+            words.peek().map(|u| u.to_string()).unwrap_or_default()
+        };
+        let secs = match unit.as_str() {
+            "ns" => v / 1e9,
+            "us" | "µs" => v / 1e6,
+            "ms" => v / 1e3,
+            "s" => v,
+            _ => continue,
+        };
+        return Some(Duration::from_secs_f64(secs));
+    }
+    None
+}
+
+impl Server {
+    /// Waits for the server to report its first forwarded frame; returns the time from the
+    /// server's start to that frame as the server measured it.
+    pub fn wait_first_frame(&self, timeout: Duration) -> Duration {
+        let mut found = None;
+        let r = super::wait_until("the first forwarded frame", timeout, || {
+            found = self.try_stats().as_deref().and_then(parse_first_frame);
+            found.is_some()
+        });
+        match (r, found) {
+            (Ok(()), Some(d)) => d,
+            _ => panic!(
+                "no first forwarded frame within {timeout:?}; stats:\n{}\nlog:\n{}",
+                self.try_stats().unwrap_or_default(),
+                self.log()
+            ),
+        }
     }
 }
