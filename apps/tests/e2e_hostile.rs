@@ -1,0 +1,395 @@
+//! End-to-end (root): a hostile app domain against a running Ferrite server with an `af_xdp`
+//! or `af_packet` port. This test process is the hostile domain: it sends malformed control
+//! messages (garbage, wrong version, truncated, out-of-order, unauthorised, bad MAC, bad
+//! layout, missing descriptors), then attaches properly and writes garbage into its rings
+//! (descriptors naming other pools, buffers out of range, over-long lengths, buffers it does
+//! not hold, spoofed and runt frames, impossible producer indices, random bytes over every
+//! ring). Meanwhile a well-behaved app keeps answering the Linux peer; afterwards the server
+//! is alive, has counted the rejections, and still serves.
+#![forbid(unsafe_code)]
+
+mod netns;
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use grant_pool::port::{AppPort, PortLayout};
+use grant_pool::shm::ShmBackend;
+use grant_pool::{Access, DomId, Grant, GrantBackend, Notifier, PoolId, RingProducer};
+use netns::ferrite::{AppSpec, Backend, Server};
+use netns::{Bg, Offloads, Topology};
+use switch::ctl::{
+    Client, CtlError, ErrorCode, GrantRepr, Name, Received, Repr, SeqPacket, StatsRepr, Transport,
+};
+
+const TOOLS: &[&str] = &["ip", "ethtool", "taskset", "ping", "nc", "sha256sum"];
+
+/// Bytes of the ring header before the first descriptor (three cache-padded words).
+const DESC_OFF: usize = grant_pool::ring::DESC_OFF;
+
+/// A small deterministic generator for garbage.
+struct Garbage(u64);
+
+impl Garbage {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn mac_bytes(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (i, p) in s.split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(p, 16).expect("test MAC");
+    }
+    m
+}
+
+/// Sends `bytes` (with `fds`) on a fresh control connection; returns the server's answer:
+/// `Some(code)` for an `Error`, `None` when it closed without one. Panics on any other answer.
+fn refused(socket: &std::path::Path, msgs: &[(&[u8], &[BorrowedFd<'_>])]) -> Option<ErrorCode> {
+    let mut t = SeqPacket::connect(socket).expect("connect to the control socket");
+    t.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut last = None;
+    for (m, fds) in msgs {
+        if t.send(m, fds).is_err() {
+            return last;
+        }
+        let mut buf = vec![0u8; 70 * 1024];
+        let mut got: Vec<OwnedFd> = Vec::new();
+        match t.recv(&mut buf, &mut got) {
+            Ok(Received::Message { len, .. }) => match Repr::from_bytes(&buf[..len]) {
+                Ok(Repr::Error { code, .. }) => return Some(code),
+                Ok(_) => last = None,
+                Err(e) => panic!("the server answered with a malformed message: {e}"),
+            },
+            Ok(Received::Closed) | Err(_) | Ok(Received::WouldBlock) => return None,
+        }
+    }
+    panic!("the server accepted every message of a hostile sequence")
+}
+
+fn stats(socket: &std::path::Path) -> StatsRepr {
+    Client::connect(socket)
+        .and_then(|mut c| c.stats())
+        .expect("stats from the server")
+}
+
+fn rejections(s: &StatsRepr) -> u64 {
+    s.rejections.iter().map(|(_, n)| n).sum()
+}
+
+/// Pings `ip` from the peer `n` times at 5 ms intervals; returns replies.
+fn pings(t: &Topology, ip: &str, n: u32) -> u64 {
+    let out =
+        t.p.output(["ping", "-c", &n.to_string(), "-i", "0.005", "-W", "2", ip]);
+    netns::parse_ping(&String::from_utf8_lossy(&out.stdout)).map_or(0, |(_, r)| r)
+}
+
+fn hostile_app(backend: Backend) {
+    if !netns::ready(&format!("hostile_{}", backend.as_str()), TOOLS) {
+        return;
+    }
+    let t = Topology::new(Offloads::Off, 1500);
+    let good = AppSpec::numbered("good", 1);
+    let evil = AppSpec::numbered("evil", 2);
+    let mut srv = Server::start(&t, backend, &[good.clone(), evil.clone()]);
+    let good_app = srv.app("ferrite-echo", &good, &["--port", "7"]);
+    if let Err(e) = netns::wait_reachable(&t, &good.ip, Duration::from_secs(20)) {
+        panic!(
+            "{e}\napp log:\n{}\nserver log:\n{}",
+            good_app.log(),
+            srv.log()
+        );
+    }
+    let sock = srv.socket.clone();
+    let before = stats(&sock);
+
+    // The well-behaved app is pinged all through the attack.
+    let mut background = Bg::spawn(
+        "ping-during-attack",
+        t.dir.path(),
+        t.p.cmd("ping")
+            .args(["-c", "2000", "-i", "0.005", "-W", "2", &good.ip]),
+    );
+
+    // --- Control plane ---
+    let mut g = Garbage(0x0bad_cafe_f00d_d00d);
+    let hello = |name: &str, mac: [u8; 6]| {
+        Repr::Hello {
+            name: Name::new(name).expect("name"),
+            mac,
+        }
+        .to_bytes()
+    };
+    let evil_hello = hello(&evil.name, mac_bytes(&evil.mac));
+    let mut wrong_version = evil_hello.clone();
+    wrong_version[4..6].copy_from_slice(&999u16.to_le_bytes());
+    let mut wrong_len = evil_hello.clone();
+    wrong_len[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut bad_kind = evil_hello.clone();
+    bad_kind[6..8].copy_from_slice(&0x7777u16.to_le_bytes());
+    let small_grant = Repr::Grant(GrantRepr {
+        rx_size: 64,
+        tx_size: 64,
+        fill_size: 64,
+        comp_size: 64,
+        buf_size: 2048,
+        buf_count: 256,
+        domid: 1,
+        grant_fds: 2,
+        notify_fds: 2,
+        notify_port: 0,
+        refs: Vec::new(),
+    })
+    .to_bytes();
+    let huge_grant = Repr::Grant(GrantRepr {
+        rx_size: 1 << 30,
+        tx_size: 3,
+        fill_size: 64,
+        comp_size: 64,
+        buf_size: 1 << 30,
+        buf_count: u32::MAX,
+        domid: 1,
+        grant_fds: 2,
+        notify_fds: 2,
+        notify_port: 0,
+        refs: Vec::new(),
+    })
+    .to_bytes();
+    let intruder = hello("intruder", mac_bytes(&evil.mac));
+    let multicast = hello(&evil.name, [0x01, 0, 0x5e, 0, 0, 1]);
+    let stolen_mac = hello(&evil.name, mac_bytes(&good.mac));
+    let garbage = g.bytes(200);
+    let oversized = g.bytes(66 * 1024);
+    let cases: Vec<(&str, Vec<(&[u8], &[BorrowedFd<'_>])>)> = vec![
+        ("random bytes", vec![(&garbage, &[])]),
+        ("a header and nothing", vec![(&evil_hello[..12], &[])]),
+        ("an over-long message", vec![(&oversized, &[])]),
+        ("an unsupported version", vec![(&wrong_version, &[])]),
+        ("a lying length", vec![(&wrong_len, &[])]),
+        ("an unknown kind", vec![(&bad_kind, &[])]),
+        ("a grant before hello", vec![(&small_grant, &[])]),
+        ("an unlisted name", vec![(&intruder, &[])]),
+        ("a multicast MAC", vec![(&multicast, &[])]),
+        ("another app's MAC", vec![(&stolen_mac, &[])]),
+        (
+            "a grant without descriptors",
+            vec![(&evil_hello, &[]), (&small_grant, &[])],
+        ),
+        (
+            "a grant over the limits",
+            vec![(&evil_hello, &[]), (&huge_grant, &[])],
+        ),
+        ("hello twice", vec![(&evil_hello, &[]), (&evil_hello, &[])]),
+    ];
+    let n_cases = cases.len() as u64;
+    for (what, msgs) in &cases {
+        let code = refused(&sock, msgs);
+        eprintln!("hostile control message ({what}): {code:?}");
+        assert!(code.is_some(), "no Error answer to {what}");
+        assert!(srv.alive(), "the server died on {what}:\n{}", srv.log());
+    }
+    // Descriptors that are not memory: a grant with eventfds where the memfds belong.
+    let backend_shm = ShmBackend::new(DomId(1));
+    let n1 = backend_shm.notifier(DomId::SELF_HOST).expect("notifier");
+    let n2 = backend_shm.notifier(DomId::SELF_HOST).expect("notifier");
+    let fake: Vec<BorrowedFd<'_>> = n1
+        .attachments()
+        .into_iter()
+        .chain(n2.attachments())
+        .collect();
+    let code = refused(&sock, &[(&evil_hello, &[]), (&small_grant, &fake)]);
+    eprintln!("hostile control message (eventfds for memory): {code:?}");
+    assert!(
+        srv.alive(),
+        "the server died on fake memory:\n{}",
+        srv.log()
+    );
+
+    let mid = stats(&sock);
+    assert!(
+        rejections(&mid) >= rejections(&before) + n_cases,
+        "the server did not count the refused messages: before {:?}, after {:?}",
+        before.rejections,
+        mid.rejections
+    );
+
+    // --- Data plane: attach properly, then write garbage into the rings. ---
+    let layout = PortLayout::simple(256, 512).expect("layout");
+    let grant = backend_shm
+        .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
+        .expect("grant port memory");
+    let mem = grant.region();
+    let mut port = AppPort::create(mem.clone(), layout, PoolId(0)).expect("lay the port out");
+    let notifier = backend_shm.notifier(DomId::SELF_HOST).expect("notifier");
+    let mut client = Client::connect(&sock).expect("connect");
+    client
+        .hello(&Name::new(&evil.name).expect("name"), mac_bytes(&evil.mac))
+        .expect("hello");
+    let gfds = grant.attachments();
+    let nfds = notifier.attachments();
+    let repr = GrantRepr {
+        rx_size: layout.rx().size(),
+        tx_size: layout.tx().size(),
+        fill_size: layout.fill().size(),
+        comp_size: layout.comp().size(),
+        buf_size: layout.pool().buf_size as u32,
+        buf_count: layout.pool().count as u32,
+        domid: 1,
+        grant_fds: gfds.len() as u8,
+        notify_fds: nfds.len() as u8,
+        notify_port: notifier.port(),
+        refs: grant.refs().iter().map(|r| r.0).collect(),
+    };
+    let fds: Vec<BorrowedFd<'_>> = gfds.iter().chain(nfds.iter()).copied().collect();
+    let attached = client
+        .grant(&repr, &fds)
+        .expect("a valid grant is accepted");
+    let pool = attached.pool;
+
+    let publish_raw = |ring: &mut RingProducer, off: usize, descs: &[u8]| {
+        let n = (descs.len() / 8) as u32;
+        let room = ring.reserve(n).unwrap_or(0);
+        if room == 0 {
+            return;
+        }
+        // Fresh rings (producer index 0 after `create`): the batch starts at slot 0. The
+        // descriptors are written as raw bytes; whatever the server reads there is ours.
+        let _ = mem.write(off + DESC_OFF, &descs[..room as usize * 8]);
+        ring.publish(room);
+        let _ = notifier.notify();
+    };
+    let desc = |handle: u32, len: u16| -> [u8; 8] {
+        let mut d = [0u8; 8];
+        d[..4].copy_from_slice(&handle.to_le_bytes());
+        d[4..6].copy_from_slice(&len.to_le_bytes());
+        d
+    };
+    let h = |pool: u8, idx: u32| (u32::from(pool) << 24) | idx;
+    // A spoofed frame (the good app's source MAC) and a runt, in buffers the app holds.
+    let buf0 = layout.pool_off();
+    let mut frame = vec![0xffu8; 6];
+    frame.extend_from_slice(&mac_bytes(&good.mac));
+    frame.extend_from_slice(&[0x08, 0x06]);
+    frame.resize(60, 0);
+    mem.write(buf0, &frame).expect("write frame");
+    let mut tx_descs = Vec::new();
+    tx_descs.extend_from_slice(&desc(h(pool, 0), 60)); // spoofed source MAC
+    tx_descs.extend_from_slice(&desc(h(pool, 1), 6)); // runt
+    tx_descs.extend_from_slice(&desc(h(pool.wrapping_add(7), 2), 60)); // another pool
+    tx_descs.extend_from_slice(&desc(h(pool, 0x00ff_ffff), 60)); // index past the pool
+    tx_descs.extend_from_slice(&desc(h(pool, 3), 60_000)); // longer than a buffer
+    tx_descs.extend_from_slice(&desc(h(pool, 0), 60)); // already handed over above
+    publish_raw(&mut port.tx, layout.tx_off(), &tx_descs);
+    let mut fill_descs = Vec::new();
+    fill_descs.extend_from_slice(&desc(h(pool, 4), 0));
+    fill_descs.extend_from_slice(&desc(h(pool, 4), 0)); // the same buffer twice
+    fill_descs.extend_from_slice(&desc(h(pool, 9_999_999), 0));
+    fill_descs.extend_from_slice(&desc(h(0xee, 5), 0));
+    publish_raw(&mut port.fill, layout.fill_off(), &fill_descs);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Impossible producer indices (far ahead of the consumer), then random bytes over every
+    // ring, kicking the server each time.
+    for off in [layout.tx_off(), layout.fill_off()] {
+        let _ = mem.write(off, &0x7fff_0000u32.to_le_bytes());
+        let _ = notifier.notify();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for round in 0..20 {
+        for (off, ring) in [
+            (layout.rx_off(), layout.rx()),
+            (layout.tx_off(), layout.tx()),
+            (layout.fill_off(), layout.fill()),
+            (layout.comp_off(), layout.comp()),
+        ] {
+            let junk = g.bytes(ring.bytes());
+            let _ = mem.write(off, &junk);
+        }
+        // And garbage frames in the pool.
+        let junk = g.bytes(layout.pool().bytes().min(256 * 1024));
+        let _ = mem.write(layout.pool_off(), &junk);
+        let _ = notifier.notify();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            srv.alive(),
+            "the server died in garbage round {round}:\n{}",
+            srv.log()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let after = stats(&sock);
+    let evil_counters = after
+        .ports
+        .iter()
+        .find(|p| p.app && p.name == evil.name)
+        .map(|p| p.counters);
+    let data_rejects = after.ports.iter().map(|p| p.counters.errors).sum::<u64>();
+    eprintln!(
+        "{}: control rejections {:?}; evil port counters {:?}; all ports' errors {data_rejects}",
+        backend.as_str(),
+        after.rejections,
+        evil_counters
+    );
+    assert!(
+        data_rejects > 0,
+        "the server counted none of the garbage descriptors: {:?}",
+        after.ports
+    );
+
+    // The hostile domain goes away abruptly (its connection and memory dropped).
+    drop(client);
+    drop(port);
+    drop(grant);
+
+    // The good app was served all along and still is.
+    let code = background.wait_exit(Duration::from_secs(60));
+    let log = background.log();
+    let (sent, got) = netns::parse_ping(&log).unwrap_or((0, 0));
+    assert_eq!(
+        (code, sent, got),
+        (Some(0), 2000, 2000),
+        "the good app missed replies during the attack:\n{log}"
+    );
+    assert!(srv.alive(), "the server died:\n{}", srv.log());
+    assert_eq!(
+        pings(&t, &good.ip, 50),
+        50,
+        "the good app stopped answering"
+    );
+    let sent = t.dir.join("echo.in");
+    let back = t.dir.join("echo.out");
+    netns::write_pattern_file(&sent, 256 * 1024, 3);
+    let script = format!(
+        "timeout 30 nc -N {} 7 < {} > {}",
+        good.ip,
+        sent.display(),
+        back.display()
+    );
+    let out = t.p.output(["sh", "-c", &script]);
+    assert!(out.status.success(), "TCP echo after the attack failed");
+    assert_eq!(netns::sha256_file(&back), netns::sha256_file(&sent));
+    // A stats client still gets answers: the control plane serves too.
+    let last = stats(&sock);
+    assert!(rejections(&last) >= rejections(&mid));
+    let _ = CtlError::Closed;
+}
+
+#[test]
+fn hostile_af_xdp() {
+    hostile_app(Backend::AfXdp);
+}
+
+#[test]
+fn hostile_af_packet() {
+    hostile_app(Backend::AfPacket);
+}
