@@ -410,3 +410,46 @@ fn removed_port_is_forgotten() {
     assert_eq!(net.sunk(2), 6);
     assert_eq!(net.sw.orphans(), 0);
 }
+
+#[test]
+fn run_loop_forwards_idles_and_stops() {
+    use std::sync::atomic::AtomicBool;
+    let a = sim(0, |c| c.dst = MacPattern::Fixed(mac(1)));
+    let b = sim(1, |_| {});
+    let (pa, pb) = (a.probe(), b.probe());
+    let mut sw = Switch::new(SwitchConfig {
+        idle: switch::IdleConfig {
+            spin_polls: 8,
+            yield_polls: 8,
+            park: Duration::from_millis(1),
+            housekeeping_polls: 64,
+        },
+        ..SwitchConfig::default()
+    })
+    .expect("valid config");
+    sw.add_port(Box::new(a)).expect("added");
+    sw.add_port(Box::new(b)).expect("added");
+    let waker = sw.waker();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let runner = std::thread::spawn(move || {
+        let mut chores = 0u64;
+        sw.run_with(&stop2, |_| chores += 1).expect("runs");
+        (sw, chores)
+    });
+    pa.release(500);
+    waker.wake();
+    // Bounded wait for the frames to arrive.
+    for _ in 0..2000 {
+        if SimProbe::get(&pb.sunk) == 500 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Relaxed);
+    waker.wake();
+    let (sw, chores) = runner.join().expect("run loop thread");
+    assert_eq!(SimProbe::get(&pb.sunk), 500);
+    assert!(chores > 0, "housekeeping never ran while idle");
+    assert_eq!(sw.counters(PortId(1)).expect("present").snapshot().tx, 500);
+}
