@@ -570,6 +570,26 @@ impl Port for SimPort {
         &self.pools
     }
 
+    fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
+        self.grant_read(*pool);
+        true
+    }
+
+    fn revoke_tx_pool(&mut self, pool: PoolId) -> bool {
+        if pool == self.pool.id() {
+            return true;
+        }
+        let cap = self.ring.len();
+        let in_flight =
+            (0..self.ring_len).any(|k| self.ring[(self.ring_head + k) % cap].pool() == pool);
+        if in_flight {
+            return false;
+        }
+        self.readable.remove(pool);
+        self.peers.remove(pool);
+        true
+    }
+
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         if !self.generate {
             return 0;
@@ -926,6 +946,25 @@ mod tests {
         assert_eq!(s.tx_done(&mut done), 2);
         assert_eq!(&done[..2], &[out[0].buf, out[1].buf]);
         assert_eq!(s.stats().tx_dropped, 2);
+    }
+
+    #[test]
+    fn grant_and_revoke_follow_frames_in_flight() {
+        let mut g = port("g", 1, |_| {});
+        let mut s = port("s", 2, |c| c.generate = false);
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 2];
+        assert_eq!(g.rx_burst(&mut out), 2);
+        assert!(s.grant_tx_pool(&g.pool()));
+        assert_eq!(s.tx_burst(&out), 2);
+        assert!(
+            !s.revoke_tx_pool(PoolId(1)),
+            "frames of pool 1 still in flight"
+        );
+        let mut done = [BufHandle::from_raw(0); 2];
+        assert_eq!(s.tx_done(&mut done), 2);
+        assert!(s.revoke_tx_pool(PoolId(1)));
+        assert!(!s.tx_pools().contains(PoolId(1)));
+        assert_eq!(s.tx_burst(&out), 0, "no longer readable");
     }
 
     #[test]
