@@ -9,13 +9,22 @@
 //!    the destination; append the frame to that destination's queue. Group and unknown
 //!    destinations are flooded: the frame is queued to every other port, as the original
 //!    handle for the first one that can read its pool and as "copy this" for the rest. A
-//!    frame whose destination was learned on its ingress port is dropped (hairpin). Runs of
-//!    frames with the same source or destination MAC skip the table (one compare).
+//!    frame whose destination was learned on its ingress port is dropped (hairpin). A frame
+//!    whose 12 MAC bytes equal the previous frame's skips the table (one compare): bursts are
+//!    mostly runs of one flow. The checks of handle, pool and length are done for the whole
+//!    burst first, branch-free (the common burst is one pool and all well-formed); only a
+//!    burst that fails them takes the frame-by-frame path.
 //! 2. **Deliver per destination.** First every copy the burst needs is made (the destination
 //!    allocates buffers from its own pools once per burst; each frame is copied once), and
 //!    only then are handles passed on, so no destination can touch an original while another
 //!    is still copying from it. Then each destination gets one `tx_burst`; what it does not
 //!    take is dropped as `RingFull` and its buffer goes back to its owner.
+//!
+//! Two shortcuts cover the common bursts without queueing: a burst whose frames all go to
+//! one destination that can read their pool is passed to its `tx_burst` as it came in (zero
+//! copy, no per-frame work in pass 2), and one whose destination cannot read the pool is
+//! copied straight from the receive array into buffers the destination allocates, the
+//! originals going back to their owner as one slice.
 //!
 //! Buffers going back to their owners are gathered per owner and returned with one `reclaim`
 //! call each (a burst from one pool, the common case, is returned as the very slice it
