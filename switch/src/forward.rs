@@ -439,6 +439,12 @@ impl Switch {
         Some(self.ports.get(id.0 as usize)?.as_ref()?.port.as_ref())
     }
 
+    /// The port `id`, mutable: for grants and revocations between bursts, never on the
+    /// burst path. Call [`Switch::refresh_port`] after anything that changes its `tx_pools`.
+    pub fn port_mut(&mut self, id: PortId) -> Option<&mut dyn Port> {
+        Some(self.ports.get_mut(id.0 as usize)?.as_mut()?.port.as_mut())
+    }
+
     /// Ids of the ports present.
     pub fn port_ids(&self) -> Vec<PortId> {
         (0..self.ports.len())
