@@ -658,8 +658,6 @@ impl Port for SimPort {
         let cap = self.ring.len();
         let space = cap - self.ring_len;
         let limit = frames.len().min(space);
-        let mut n = limit;
-        let mut bytes = 0u64;
         let mut tail = self.ring_head + self.ring_len;
         if tail >= cap {
             tail -= cap;
@@ -694,33 +692,7 @@ impl Port for SimPort {
                 return limit;
             }
         }
-        for (k, f) in frames[..n].iter().enumerate() {
-            if !self.readable.contains(f.buf.pool()) {
-                self.local.unreadable += 1;
-                n = k;
-                break;
-            }
-            if self.verify && !self.check_frame(f) {
-                self.local.unreadable += 1;
-                n = k;
-                break;
-            }
-            self.ring[tail] = f.buf;
-            tail += 1;
-            if tail == cap {
-                tail = 0;
-            }
-            bytes += f.len as u64;
-        }
-        self.ring_len += n;
-        if n == limit {
-            self.local.refused += (frames.len() - n) as u64;
-        }
-        self.stats.tx_packets += n as u64;
-        self.stats.tx_bytes += bytes;
-        self.stats.tx_dropped = self.local.refused;
-        self.publish_sink();
-        n
+        self.tx_each(frames, limit, tail)
     }
 
     fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
@@ -793,6 +765,41 @@ impl Port for SimPort {
 }
 
 impl SimPort {
+    /// `tx_burst` frame by frame: mixed pools, unreadable frames, verification.
+    #[inline(never)]
+    fn tx_each(&mut self, frames: &[Frame], limit: usize, mut tail: usize) -> usize {
+        let cap = self.ring.len();
+        let mut n = limit;
+        let mut bytes = 0u64;
+        for (k, f) in frames[..n].iter().enumerate() {
+            if !self.readable.contains(f.buf.pool()) {
+                self.local.unreadable += 1;
+                n = k;
+                break;
+            }
+            if self.verify && !self.check_frame(f) {
+                self.local.unreadable += 1;
+                n = k;
+                break;
+            }
+            self.ring[tail] = f.buf;
+            tail += 1;
+            if tail == cap {
+                tail = 0;
+            }
+            bytes += f.len as u64;
+        }
+        self.ring_len += n;
+        if n == limit {
+            self.local.refused += (frames.len() - n) as u64;
+        }
+        self.stats.tx_packets += n as u64;
+        self.stats.tx_bytes += bytes;
+        self.stats.tx_dropped = self.local.refused;
+        self.publish_sink();
+        n
+    }
+
     /// Puts checked, now-held buffers on the free stacks.
     #[inline]
     fn push_free(&mut self, bufs: &[BufHandle]) {
