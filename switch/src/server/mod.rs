@@ -74,41 +74,188 @@ struct PortSnap {
     sw: PortCountersSnapshot,
 }
 
-fn housekeeping(sw: &mut Switch, rx: &Receiver<Cmd>) {
-    // Bounded: a burst of commands cannot hold the switch for long.
-    for _ in 0..16 {
-        let Ok(cmd) = rx.try_recv() else { return };
-        match cmd {
-            Cmd::Add(p, reply) => {
-                // Nobody waiting any more (the control thread gave up): take the port off
-                // again rather than keep a port no connection answers for.
-                if let Err(e) = reply.send(sw.add_port(p))
-                    && let Ok(id) = e.into_inner()
-                {
-                    drop(sw.remove_port(id));
-                }
-            }
-            Cmd::Remove(id, reply) => {
-                let _ = reply.send(sw.remove_port(id));
-            }
-            Cmd::Stats(reply) => {
-                let snaps = sw
-                    .port_ids()
-                    .into_iter()
-                    .filter_map(|id| {
-                        let p = sw.port(id)?;
-                        Some(PortSnap {
-                            id,
-                            name: p.name().to_owned(),
-                            mac: p.mac(),
-                            stats: p.stats(),
-                            sw: sw.counters(id)?.snapshot(),
-                        })
-                    })
-                    .collect();
-                let _ = reply.send(snaps);
+/// An app's pool granted to NIC ports for transmit without a copy.
+struct Granted {
+    app: PortId,
+    pool: PoolId,
+    nics: Vec<PortId>,
+}
+
+/// An app port on its way out: it stays on the switch (its pool mapped, its completions
+/// routed back to it) until every NIC that was granted its pool has let go of it.
+struct Drain {
+    app: PortId,
+    pool: PoolId,
+    /// NICs whose revocation is still refused (frames of the pool in flight).
+    held: Vec<PortId>,
+    /// The housekeeping round in which the last NIC let go; the port leaves in a later one,
+    /// after at least one poll has handed the last completions back to it.
+    revoked_at: Option<u64>,
+    /// No NIC was ever granted the pool: nothing to wait for.
+    ungranted: bool,
+    since: Instant,
+    warned: bool,
+    reply: Sender<Option<Box<dyn Port>>>,
+}
+
+/// How long a drain may take before the server says so (it keeps waiting: unmapping a pool
+/// a NIC still reads is never an option).
+const DRAIN_WARN: Duration = Duration::from_secs(1);
+
+/// The switch thread's state between housekeeping calls.
+struct SwitchSide {
+    nics: Vec<PortId>,
+    granted: Vec<Granted>,
+    drains: Vec<Drain>,
+    round: u64,
+}
+
+impl SwitchSide {
+    fn new(nics: Vec<PortId>) -> Self {
+        Self {
+            nics,
+            granted: Vec::new(),
+            drains: Vec::new(),
+            round: 0,
+        }
+    }
+
+    /// Offers a new app's pool to every NIC port; those that accept transmit its frames by
+    /// handle from now on.
+    fn grant(&mut self, sw: &mut Switch, app: PortId) {
+        let Some(pool) = sw.port(app).and_then(|p| p.pools().first().copied()) else {
+            return;
+        };
+        let mut nics = Vec::new();
+        for &nic in &self.nics {
+            if sw.port_mut(nic).is_some_and(|p| p.grant_tx_pool(&pool)) {
+                sw.refresh_port(nic);
+                nics.push(nic);
             }
         }
+        if !nics.is_empty() {
+            tracing::info!(
+                port = app.0,
+                pool = pool.id().0,
+                nics = nics.len(),
+                "app pool granted to NIC ports: transmit without a copy"
+            );
+        }
+        self.granted.push(Granted {
+            app,
+            pool: pool.id(),
+            nics,
+        });
+    }
+
+    /// Starts taking app port `app` off the switch; `reply` gets it once no NIC holds
+    /// frames of its pool.
+    fn remove(&mut self, sw: &mut Switch, app: PortId, reply: Sender<Option<Box<dyn Port>>>) {
+        let (pool, held) = match self.granted.iter().position(|g| g.app == app) {
+            Some(i) => {
+                let g = self.granted.swap_remove(i);
+                (g.pool, g.nics)
+            }
+            None => (PoolId(0), Vec::new()),
+        };
+        self.drains.push(Drain {
+            app,
+            pool,
+            revoked_at: held.is_empty().then_some(self.round),
+            ungranted: held.is_empty(),
+            held,
+            since: Instant::now(),
+            warned: false,
+            reply,
+        });
+        self.step(sw);
+    }
+
+    /// Advances every drain: retries refused revocations (the switch polls the NICs'
+    /// completions in between) and hands back ports nothing holds any more.
+    fn step(&mut self, sw: &mut Switch) {
+        let round = self.round;
+        let mut i = 0;
+        while i < self.drains.len() {
+            let d = &mut self.drains[i];
+            if d.revoked_at.is_none() {
+                let pool = d.pool;
+                d.held.retain(|&nic| {
+                    let done = sw.port_mut(nic).is_none_or(|p| p.revoke_tx_pool(pool));
+                    // Refused or not, the switch stops handing this pool's frames over.
+                    sw.refresh_port(nic);
+                    !done
+                });
+                if d.held.is_empty() {
+                    d.revoked_at = Some(round);
+                } else if !d.warned && d.since.elapsed() > DRAIN_WARN {
+                    d.warned = true;
+                    tracing::warn!(
+                        port = d.app.0,
+                        pool = pool.0,
+                        nics = d.held.len(),
+                        "NIC ports still hold frames of a departing app's pool; its memory stays mapped until they complete"
+                    );
+                }
+            }
+            // Without grants the port leaves at once; after a revocation, one round later.
+            let leave = match d.revoked_at {
+                Some(r) => d.ungranted || r < round,
+                None => false,
+            };
+            if leave {
+                let d = self.drains.swap_remove(i);
+                if let Err(e) = d.reply.send(sw.remove_port(d.app)) {
+                    // Nobody waiting any more: drop it here, no NIC reads it.
+                    drop(e.into_inner());
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, sw: &mut Switch, rx: &Receiver<Cmd>) {
+        self.round = self.round.wrapping_add(1);
+        // Bounded: a burst of commands cannot hold the switch for long.
+        for _ in 0..16 {
+            let Ok(cmd) = rx.try_recv() else { break };
+            match cmd {
+                Cmd::Add(p, reply) => {
+                    let r = sw.add_port(p);
+                    if let Ok(id) = r {
+                        self.grant(sw, id);
+                    }
+                    // Nobody waiting any more (the control thread gave up): take the port
+                    // off again rather than keep a port no connection answers for.
+                    if let Err(e) = reply.send(r)
+                        && let Ok(id) = e.into_inner()
+                    {
+                        let (dead, _) = crossbeam_channel::bounded(1);
+                        self.remove(sw, id, dead);
+                    }
+                }
+                Cmd::Remove(id, reply) => self.remove(sw, id, reply),
+                Cmd::Stats(reply) => {
+                    let snaps = sw
+                        .port_ids()
+                        .into_iter()
+                        .filter_map(|id| {
+                            let p = sw.port(id)?;
+                            Some(PortSnap {
+                                id,
+                                name: p.name().to_owned(),
+                                mac: p.mac(),
+                                stats: p.stats(),
+                                sw: sw.counters(id)?.snapshot(),
+                            })
+                        })
+                        .collect();
+                    let _ = reply.send(snaps);
+                }
+            }
+        }
+        self.step(sw);
     }
 }
 
@@ -466,9 +613,10 @@ where
     let waker = sw.waker();
     let (tx, rx) = crossbeam_channel::unbounded::<Cmd>();
     let sw_stop = stop.clone();
+    let mut side = SwitchSide::new(nics.iter().map(|(id, _)| *id).collect());
     let switch_thread = std::thread::Builder::new()
         .name("ferrite-switch".into())
-        .spawn(move || sw.run_with(&sw_stop, |s| housekeeping(s, &rx)))
+        .spawn(move || sw.run_with(&sw_stop, |s| side.housekeeping(s, &rx)))
         .map_err(|e| ServerError::SwitchThread(e.to_string()))?;
 
     let instance = std::time::SystemTime::now()
@@ -619,4 +767,139 @@ where
     drop(listener);
     tracing::info!("ferrite stopped");
     result.map_err(ServerError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use pmd::sim::{MacPattern, SimConfig, SimPort, SimProbe};
+
+    use super::*;
+
+    const NIC_MAC: Mac = [0x02, 0xfe, 0, 0, 0, 1];
+    const APP_MAC: Mac = [0x02, 0, 0, 0, 0, 0x0a];
+
+    fn sim(name: &str, mac: Mac, pool: u8, dst: Mac, limit: u64) -> (SimPort, Arc<SimProbe>) {
+        let mut c = SimConfig::new(name, mac, PoolId(pool));
+        c.generate = limit > 0;
+        c.limit = Some(limit);
+        c.dst = MacPattern::Fixed(dst);
+        c.sequence = true;
+        c.verify = true;
+        c.frame_len = 128;
+        let p = SimPort::new(c).expect("sim port");
+        let probe = p.probe();
+        (p, probe)
+    }
+
+    /// A switch with one NIC port (wrapped as the server wraps it) that has announced its
+    /// MAC, the switch-thread side and its command channel.
+    fn setup() -> (Switch, SwitchSide, PortId, Arc<SimProbe>) {
+        let mut sw = Switch::new(SwitchConfig::default()).expect("switch");
+        let start = Instant::now();
+        let (nic, nic_probe) = sim("nic", NIC_MAC, 0, APP_MAC, 1);
+        let first = Arc::new(FirstFrame::new(start));
+        let nic_id = sw
+            .add_port(Box::new(ports::Marked::new(Box::new(nic), first)))
+            .expect("nic added");
+        (sw, SwitchSide::new(vec![nic_id]), nic_id, nic_probe)
+    }
+
+    fn add(sw: &mut Switch, side: &mut SwitchSide, p: Box<dyn Port>) -> PortId {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (rtx, rrx) = crossbeam_channel::bounded(1);
+        tx.send(Cmd::Add(p, rtx)).expect("send");
+        side.housekeeping(sw, &rx);
+        rrx.try_recv().expect("reply").expect("added")
+    }
+
+    #[test]
+    fn app_frames_reach_a_granted_nic_by_handle_intact() {
+        let (mut sw, mut side, nic, nic_probe) = setup();
+        let (app, app_probe) = sim("app", APP_MAC, 1, NIC_MAC, 2000);
+        let app = add(&mut sw, &mut side, Box::new(app));
+        assert!(
+            sw.port(nic).expect("nic").tx_pools().contains(PoolId(1)),
+            "the NIC reads the app's pool after the attach"
+        );
+        for _ in 0..100_000 {
+            if SimProbe::get(&nic_probe.sunk) >= 2000 {
+                break;
+            }
+            sw.poll();
+        }
+        assert_eq!(SimProbe::get(&nic_probe.sunk), 2000, "every frame sent");
+        assert_eq!(SimProbe::get(&nic_probe.payload_errors), 0);
+        assert_eq!(SimProbe::get(&nic_probe.seq_errors), 0);
+        assert_eq!(SimProbe::get(&nic_probe.unreadable), 0);
+        let c = sw.counters(nic).expect("counters").snapshot();
+        assert_eq!(c.tx_copied, 0, "no frame of the app was copied");
+        assert!(sw.counters(app).is_some());
+        // Every app buffer came back after the NIC's completions.
+        for _ in 0..100 {
+            sw.poll();
+        }
+        assert_eq!(
+            SimProbe::get(&app_probe.free),
+            SimProbe::get(&app_probe.total)
+        );
+        assert_eq!(sw.orphans(), 0);
+    }
+
+    #[test]
+    fn detach_waits_for_the_nic_to_let_go_of_the_pool() {
+        let (mut sw, mut side, nic, nic_probe) = setup();
+        let (app, app_probe) = sim("app", APP_MAC, 1, NIC_MAC, 1_000_000);
+        let app = add(&mut sw, &mut side, Box::new(app));
+        for _ in 0..200 {
+            sw.poll();
+        }
+        assert!(SimProbe::get(&nic_probe.sunk) > 0);
+        assert_eq!(sw.counters(nic).expect("c").snapshot().tx_copied, 0);
+        // The NIC stalls with frames of the app's pool in flight; the app detaches.
+        nic_probe.hold_completions.store(true, Relaxed);
+        for _ in 0..50 {
+            sw.poll();
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (rtx, rrx) = crossbeam_channel::bounded(1);
+        tx.send(Cmd::Remove(app, rtx)).expect("send");
+        for _ in 0..20 {
+            side.housekeeping(&mut sw, &rx);
+            sw.poll();
+        }
+        assert!(
+            rrx.try_recv().is_err(),
+            "the app port is not handed back (its pool unmapped) while the NIC holds its frames"
+        );
+        assert!(sw.port(app).is_some(), "the app port stays on the switch");
+        assert!(
+            !sw.port(nic).expect("nic").tx_pools().contains(PoolId(1)),
+            "no new frame of the pool is handed to the NIC"
+        );
+        // The NIC completes; the drain finishes within a few rounds.
+        nic_probe.hold_completions.store(false, Relaxed);
+        let mut back = None;
+        for _ in 0..1000 {
+            sw.poll();
+            side.housekeeping(&mut sw, &rx);
+            if let Ok(p) = rrx.try_recv() {
+                back = Some(p);
+                break;
+            }
+        }
+        let port = back.expect("handed back").expect("the app port");
+        assert!(sw.port(app).is_none());
+        assert!(!sw.port(nic).expect("nic").tx_pools().contains(PoolId(1)));
+        assert_eq!(sw.orphans(), 0, "no buffer came back after its pool left");
+        assert_eq!(
+            SimProbe::get(&app_probe.free),
+            SimProbe::get(&app_probe.total),
+            "every app buffer is back with the app"
+        );
+        assert_eq!(SimProbe::get(&nic_probe.payload_errors), 0);
+        assert_eq!(SimProbe::get(&nic_probe.seq_errors), 0);
+        drop(port);
+    }
 }

@@ -103,10 +103,16 @@ pub fn open(i: usize, p: &PortSection, pool: PoolId) -> Result<Box<dyn Port>, Po
 
 /// A configured port as the switch sees it: the port itself, plus the mark of the server's
 /// first forwarded frame (one flag test per transmit burst).
+///
+/// A revocation the port refuses (frames of the pool still in flight) takes the pool out of
+/// the `tx_pools` this wrapper reports at once, so that after [`crate::Switch::refresh_port`]
+/// the switch copies frames of that pool instead of handing them over while the port
+/// drains; a later successful revocation or a new grant clears it.
 pub struct Marked {
     inner: Box<dyn Port>,
     marked: bool,
     first: Arc<FirstFrame>,
+    withdrawn: PoolSet,
 }
 
 impl Marked {
@@ -116,6 +122,7 @@ impl Marked {
             inner,
             marked: false,
             first,
+            withdrawn: PoolSet::EMPTY,
         }
     }
 }
@@ -134,7 +141,13 @@ impl Port for Marked {
         self.inner.stats()
     }
     fn tx_pools(&self) -> PoolSet {
-        self.inner.tx_pools()
+        let mut s = self.inner.tx_pools();
+        for k in 0..=u8::MAX {
+            if self.withdrawn.contains(PoolId(k)) {
+                s.remove(PoolId(k));
+            }
+        }
+        s
     }
     fn own_pools(&self) -> PoolSet {
         self.inner.own_pools()
@@ -143,10 +156,19 @@ impl Port for Marked {
         self.inner.pools()
     }
     fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
-        self.inner.grant_tx_pool(pool)
+        let ok = self.inner.grant_tx_pool(pool);
+        if ok {
+            self.withdrawn.remove(pool.id());
+        }
+        ok
     }
     fn revoke_tx_pool(&mut self, pool: PoolId) -> bool {
-        self.inner.revoke_tx_pool(pool)
+        self.withdrawn.insert(pool);
+        let ok = self.inner.revoke_tx_pool(pool);
+        if ok {
+            self.withdrawn.remove(pool);
+        }
+        ok
     }
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         self.inner.rx_burst(out)
