@@ -613,6 +613,12 @@ impl PingPongClient {
         })
     }
 
+    /// Counts a request as lost when no answer came within `t` (default 200 ms).
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
     fn send_next(&mut self, u: &mut udp::Socket<'static>, now: Instant) -> bool {
         self.seq += 1;
         let hdr = sockperf::Header {

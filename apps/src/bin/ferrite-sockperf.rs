@@ -29,6 +29,9 @@ struct Args {
     /// Client: message size in bytes, header included.
     #[arg(long, default_value_t = 64)]
     msg_size: usize,
+    /// Client: milliseconds without an answer before a request counts as lost.
+    #[arg(long, default_value_t = 200)]
+    timeout_ms: u64,
 }
 
 fn main() {
@@ -46,7 +49,8 @@ fn main() {
             a.rounds,
             a.warmup,
         )
-        .unwrap_or_else(|e| cli::fail(e));
+        .unwrap_or_else(|e| cli::fail(e))
+        .with_timeout(std::time::Duration::from_millis(a.timeout_ms.max(1)));
         if let Err(e) = d.run(&mut pp, &stop) {
             cli::fail(e);
         }
