@@ -8,6 +8,14 @@
 //! switch drains in its housekeeping hook (between bursts and before it parks), and wakes a
 //! parked switch; the forwarding path never takes a lock.
 //!
+//! On attach the switch thread offers the app's pool to every NIC port
+//! ([`Port::grant_tx_pool`]); a port that accepts transmits the app's frames by handle, with
+//! no copy. On detach (or an app's death) the port stays on the switch, its pool mapped and
+//! its completions still routed back to it, until every such NIC has revoked the pool (a
+//! refused revocation already stops the switch handing the pool's frames over; it is
+//! retried from housekeeping while the NIC completes) and one more poll has returned the
+//! last buffers: only then is the port removed and its memory unmapped.
+//!
 //! The server keeps no state that a new handshake cannot rebuild: when it restarts, apps
 //! reconnect, grant their memory afresh and the FDB relearns.
 
