@@ -272,6 +272,29 @@ fn app_frames_leave_an_af_packet_port_intact_and_detach_waits_for_the_port() {
         log.contains("app pool granted to NIC ports"),
         "the app's pool was granted to the af_packet port:\n{log}"
     );
+    // The switch's own count of frames it copied into the af_packet port: the app's frames
+    // went by handle. Only frames sent in the instant between the revocation on detach and
+    // the port's removal may have been copied (at most the 200 sent then); without the
+    // grant every one of the N + 50 others would have been.
+    let line = log
+        .lines()
+        .find(|l| l.contains("switch counters at exit") && l.contains("'af_packet:"))
+        .unwrap_or_else(|| panic!("no exit counters for the af_packet port:\n{log}"));
+    let num = |after: &str| -> u64 {
+        let rest = &line[line.find(after).expect(after) + after.len()..];
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {after:?} in {line}"))
+    };
+    let (tx, copied) = (num(": tx "), num("copied "));
+    eprintln!("af_packet port: tx {tx}, copied {copied}");
+    assert!(tx >= u64::from(N) + 50, "{line}");
+    assert!(
+        copied <= 200,
+        "app frames were copied into the port instead of going by handle: {line}"
+    );
     assert!(
         !log.contains("did not give the port back") && !log.contains("still hold frames"),
         "detach finished promptly:\n{log}"

@@ -624,7 +624,23 @@ where
     let mut side = SwitchSide::new(nics.iter().map(|(id, _)| *id).collect());
     let switch_thread = std::thread::Builder::new()
         .name("ferrite-switch".into())
-        .spawn(move || sw.run_with(&sw_stop, |s| side.housekeeping(s, &rx)))
+        .spawn(move || {
+            let r = sw.run_with(&sw_stop, |s| side.housekeeping(s, &rx));
+            for id in sw.port_ids() {
+                if let (Some(p), Some(c)) = (sw.port(id), sw.counters(id)) {
+                    let c = c.snapshot();
+                    tracing::info!(
+                        "switch counters at exit: port {} '{}': tx {} of which copied {}, rx {}",
+                        id.0,
+                        p.name(),
+                        c.tx,
+                        c.tx_copied,
+                        c.rx
+                    );
+                }
+            }
+            r
+        })
         .map_err(|e| ServerError::SwitchThread(e.to_string()))?;
 
     let instance = std::time::SystemTime::now()
