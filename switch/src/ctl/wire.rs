@@ -4,7 +4,7 @@
 //! fields little endian, followed by a body whose shape the kind fixes. Parsing follows the
 //! smoltcp split: [`Message::new_checked`] validates the header and the body length **once**,
 //! after which the accessors cannot fail; [`Repr::parse`] turns a checked message into an
-//! owned value after checking every field's meaning; [`Repr::emit`] writes one back.
+//! owned value after checking every field's meaning; [`Repr::to_bytes`] writes one back.
 //!
 //! The full byte layout is documented in `docs/control-protocol.md`.
 
@@ -768,7 +768,7 @@ impl Repr {
         Self::parse(&Message::new_checked(b)?)
     }
 
-    /// Bytes [`Repr::emit`] writes.
+    /// Bytes [`Repr::to_bytes`] writes.
     pub fn buffer_len(&self) -> usize {
         HEADER_LEN
             + self.kind().fixed_len()
