@@ -27,6 +27,9 @@ const TOOLS: &[&str] = &["ip", "ethtool", "taskset", "ping", "nc", "sha256sum"];
 /// Bytes of the ring header before the first descriptor (three cache-padded words).
 const DESC_OFF: usize = grant_pool::ring::DESC_OFF;
 
+/// One control message and the descriptors sent with it.
+type Msg<'a> = (&'a [u8], &'a [BorrowedFd<'a>]);
+
 /// A small deterministic generator for garbage.
 struct Garbage(u64);
 
@@ -53,7 +56,7 @@ fn mac_bytes(s: &str) -> [u8; 6] {
 
 /// Sends `bytes` (with `fds`) on a fresh control connection; returns the server's answer:
 /// `Some(code)` for an `Error`, `None` when it closed without one. Panics on any other answer.
-fn refused(socket: &std::path::Path, msgs: &[(&[u8], &[BorrowedFd<'_>])]) -> Option<ErrorCode> {
+fn refused(socket: &std::path::Path, msgs: &[Msg<'_>]) -> Option<ErrorCode> {
     let mut t = SeqPacket::connect(socket).expect("connect to the control socket");
     t.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("read timeout");
@@ -169,7 +172,7 @@ fn hostile_app(backend: Backend) {
     let stolen_mac = hello(&evil.name, mac_bytes(&good.mac));
     let garbage = g.bytes(200);
     let oversized = g.bytes(66 * 1024);
-    let cases: Vec<(&str, Vec<(&[u8], &[BorrowedFd<'_>])>)> = vec![
+    let cases: Vec<(&str, Vec<Msg<'_>>)> = vec![
         ("random bytes", vec![(&garbage, &[])]),
         ("a header and nothing", vec![(&evil_hello[..12], &[])]),
         ("an over-long message", vec![(&oversized, &[])]),
@@ -228,7 +231,7 @@ fn hostile_app(backend: Backend) {
         .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
         .expect("grant port memory");
     let mem = grant.region();
-    let mut port = AppPort::create(mem.clone(), layout, PoolId(0)).expect("lay the port out");
+    let mut port = AppPort::create(mem, layout, PoolId(0)).expect("lay the port out");
     let notifier = backend_shm.notifier(DomId::SELF_HOST).expect("notifier");
     let mut client = Client::connect(&sock).expect("connect");
     client
@@ -348,7 +351,6 @@ fn hostile_app(backend: Backend) {
 
     // The hostile domain goes away abruptly (its connection and memory dropped).
     drop(client);
-    drop(port);
     drop(grant);
 
     // The good app was served all along and still is.
