@@ -56,6 +56,10 @@ fn send(host: &str, port: u16, bytes: u64) -> std::io::Result<()> {
     let buf = vec![0x5au8; 1 << 20];
     let start = Instant::now();
     let mut s = TcpStream::connect((host, port))?;
+    // A side that stops taking data (e.g. frames larger than its buffers) fails the run
+    // instead of hanging it.
+    s.set_write_timeout(Some(Duration::from_secs(20)))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut left = bytes;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
@@ -392,6 +396,7 @@ fn main() {
         rows.push(kernel_iperf3(&o, off));
         for b in &o.backends {
             rows.push(ferrite::bulk(&o, b, off));
+            eprintln!("{:?}", rows.last());
         }
     }
     rows.extend(kernel_pingpong(&o));
