@@ -50,6 +50,8 @@ fn grant_is_shared_across_processes() {
         g.is_mapped().expect("state"),
         "the child maps the pages now"
     );
+    // The child keeps its mapping until told to let go, so the check above cannot race it.
+    shm::send_fds(sock.as_fd(), b"unmap", &[]).expect("send");
     let (msg, _) = recv(&sock);
     assert_eq!(msg, b"unmapped");
     common::join(child);
@@ -78,6 +80,8 @@ fn child_maps_and_answers() {
     assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(i)));
     m.region().write(3 * 4096 + 100, b"answer").expect("write");
     shm::send_fds(sock.as_fd(), b"mapped", &[]).expect("send");
+    let (msg, _) = recv(&sock);
+    assert_eq!(msg, b"unmap");
     drop(m);
     shm::send_fds(sock.as_fd(), b"unmapped", &[]).expect("send");
 }
