@@ -415,6 +415,22 @@ fn ratio(rows: &[Row], test: &str, side: &str, off: &str) -> Option<f64> {
     Some(get(side)? / get("Linux kernel")?)
 }
 
+/// The first line of `s` without terminal escape sequences, for a table cell.
+fn one_line(s: &str) -> String {
+    let first = s.lines().next().unwrap_or("");
+    let mut out = String::new();
+    let mut esc = false;
+    for c in first.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, c) if c.is_ascii_alphabetic() => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out.replace('|', "/")
+}
+
 fn write_results(o: &Opts, machine: &Machine, rows: &[Row]) {
     let mut t = Table::new(["test", "side", "offloads", "value", "unit", "runs", "note"]);
     for r in rows {
@@ -431,7 +447,7 @@ fn write_results(o: &Opts, machine: &Machine, rows: &[Row]) {
                 .map(|v| format!("{v:.2}"))
                 .collect::<Vec<_>>()
                 .join(" "),
-            r.note.clone(),
+            one_line(&r.note),
         ]);
     }
     let mut ratios = Table::new([
