@@ -541,12 +541,7 @@ impl Port for AfPacketPort {
     }
 
     fn link(&self) -> LinkState {
-        match self.ctl.is_running() {
-            Ok(true) => LinkState::Up {
-                mbps: self.ctl.speed_mbps(),
-            },
-            _ => LinkState::Down,
-        }
+        self.ctl.link_state()
     }
 
     fn stats(&self) -> PortStats {

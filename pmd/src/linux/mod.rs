@@ -289,6 +289,16 @@ impl CtlSocket {
         Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
     }
 
+    /// The interface's link state: up (with its speed) when it is up and running.
+    pub fn link_state(&self) -> crate::LinkState {
+        match self.is_running() {
+            Ok(true) => crate::LinkState::Up {
+                mbps: self.speed_mbps(),
+            },
+            _ => crate::LinkState::Down,
+        }
+    }
+
     /// Link speed in Mbit/s, 0 when the driver does not say.
     pub fn speed_mbps(&self) -> u32 {
         let mut cmd = EthtoolCmd {
