@@ -381,23 +381,7 @@ fn wait_rx_sleeps_until_a_frame_arrives() {
     let pair = VethPair::new("pw", &[]);
     let mut port = open(&pair, |_| {});
     let pool = port.pool();
-    let mac = port.mac();
-    assert!(
-        !port.wait_rx(Duration::from_millis(100)),
-        "nothing to receive yet"
-    );
-    let peer = pair.peer_socket(TEST_ETHERTYPE);
-    let peer_mac = pair.peer_mac;
-    let sender = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        peer.send(&test_frame(mac, peer_mac, 5, 80));
-    });
-    assert!(port.wait_rx(Duration::from_secs(10)), "woke for the frame");
-    sender.join().expect("sender");
-    assert_eq!(
-        collect(&mut port, &pool, 1, Duration::from_secs(1)),
-        vec![test_frame(mac, pair.peer_mac, 5, 80)]
-    );
+    wait_rx_run(&pair, &mut port, &pool, |p, t| p.wait_rx(t));
 }
 
 /// Without privileges the error names what is missing. Runs this test binary again as user
@@ -407,28 +391,7 @@ fn without_privileges_the_error_names_the_capability() {
     if !root_or_skip("without_privileges_the_error_names_the_capability") {
         return;
     }
-    let exe = unprivileged_copy_of_self();
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&exe)
-        .args([
-            "--exact",
-            "unprivileged_probe",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("FERRITE_PERM_PROBE", "1")
-        .output()
-        .expect("run setpriv");
-    let _ = std::fs::remove_file(&exe);
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text = unprivileged_probe_output();
     assert!(text.contains("probe: Permission"), "{text}");
     assert!(text.contains("CAP_NET_RAW"), "{text}");
 }

@@ -641,6 +641,59 @@ pub fn unprivileged_copy_of_self() -> std::path::PathBuf {
     dst
 }
 
+/// Runs this test binary's `unprivileged_probe` test as user `nobody` (65534) with no
+/// capabilities, and returns everything it printed.
+pub fn unprivileged_probe_output() -> String {
+    let exe = unprivileged_copy_of_self();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "unprivileged_probe",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("FERRITE_PERM_PROBE", "1")
+        .output()
+        .expect("run setpriv");
+    let _ = std::fs::remove_file(&exe);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Checks a port's idle sleep: `wait` times out while there is nothing to receive, then
+/// wakes for a frame the Linux peer sends, which arrives intact.
+pub fn wait_rx_run<P: Port>(
+    pair: &VethPair,
+    port: &mut P,
+    pool: &Pool,
+    wait: impl Fn(&mut P, Duration) -> bool,
+) {
+    let mac = port.mac();
+    assert!(
+        !wait(port, Duration::from_millis(100)),
+        "nothing to receive yet"
+    );
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    let peer_mac = pair.peer_mac;
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        peer.send(&test_frame(mac, peer_mac, 5, 80));
+    });
+    assert!(wait(port, Duration::from_secs(10)), "woke for the frame");
+    sender.join().expect("sender");
+    assert_eq!(
+        collect(port, pool, 1, Duration::from_secs(1)),
+        vec![test_frame(mac, pair.peer_mac, 5, 80)]
+    );
+}
+
 /// Sends `count` distinct frames through `port` while the Linux peer does not read, then
 /// reads them all: every one must be intact, so the port never reuses memory the kernel
 /// still references for a frame in flight. Returns how many the peer got intact.
