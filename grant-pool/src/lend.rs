@@ -232,13 +232,14 @@ impl<G: Grant> OwnPool<G> {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, LendError> {
         let (p, _guard) = self.start_lend(h, len)?;
-        // SAFETY: `p..p+len` lies inside the pool memory (index and length checked by
+        // Why this is sound: `p..p+len` lies inside the pool memory (index and length checked by
         // `start_lend` against a layout `Pool::new` verified the memory covers), which stays
         // mapped because `self` owns the grant. This side holds the buffer (held bit checked),
         // so by the ring protocol no other party writes it; within this process no other slice
         // of it exists, because `start_lend` refused a buffer already lent and set the lent bit
         // until `_guard` drops after `f` returns. The peer breaking the protocol is the
         // residual risk stated in the module docs: the bytes are plain u8, no invalid values.
+        // SAFETY: in bounds, mapped, held by this side and lent once (reasons above).
         let s = unsafe { core::slice::from_raw_parts(p as *const u8, len) };
         Ok(f(s))
     }
@@ -256,11 +257,12 @@ impl<G: Grant> OwnPool<G> {
             return Err(LendError::Memory("the pool memory is read-only".into()));
         }
         let (p, _guard) = self.start_lend(h, len)?;
-        // SAFETY: in bounds and mapped as for `lend`; this side holds the buffer, so by the
+        // Why this is sound: in bounds and mapped as for `lend`; this side holds the buffer, so by the
         // ring protocol the peer does not touch it until it is handed over (and `hand_over`
         // refuses a lent buffer); the lent bit makes this the only slice of the buffer alive in
         // this process until `_guard` drops; the memory is writable (checked above and by
         // `new`). A protocol-breaking peer is the residual risk the module docs state.
+        // SAFETY: in bounds, mapped, writable, held by this side and lent once (reasons above).
         let s = unsafe { core::slice::from_raw_parts_mut(p, len) };
         Ok(f(s))
     }

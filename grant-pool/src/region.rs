@@ -224,9 +224,10 @@ impl Region {
         if !(p as usize).is_multiple_of(core::mem::align_of::<AtomicU32>()) {
             return Err(OutOfBounds::Misaligned { offset, align: 4 });
         }
-        // SAFETY: in bounds and aligned (checked above); AtomicU32 has the layout of u32 and
+        // Why this is sound: in bounds and aligned (checked above); AtomicU32 has the layout of u32 and
         // permits concurrent access from any party, so a shared reference to it is sound
         // while the mapping lives, which the region's constructor guarantees.
+        // SAFETY: in bounds, aligned, mapped; atomics tolerate concurrent access.
         Ok(unsafe { &*(p as *const AtomicU32) })
     }
 }

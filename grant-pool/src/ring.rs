@@ -167,10 +167,11 @@ impl Mem {
 
     #[inline]
     fn atomic(&self, off: usize) -> &AtomicU32 {
-        // SAFETY: `off` is one of the header constants (PROD_OFF, CONS_OFF, FLAGS_OFF), inside
+        // Why this is sound: `off` is one of the header constants (PROD_OFF, CONS_OFF, FLAGS_OFF), inside
         // the region the constructor checked, 4-byte aligned because the region is 8-byte
         // aligned and the offsets are multiples of 64. AtomicU32 permits concurrent access
         // from any party, and the region stays mapped while the ring lives (its contract).
+        // SAFETY: a header offset, in bounds and aligned; atomics tolerate concurrent access.
         unsafe { &*self.base.add(off).cast::<AtomicU32>() }
     }
 
@@ -192,10 +193,11 @@ impl Mem {
     /// Slot `i`, already masked to the ring size.
     #[inline]
     fn read_slot(&self, i: usize) -> u64 {
-        // SAFETY: `i` is masked below the ring size and the constructor checked that the
-        // region covers all slots and is 8-byte aligned (DESC_OFF is a multiple of 8), so the
-        // pointer is in bounds and aligned. The volatile load copies the slot out once; the
-        // peer may rewrite the slot afterwards without affecting the copy we validate.
+        // Why this is sound: `i` is masked below the ring size and the constructor checked
+        // that the region covers all slots and is 8-byte aligned (DESC_OFF is a multiple of 8),
+        // so the pointer is in bounds and aligned. The volatile load copies the slot out once;
+        // the peer may rewrite the slot afterwards without affecting the copy we validate.
+        // SAFETY: masked slot, in bounds and aligned (reasons above).
         unsafe {
             self.base
                 .add(DESC_OFF + i * 8)

@@ -824,9 +824,10 @@ pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<Owne
         }
     };
     let mut fds = Vec::new();
-    // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR/NXTHDR walk it within
+    // Why this is sound: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR/NXTHDR walk it within
     // msg_controllen, and each SCM_RIGHTS payload holds cmsg_len - CMSG_LEN(0) bytes of fds,
     // each of which is now ours to own.
+    // SAFETY: the invariants stated just above hold here.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {

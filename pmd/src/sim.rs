@@ -248,9 +248,10 @@ impl PoolMem {
     }
 
     fn region(&self) -> Region {
-        // SAFETY: the allocation is `layout.size()` bytes, readable and writable, and lives
+        // Why this is sound: the allocation is `layout.size()` bytes, readable and writable, and lives
         // until this PoolMem drops; the port that owns it documents (Port::pools) that copies
         // of its pools must be dropped before the port.
+        // SAFETY: the invariants stated just above hold here.
         unsafe { Region::from_raw(self.ptr, self.layout.size()) }
     }
 }

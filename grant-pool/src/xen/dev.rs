@@ -51,9 +51,10 @@ fn open_dev(path: &'static str) -> Result<OwnedFd, XenError> {
 
 /// Issues `request` on `fd` with `arg` as the argument buffer; returns the ioctl's value.
 fn ioctl(fd: RawFd, op: &'static str, request: u32, arg: &mut [u8]) -> Result<i32, XenError> {
-    // SAFETY: `arg` is a live, exclusively borrowed buffer of the size the driver reads and
+    // Why this is sound: `arg` is a live, exclusively borrowed buffer of the size the driver reads and
     // writes for `request`: callers build it as the fixed head plus `count` elements (see
     // uapi.rs), and the drivers never touch bytes past that.
+    // SAFETY: the invariants stated just above hold here.
     let r = unsafe { libc::ioctl(fd, request as _, arg.as_mut_ptr()) };
     if r < 0 {
         Err(XenError::Ioctl {
@@ -107,9 +108,10 @@ impl Mmap {
     }
 
     fn region(&self) -> Region {
-        // SAFETY: base..base+len is mapped for as long as `self` lives; every owner of an
+        // Why this is sound: base..base+len is mapped for as long as `self` lives; every owner of an
         // `Mmap` (GrantedPages, ForeignMapping) documents that regions taken from it must not
         // outlive it.
+        // SAFETY: the invariants stated just above hold here.
         unsafe { Region::from_raw(self.base, self.len) }
     }
 }

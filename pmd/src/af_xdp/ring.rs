@@ -72,9 +72,10 @@ impl XskRing {
 
     #[inline]
     fn atomic(&self, off: usize) -> &AtomicU32 {
-        // SAFETY: `off` is one of the offsets checked in `new` to lie within the mapping with
+        // Why this is sound: `off` is one of the offsets checked in `new` to lie within the mapping with
         // 4 bytes to spare and to be 4-byte aligned (the mapping itself is page-aligned); the
         // mapping lives as long as `self`. Atomics are sound over memory the kernel writes.
+        // SAFETY: the invariants stated just above hold here.
         unsafe { &*(self.map.as_ptr().add(off) as *const AtomicU32) }
     }
 
@@ -127,9 +128,10 @@ impl XskRing {
     #[inline]
     pub(crate) fn put_addr(&mut self, i: u32, addr: u64) {
         let p = self.slot(self.cached_prod.wrapping_add(i)) as *mut u64;
-        // SAFETY: the slot lies in the mapping (see `slot`), is 8-byte aligned (desc_off is a
+        // Why this is sound: the slot lies in the mapping (see `slot`), is 8-byte aligned (desc_off is a
         // multiple of 8, descriptors are 8 bytes) and is ours until the producer index
         // passes it.
+        // SAFETY: the invariants stated just above hold here.
         unsafe { p.write_volatile(addr) };
     }
 

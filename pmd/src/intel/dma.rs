@@ -97,9 +97,10 @@ impl IovaMap for Identity {
 pub(crate) fn pin(virt: NonNull<u8>, len: usize) -> Result<(), IntelError> {
     for off in (0..len).step_by(PAGE_4K) {
         let p = virt.as_ptr().wrapping_add(off);
-        // SAFETY: callers pass a range that is mapped readable (DmaMem's own mapping, or a
+        // Why this is sound: callers pass a range that is mapped readable (DmaMem's own mapping, or a
         // pool region whose owner guarantees the mapping). Only a read: a peer may be writing
         // the same bytes. (For private writable memory mlock below faults pages in for write.)
+        // SAFETY: the invariants stated just above hold here.
         unsafe { p.read_volatile() };
     }
     // SAFETY: mlock only changes the residency of the given range, which is mapped.

@@ -422,9 +422,10 @@ impl State {
             self.dma_refused += 1;
             return None;
         }
-        // SAFETY: `addr..addr+8` lies inside a range the driver mapped for the device
+        // Why this is sound: `addr..addr+8` lies inside a range the driver mapped for the device
         // (checked above) and is aligned; the driver keeps mapped ranges alive until it
         // unmaps them. Volatile: the driver reads and writes the same memory.
+        // SAFETY: the invariants stated just above hold here.
         Some(unsafe { (addr as *const u64).read_volatile() })
     }
 

@@ -163,15 +163,17 @@ impl<R: Regs> IntelPort<R> {
                      use ring_size <= 256 or hugepages"
                 )));
             }
-            // SAFETY: off + ring_bytes <= stride * 2 * queues <= ring_mem.len(); the ring is
+            // Why this is sound: off + ring_bytes <= stride * 2 * queues <= ring_mem.len(); the ring is
             // 4 KiB-aligned (hence 16), `rs` is a power of two, and ring_mem lives in the
             // port as long as the queues do. It is contiguous for the device (checked).
+            // SAFETY: the invariants stated just above hold here.
             Ok(unsafe { DescMem::new(ring_mem.virt().as_ptr().add(off), rs, ring_mem.iova(off)) })
         };
 
-        // SAFETY: pool_mem is a live mapping of at least layout.bytes() bytes, owned by the
+        // Why this is sound: pool_mem is a live mapping of at least layout.bytes() bytes, owned by the
         // port; the Region is handed out with the documented rule that it is valid while
         // the port lives.
+        // SAFETY: the invariants stated just above hold here.
         let region = unsafe { Region::from_raw(pool_mem.virt(), pool_mem.len()) };
         let pool = Pool::new(cfg.pool, layout, region)
             .map_err(|e| IntelError::Config(format!("pool: {e}")))?;

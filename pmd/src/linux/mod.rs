@@ -174,9 +174,10 @@ impl Mmap {
 
     /// A region over the whole mapping. Valid while `self` lives.
     pub fn region(&self) -> Region {
-        // SAFETY: the mapping is `len` bytes, readable and writable, and stays mapped until
+        // Why this is sound: the mapping is `len` bytes, readable and writable, and stays mapped until
         // Drop; users of the region are told (in the port docs) that it is valid only while
         // the port that owns this mapping lives.
+        // SAFETY: the invariants stated just above hold here.
         unsafe { Region::from_raw(self.base, self.len) }
     }
 }
