@@ -432,24 +432,34 @@ fn run_loop_forwards_idles_and_stops() {
     let waker = sw.waker();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    // Housekeeping runs are counted where the test can watch them, so the test stops the
+    // loop only after it has seen the loop go idle (stopping as soon as the frames arrive
+    // raced the loop's way into its idle phase on a loaded host).
+    let chores = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let chores2 = chores.clone();
     let runner = std::thread::spawn(move || {
-        let mut chores = 0u64;
-        sw.run_with(&stop2, |_| chores += 1).expect("runs");
-        (sw, chores)
+        sw.run_with(&stop2, |_| {
+            chores2.fetch_add(1, Relaxed);
+        })
+        .expect("runs");
+        sw
     });
     pa.release(500);
     waker.wake();
-    // Bounded wait for the frames to arrive.
-    for _ in 0..2000 {
-        if SimProbe::get(&pb.sunk) == 500 {
+    // Bounded wait for the frames to arrive and for the loop to idle with housekeeping.
+    for _ in 0..5000 {
+        if SimProbe::get(&pb.sunk) == 500 && chores.load(Relaxed) > 0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     stop.store(true, Relaxed);
     waker.wake();
-    let (sw, chores) = runner.join().expect("run loop thread");
+    let sw = runner.join().expect("run loop thread");
     assert_eq!(SimProbe::get(&pb.sunk), 500);
-    assert!(chores > 0, "housekeeping never ran while idle");
+    assert!(
+        chores.load(Relaxed) > 0,
+        "housekeeping never ran while idle"
+    );
     assert_eq!(sw.counters(PortId(1)).expect("present").snapshot().tx, 500);
 }
