@@ -238,6 +238,102 @@ impl Region {
 /// copy yields torn data, never an invalid value: callers treat copied-out data as untrusted
 /// and validate it. The copy is a `memmove` because frame copies are on the hot path.
 ///
+/// Bytes at the start of a block that [`Blocks`] reads and writes: a frame's Ethernet
+/// header (two MACs and the EtherType) with room to spare.
+pub const BLOCK_HEAD: usize = 16;
+
+/// A region seen as `count` equal blocks of `1 << shift` bytes (the buffers of a pool), for
+/// reading and writing the first [`BLOCK_HEAD`] bytes of a block — a frame header — on a
+/// burst path without a bounds check per access.
+///
+/// The bounds are checked once, when the view is made ([`Region::blocks`]). A block index
+/// past the last block is clamped to the last block (one compare, no branch), so no index
+/// can reach outside the region; callers check indices against the pool themselves and use
+/// the clamp only as the memory-safety backstop. Like [`Region`], every access is a volatile
+/// copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Blocks {
+    base: NonNull<u8>,
+    last: u32,
+    /// Block size in bytes (`1 << shift`): a multiply needs no shift-count register.
+    size: usize,
+    writable: bool,
+}
+
+// SAFETY: as for Region: a pointer into a mapping whose creator keeps it mapped, accessed only
+// through volatile copies.
+unsafe impl Send for Blocks {}
+// SAFETY: as for Send: no method hands out a reference to the bytes.
+unsafe impl Sync for Blocks {}
+
+impl Region {
+    /// This region as `count` blocks of `1 << shift` bytes. Fails when there is no block, a
+    /// block is shorter than [`BLOCK_HEAD`], or the blocks do not fit in the region.
+    pub fn blocks(&self, shift: u32, count: u32) -> Result<Blocks, OutOfBounds> {
+        let range = OutOfBounds::Range {
+            offset: 0,
+            len: (count as usize).checked_shl(shift).unwrap_or(usize::MAX),
+            size: self.len,
+        };
+        if count == 0 || shift >= usize::BITS - 32 || (1usize << shift) < BLOCK_HEAD {
+            return Err(range);
+        }
+        // count < 2^32 and shift < BITS - 32: the product cannot overflow.
+        if (count as usize) << shift > self.len {
+            return Err(range);
+        }
+        Ok(Blocks {
+            base: self.base,
+            last: count - 1,
+            size: 1 << shift,
+            writable: self.writable,
+        })
+    }
+}
+
+impl Blocks {
+    /// The address of block `idx`, clamped to the last block.
+    #[inline]
+    fn at(&self, idx: u32) -> *mut u8 {
+        let off = idx.min(self.last) as usize * self.size;
+        self.base.as_ptr().wrapping_add(off)
+    }
+
+    /// Copies the first [`BLOCK_HEAD`] bytes of block `idx` out (of the last block when
+    /// `idx` is past it).
+    #[inline]
+    pub fn head(&self, idx: u32) -> [u8; BLOCK_HEAD] {
+        let mut out = [0u8; BLOCK_HEAD];
+        // Why this is sound: `at` clamps the index to the last block, `Region::blocks`
+        // checked that every block lies inside the region and is at least BLOCK_HEAD bytes
+        // long, and the region's creator keeps it mapped; `out` is our own memory.
+        // SAFETY: the invariants stated just above hold here.
+        unsafe { copy_volatile(self.at(idx), out.as_mut_ptr(), BLOCK_HEAD) };
+        out
+    }
+
+    /// Writes `bytes` (at most [`BLOCK_HEAD`] of them) at the start of block `idx` (of the
+    /// last block when `idx` is past it). Refused for a read-only region.
+    #[inline]
+    pub fn write_head<const N: usize>(&self, idx: u32, bytes: &[u8; N]) -> Result<(), OutOfBounds> {
+        const { assert!(N <= BLOCK_HEAD) };
+        if !self.writable {
+            return Err(OutOfBounds::ReadOnly { offset: 0, len: N });
+        }
+        // Why this is sound: as in `head` (N <= BLOCK_HEAD bytes of a block inside the
+        // region), and the region is writable (checked above).
+        // SAFETY: the invariants stated just above hold here.
+        unsafe { copy_volatile(bytes.as_ptr(), self.at(idx), N) };
+        Ok(())
+    }
+
+    /// Blocks in the view.
+    #[inline]
+    pub fn count(&self) -> u32 {
+        self.last + 1
+    }
+}
+
 /// # Safety
 /// `src..src+len` must be readable and `dst..dst+len` writable.
 #[inline]
@@ -312,6 +408,31 @@ mod tests {
         let mut b = [0u8; 2];
         r.read(30, &mut b).expect("inside");
         assert_eq!(b, [1, 2]);
+    }
+
+    #[test]
+    fn blocks_read_and_write_heads_within_bounds() {
+        let m = LocalMem::new(4 * 256);
+        let r = m.region();
+        assert!(
+            r.blocks(8, 5).is_err(),
+            "five blocks of 256 do not fit 1024 bytes"
+        );
+        assert!(r.blocks(3, 4).is_err(), "blocks shorter than a head");
+        assert!(r.blocks(8, 0).is_err(), "no block");
+        let b = r.blocks(8, 4).expect("fits");
+        assert_eq!(b.count(), 4);
+        b.write_head(2, &[7u8; 12]).expect("writable");
+        assert_eq!(r.read_u64(512), Ok(u64::from_ne_bytes([7; 8])));
+        assert_eq!(&b.head(2)[..13], &[7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 0]);
+        // An index past the end is clamped to the last block, never outside the region.
+        b.write_head(1000, &[9u8; 4]).expect("clamped");
+        assert_eq!(&b.head(3)[..5], &[9, 9, 9, 9, 0]);
+        let ro = r.read_only().blocks(8, 4).expect("fits");
+        assert!(matches!(
+            ro.write_head(0, &[1u8; 2]),
+            Err(OutOfBounds::ReadOnly { .. })
+        ));
     }
 
     #[test]
