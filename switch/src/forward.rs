@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use grant_pool::{BufHandle, Pool, PoolId, PoolSet, Region};
+use grant_pool::{Blocks, BufHandle, Pool, PoolId, PoolSet, Region};
 use pmd::{Frame, Port};
 
 use crate::counters::{DropReason, PortCounters, bump};
@@ -165,6 +165,8 @@ pub enum SwitchError {
 #[derive(Debug, Clone, Copy)]
 struct PoolSlot {
     mem: Option<Region>,
+    /// `mem` as the pool's buffers, for reading headers without a check per frame.
+    blocks: Option<Blocks>,
     /// Buffers in the pool; 0 when the pool is unknown (every handle fails the check).
     count: u32,
     /// log2 of the buffer size.
@@ -177,6 +179,7 @@ struct PoolSlot {
 
 const NO_POOL: PoolSlot = PoolSlot {
     mem: None,
+    blocks: None,
     count: 0,
     shift: 0,
     size: 0,
@@ -387,10 +390,12 @@ impl Switch {
         };
         for pool in mine {
             let layout = pool.layout();
+            let shift = layout.buf_size.trailing_zeros();
             self.pools[pool.id().0 as usize] = PoolSlot {
                 mem: Some(pool.region()),
+                blocks: pool.region().blocks(shift, layout.count as u32).ok(),
                 count: layout.count as u32,
-                shift: layout.buf_size.trailing_zeros(),
+                shift,
                 size: layout.buf_size as u32,
                 owner: idx as u16,
             };
@@ -556,32 +561,38 @@ impl Switch {
             now,
             last_src: u64::MAX,
         };
-        match ps.mem {
-            Some(mem) if !irregular => {
-                // Pass 1, regular burst: read each header and decide.
+        // Set when pass 1 found every frame of the burst going to the same place (then
+        // `dests` is left unwritten until the scatter below needs it).
+        let mut single: Option<u16> = None;
+        match ps.blocks {
+            Some(blocks) if !irregular => {
+                // Pass 1, regular burst: read each header and decide. Every index was checked
+                // against the pool above, so the header reads need no check of their own.
+                let head = |f: &Frame| {
+                    let (w0, w1) = split16(&blocks.head(f.buf.raw() & 0x00ff_ffff));
+                    (w0, w1 as u32)
+                };
+                // Bursts are mostly runs of one flow: find how far the first frame's 12
+                // header bytes repeat (a load and a compare per frame, no call), decide once.
+                let h0 = head(&rx[0]);
+                let run = 1 + rx[1..].iter().take_while(|f| head(f) == h0).count();
+                let d0 = look.decide(h0.0, h0.1);
                 let dests = &mut self.dests[..n];
-                let shift = ps.shift;
-                // The previous frame's first 12 header bytes and where it went: a run of
-                // frames of one flow costs one compare each. The initial values are a real
-                // header (broadcast from a group source) whose decision is indeed FLOOD.
-                let (mut last_w0, mut last_w1, mut last_dest) = (u64::MAX, u32::MAX, FLOOD);
-                for (f, dest) in rx.iter().zip(dests.iter_mut()) {
-                    let off = ((f.buf.raw() & 0x00ff_ffff) as usize) << shift;
-                    let mut hdr = [0u8; 16];
-                    if mem.read(off, &mut hdr).is_err() {
-                        bad += 1;
-                        self.free_after.push(f.buf);
-                        *dest = DROPPED;
-                        continue;
+                if run == n {
+                    single = Some(d0);
+                } else {
+                    dests[..run].fill(d0);
+                    // The previous frame's header and where it went: a run costs one compare
+                    // per frame.
+                    let (mut last, mut last_dest) = (h0, d0);
+                    for (f, dest) in rx[run..].iter().zip(dests[run..].iter_mut()) {
+                        let h = head(f);
+                        if h != last {
+                            last = h;
+                            last_dest = look.decide(h.0, h.1);
+                        }
+                        *dest = last_dest;
                     }
-                    let (w0, w1) = split16(&hdr);
-                    let w1 = w1 as u32;
-                    if w0 != last_w0 || w1 != last_w1 {
-                        last_w0 = w0;
-                        last_w1 = w1;
-                        last_dest = look.decide(w0, w1);
-                    }
-                    *dest = last_dest;
                 }
             }
             _ => {
@@ -626,8 +637,13 @@ impl Switch {
                 }
             }
         }
-        let d0 = self.dests[0];
-        let differ = self.dests[..n].iter().fold(0, |a, &d| a | (d ^ d0));
+        let (d0, differ) = match single {
+            Some(d) => (d, 0),
+            None => {
+                let d0 = self.dests[0];
+                (d0, self.dests[..n].iter().fold(0, |a, &d| a | (d ^ d0)))
+            }
+        };
 
         let uniform = differ == 0 && d0 < FLOOD_OR_DROP && mixed == 0;
         if uniform
@@ -671,6 +687,9 @@ impl Switch {
         }
 
         // Scatter into per-destination queues.
+        if let Some(d) = single {
+            self.dests[..n].fill(d);
+        }
         let (mut flooded, mut nodest) = (0u64, 0u64);
         for i in 0..n {
             let f = self.rx[i];
