@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use grant_pool::{
-    BufHandle, BufIdx, Pool, PoolError, PoolId, PoolLayout, PoolSet, PoolTable, Region,
+    Blocks, BufHandle, BufIdx, Pool, PoolError, PoolId, PoolLayout, PoolSet, PoolTable, Region,
 };
 
 use crate::{Frame, LinkState, Mac, Port, PortStats};
@@ -268,6 +268,8 @@ pub struct SimPort {
     name: String,
     mac: Mac,
     pool: Pool,
+    /// The pool as its buffers, for writing the MACs of generated frames.
+    blocks: Blocks,
     pools: [Pool; 1],
     own: PoolSet,
     readable: PoolSet,
@@ -337,6 +339,10 @@ impl SimPort {
         }
         let mem = PoolMem::new(layout.bytes())?;
         let pool = Pool::new(cfg.pool, layout, mem.region())?;
+        let blocks = mem
+            .region()
+            .blocks(cfg.buf_size.trailing_zeros(), total as u32)
+            .map_err(PoolError::from)?;
         let mut peers = PoolTable::new();
         peers.insert(pool);
         let own = PoolSet::of(cfg.pool);
@@ -363,6 +369,7 @@ impl SimPort {
             name: cfg.name,
             mac: cfg.mac,
             pool,
+            blocks,
             pools: [pool],
             own,
             readable: own,
@@ -622,12 +629,13 @@ impl Port for SimPort {
         self.gen_free.truncate(start);
         if self.vary_macs && !self.sequence && !self.macs.is_empty() {
             // Only the MACs vary: write the next 12 pre-computed header bytes per frame.
-            let mem = self.pool.region();
-            let shift = self.pool.layout().buf_size.trailing_zeros();
             let period = self.macs.len();
             let mut at = self.next_frame % period;
             for o in &out[..n] {
-                let _ = mem.write((o.buf.idx().0 as usize) << shift, &self.macs[at]);
+                // Cannot fail: the pool is this port's own, writable memory.
+                let _ = self
+                    .blocks
+                    .write_head(o.buf.raw() & 0x00ff_ffff, &self.macs[at]);
                 at += 1;
                 if at == period {
                     at = 0;
@@ -663,27 +671,19 @@ impl Port for SimPort {
         if tail >= cap {
             tail -= cap;
         }
-        if !self.verify && limit > 0 {
-            // One pool for the whole burst (the common case): check once, copy in bulk.
+        if !self.verify && limit > 0 && self.readable.contains(frames[0].buf.pool()) {
+            // One pool for the whole burst (the common case): one pass copies the handles
+            // into the free ring slots, sums the bytes and checks that every frame is of
+            // the first one's pool. The slots only count once `ring_len` covers them, so a
+            // burst that fails the check leaves nothing behind.
             let p0 = frames[0].buf.raw() >> 24;
-            let other = frames[..limit]
-                .iter()
-                .fold(0, |a, f| a | ((f.buf.raw() >> 24) ^ p0));
-            if other == 0 && self.readable.contains(frames[0].buf.pool()) {
-                let first = limit.min(cap - tail);
-                for (r, f) in self.ring[tail..tail + first]
-                    .iter_mut()
-                    .zip(&frames[..first])
-                {
-                    *r = f.buf;
-                }
-                for (r, f) in self.ring[..limit - first]
-                    .iter_mut()
-                    .zip(&frames[first..limit])
-                {
-                    *r = f.buf;
-                }
-                let bytes: u64 = frames[..limit].iter().map(|f| f.len as u64).sum();
+            let first = limit.min(cap - tail);
+            let (a, b) = (
+                Self::take(&mut self.ring[tail..tail + first], &frames[..first], p0),
+                Self::take(&mut self.ring[..limit - first], &frames[first..limit], p0),
+            );
+            if a.0 | b.0 == 0 {
+                let bytes = a.1 + b.1;
                 self.ring_len += limit;
                 self.local.refused += (frames.len() - limit) as u64;
                 self.stats.tx_packets += limit as u64;
@@ -735,16 +735,21 @@ impl Port for SimPort {
         let count = self.pool.layout().count as u32;
         // (count - 1 - idx) is negative exactly when idx is past the end (both fit 25 bits).
         let last = count as i32 - 1;
-        let (mut pool_x, mut signs) = (0u32, 0i32);
+        // The same pass sorts the burst for the free stacks (see `push_free`).
+        let gen_bufs = self.gen_bufs as i32;
+        let (mut pool_x, mut signs, mut spare, mut gen_) = (0u32, 0i32, 0i32, 0i32);
         for h in bufs {
+            let i = (h.raw() & 0x00ff_ffff) as i32;
             pool_x |= (h.raw() >> 24) ^ id;
-            signs |= last - h.idx().0 as i32;
+            signs |= last - i;
+            spare |= gen_bufs - 1 - i;
+            gen_ |= i - gen_bufs;
         }
         if pool_x != 0 || signs < 0 {
             return self.reclaim_each(bufs);
         }
         if !self.track {
-            self.push_free(bufs);
+            self.push_sorted(bufs, spare, gen_);
             self.publish_free();
             return;
         }
@@ -760,12 +765,30 @@ impl Port for SimPort {
                 }
             }
         }
-        self.push_free(bufs);
+        self.push_sorted(bufs, spare, gen_);
         self.publish_free();
     }
 }
 
 impl SimPort {
+    /// Copies the handles of `frames` into `ring` (as long as each other); returns nonzero
+    /// when some frame is not of pool `p0`, and the bytes of the frames.
+    #[inline]
+    fn take(ring: &mut [BufHandle], frames: &[Frame], p0: u32) -> (u32, u64) {
+        let (mut other, mut bytes) = (0u32, 0u64);
+        // 32-bit sums (which vectorise) of at most 2^16 frames of at most 2^16 - 1 bytes.
+        for (ring, frames) in ring.chunks_mut(1 << 16).zip(frames.chunks(1 << 16)) {
+            let mut sum = 0u32;
+            for (r, f) in ring.iter_mut().zip(frames) {
+                *r = f.buf;
+                other |= (f.buf.raw() >> 24) ^ p0;
+                sum += f.len as u32;
+            }
+            bytes += sum as u64;
+        }
+        (other, bytes)
+    }
+
     /// `tx_burst` frame by frame: mixed pools, unreadable frames, verification.
     #[inline(never)]
     fn tx_each(&mut self, frames: &[Frame], limit: usize, mut tail: usize) -> usize {
@@ -804,15 +827,22 @@ impl SimPort {
     /// Puts checked, now-held buffers on the free stacks.
     #[inline]
     fn push_free(&mut self, bufs: &[BufHandle]) {
-        let gen_bufs = self.gen_bufs;
-        // Sign bits (indices fit 24 bits): `spare` < 0 when some buffer is a spare one,
-        // `gen` < 0 when some buffer is a generator one.
+        let gen_bufs = self.gen_bufs as i32;
         let (mut spare, mut gen_) = (0i32, 0i32);
         for h in bufs {
             let i = h.idx().0 as i32;
-            spare |= gen_bufs as i32 - 1 - i;
-            gen_ |= i - gen_bufs as i32;
+            spare |= gen_bufs - 1 - i;
+            gen_ |= i - gen_bufs;
         }
+        self.push_sorted(bufs, spare, gen_);
+    }
+
+    /// Puts checked, now-held buffers on the free stacks, given the sign bits (indices fit
+    /// 24 bits) of a fold over them: `spare` < 0 when some buffer is a spare one, `gen_` < 0
+    /// when some buffer is a generator one.
+    #[inline]
+    fn push_sorted(&mut self, bufs: &[BufHandle], spare: i32, gen_: i32) {
+        let gen_bufs = self.gen_bufs;
         if spare >= 0 {
             self.gen_free.extend_from_slice(bufs);
         } else if gen_ >= 0 {
@@ -973,6 +1003,60 @@ mod tests {
         assert!(s.revoke_tx_pool(PoolId(1)));
         assert!(!s.tx_pools().contains(PoolId(1)));
         assert_eq!(s.tx_burst(&out), 0, "no longer readable");
+    }
+
+    #[test]
+    fn round_robin_macs_are_written_into_each_handed_out_buffer() {
+        let mut g = port("g", 1, |c| {
+            c.dst = MacPattern::RoundRobin(vec![[2, 0, 0, 0, 0, 7], [2, 0, 0, 0, 0, 8]]);
+            c.src = Some(MacPattern::RoundRobin(vec![
+                [2, 0, 0, 0, 1, 1],
+                [2, 0, 0, 0, 1, 2],
+                [2, 0, 0, 0, 1, 3],
+            ]));
+        });
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
+        let mut seen = 0;
+        for _ in 0..3 {
+            assert_eq!(g.rx_burst(&mut out[..5]), 5);
+            for f in &out[..5] {
+                let b = read(&g.pool(), f);
+                assert_eq!(b[5], 7 + (seen % 2) as u8, "frame {seen} destination");
+                assert_eq!(b[11], 1 + (seen % 3) as u8, "frame {seen} source");
+                assert_eq!(&b[12..14], &SIM_ETHERTYPE.to_be_bytes());
+                seen += 1;
+            }
+            // Buffers come back in another order than they went out.
+            let mut back: Vec<BufHandle> = out[..5].iter().map(|f| f.buf).collect();
+            back.reverse();
+            g.reclaim(&back);
+        }
+    }
+
+    #[test]
+    fn a_burst_with_an_unreadable_frame_takes_only_the_frames_before_it() {
+        let mut g1 = port("g1", 1, |_| {});
+        let mut g2 = port("g2", 2, |_| {});
+        let mut s = port("s", 3, |c| {
+            c.generate = false;
+            c.tx_ring = 4;
+        });
+        s.grant_read(g1.pool());
+        let mut a = [Frame::new(BufHandle::from_raw(0), 0); 3];
+        let mut b = [Frame::new(BufHandle::from_raw(0), 0); 1];
+        assert_eq!(g1.rx_burst(&mut a), 3);
+        assert_eq!(g2.rx_burst(&mut b), 1);
+        // Fill the ring so that the burst wraps around its end.
+        assert_eq!(s.tx_burst(&a[..3]), 3);
+        let mut done = [BufHandle::from_raw(0); 4];
+        assert_eq!(s.tx_done(&mut done[..2]), 2);
+        let burst = [a[0], a[1], b[0], a[2]];
+        assert_eq!(s.tx_burst(&burst), 2, "stops at the frame of pool 2");
+        assert_eq!(s.stats().tx_packets, 5);
+        assert_eq!(s.stats().tx_bytes, 5 * 64);
+        assert_eq!(s.tx_done(&mut done), 3);
+        assert_eq!(&done[..3], &[a[2].buf, a[0].buf, a[1].buf]);
+        assert_eq!(SimProbe::get(&s.probe().unreadable), 1);
     }
 
     #[test]
