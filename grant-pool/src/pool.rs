@@ -24,7 +24,17 @@ pub struct PoolId(pub u8);
 pub struct BufIdx(pub u32);
 
 /// Names one buffer: pool in the top 8 bits, index in the low 24. Fits a ring descriptor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 #[repr(transparent)]
 pub struct BufHandle(u32);
 
