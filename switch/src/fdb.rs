@@ -4,7 +4,9 @@
 //! cache line), filled to at most half, so a probe usually touches one line. The table is
 //! bounded: once it holds `max_entries` stations, new ones are not learned (their frames are
 //! flooded, as unknown unicast is) and the refusal is counted. Learning writes a slot only
-//! when its port or tick changed, so a busy station does not dirty its line on every frame.
+//! when the station moved or its recorded tick is more than 1/64 of the aging time old, so a
+//! busy station dirties its line about 64 times per aging period, not on every frame; an
+//! entry therefore lasts from `age - age/64` to `age` ticks after its station was last seen.
 //! Entries age lazily: a lookup treats an entry older than the aging time as absent, and a
 //! bounded sweep (a few slots per call) deletes aged entries with backward-shift deletion,
 //! which keeps probe chains short without tombstones.
@@ -18,6 +20,9 @@ pub type MacKey = u64;
 
 /// Mask of the 48 bits of a [`MacKey`].
 pub const MAC_MASK: u64 = (1 << 48) - 1;
+/// What [`Fdb::learn_and_look_up`] reports for a destination it does not know (or a group
+/// address): not a port number.
+pub const UNKNOWN: u16 = u16::MAX;
 const OCCUPIED: u64 = 1 << 48;
 
 /// The key of `mac`.
@@ -68,9 +73,10 @@ pub struct FdbStats {
 /// What [`Fdb::learn`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Learned {
-    /// The entry was already up to date: nothing written.
+    /// The entry was up to date (same port, tick within 1/64 of the aging time): nothing
+    /// written.
     Fresh,
-    /// The entry's tick was refreshed.
+    /// The entry's tick was refreshed (it was more than 1/64 of the aging time old).
     Refreshed,
     /// A new station.
     New,
@@ -91,6 +97,8 @@ pub struct Fdb {
     len: usize,
     max: usize,
     age: u32,
+    /// Ticks a recorded sighting may lag before learning rewrites it (`age / 64`).
+    refresh: u32,
     sweep_at: usize,
     stats: FdbStats,
 }
@@ -119,6 +127,7 @@ impl Fdb {
             len: 0,
             max,
             age,
+            refresh: age >> 6,
             sweep_at: 0,
             stats: FdbStats::default(),
         }
@@ -176,6 +185,81 @@ impl Fdb {
         }
     }
 
+    /// The per-frame work of a switch for a whole burst received on `port`: for each
+    /// `(destination, source)` pair in `frames`, learns the source (when `learn`; as
+    /// [`Fdb::learn`]) and writes to `out` the port the destination was last seen on, or
+    /// [`UNKNOWN`] (as [`Fdb::lookup`]; group destinations are [`UNKNOWN`]).
+    ///
+    /// A frame with the same pair as the one before it repeats its answer, and a source
+    /// equal to the previous frame's is not learned again (a burst is mostly runs of one
+    /// flow). The common case — the source already known on `port`, its tick recent enough,
+    /// in its home slot — costs one hash and one compare and writes nothing; everything
+    /// else goes through [`Fdb::learn`]. The table's geometry is read once per burst.
+    #[inline(never)]
+    pub fn learn_and_look_up(
+        &mut self,
+        port: u16,
+        now: u32,
+        learn: bool,
+        frames: &[(MacKey, MacKey)],
+        out: &mut [u16],
+    ) {
+        // The geometry in registers for the burst (learning never changes it).
+        let (seed, shift, mask) = (self.seed, self.shift, self.mask);
+        let slot = move |key: u64| {
+            ((key ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize & mask
+        };
+        let (mut last_src, mut last_dst, mut last) = (u64::MAX, u64::MAX, UNKNOWN);
+        for (&(dst, src), o) in frames.iter().zip(out.iter_mut()) {
+            if dst == last_dst && src == last_src {
+                *o = last;
+                continue;
+            }
+            if learn && src != last_src {
+                let key = (src & MAC_MASK) | OCCUPIED;
+                let s = &self.slots[slot(key)];
+                let fresh =
+                    s.key == key && s.port == port && now.wrapping_sub(s.tick) <= self.refresh;
+                if !fresh {
+                    self.learn_cold(src, port, now);
+                }
+            }
+            last_src = src;
+            last_dst = dst;
+            last = if is_group(dst) {
+                UNKNOWN
+            } else {
+                // The home slot answers most lookups; a longer probe takes the general path.
+                let key = (dst & MAC_MASK) | OCCUPIED;
+                let s = &self.slots[slot(key)];
+                if s.key == key {
+                    if now.wrapping_sub(s.tick) <= self.age {
+                        s.port
+                    } else {
+                        UNKNOWN
+                    }
+                } else if s.key == 0 {
+                    UNKNOWN
+                } else {
+                    self.lookup_cold(dst, now)
+                }
+            };
+            *o = last;
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lookup_cold(&self, mac: MacKey, now: u32) -> u16 {
+        self.lookup(mac, now).unwrap_or(UNKNOWN)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn learn_cold(&mut self, mac: MacKey, port: u16, now: u32) {
+        self.learn(mac, port, now);
+    }
+
     /// Records that `mac` was seen on `port` at `now`.
     #[inline]
     pub fn learn(&mut self, mac: MacKey, port: u16, now: u32) -> Learned {
@@ -196,7 +280,7 @@ impl Fdb {
                     self.stats.moves += 1;
                     return Learned::Moved(old);
                 }
-                if s.tick != now {
+                if now.wrapping_sub(s.tick) > self.refresh {
                     s.tick = now;
                     return Learned::Refreshed;
                 }
@@ -309,6 +393,21 @@ mod tests {
     }
 
     #[test]
+    fn refresh_writes_only_when_the_tick_lags_by_a_64th_of_the_aging_time() {
+        let mut f = Fdb::new(64, 6400);
+        assert_eq!(f.learn(mac(1), 3, 0), Learned::New);
+        assert_eq!(f.learn(mac(1), 3, 100), Learned::Fresh);
+        assert_eq!(f.learn(mac(1), 3, 101), Learned::Refreshed);
+        // Last seen at 150 (recorded 101): alive to 6501 at least, gone after 6501.
+        assert_eq!(f.learn(mac(1), 3, 150), Learned::Fresh);
+        assert_eq!(f.lookup(mac(1), 6501), Some(3));
+        assert_eq!(f.lookup(mac(1), 6502), None);
+        // A move is written at once, whatever the tick.
+        assert_eq!(f.learn(mac(1), 4, 6400), Learned::Moved(3));
+        assert_eq!(f.lookup(mac(1), 12800), Some(4));
+    }
+
+    #[test]
     fn refuses_group_sources() {
         let mut f = Fdb::new(4, 10);
         assert_eq!(f.learn(mac_key(&[0xff; 6]), 1, 0), Learned::BadSource);
@@ -355,6 +454,49 @@ mod tests {
             };
             assert_eq!(f.lookup(mac(i), 0), want);
         }
+    }
+
+    #[test]
+    fn burst_learning_and_lookup_match_frame_by_frame() {
+        // The same frames through the burst call and through learn + lookup one by one.
+        let mut a = Fdb::new(8, 10);
+        let mut b = Fdb::new(8, 10);
+        let bc = mac_key(&[0xff; 6]);
+        let frames: Vec<(MacKey, MacKey)> = vec![
+            (mac(2), mac(1)),
+            (mac(2), mac(1)),
+            (mac(1), mac(2)),
+            (bc, mac(3)),
+            (mac(3), bc),
+            (mac(3), mac(4)),
+            (mac(9), mac(5)),
+        ];
+        let mut out = vec![0u16; frames.len()];
+        for (tick, port) in [(0, 1u16), (0, 2), (5, 2), (20, 3)] {
+            a.learn_and_look_up(port, tick, true, &frames, &mut out);
+            let mut want = Vec::new();
+            for &(dst, src) in &frames {
+                b.learn(src, port, tick);
+                want.push(if is_group(dst) {
+                    UNKNOWN
+                } else {
+                    b.lookup(dst, tick).unwrap_or(UNKNOWN)
+                });
+            }
+            assert_eq!(out, want, "tick {tick} port {port}");
+            assert_eq!(a.len(), b.len());
+            assert_eq!(a.stats().moves, b.stats().moves);
+            assert_eq!(a.stats().full, b.stats().full);
+        }
+        // Sources were refreshed at tick 20 on port 3: alive until 30, then aged.
+        assert_eq!(a.lookup(mac(1), 30), Some(3));
+        assert_eq!(a.lookup(mac(1), 31), None);
+        // Learning off: nothing learned, lookups still answered.
+        let mut c = Fdb::new(8, 10);
+        c.learn(mac(2), 4, 0);
+        c.learn_and_look_up(1, 0, false, &frames[..1], &mut out[..1]);
+        assert_eq!(out[0], 4);
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

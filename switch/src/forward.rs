@@ -39,7 +39,7 @@ use grant_pool::{Blocks, BufHandle, Pool, PoolId, PoolSet, Region};
 use pmd::{Frame, Port};
 
 use crate::counters::{DropReason, PortCounters, bump};
-use crate::fdb::{Fdb, FdbStats, MAC_MASK, is_group};
+use crate::fdb::{Fdb, FdbStats, MAC_MASK, MacKey, UNKNOWN, is_group};
 use crate::run::{IdleConfig, Waker};
 
 /// The most frames forwarded per burst.
@@ -49,7 +49,7 @@ pub const MAX_PORTS: usize = 1024;
 /// Ethernet header bytes: two MACs and the EtherType.
 pub const ETH_HEADER: usize = 14;
 
-const FLOOD: u16 = u16::MAX;
+const FLOOD: u16 = UNKNOWN;
 const DROPPED: u16 = u16::MAX - 1;
 const HAIRPIN: u16 = u16::MAX - 2;
 /// Destinations at or above this are not ports.
@@ -101,7 +101,8 @@ pub struct SwitchConfig {
     pub burst: usize,
     /// Most stations the FDB holds.
     pub fdb_entries: usize,
-    /// How long a station stays in the FDB after it was last seen.
+    /// How long a station stays in the FDB after it was last seen (to within 1/64 of this:
+    /// the FDB records sightings at that granularity, see [`crate::fdb`]).
     pub aging: Duration,
     /// Whether source MACs are learned (off: every frame is flooded).
     pub learning: bool,
@@ -304,6 +305,8 @@ pub struct Switch {
     polls: u32,
     rx: Box<[Frame; MAX_BURST]>,
     dests: Box<[u16; MAX_BURST]>,
+    /// Destination and source MAC of each frame of a burst, for the FDB.
+    pairs: Box<[(MacKey, MacKey); MAX_BURST]>,
     scratch: Box<[Frame; MAX_BURST]>,
     done: Box<[BufHandle; MAX_BURST]>,
     allocated: Box<[BufHandle; MAX_BURST]>,
@@ -336,6 +339,7 @@ impl Switch {
             polls: 0,
             rx: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             dests: Box::new([FLOOD; MAX_BURST]),
+            pairs: Box::new([(0, 0); MAX_BURST]),
             scratch: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             done: Box::new([BufHandle::from_raw(0); MAX_BURST]),
             allocated: Box::new([BufHandle::from_raw(0); MAX_BURST]),
@@ -545,22 +549,20 @@ impl Switch {
         // Each term is negative exactly when its bound is broken (all values fit 25 bits).
         let (last_idx, size) = (ps.count as i32 - 1, ps.size as i32);
         let (mut pool_x, mut signs) = (0u32, 0i32);
-        for f in rx {
-            let raw = f.buf.raw();
-            let len = f.len as i32;
+        let mut check = |raw: u32, len: i32| {
             pool_x |= (raw >> 24) ^ first_pool;
             signs |=
                 (last_idx - (raw & 0x00ff_ffff) as i32) | (size - len) | (len - ETH_HEADER as i32);
+        };
+        match Frame::words(rx) {
+            // The same checks over the frames as pairs of words, which vectorises well.
+            Some(words) => words
+                .iter()
+                .for_each(|w| check(w[0], (w[1] & 0xffff) as i32)),
+            None => rx.iter().for_each(|f| check(f.buf.raw(), f.len as i32)),
         }
         let irregular = pool_x != 0 || signs < 0;
         let mut mixed = 0u32;
-        let mut look = Lookup {
-            fdb: &mut self.fdb,
-            learning: self.learning,
-            inp: inp16,
-            now,
-            last_src: u64::MAX,
-        };
         // Set when pass 1 found every frame of the burst going to the same place (then
         // `dests` is left unwritten until the scatter below needs it).
         let mut single: Option<u16> = None;
@@ -576,27 +578,41 @@ impl Switch {
                 // header bytes repeat (a load and a compare per frame, no call), decide once.
                 let h0 = head(&rx[0]);
                 let run = 1 + rx[1..].iter().take_while(|f| head(f) == h0).count();
-                let d0 = look.decide(h0.0, h0.1);
+                let pairs = &mut self.pairs[..n];
                 let dests = &mut self.dests[..n];
-                if run == n {
-                    single = Some(d0);
+                // The MAC pairs to learn and look up: the first frame's alone when the whole
+                // burst is one run, else every frame's (the FDB repeats its answer for a run).
+                let k = if run == n {
+                    pairs[0] = mac_pair(h0.0, h0.1);
+                    1
                 } else {
-                    dests[..run].fill(d0);
-                    // The previous frame's header and where it went: a run costs one compare
-                    // per frame.
-                    let (mut last, mut last_dest) = (h0, d0);
-                    for (f, dest) in rx[run..].iter().zip(dests[run..].iter_mut()) {
-                        let h = head(f);
-                        if h != last {
-                            last = h;
-                            last_dest = look.decide(h.0, h.1);
-                        }
-                        *dest = last_dest;
+                    for (f, p) in rx.iter().zip(pairs.iter_mut()) {
+                        let (w0, w1) = head(f);
+                        *p = mac_pair(w0, w1);
                     }
+                    n
+                };
+                self.fdb
+                    .learn_and_look_up(inp16, now, self.learning, &pairs[..k], &mut dests[..k]);
+                for d in dests[..k].iter_mut() {
+                    // Unknown destinations are flooded (UNKNOWN == FLOOD); never back out.
+                    if *d == inp16 {
+                        *d = HAIRPIN;
+                    }
+                }
+                if run == n {
+                    single = Some(dests[0]);
                 }
             }
             _ => {
                 // Pass 1, a burst with something unusual: check each frame on its own.
+                let mut look = Lookup {
+                    fdb: &mut self.fdb,
+                    learning: self.learning,
+                    inp: inp16,
+                    now,
+                    last_src: u64::MAX,
+                };
                 let pools = &*self.pools;
                 let mut pool_id = u32::MAX;
                 let mut ps = NO_POOL;
@@ -947,8 +963,7 @@ impl Lookup<'_> {
     /// and returns where the frame goes: a port, `FLOOD` or `HAIRPIN`.
     #[inline(never)]
     fn decide(&mut self, w0: u64, w1: u32) -> u16 {
-        let dst = w0 & MAC_MASK;
-        let src = (w0 >> 48) | ((w1 as u64) << 16);
+        let (dst, src) = mac_pair(w0, w1);
         if self.learning && src != self.last_src {
             self.last_src = src;
             self.fdb.learn(src, self.inp, self.now);
@@ -976,6 +991,13 @@ fn pools_differ(bufs: &[BufHandle], p0: u32) -> u32 {
         }
     }
     acc.iter().fold(0, |a, &b| a | b)
+}
+
+/// The destination and source MAC keys of a header whose first 12 bytes are `w0`, `w1`
+/// (little-endian).
+#[inline]
+fn mac_pair(w0: u64, w1: u32) -> (MacKey, MacKey) {
+    (w0 & MAC_MASK, (w0 >> 48) | ((w1 as u64) << 16))
 }
 
 /// The first 16 header bytes as two little-endian words.
