@@ -773,16 +773,24 @@ impl Port for SimPort {
 impl SimPort {
     /// Copies the handles of `frames` into `ring` (as long as each other); returns nonzero
     /// when some frame is not of pool `p0`, and the bytes of the frames.
-    #[inline]
+    #[inline(never)]
     fn take(ring: &mut [BufHandle], frames: &[Frame], p0: u32) -> (u32, u64) {
         let (mut other, mut bytes) = (0u32, 0u64);
-        // 32-bit sums (which vectorise) of at most 2^16 frames of at most 2^16 - 1 bytes.
-        for (ring, frames) in ring.chunks_mut(1 << 16).zip(frames.chunks(1 << 16)) {
-            let mut sum = 0u32;
+        let Some(words) = Frame::words(frames) else {
             for (r, f) in ring.iter_mut().zip(frames) {
                 *r = f.buf;
                 other |= (f.buf.raw() >> 24) ^ p0;
-                sum += f.len as u32;
+                bytes += f.len as u64;
+            }
+            return (other, bytes);
+        };
+        // 32-bit sums (which vectorise) of at most 2^16 frames of at most 2^16 - 1 bytes.
+        for (ring, words) in ring.chunks_mut(1 << 16).zip(words.chunks(1 << 16)) {
+            let mut sum = 0u32;
+            for (r, w) in ring.iter_mut().zip(words) {
+                *r = BufHandle::from_raw(w[0]);
+                other |= (w[0] >> 24) ^ p0;
+                sum += w[1] & 0xffff;
             }
             bytes += sum as u64;
         }
