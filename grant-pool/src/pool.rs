@@ -31,6 +31,7 @@ pub struct BufIdx(pub u32);
     PartialEq,
     Eq,
     Hash,
+    zerocopy::FromBytes,
     zerocopy::IntoBytes,
     zerocopy::Immutable,
     zerocopy::KnownLayout,

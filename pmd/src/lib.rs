@@ -21,6 +21,7 @@ use grant_pool::{BufHandle, Pool, PoolSet};
     Copy,
     PartialEq,
     Eq,
+    zerocopy::FromBytes,
     zerocopy::IntoBytes,
     zerocopy::Immutable,
     zerocopy::KnownLayout,
@@ -46,6 +47,17 @@ impl Frame {
         use zerocopy::{FromBytes, IntoBytes};
         if cfg!(target_endian = "little") {
             <[[u32; 2]]>::ref_from_bytes(frames.as_bytes()).ok()
+        } else {
+            None
+        }
+    }
+
+    /// `frames` as pairs of words to write, as [`Frame::words`] reads them.
+    #[inline]
+    pub fn words_mut(frames: &mut [Frame]) -> Option<&mut [[u32; 2]]> {
+        use zerocopy::{FromBytes, IntoBytes};
+        if cfg!(target_endian = "little") {
+            <[[u32; 2]]>::mut_from_bytes(frames.as_mut_bytes()).ok()
         } else {
             None
         }
