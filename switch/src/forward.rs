@@ -582,26 +582,24 @@ impl Switch {
                 let dests = &mut self.dests[..n];
                 // The MAC pairs to learn and look up: the first frame's alone when the whole
                 // burst is one run, else every frame's (the FDB repeats its answer for a run).
-                let k = if run == n {
-                    pairs[0] = mac_pair(h0.0, h0.1);
-                    1
+                // Unknown destinations are flooded (UNKNOWN == FLOOD); never back out.
+                let hairpin = |d: u16| if d == inp16 { HAIRPIN } else { d };
+                if run == n {
+                    let (dst, src) = mac_pair(h0.0, h0.1);
+                    let d = self
+                        .fdb
+                        .learn_and_look_up_one(inp16, now, self.learning, dst, src);
+                    single = Some(hairpin(d));
                 } else {
                     for (f, p) in rx.iter().zip(pairs.iter_mut()) {
                         let (w0, w1) = head(f);
                         *p = mac_pair(w0, w1);
                     }
-                    n
-                };
-                self.fdb
-                    .learn_and_look_up(inp16, now, self.learning, &pairs[..k], &mut dests[..k]);
-                for d in dests[..k].iter_mut() {
-                    // Unknown destinations are flooded (UNKNOWN == FLOOD); never back out.
-                    if *d == inp16 {
-                        *d = HAIRPIN;
+                    self.fdb
+                        .learn_and_look_up(inp16, now, self.learning, pairs, dests);
+                    for d in dests.iter_mut() {
+                        *d = hairpin(*d);
                     }
-                }
-                if run == n {
-                    single = Some(dests[0]);
                 }
             }
             _ => {
