@@ -618,8 +618,18 @@ impl Port for SimPort {
         let start = self.gen_free.len() - n;
         let len = self.frame_len;
         let taken = &self.gen_free[start..];
-        for (o, &h) in out[..n].iter_mut().zip(taken) {
-            *o = Frame::new(h, len);
+        match Frame::words_mut(&mut out[..n]) {
+            // As pairs of words the stores vectorise.
+            Some(words) => {
+                for (o, &h) in words.iter_mut().zip(taken) {
+                    *o = [h.raw(), len as u32];
+                }
+            }
+            None => {
+                for (o, &h) in out[..n].iter_mut().zip(taken) {
+                    *o = Frame::new(h, len);
+                }
+            }
         }
         if self.track {
             for &h in taken {
@@ -678,10 +688,12 @@ impl Port for SimPort {
             // burst that fails the check leaves nothing behind.
             let p0 = frames[0].buf.raw() >> 24;
             let first = limit.min(cap - tail);
-            let (a, b) = (
-                Self::take(&mut self.ring[tail..tail + first], &frames[..first], p0),
-                Self::take(&mut self.ring[..limit - first], &frames[first..limit], p0),
-            );
+            let a = Self::take(&mut self.ring[tail..tail + first], &frames[..first], p0);
+            let b = if first < limit {
+                Self::take(&mut self.ring[..limit - first], &frames[first..limit], p0)
+            } else {
+                (0, 0)
+            };
             if a.0 | b.0 == 0 {
                 let bytes = a.1 + b.1;
                 self.ring_len += limit;
@@ -773,26 +785,27 @@ impl Port for SimPort {
 impl SimPort {
     /// Copies the handles of `frames` into `ring` (as long as each other); returns nonzero
     /// when some frame is not of pool `p0`, and the bytes of the frames.
-    #[inline(never)]
+    #[inline]
     fn take(ring: &mut [BufHandle], frames: &[Frame], p0: u32) -> (u32, u64) {
         let (mut other, mut bytes) = (0u32, 0u64);
-        let Some(words) = Frame::words(frames) else {
-            for (r, f) in ring.iter_mut().zip(frames) {
-                *r = f.buf;
-                other |= (f.buf.raw() >> 24) ^ p0;
-                bytes += f.len as u64;
+        match Frame::words(frames) {
+            // A 32-bit sum (which vectorises) of at most 2^16 frames of under 2^16 bytes.
+            Some(words) if words.len() <= 1 << 16 => {
+                let mut sum = 0u32;
+                for (r, w) in ring.iter_mut().zip(words) {
+                    *r = BufHandle::from_raw(w[0]);
+                    other |= (w[0] >> 24) ^ p0;
+                    sum += w[1] & 0xffff;
+                }
+                bytes = sum as u64;
             }
-            return (other, bytes);
-        };
-        // 32-bit sums (which vectorise) of at most 2^16 frames of at most 2^16 - 1 bytes.
-        for (ring, words) in ring.chunks_mut(1 << 16).zip(words.chunks(1 << 16)) {
-            let mut sum = 0u32;
-            for (r, w) in ring.iter_mut().zip(words) {
-                *r = BufHandle::from_raw(w[0]);
-                other |= (w[0] >> 24) ^ p0;
-                sum += w[1] & 0xffff;
+            _ => {
+                for (r, f) in ring.iter_mut().zip(frames) {
+                    *r = f.buf;
+                    other |= (f.buf.raw() >> 24) ^ p0;
+                    bytes += f.len as u64;
+                }
             }
-            bytes += sum as u64;
         }
         (other, bytes)
     }
