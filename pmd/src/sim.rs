@@ -639,17 +639,19 @@ impl Port for SimPort {
         self.gen_free.truncate(start);
         if self.vary_macs && !self.sequence && !self.macs.is_empty() {
             // Only the MACs vary: write the next 12 pre-computed header bytes per frame.
+            // In stretches that end where the pattern wraps around: no index check or wrap
+            // test per frame.
             let period = self.macs.len();
             let mut at = self.next_frame % period;
-            for o in &out[..n] {
-                // Cannot fail: the pool is this port's own, writable memory.
-                let _ = self
-                    .blocks
-                    .write_head(o.buf.raw() & 0x00ff_ffff, &self.macs[at]);
-                at += 1;
-                if at == period {
-                    at = 0;
+            let mut rest = &out[..n];
+            while !rest.is_empty() {
+                let k = rest.len().min(period - at);
+                for (o, m) in rest[..k].iter().zip(&self.macs[at..at + k]) {
+                    // Cannot fail: the pool is this port's own, writable memory.
+                    let _ = self.blocks.write_head(o.buf.raw() & 0x00ff_ffff, m);
                 }
+                rest = &rest[k..];
+                at = if at + k == period { 0 } else { at + k };
             }
             self.next_frame = self.next_frame.wrapping_add(n);
         } else if self.vary_macs || self.sequence {
