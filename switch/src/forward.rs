@@ -9,11 +9,16 @@
 //!    the destination; append the frame to that destination's queue. Group and unknown
 //!    destinations are flooded: the frame is queued to every other port, as the original
 //!    handle for the first one that can read its pool and as "copy this" for the rest. A
-//!    frame whose destination was learned on its ingress port is dropped (hairpin). A frame
-//!    whose 12 MAC bytes equal the previous frame's skips the table (one compare): bursts are
-//!    mostly runs of one flow. The checks of handle, pool and length are done for the whole
-//!    burst first, branch-free (the common burst is one pool and all well-formed); only a
-//!    burst that fails them takes the frame-by-frame path.
+//!    frame whose destination was learned on its ingress port is dropped (hairpin). The
+//!    checks of handle, pool and length are done for the whole burst first, branch-free
+//!    over the frames as pairs of words (`Frame::words`; the common burst is one pool and
+//!    all well-formed); only a burst that fails them takes the frame-by-frame path. A
+//!    checked burst reads its headers through the pool's `Blocks` view (bounds checked once
+//!    per pool, not per frame). Bursts are mostly runs of one flow: the first frame's 12 MAC
+//!    bytes are compared with each following frame's, and a burst that is one run is
+//!    learned and looked up once (`Fdb::learn_and_look_up_one`, inline) and needs no
+//!    per-frame destinations at all; any other burst goes to the FDB as one call over its
+//!    MAC pairs (`Fdb::learn_and_look_up`), which repeats its answer along a run.
 //! 2. **Deliver per destination.** First every copy the burst needs is made (the destination
 //!    allocates buffers from its own pools once per burst; each frame is copied once), and
 //!    only then are handles passed on, so no destination can touch an original while another
