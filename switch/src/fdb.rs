@@ -148,6 +148,11 @@ impl Fdb {
         self.max
     }
 
+    /// Slots in the table (a sweep of this many visits every entry).
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
     /// The aging time in ticks.
     pub fn age(&self) -> u32 {
         self.age

@@ -61,7 +61,10 @@ const HAIRPIN: u16 = u16::MAX - 2;
 const FLOOD_OR_DROP: u16 = HAIRPIN;
 const NO_OWNER: u16 = u16::MAX;
 const POOLS: usize = 256;
-const SWEEP_BUDGET: usize = 4;
+/// FDB slots the aging sweep may visit per tick (millisecond) of the switch's clock.
+const SWEEP_PER_TICK: usize = 64;
+/// The most slots one poll sweeps (bounds the time one poll spends on it).
+const SWEEP_STEP: usize = 256;
 const STASH: usize = 2 * MAX_BURST;
 
 /// A port's number within a switch.
@@ -308,6 +311,11 @@ pub struct Switch {
     epoch: Instant,
     now: u32,
     polls: u32,
+    /// The tick the sweep credit was last topped up at.
+    swept_at: u32,
+    /// Slots the aging sweep may still visit (`SWEEP_PER_TICK` a tick, at most twice the
+    /// table): sweeping runs once a tick, not on every poll.
+    sweep_credit: usize,
     rx: Box<[Frame; MAX_BURST]>,
     dests: Box<[u16; MAX_BURST]>,
     /// Destination and source MAC of each frame of a burst, for the FDB.
@@ -342,6 +350,8 @@ impl Switch {
             epoch: Instant::now(),
             now: 0,
             polls: 0,
+            swept_at: 0,
+            sweep_credit: 0,
             rx: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             dests: Box::new([FLOOD; MAX_BURST]),
             pairs: Box::new([(0, 0); MAX_BURST]),
@@ -537,8 +547,28 @@ impl Switch {
                 total += n;
             }
         }
-        self.fdb.sweep(self.now, SWEEP_BUDGET);
+        self.age_fdb();
         total
+    }
+
+    /// The FDB's aging sweep, paced by the clock: `SWEEP_PER_TICK` slots for every tick
+    /// since the last top-up, visited at most `SWEEP_STEP` a poll. Aged entries are already
+    /// invisible to lookups; the sweep only frees their slots, so it need not run on every
+    /// poll.
+    #[inline]
+    fn age_fdb(&mut self) {
+        if self.now != self.swept_at {
+            let ticks = self.now.wrapping_sub(self.swept_at) as usize;
+            self.swept_at = self.now;
+            let most = 2 * self.fdb.capacity();
+            self.sweep_credit =
+                (self.sweep_credit + ticks.saturating_mul(SWEEP_PER_TICK)).min(most);
+        }
+        if self.sweep_credit > 0 {
+            let step = self.sweep_credit.min(SWEEP_STEP);
+            self.sweep_credit -= step;
+            self.fdb.sweep(self.now, step);
+        }
     }
 
     /// Forwards `self.rx[..n]`, received on port `inp`.

@@ -463,3 +463,28 @@ fn run_loop_forwards_idles_and_stops() {
     );
     assert_eq!(sw.counters(PortId(1)).expect("present").snapshot().tx, 500);
 }
+
+#[test]
+fn aging_sweep_is_paced_by_the_clock_and_frees_the_table_after_a_jump() {
+    let srcs: Vec<Mac> = (0..100).map(|i| [0x02, 0xcc, 0, 0, 0, i]).collect();
+    let a = sim(0, |c| c.src = Some(MacPattern::RoundRobin(srcs.clone())));
+    let b = sim(1, |_| {});
+    let mut net = Net::new(vec![a, b], |c| c.fdb_entries = 1000);
+    net.send(0, 100);
+    assert_eq!(net.sw.fdb().len(), 100);
+    // The clock stands still: however often the switch polls, live entries stay.
+    for _ in 0..1000 {
+        net.sw.poll();
+    }
+    assert_eq!(net.sw.fdb().len(), 100);
+    // Past the aging time the stations are gone for lookups at once, and the sweep frees
+    // their slots within the polls its pace allows (capacity / 256-slot steps, twice over).
+    net.clock.advance(Duration::from_secs(11));
+    let cap = net.sw.fdb().capacity();
+    for _ in 0..(2 * cap).div_ceil(256) + 1 {
+        net.sw.poll();
+    }
+    assert_eq!(net.sw.fdb().len(), 0);
+    assert_eq!(net.sw.fdb_stats().aged, 100);
+    net.assert_clean();
+}
