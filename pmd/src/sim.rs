@@ -745,21 +745,21 @@ impl Port for SimPort {
     fn reclaim(&mut self, bufs: &[BufHandle]) {
         // Whole-burst checks first (branch-free folds the compiler vectorises): every handle
         // names this pool and a buffer in it, and none is held already.
-        let id = self.pool.id().0 as u32;
+        let base = (self.pool.id().0 as u32) << 24;
         let count = self.pool.layout().count as u32;
-        // (count - 1 - idx) is negative exactly when idx is past the end (both fit 25 bits).
         let last = count as i32 - 1;
         // The same pass sorts the burst for the free stacks (see `push_free`).
         let gen_bufs = self.gen_bufs as i32;
-        let (mut pool_x, mut signs, mut spare, mut gen_) = (0u32, 0i32, 0i32, 0i32);
+        let (mut signs, mut spare, mut gen_) = (0i32, 0i32, 0i32);
         for h in bufs {
-            let i = (h.raw() & 0x00ff_ffff) as i32;
-            pool_x |= (h.raw() >> 24) ^ id;
-            signs |= last - i;
+            // `i` is the index when the handle names this pool; for another pool it is
+            // 2^24 or more, or negative: then `i` or `last - i` is negative (count < 2^24).
+            let i = h.raw().wrapping_sub(base) as i32;
+            signs |= i | (last - i);
             spare |= gen_bufs - 1 - i;
             gen_ |= i - gen_bufs;
         }
-        if pool_x != 0 || signs < 0 {
+        if signs < 0 {
             return self.reclaim_each(bufs);
         }
         if !self.track {
@@ -863,7 +863,7 @@ impl SimPort {
     /// Puts checked, now-held buffers on the free stacks, given the sign bits (indices fit
     /// 24 bits) of a fold over them: `spare` < 0 when some buffer is a spare one, `gen_` < 0
     /// when some buffer is a generator one.
-    #[inline]
+    #[inline(always)]
     fn push_sorted(&mut self, bufs: &[BufHandle], spare: i32, gen_: i32) {
         let gen_bufs = self.gen_bufs;
         if spare >= 0 {
