@@ -272,7 +272,7 @@ impl Returns {
     }
 
     /// Returns `bufs` to their owners: as one slice when they share a pool.
-    #[inline]
+    #[inline(always)]
     fn give(&mut self, pools: &[PoolSlot; POOLS], ports: &mut [Option<Slot>], bufs: &[BufHandle]) {
         let Some(first) = bufs.first() else {
             return;
