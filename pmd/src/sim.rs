@@ -1083,6 +1083,28 @@ mod tests {
     }
 
     #[test]
+    fn reclaim_refuses_handles_of_other_pools_and_past_the_end() {
+        for track in [false, true] {
+            let mut g = port("g", 3, |c| c.track_buffers = track);
+            let mut bufs = [BufHandle::from_raw(0); 4];
+            assert_eq!(g.alloc(&mut bufs), 4);
+            let bad = [
+                BufHandle::from_raw((2 << 24) | 5),
+                BufHandle::from_raw(4 << 24),
+                BufHandle::from_raw((3 << 24) | 128),
+                BufHandle::from_raw(u32::MAX),
+            ];
+            // Each bad handle inside a burst of good ones: the good ones are taken back,
+            // the bad one refused and counted.
+            for (k, &b) in bad.iter().enumerate() {
+                g.reclaim(&[bufs[k], b]);
+                assert_eq!(SimProbe::get(&g.probe().bad_reclaims), k as u64 + 1);
+            }
+            assert_eq!(SimProbe::get(&g.probe().free), 128, "track {track}");
+        }
+    }
+
+    #[test]
     fn alloc_never_hands_out_generator_frames() {
         let mut g = port("g", 3, |_| {});
         let mut bufs = [BufHandle::from_raw(0); 200];
