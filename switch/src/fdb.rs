@@ -100,6 +100,9 @@ pub struct Fdb {
     /// Ticks a recorded sighting may lag before learning rewrites it (`age / 64`).
     refresh: u32,
     sweep_at: usize,
+    /// Bumped by every write to the table, so that a caller can tell an answer it kept
+    /// still holds.
+    generation: u64,
     stats: FdbStats,
 }
 
@@ -129,6 +132,7 @@ impl Fdb {
             age,
             refresh: age >> 6,
             sweep_at: 0,
+            generation: 0,
             stats: FdbStats::default(),
         }
     }
@@ -146,6 +150,14 @@ impl Fdb {
     /// The most stations the table holds.
     pub fn max_entries(&self) -> usize {
         self.max
+    }
+
+    /// A number that changes whenever an entry is written, added or deleted: an answer of
+    /// [`Fdb::learn_and_look_up_one`] that wrote nothing stays the answer for the same
+    /// frame, tick and generation.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Slots in the table (a sweep of this many visits every entry).
@@ -255,7 +267,8 @@ impl Fdb {
 
     /// [`Fdb::learn_and_look_up`] for one frame, inline: the common case (source fresh
     /// on `port`, destination alive, both in their home slots) costs two hashes and two
-    /// compares; anything else takes the burst call.
+    /// compares; anything else takes the burst call. Also returns whether the call took
+    /// the common case, which writes nothing and counts nothing.
     #[inline]
     pub fn learn_and_look_up_one(
         &mut self,
@@ -264,7 +277,7 @@ impl Fdb {
         learn: bool,
         dst: MacKey,
         src: MacKey,
-    ) -> u16 {
+    ) -> (u16, bool) {
         let skey = (src & MAC_MASK) | OCCUPIED;
         let dkey = (dst & MAC_MASK) | OCCUPIED;
         let s = &self.slots[self.home(skey) & self.mask];
@@ -272,11 +285,11 @@ impl Fdb {
         let fresh =
             !learn || (s.key == skey && s.port == port && now.wrapping_sub(s.tick) <= self.refresh);
         if fresh && !is_group(dst) && d.key == dkey && now.wrapping_sub(d.tick) <= self.age {
-            return d.port;
+            return (d.port, true);
         }
         let mut out = [UNKNOWN];
         self.learn_and_look_up(port, now, learn, &[(dst, src)], &mut out);
-        out[0]
+        (out[0], false)
     }
 
     #[cold]
@@ -309,10 +322,12 @@ impl Fdb {
                     s.port = port;
                     s.tick = now;
                     self.stats.moves += 1;
+                    self.generation += 1;
                     return Learned::Moved(old);
                 }
                 if now.wrapping_sub(s.tick) > self.refresh {
                     s.tick = now;
+                    self.generation += 1;
                     return Learned::Refreshed;
                 }
                 return Learned::Fresh;
@@ -329,6 +344,7 @@ impl Fdb {
                 };
                 self.len += 1;
                 self.stats.learned += 1;
+                self.generation += 1;
                 return Learned::New;
             }
             i += 1;
@@ -356,6 +372,7 @@ impl Fdb {
         }
         self.slots[hole] = Slot::default();
         self.len -= 1;
+        self.generation += 1;
     }
 
     /// Deletes aged entries among the next `budget` slots; returns how many it deleted.
@@ -525,7 +542,17 @@ mod tests {
         // One frame at a time, through the inline path, gives the same answers.
         let mut one = Fdb::new(8, 10);
         for &(dst, src) in &frames {
-            let got = one.learn_and_look_up_one(7, 0, true, dst, src);
+            let generation = one.generation();
+            let (got, pure) = one.learn_and_look_up_one(7, 0, true, dst, src);
+            if pure {
+                assert_eq!(
+                    one.generation(),
+                    generation,
+                    "the common case writes nothing"
+                );
+                assert_ne!(got, UNKNOWN);
+                assert_eq!(one.learn_and_look_up_one(7, 0, true, dst, src), (got, true));
+            }
             b.learn(src, 7, 40);
             let want = if is_group(dst) {
                 UNKNOWN

@@ -235,6 +235,26 @@ struct Slot {
     counters: Arc<PortCounters>,
 }
 
+/// An ingress port's last one-run burst: its header, tick and FDB generation, and where
+/// it went. Valid only while all three match (`generation` starts at a value the FDB never
+/// reaches).
+#[derive(Clone, Copy)]
+struct Memo {
+    w0: u64,
+    w1: u32,
+    now: u32,
+    generation: u64,
+    dest: u16,
+}
+
+const NO_MEMO: Memo = Memo {
+    w0: 0,
+    w1: 0,
+    now: 0,
+    generation: u64::MAX,
+    dest: FLOOD,
+};
+
 /// Buffers on their way back to their owners, gathered per owner.
 struct Returns {
     stash: Vec<Vec<BufHandle>>,
@@ -318,6 +338,8 @@ pub struct Switch {
     sweep_credit: usize,
     rx: Box<[Frame; MAX_BURST]>,
     dests: Box<[u16; MAX_BURST]>,
+    /// Per ingress port: its last one-run burst and where it went.
+    memo: Vec<Memo>,
     /// Destination and source MAC of each frame of a burst, for the FDB.
     pairs: Box<[(MacKey, MacKey); MAX_BURST]>,
     scratch: Box<[Frame; MAX_BURST]>,
@@ -355,6 +377,7 @@ impl Switch {
             rx: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             dests: Box::new([FLOOD; MAX_BURST]),
             pairs: Box::new([(0, 0); MAX_BURST]),
+            memo: Vec::new(),
             scratch: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             done: Box::new([BufHandle::from_raw(0); MAX_BURST]),
             allocated: Box::new([BufHandle::from_raw(0); MAX_BURST]),
@@ -402,6 +425,7 @@ impl Switch {
             None if self.ports.len() < MAX_PORTS => {
                 self.ports.push(None);
                 self.queues.push(DestQueue::new(PoolSet::EMPTY));
+                self.memo.push(NO_MEMO);
                 self.returns.stash.push(Vec::with_capacity(STASH));
                 self.ports.len() - 1
             }
@@ -420,6 +444,7 @@ impl Switch {
             };
         }
         self.queues[idx] = DestQueue::new(port.tx_pools());
+        self.memo[idx] = NO_MEMO;
         self.flood.push(idx as u16);
         self.ports[idx] = Some(Slot {
             port,
@@ -448,6 +473,7 @@ impl Switch {
         }
         self.flood.retain(|&p| p != id.0);
         self.queues[i] = DestQueue::new(PoolSet::EMPTY);
+        self.memo[i] = NO_MEMO;
         Some(slot.port)
     }
 
@@ -620,10 +646,32 @@ impl Switch {
                 // Unknown destinations are flooded (UNKNOWN == FLOOD); never back out.
                 let hairpin = |d: u16| if d == inp16 { HAIRPIN } else { d };
                 if run == n {
-                    let (dst, src) = mac_pair(h0.0, h0.1);
-                    let d = self
-                        .fdb
-                        .learn_and_look_up_one(inp16, now, self.learning, dst, src);
+                    // The ingress port's last one-run burst with the same header, in the
+                    // same tick and FDB generation, went where this one goes: its answer
+                    // was taken without writing or counting anything, so it still holds.
+                    let memo = &mut self.memo[inp];
+                    let d = if memo.w0 == h0.0
+                        && memo.w1 == h0.1
+                        && memo.now == now
+                        && memo.generation == self.fdb.generation()
+                    {
+                        memo.dest
+                    } else {
+                        let (dst, src) = mac_pair(h0.0, h0.1);
+                        let (d, pure) =
+                            self.fdb
+                                .learn_and_look_up_one(inp16, now, self.learning, dst, src);
+                        if pure {
+                            *memo = Memo {
+                                w0: h0.0,
+                                w1: h0.1,
+                                now,
+                                generation: self.fdb.generation(),
+                                dest: d,
+                            };
+                        }
+                        d
+                    };
                     single = Some(hairpin(d));
                 } else {
                     for (f, p) in rx.iter().zip(pairs.iter_mut()) {

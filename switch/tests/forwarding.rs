@@ -488,3 +488,26 @@ fn aging_sweep_is_paced_by_the_clock_and_frees_the_table_after_a_jump() {
     assert_eq!(net.sw.fdb_stats().aged, 100);
     net.assert_clean();
 }
+
+#[test]
+fn repeated_bursts_follow_a_move_and_a_removal_within_one_tick() {
+    // Port A sends burst after burst of one flow to X, the clock standing still: each
+    // burst must see the FDB as it is now, not as it was for the previous identical burst.
+    let x = [0x02, 0xdd, 0, 0, 0, 1];
+    let a = sim(0, |c| c.dst = MacPattern::Fixed(x));
+    let b = sim(1, |c| c.src = Some(MacPattern::Fixed(x)));
+    let c = sim(2, |c| c.src = Some(MacPattern::Fixed(x)));
+    let mut net = Net::new(vec![a, b, c], |_| {});
+    net.send(1, 1); // X on B.
+    net.send(0, 8);
+    net.send(0, 8);
+    assert_eq!((net.sunk(1), net.sunk(2)), (16, 1));
+    net.send(2, 1); // X moves to C, same tick.
+    net.send(0, 8);
+    assert_eq!((net.sunk(1), net.sunk(2)), (17, 9));
+    // C leaves: X is forgotten with it, and A's frames are flooded to B.
+    let gone = net.sw.remove_port(net.ids[2]).expect("port present");
+    drop(gone);
+    net.send(0, 8);
+    assert_eq!(net.sunk(1), 25);
+}
