@@ -152,9 +152,10 @@ pub struct SimConfig {
     pub tx_ring: usize,
     /// Whether the port tracks, buffer by buffer, which ones it holds, so that a buffer
     /// returned twice is refused and counted (`bad_reclaims`). On by default; a benchmark
-    /// that wants the port as cheap as a NIC queue turns it off (it costs about 14
-    /// instructions per frame). Off, `reclaim` still refuses handles of other pools or past
-    /// the end of the pool.
+    /// that wants the port as cheap as a NIC queue turns it off (through the switch it
+    /// costs about 30 instructions per frame: `results/callgrind-switch-track.txt` against
+    /// `results/callgrind-switch.txt`). Off, `reclaim` still refuses handles of other pools
+    /// or past the end of the pool.
     pub track_buffers: bool,
 }
 
