@@ -481,8 +481,11 @@ impl AppDomain {
             return Err(AppError::App("no reference list".into()));
         };
         let list_refs: Vec<u32> = list.refs().iter().map(|r| r.0).collect();
+        let t0 = std::time::Instant::now();
         fe.hello(self.cfg.net.mac)?;
+        let t_hello = t0.elapsed();
         let instance = fe.wait_backend(XbState::InitWait, None, XEN_STEP)?;
+        let t_initwait = t0.elapsed();
         let pool = fe.backend_u32("pool", 255)? as u8;
         let max_refs = fe.backend_u32("max-refs", switch::xen_ctl::MAX_REFS as u32)?;
         let grant = self.device.pool().grant();
@@ -498,8 +501,21 @@ impl AppDomain {
         // The previous server (if any) is gone: lay the port out afresh in the same memory.
         let port = AppPort::create(grant.region(), l, PoolId(0))?;
         let notifier = self.backend.notifier(server)?;
+        let t_ready = t0.elapsed();
         fe.publish(&list_refs, notifier.port())?;
+        let t_publish = t0.elapsed();
         fe.wait_backend(XbState::Connected, Some(instance), XEN_STEP)?;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::info!(
+            "{}: xenstore handshake {:.1} ms: Hello written {:.1}, server's InitWait seen {:.1}, rings and event channel ready {:.1}, published {:.1}, Connected seen {:.1}",
+            self.cfg.name,
+            ms(t0.elapsed()),
+            ms(t_hello),
+            ms(t_initwait),
+            ms(t_ready),
+            ms(t_publish),
+            ms(t0.elapsed())
+        );
         self.device.set_pool_id(PoolId(pool))?;
         let fill_target = (l.fill().size() as usize).min(self.cfg.buf_count / 2);
         self.device.attach(
@@ -703,6 +719,16 @@ impl AppDomain {
 
 impl Drop for AppDomain {
     fn drop(&mut self) {
+        let st = self.device.stats();
+        let frames = st.rx_frames + st.tx_frames;
+        tracing::info!(
+            "{}: leaving: frames received {}, sent {}, doorbell kicks to the server {} ({:.1} per 1000 frames)",
+            self.cfg.name,
+            st.rx_frames,
+            st.tx_frames,
+            st.kicks,
+            st.kicks as f64 * 1000.0 / frames.max(1) as f64
+        );
         // A Xen app says it is leaving, so the server detaches it at once (a Unix-socket app's
         // closing connection says the same).
         if let Some(x) = &self.xen

@@ -2,16 +2,21 @@
 # Prints the milestones and the measured figures of a Ferrite Xen test serial log:
 #   attach time of each app (grant + map + handshake, the app's clock, from its ATTACH line),
 #   the server's share of it (xenstore reads, map, bind + port),
-#   doorbell kicks per 1000 frames delivered to each app (the restarted server's counters,
-#   logged when it stops after the transfers),
+#   event-channel kicks per 1000 frames forwarded through each app's port: server -> app
+#   (the server logs its counters when an app leaves or the server stops) and app -> server
+#   (ferrite-bulk's device counters at exit),
 #   restart to first forwarded frame (dom0: SIGKILL to restart, plus the new server's own
 #   start to its first forwarded frame).
 L=${1:-/var/tmp/ferrite-xen/serial.log}
 grep -aE 'DOM0-INIT|toolstack up|SUITE|SERVER-|creating app|domains created|APPS-ATTACHED|ATTACH|xen attach:|PING|HTTP PASS|APP-TO-APP|RESTART PASS|REATTACH|first frame forwarded|doorbell kicks|sha256 |FERRITE-XEN|refused|FAIL|panic|segfault' "$L" |
   grep -av '^ *[0-9.]* {"role"'
 echo "--- figures"
-grep -aoE '[a-z]+: ATTACH [0-9.]+ ms' "$L" | sed 's/^/attach (grant + map + handshake, app clock): /'
-grep -aoE 'app=[a-z]+ port=[0-9]+ app detached: .*' "$L" | sed -E 's/.*app=([a-z]+).*frames to the app ([0-9]+).*doorbell kicks ([0-9]+) \(([0-9.]+) per 1000.*/kicks server -> \1: \3 for \2 frames delivered = \4 per 1000 frames/'
+grep -aoE '[a-z]+: ATTACH [0-9.]+ ms.*grant [0-9.]+ ms\)' "$L" | sed 's/^/attach (app clock, from its start: xenstore connection, grant, map, handshake): /'
+grep -aoE '[a-z]+: xenstore handshake [0-9.]+ ms:.*' "$L" | sed 's/^/  /'
+grep -aE 'app detached: .*doorbell kicks' "$L" |
+  sed -E 's/.*frames to the app ([0-9]+), from the app ([0-9]+), doorbell kicks ([0-9]+) \(([0-9.]+) per 1000.* app=([a-z]+).*/kicks server -> \5: \3 for \1 + \2 frames = \4 per 1000 frames forwarded/'
+grep -aoE '[a-z]+: leaving: .*per 1000 frames\)' "$L" |
+  sed -E 's/([a-z]+): leaving: frames received ([0-9]+), sent ([0-9]+), doorbell kicks to the server ([0-9]+) \(([0-9.]+) per 1000.*/kicks \1 -> server: \4 for \2 + \3 frames = \5 per 1000 frames/'
 kill=$(grep -am1 'SERVER-KILLED' "$L" | sed -E 's/.*T\+([0-9.]+).*/\1/')
 rest=$(grep -am1 'SERVER-RESTARTED' "$L" | sed -E 's/.*T\+([0-9.]+).*/\1/')
 if [ -n "$kill" ] && [ -n "$rest" ]; then

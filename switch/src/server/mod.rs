@@ -482,11 +482,11 @@ where
         tracing::info!(
             app = %a.name,
             port = a.id.0,
-            "app detached: {why}; frames to the app {}, from the app {}, doorbell kicks {} ({:.1} per 1000 frames to the app)",
+            "app detached: {why}; frames to the app {}, from the app {}, doorbell kicks {} ({:.1} per 1000 frames forwarded through the port)",
             c.tx_packets,
             c.rx_packets,
             kicks,
-            kicks as f64 * 1000.0 / c.tx_packets.max(1) as f64
+            kicks as f64 * 1000.0 / (c.tx_packets + c.rx_packets).max(1) as f64
         );
     }
 
