@@ -232,8 +232,11 @@ struct XenLink {
 /// How long a Xen app waits for each answer of the server's handshake.
 const XEN_STEP: Duration = Duration::from_secs(30);
 
-/// Longest time [`AppDomain::run`] keeps the stack going after the service is done.
-const LINGER: Duration = Duration::from_millis(500);
+/// Longest time [`AppDomain::run`] keeps the stack going after the service is done: long
+/// enough for a lost FIN to be retransmitted (smoltcp's retransmission timeout starts near
+/// 1 s), short enough not to hold up an exit. The loop ends as soon as the last segment is
+/// acknowledged.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// The domain id an app labels its grants with on the `shm` backend (the server is 0).
 const APP_DOM: DomId = DomId(1);
