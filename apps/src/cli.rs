@@ -41,6 +41,10 @@ pub struct DomainArgs {
     /// server and apps share cores, spinning steals the core the next frame needs.
     #[arg(long, default_value_t = 0)]
     pub busy_poll_us: u64,
+    /// Attach as a Xen frontend (gntalloc, event channel, xenstore) to the server in Xen
+    /// domain SERVER_DOMID (0 when given without a value) instead of over --socket.
+    #[arg(long, value_name = "SERVER_DOMID", num_args = 0..=1, default_missing_value = "0")]
+    pub xen: Option<u16>,
     /// Seconds to keep trying the first connection to the server.
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
@@ -80,6 +84,7 @@ impl DomainArgs {
             return Err("--connect-timeout must be a number of seconds".into());
         }
         c.first_connect = Duration::from_secs_f64(self.connect_timeout);
+        c.xen_server = self.xen;
         Ok(c)
     }
 }

@@ -15,3 +15,4 @@ pub mod http;
 pub mod services;
 pub mod sockperf;
 pub mod stack;
+pub mod transport;

@@ -225,3 +225,32 @@ pub trait Notifier: Send + Sync + AsRawFd {
         unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }
     }
 }
+
+/// One binding shared by several holders: a Xen event channel can be bound once per
+/// domain, so the server's switch thread (which rings the app) and its control thread (which
+/// polls for the app's rings) share the same binding through an `Arc`.
+impl<N: Notifier> Notifier for std::sync::Arc<N> {
+    fn notify(&self) -> Result<(), GrantError> {
+        (**self).notify()
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<bool, GrantError> {
+        (**self).wait(timeout)
+    }
+
+    fn drain(&self) -> Result<bool, GrantError> {
+        (**self).drain()
+    }
+
+    fn port(&self) -> u32 {
+        (**self).port()
+    }
+
+    fn attachments(&self) -> Vec<BorrowedFd<'_>> {
+        (**self).attachments()
+    }
+
+    fn poll_fd(&self) -> BorrowedFd<'_> {
+        (**self).poll_fd()
+    }
+}

@@ -357,3 +357,38 @@ fn descriptors_and_bytes_travel_together() {
     let (msg, fds) = recv(&b);
     assert!(msg.is_empty() && fds.is_empty(), "peer closed");
 }
+
+/// One binding shared through an `Arc` (as the server shares an app's event channel, which
+/// Xen lets it bind only once, between the port and the control thread): a ring from the
+/// peer is seen through any holder, and any holder rings the peer.
+#[test]
+fn a_shared_binding_rings_and_is_rung_through_every_holder() {
+    let app = ShmBackend::new(APP);
+    let n = app.notifier(SERVER).expect("notifier");
+    let server = ShmBackend::new(SERVER);
+    let fds: Vec<OwnedFd> = n
+        .attachments()
+        .iter()
+        .map(|f| f.try_clone_to_owned().expect("dup"))
+        .collect();
+    let bound = std::sync::Arc::new(server.bind_notifier(APP, n.port(), &fds).expect("bind"));
+    let (port_side, control_side) = (bound.clone(), bound);
+    assert_eq!(port_side.port(), control_side.port());
+    assert_eq!(port_side.poll_fd().as_raw_fd(), control_side.as_raw_fd());
+    n.notify().expect("the app rings");
+    assert!(
+        control_side
+            .wait(Some(Duration::from_secs(5)))
+            .expect("wait"),
+        "the control thread's holder sees the app's ring"
+    );
+    assert!(
+        !port_side.drain().expect("drain"),
+        "consumed once, by either holder"
+    );
+    port_side.notify().expect("the port rings");
+    assert!(
+        n.wait(Some(Duration::from_secs(5))).expect("wait"),
+        "the app sees the port's ring"
+    );
+}

@@ -107,9 +107,17 @@ pub struct AppCounters {
     not_held: AtomicU64,
     /// Buffers the server itself could not hand back (a server bug if ever non-zero).
     own_errors: AtomicU64,
+    /// Times the server rang the app's doorbell.
+    kicks: AtomicU64,
 }
 
 impl AppCounters {
+    /// Times the server rang the app's doorbell (notification suppression keeps this far
+    /// below the frames delivered).
+    pub fn kicks(&self) -> u64 {
+        self.kicks.load(Relaxed)
+    }
+
     /// A copy in the control protocol's shape.
     pub fn snapshot(&self) -> PortCounters {
         let l = |a: &AtomicU64| a.load(Relaxed);
@@ -157,6 +165,7 @@ struct Local {
     spoofed: u64,
     runt: u64,
     ring_faults: u64,
+    kicks: u64,
 }
 
 /// An app's port on the switch. `M` keeps the app's memory mapped; `N` rings the app.
@@ -255,6 +264,25 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         })
     }
 
+    /// The layout (`[rx, tx, fill, comp, buf_size, buf_count]`) the port header in `mem`
+    /// announces, for transports whose handshake carries none (xenstore). Read once, copied;
+    /// [`AppPort::new`] reads and validates the header again, so a change in between is
+    /// refused as a mismatch.
+    pub fn header_layout(mem: grant_pool::Region) -> Result<[u32; 6], AppPortError> {
+        let mut raw = [0u8; core::mem::size_of::<grant_pool::port::PortHeader>()];
+        mem.read(0, &mut raw).map_err(grant_pool::PortError::from)?;
+        let h = <grant_pool::port::PortHeader as zerocopy::FromBytes>::read_from_bytes(&raw)
+            .map_err(|_| grant_pool::PortError::Magic(0))?;
+        Ok([
+            h.rx_size,
+            h.tx_size,
+            h.fill_size,
+            h.comp_size,
+            h.buf_size,
+            h.buf_count,
+        ])
+    }
+
     /// The counters, shareable with the control thread.
     pub fn counters(&self) -> Arc<AppCounters> {
         self.shared.clone()
@@ -287,6 +315,7 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         set(&s.bad_len, r.bad_len);
         set(&s.not_held, r.not_held);
         set(&s.own_errors, self.sp.own_errors);
+        set(&s.kicks, self.local.kicks);
     }
 
     /// Queues a server-held buffer of the app's pool for the completion ring.
@@ -311,6 +340,8 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
                 self.stash.drain(..used);
                 if used > 0 && self.sp.comp.needs_wakeup() {
                     let _ = self.notifier.notify();
+                    self.local.kicks += 1;
+                    self.local.kicks += 1;
                 }
             }
             // The app wrote an impossible consumer index on its completion ring: count it,
@@ -460,6 +491,7 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
             }
             if self.sp.rx.needs_wakeup() {
                 let _ = self.notifier.notify();
+                self.local.kicks += 1;
             }
         }
         self.publish();

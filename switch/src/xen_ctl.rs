@@ -1,51 +1,59 @@
 //! The xenstore transport of the handshake: how an app in a domU attaches to a server in dom0
 //! (or a driver domain) when no Unix socket can reach it.
 //!
-//! # Schema
+//! # Schema (version 2)
 //!
-//! The app (frontend, domain `A`) writes only under its own `/local/domain/A/data/ferrite/`,
-//! which the toolstack makes writable by the guest:
+//! A domain may run several apps; each has its own directory, named by the app's name. The
+//! app (frontend, domain `A`, name `N`) writes only under its own
+//! `/local/domain/A/data/ferrite/N/`, which the toolstack makes writable by the guest:
 //!
 //! | node | value |
 //! |---|---|
-//! | `version` | `1` |
-//! | `name` | the app's name: 1..=32 of `[a-z0-9._-]` |
+//! | `version` | `2` |
 //! | `mac` | `xx:xx:xx:xx:xx:xx`, unicast, not zero |
-//! | `grant-count` | number of grant references, 2..=[`MAX_REFS`] |
-//! | `grant-refs/<k>` | references `k*256 ..` as comma-separated decimals (256 per node) |
+//! | `grant-list` | the references of the *reference-list grant*, comma-separated (at most [`MAX_LIST_REFS`]) |
 //! | `event-channel` | the unbound event-channel port the app allocated for the server |
 //! | `state` | xenbus state number ([`XbState`]) |
 //!
-//! The server (backend, domain `S`) answers under `/local/domain/S/backend/ferrite/A/`, a
+//! The reference-list grant is a small read-only grant whose pages hold the references of
+//! the port memory: `FRRL` (u32 magic), the count (u32), then the references (u32 each,
+//! little-endian). One xenstore node and one small map replace hundreds of references in
+//! xenstore: every xenstore round trip from a domU costs a hypervisor event and a dom0
+//! context switch, the map costs microseconds.
+//!
+//! The server (backend, domain `S`) answers under `/local/domain/S/backend/ferrite/A/N/`, a
 //! directory it owns and makes readable by `A` alone:
 //!
 //! | node | value |
 //! |---|---|
 //! | `instance` | a number that changes every time the server starts |
-//! | `max-refs` | the most grant references it accepts |
+//! | `max-refs` | the most port-memory references it accepts |
 //! | `pool` | the pool id the app's buffer handles must carry |
 //! | `port` | the switch port number, once connected |
 //! | `error` | why the handshake was refused |
-//! | `state` | xenbus state number |
+//! | `state` | xenbus state number, written last in every step |
 //!
 //! # States (DESIGN §5, xenbus numbering)
 //!
-//! 1. The app writes `version`, `name`, `mac` and `state = 1` (Initialising).
+//! 1. The app writes `version`, `mac` and then `state = 1` (Initialising). xenstored applies
+//!    one connection's writes in order, so a server that reads `state = 1` reads this MAC.
 //! 2. The server checks name and MAC against its policy, writes `instance`, `max-refs`,
 //!    `pool` and `state = 2` (InitWait).
-//! 3. The app grants its port memory, allocates an event channel, writes `grant-count`,
-//!    `grant-refs/*`, `event-channel` and `state = 3` (Initialised).
-//! 4. The server reads and checks every field ([`read_frontend`]), maps, binds the event
-//!    channel, adds the port and writes `port` and `state = 4` (Connected).
+//! 3. The app grants its port memory and the reference list, allocates an event channel,
+//!    writes `grant-list`, `event-channel` and `state = 3` (Initialised).
+//! 4. The server reads and checks every field ([`read_frontend`], [`RefList::parse`]), maps,
+//!    binds the event channel, adds the port and writes `port` and `state = 4` (Connected).
 //! 5. Either side going away writes `state = 5/6` when it can; when it cannot (killed), the
 //!    other learns through unmap-notify (the grant's control page and an event) or, for the
 //!    app, a new `instance`.
 //!
-//! A refusal is `error` plus `state = 6` (Closed) in the backend directory of that app only.
-//! Nothing a domain writes is trusted: every value is length-bounded by xenstore
-//! ([`crate::xenstore::PAYLOAD_MAX`]), parsed strictly, range-checked and refused with a
-//! reason; a domain that floods its own nodes only delays its own handshake, because the
-//! server coalesces events per domain and rescans on a timer.
+//! The app watches only the backend's `state` node, so it wakes once per step, not once per
+//! node the server writes. A refusal is `error` plus `state = 6` (Closed) in the backend
+//! directory of that app only. Nothing a domain writes is trusted: every value is
+//! length-bounded by xenstore ([`crate::xenstore::PAYLOAD_MAX`]), parsed strictly,
+//! range-checked and refused with a reason; a domain that floods its own nodes only delays
+//! its own handshake, because the server coalesces events per domain, handles at most
+//! [`MAX_APPS_PER_DOMAIN`] apps per domain and rescans on a timer.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -55,8 +63,15 @@ use crate::xenstore::{Perm, WatchEvent, Xenstore, XsError};
 /// Most grant references a frontend may publish (port memory plus the backend's control
 /// page): 16 Ki pages is 64 MiB of port memory.
 pub const MAX_REFS: usize = 16 * 1024;
-/// References per `grant-refs/<k>` node.
-pub const REFS_PER_NODE: usize = 256;
+/// Most references of the reference-list grant (its pages hold up to [`MAX_REFS`]
+/// references; the `xen` backend adds one control page).
+pub const MAX_LIST_REFS: usize = 32;
+/// Magic of the reference list, `FRRL`.
+pub const REF_LIST_MAGIC: u32 = u32::from_le_bytes(*b"FRRL");
+/// Most apps one domain may run against one server.
+pub const MAX_APPS_PER_DOMAIN: usize = 16;
+/// The schema version this module speaks.
+pub const VERSION: &[u8] = b"2";
 /// Event-channel ports are below this (the FIFO ABI's limit).
 pub const MAX_EVTCHN_PORT: u32 = 1 << 17;
 /// The frontend directory, relative to the app domain's home.
@@ -152,14 +167,19 @@ fn field(node: &str, why: impl Into<String>) -> XenCtlError {
     }
 }
 
-/// The frontend directory of domain `app`.
-pub fn front_path(app: u16) -> String {
+/// The directory holding domain `app`'s frontends (one per app name).
+pub fn front_root(app: u16) -> String {
     format!("/local/domain/{app}/{FRONT_REL}")
 }
 
-/// The backend directory the server in domain `server` keeps for domain `app`.
-pub fn back_path(server: u16, app: u16) -> String {
-    format!("/local/domain/{server}/backend/ferrite/{app}")
+/// The frontend directory of app `name` in domain `app`.
+pub fn front_path(app: u16, name: &str) -> String {
+    format!("/local/domain/{app}/{FRONT_REL}/{name}")
+}
+
+/// The backend directory the server in domain `server` keeps for app `name` of domain `app`.
+pub fn back_path(server: u16, app: u16, name: &str) -> String {
+    format!("/local/domain/{server}/backend/ferrite/{app}/{name}")
 }
 
 /// Parses an app name: 1..=32 of `[a-z0-9._-]`.
@@ -223,14 +243,67 @@ pub fn parse_u32(node: &str, v: &[u8], max: u32) -> Result<u32, XenCtlError> {
 /// What a frontend published, every field checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrontendInfo {
-    /// App name.
-    pub name: String,
     /// App MAC.
     pub mac: [u8; 6],
-    /// Grant references, verbatim.
-    pub refs: Vec<u32>,
+    /// References of the reference-list grant, verbatim.
+    pub list_refs: Vec<u32>,
     /// The app's unbound event-channel port for the server.
     pub event_channel: u32,
+}
+
+/// The references of an app's port memory, read from its reference-list grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefList(pub Vec<u32>);
+
+impl RefList {
+    /// Bytes the list of `n` references takes.
+    pub fn bytes(n: usize) -> usize {
+        8 + 4 * n
+    }
+
+    /// Writes `refs` in the list format into `out` (at least [`RefList::bytes`] long).
+    pub fn encode(refs: &[u32], out: &mut [u8]) -> Option<()> {
+        let need = Self::bytes(refs.len());
+        let out = out.get_mut(..need)?;
+        out[0..4].copy_from_slice(&REF_LIST_MAGIC.to_le_bytes());
+        out[4..8].copy_from_slice(&u32::try_from(refs.len()).ok()?.to_le_bytes());
+        for (c, r) in out[8..].chunks_exact_mut(4).zip(refs) {
+            c.copy_from_slice(&r.to_le_bytes());
+        }
+        Some(())
+    }
+
+    /// Parses a list copied out of the app's grant: magic, a count from 2 to `max` that fits
+    /// the bytes given, no reference twice.
+    pub fn parse(raw: &[u8], max: usize) -> Result<Self, XenCtlError> {
+        let bad = |why: String| field("grant-list", why);
+        let word = |i: usize| -> Option<u32> {
+            let b = raw.get(i * 4..i * 4 + 4)?;
+            Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        if word(0) != Some(REF_LIST_MAGIC) {
+            return Err(bad("the reference list has no FRRL magic".into()));
+        }
+        let n = word(1).unwrap_or(0) as usize;
+        let max = max.min(MAX_REFS);
+        if n < 2 || n > max {
+            return Err(bad(format!(
+                "the reference list holds {n} references; 2 to {max} are accepted"
+            )));
+        }
+        if Self::bytes(n) > raw.len() {
+            return Err(bad(format!(
+                "{n} references do not fit the {} bytes granted",
+                raw.len()
+            )));
+        }
+        let refs: Vec<u32> = (0..n).filter_map(|i| word(2 + i)).collect();
+        let mut seen = BTreeSet::new();
+        if let Some(r) = refs.iter().find(|r| !seen.insert(**r)) {
+            return Err(bad(format!("reference {r} repeats")));
+        }
+        Ok(Self(refs))
+    }
 }
 
 fn read_node(xs: &Xenstore, dir: &str, node: &str) -> Result<Vec<u8>, XenCtlError> {
@@ -243,65 +316,60 @@ fn read_node(xs: &Xenstore, dir: &str, node: &str) -> Result<Vec<u8>, XenCtlErro
     })
 }
 
-/// Reads the frontend's state.
-pub fn frontend_state(xs: &Xenstore, app: u16) -> Result<XbState, XenCtlError> {
-    match xs.read_opt(&format!("{}/state", front_path(app)))? {
+/// The app names domain `app` has frontend directories for (each checked; at most
+/// [`MAX_APPS_PER_DOMAIN`], the rest ignored).
+pub fn frontend_names(xs: &Xenstore, app: u16) -> Result<Vec<String>, XenCtlError> {
+    let names = match xs.directory(&front_root(app)) {
+        Ok(n) => n,
+        Err(e) if e.is_enoent() => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(names
+        .into_iter()
+        .filter(|n| parse_name(n.as_bytes()).is_ok())
+        .take(MAX_APPS_PER_DOMAIN)
+        .collect())
+}
+
+/// Reads a frontend's state.
+pub fn frontend_state(xs: &Xenstore, app: u16, name: &str) -> Result<XbState, XenCtlError> {
+    match xs.read_opt(&format!("{}/state", front_path(app, name)))? {
         None => Ok(XbState::Unknown),
         Some(v) => XbState::parse(&v),
     }
 }
 
-/// Reads and checks a frontend's Hello (version, name, MAC).
-pub fn read_hello(xs: &Xenstore, app: u16) -> Result<(String, [u8; 6]), XenCtlError> {
-    let dir = front_path(app);
-    if read_node(xs, &dir, "version")? != b"1" {
-        return Err(field("version", "this server speaks version 1"));
+/// Reads and checks a frontend's Hello (version, MAC).
+pub fn read_hello(xs: &Xenstore, app: u16, name: &str) -> Result<[u8; 6], XenCtlError> {
+    let dir = front_path(app, name);
+    parse_name(name.as_bytes())?;
+    if read_node(xs, &dir, "version")? != VERSION {
+        return Err(field("version", "this server speaks version 2"));
     }
-    let name = parse_name(&read_node(xs, &dir, "name")?)?;
-    let mac = parse_mac(&read_node(xs, &dir, "mac")?)?;
-    Ok((name, mac))
+    parse_mac(&read_node(xs, &dir, "mac")?)
 }
 
 /// Reads and checks everything a frontend published for `Initialised`.
-pub fn read_frontend(
-    xs: &Xenstore,
-    app: u16,
-    max_refs: usize,
-) -> Result<FrontendInfo, XenCtlError> {
-    let dir = front_path(app);
-    let (name, mac) = read_hello(xs, app)?;
-    let max = max_refs.min(MAX_REFS);
-    let count = parse_u32(
-        "grant-count",
-        &read_node(xs, &dir, "grant-count")?,
-        max as u32,
-    )? as usize;
-    if count < 2 {
-        return Err(field("grant-count", "needs at least 2 references"));
-    }
-    let mut refs = Vec::with_capacity(count);
-    for k in 0..count.div_ceil(REFS_PER_NODE) {
-        let node = format!("grant-refs/{k}");
-        let v = read_node(xs, &dir, &node)?;
-        let want = REFS_PER_NODE.min(count - k * REFS_PER_NODE);
-        let mut got = 0;
-        for part in v.split(|&c| c == b',') {
-            if got == want {
-                return Err(field(&node, format!("holds more than {want} references")));
-            }
-            refs.push(parse_u32(&node, part, u32::MAX)?);
-            got += 1;
-        }
-        if got != want {
+pub fn read_frontend(xs: &Xenstore, app: u16, name: &str) -> Result<FrontendInfo, XenCtlError> {
+    let dir = front_path(app, name);
+    let mac = read_hello(xs, app, name)?;
+    let v = read_node(xs, &dir, "grant-list")?;
+    let mut list_refs = Vec::new();
+    for part in v.split(|&c| c == b',') {
+        if list_refs.len() == MAX_LIST_REFS {
             return Err(field(
-                &node,
-                format!("holds {got} references, expected {want}"),
+                "grant-list",
+                format!("more than {MAX_LIST_REFS} references"),
             ));
         }
+        list_refs.push(parse_u32("grant-list", part, u32::MAX)?);
     }
     let mut seen = BTreeSet::new();
-    if let Some(r) = refs.iter().find(|r| !seen.insert(**r)) {
-        return Err(field("grant-refs", format!("reference {r} repeats")));
+    if list_refs.len() < 2 || list_refs.iter().any(|r| !seen.insert(*r)) {
+        return Err(field(
+            "grant-list",
+            "needs 2 or more distinct references (control page and list)",
+        ));
     }
     let event_channel = parse_u32(
         "event-channel",
@@ -312,9 +380,8 @@ pub fn read_frontend(
         return Err(field("event-channel", "port 0 is never a valid channel"));
     }
     Ok(FrontendInfo {
-        name,
         mac,
-        refs,
+        list_refs,
         event_channel,
     })
 }
@@ -325,12 +392,19 @@ pub struct Frontend<'a> {
     xs: &'a Xenstore,
     me: u16,
     server: u16,
+    name: String,
 }
 
 impl<'a> Frontend<'a> {
-    /// The frontend of domain `me` towards the server in domain `server`.
-    pub fn new(xs: &'a Xenstore, me: u16, server: u16) -> Self {
-        Self { xs, me, server }
+    /// The frontend of app `name` in domain `me` towards the server in domain `server`.
+    pub fn new(xs: &'a Xenstore, me: u16, server: u16, name: &str) -> Result<Self, XenCtlError> {
+        parse_name(name.as_bytes())?;
+        Ok(Self {
+            xs,
+            me,
+            server,
+            name: name.to_owned(),
+        })
     }
 
     /// This domain's id, from xenstore (`domid` under the domain's home).
@@ -340,12 +414,12 @@ impl<'a> Frontend<'a> {
     }
 
     fn dir(&self) -> String {
-        front_path(self.me)
+        front_path(self.me, &self.name)
     }
 
     /// The backend directory the server writes for this app.
     pub fn back_dir(&self) -> String {
-        back_path(self.server, self.me)
+        back_path(self.server, self.me, &self.name)
     }
 
     /// Writes this side's state.
@@ -355,17 +429,21 @@ impl<'a> Frontend<'a> {
             .write(&format!("{}/state", self.dir()), s.as_value())?)
     }
 
-    /// Step 1: clears what an earlier attach left, writes Hello and `Initialising`, and
-    /// watches the backend directory (token `back`).
-    pub fn hello(&self, name: &str, mac: [u8; 6]) -> Result<(), XenCtlError> {
-        parse_name(name.as_bytes())?;
+    /// Step 1: writes Hello and `Initialising`, and watches the backend's `state` node
+    /// (token `back`; once per connection, so call it once).
+    pub fn hello(&self, mac: [u8; 6]) -> Result<(), XenCtlError> {
         let d = self.dir();
-        self.xs.rm(&format!("{d}/grant-refs"))?;
-        for (n, v) in [("version", "1"), ("name", name), ("mac", &fmt_mac(mac))] {
-            self.xs.write(&format!("{d}/{n}"), v.as_bytes())?;
-        }
-        let _ = self.xs.watch(&self.back_dir(), "back");
+        self.xs.write(&format!("{d}/version"), VERSION)?;
+        self.xs
+            .write(&format!("{d}/mac"), fmt_mac(mac).as_bytes())?;
         self.set_state(XbState::Initialising)
+    }
+
+    /// Watches the backend's `state` node (token `back`); once per connection.
+    pub fn watch_backend(&self) -> Result<(), XenCtlError> {
+        Ok(self
+            .xs
+            .watch(&format!("{}/state", self.back_dir()), "back")?)
     }
 
     /// The backend's state and instance (`Unknown`, 0 when the server has written nothing).
@@ -382,7 +460,7 @@ impl<'a> Frontend<'a> {
         };
         let st = match read("state")? {
             Some(v) => XbState::parse(&v)?,
-            None => XbState::Unknown,
+            None => return Ok((XbState::Unknown, 0)),
         };
         let inst = match read("instance")? {
             Some(v) => std::str::from_utf8(&v)
@@ -401,7 +479,9 @@ impl<'a> Frontend<'a> {
     }
 
     /// Waits until the backend reaches `want` (returns its instance), refuses on `Closed` with
-    /// the backend's `error`, and reports a changed instance when `instance` is given.
+    /// the backend's `error`, and reports a changed instance when `instance` is given. Wakes on
+    /// the watch of the backend's `state` ([`Frontend::watch_backend`]); events already
+    /// queued are taken together, and a lost event costs at most a 200 ms tick.
     pub fn wait_backend(
         &self,
         want: XbState,
@@ -436,30 +516,36 @@ impl<'a> Frontend<'a> {
                     ms: timeout.as_millis() as u64,
                 });
             }
-            // Any watch event (or a short tick, should one be lost) means "look again".
-            let _ = self.xs.next_event(left.min(Duration::from_millis(200)))?;
+            if self
+                .xs
+                .next_event(left.min(Duration::from_millis(200)))?
+                .is_some()
+            {
+                for _ in 0..64 {
+                    if self.xs.next_event(Duration::ZERO)?.is_none() {
+                        break;
+                    }
+                }
+            }
         }
     }
 
-    /// Step 3: publishes the grant references and event-channel port, then `Initialised`.
-    pub fn publish(&self, refs: &[u32], event_channel: u32) -> Result<(), XenCtlError> {
+    /// Step 3: publishes the reference-list grant's references and the event-channel port,
+    /// then `Initialised`.
+    pub fn publish(&self, list_refs: &[u32], event_channel: u32) -> Result<(), XenCtlError> {
         let d = self.dir();
-        if refs.len() < 2 || refs.len() > MAX_REFS {
-            return Err(field("grant-count", format!("{} references", refs.len())));
+        if list_refs.len() < 2 || list_refs.len() > MAX_LIST_REFS {
+            return Err(field(
+                "grant-list",
+                format!("{} references", list_refs.len()),
+            ));
         }
-        for (k, chunk) in refs.chunks(REFS_PER_NODE).enumerate() {
-            let v = chunk
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            self.xs
-                .write(&format!("{d}/grant-refs/{k}"), v.as_bytes())?;
-        }
-        self.xs.write(
-            &format!("{d}/grant-count"),
-            refs.len().to_string().as_bytes(),
-        )?;
+        let v = list_refs
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.xs.write(&format!("{d}/grant-list"), v.as_bytes())?;
         self.xs.write(
             &format!("{d}/event-channel"),
             event_channel.to_string().as_bytes(),
@@ -498,16 +584,26 @@ impl<'a> Backend<'a> {
         self.instance
     }
 
-    /// Watches domains coming and going and the frontend directory of domain `app`.
+    /// The most port-memory references accepted.
+    pub fn max_refs(&self) -> usize {
+        self.max_refs
+    }
+
+    /// Watches domains coming and going.
     pub fn watch_domains(&self) -> Result<(), XenCtlError> {
         self.xs.watch("@introduceDomain", "intro")?;
         self.xs.watch("@releaseDomain", "release")?;
         Ok(())
     }
 
-    /// Watches domain `app`'s frontend directory (token `fe<app>`).
+    /// Watches domain `app`'s frontend directories (token `fe<app>`).
     pub fn watch_app(&self, app: u16) -> Result<(), XenCtlError> {
-        Ok(self.xs.watch(&front_path(app), &format!("fe{app}"))?)
+        Ok(self.xs.watch(&front_root(app), &format!("fe{app}"))?)
+    }
+
+    /// Stops watching domain `app`.
+    pub fn unwatch_app(&self, app: u16) -> Result<(), XenCtlError> {
+        Ok(self.xs.unwatch(&front_root(app), &format!("fe{app}"))?)
     }
 
     /// The domains that exist now, other than this one.
@@ -521,7 +617,7 @@ impl<'a> Backend<'a> {
             .collect())
     }
 
-    /// Waits up to `timeout` for events; returns the app domains whose frontend changed
+    /// Waits up to `timeout` for events; returns the app domains whose frontends changed
     /// (each once) and whether domains came or went.
     pub fn poll(&self, timeout: Duration) -> Result<(BTreeSet<u16>, bool), XenCtlError> {
         let mut dirty = BTreeSet::new();
@@ -547,16 +643,16 @@ impl<'a> Backend<'a> {
         Ok((dirty, domains))
     }
 
-    /// Writes a backend node for `app`.
-    fn put(&self, app: u16, node: &str, v: &[u8]) -> Result<(), XenCtlError> {
+    /// Writes a backend node for app `name` of domain `app`.
+    fn put(&self, app: u16, name: &str, node: &str, v: &[u8]) -> Result<(), XenCtlError> {
         Ok(self
             .xs
-            .write(&format!("{}/{node}", back_path(self.me, app)), v)?)
+            .write(&format!("{}/{node}", back_path(self.me, app, name)), v)?)
     }
 
-    /// Creates `app`'s backend directory, readable by `app` only, with this instance.
-    pub fn open(&self, app: u16) -> Result<(), XenCtlError> {
-        let b = back_path(self.me, app);
+    /// Creates the app's backend directory, readable by `app` only, with this instance.
+    pub fn open(&self, app: u16, name: &str) -> Result<(), XenCtlError> {
+        let b = back_path(self.me, app, name);
         self.xs.mkdir_in(crate::xenstore::NO_TX, &b)?;
         self.xs.set_perms_in(
             crate::xenstore::NO_TX,
@@ -564,46 +660,53 @@ impl<'a> Backend<'a> {
             &[Perm::owner(self.me, 'n'), Perm::read(app)],
         )?;
         self.xs.rm(&format!("{b}/error"))?;
-        self.put(app, "instance", self.instance.to_string().as_bytes())
+        self.put(app, name, "instance", self.instance.to_string().as_bytes())
     }
 
     /// Answers Hello: `max-refs`, the pool id the app must use in its buffer handles, and
     /// `InitWait`.
-    pub fn init_wait(&self, app: u16, pool: u8) -> Result<(), XenCtlError> {
-        self.open(app)?;
-        self.put(app, "max-refs", self.max_refs.to_string().as_bytes())?;
-        self.put(app, "pool", pool.to_string().as_bytes())?;
-        self.put(app, "state", XbState::InitWait.as_value())
+    pub fn init_wait(&self, app: u16, name: &str, pool: u8) -> Result<(), XenCtlError> {
+        self.open(app, name)?;
+        self.put(app, name, "max-refs", self.max_refs.to_string().as_bytes())?;
+        self.put(app, name, "pool", pool.to_string().as_bytes())?;
+        self.put(app, name, "state", XbState::InitWait.as_value())
     }
 
     /// Announces a (re)started server to an app that was attached to an earlier instance.
-    pub fn restarted(&self, app: u16) -> Result<(), XenCtlError> {
-        self.open(app)?;
-        self.put(app, "state", XbState::Initialising.as_value())
+    pub fn restarted(&self, app: u16, name: &str) -> Result<(), XenCtlError> {
+        self.open(app, name)?;
+        self.put(app, name, "state", XbState::Initialising.as_value())
     }
 
-    /// Reads and checks the app's grant (state `Initialised`).
-    pub fn frontend(&self, app: u16) -> Result<FrontendInfo, XenCtlError> {
-        read_frontend(self.xs, app, self.max_refs)
+    /// Reads and checks the app's published fields (state `Initialised`).
+    pub fn frontend(&self, app: u16, name: &str) -> Result<FrontendInfo, XenCtlError> {
+        read_frontend(self.xs, app, name)
     }
 
     /// Answers a mapped grant: `port` and `Connected`.
-    pub fn connected(&self, app: u16, port: u16) -> Result<(), XenCtlError> {
-        self.put(app, "port", port.to_string().as_bytes())?;
-        self.put(app, "state", XbState::Connected.as_value())
+    pub fn connected(&self, app: u16, name: &str, port: u16) -> Result<(), XenCtlError> {
+        self.put(app, name, "port", port.to_string().as_bytes())?;
+        self.put(app, name, "state", XbState::Connected.as_value())
     }
 
-    /// Refuses `app` with `why` (`Closed`); no other app is touched.
-    pub fn refuse(&self, app: u16, why: &str) -> Result<(), XenCtlError> {
+    /// Refuses the app with `why` (`Closed`); no other app is touched.
+    pub fn refuse(&self, app: u16, name: &str, why: &str) -> Result<(), XenCtlError> {
         let why: String = why.chars().take(512).collect();
-        let _ = self.open(app);
-        self.put(app, "error", why.as_bytes())?;
-        self.put(app, "state", XbState::Closed.as_value())
+        let _ = self.open(app, name);
+        self.put(app, name, "error", why.as_bytes())?;
+        self.put(app, name, "state", XbState::Closed.as_value())
     }
 
-    /// Removes `app`'s backend directory (its domain is gone).
-    pub fn forget(&self, app: u16) -> Result<(), XenCtlError> {
-        Ok(self.xs.rm(&back_path(self.me, app))?)
+    /// Removes the app's backend directory (it left).
+    pub fn forget(&self, app: u16, name: &str) -> Result<(), XenCtlError> {
+        Ok(self.xs.rm(&back_path(self.me, app, name))?)
+    }
+
+    /// Removes every backend directory of domain `app` (its domain is gone).
+    pub fn forget_domain(&self, app: u16) -> Result<(), XenCtlError> {
+        Ok(self
+            .xs
+            .rm(&format!("/local/domain/{}/backend/ferrite/{app}", self.me))?)
     }
 }
 
@@ -661,61 +764,91 @@ mod tests {
         assert!(XbState::parse(b"7").is_err() && XbState::parse(b"").is_err());
     }
 
-    /// Writes a well-formed frontend for domain 7 with `n` references.
-    fn frontend(xs: &Xenstore, n: u32) -> Vec<u32> {
-        let fe = Frontend::new(xs, 7, 0);
-        fe.hello("app-7", [2, 0, 0, 0, 0, 7]).expect("hello");
-        let refs: Vec<u32> = (0..n).map(|i| 1000 + i).collect();
-        fe.publish(&refs, 42).expect("publish");
-        refs
+    /// Writes a well-formed frontend for app `app-7` of domain 7.
+    fn frontend(xs: &Xenstore) {
+        let fe = Frontend::new(xs, 7, 0, "app-7").expect("name");
+        fe.hello([2, 0, 0, 0, 0, 7]).expect("hello");
+        fe.publish(&[40, 41], 42).expect("publish");
     }
 
     #[test]
     fn a_published_frontend_reads_back_exactly() {
         let (xs, _h) = crate::xenstore::tests::store_peer();
-        let refs = frontend(&xs, 600);
-        assert_eq!(frontend_state(&xs, 7).expect("state"), XbState::Initialised);
-        let fe = read_frontend(&xs, 7, MAX_REFS).expect("valid frontend");
-        assert_eq!(fe.name, "app-7");
+        frontend(&xs);
+        assert_eq!(
+            frontend_state(&xs, 7, "app-7").expect("state"),
+            XbState::Initialised
+        );
+        assert_eq!(frontend_names(&xs, 7).expect("names"), vec!["app-7"]);
+        let fe = read_frontend(&xs, 7, "app-7").expect("valid frontend");
         assert_eq!(fe.mac, [2, 0, 0, 0, 0, 7]);
-        assert_eq!(fe.refs, refs, "600 references across 3 nodes, in order");
+        assert_eq!(fe.list_refs, vec![40, 41]);
         assert_eq!(fe.event_channel, 42);
     }
 
     #[test]
     fn hostile_frontends_are_refused_with_the_node_named() {
-        let cases: [(&str, &[u8], &str); 9] = [
-            ("grant-count", b"601", "grant-refs/2"), // more claimed than written
-            ("grant-count", b"599", "grant-refs/2"), // fewer claimed than written
-            ("grant-count", b"99999", "grant-count"), // over the server's limit
-            ("grant-count", b"1", "grant-count"),    // too few
-            ("grant-refs/1", b"1,2,x", "grant-refs/1"), // not a number
-            ("grant-refs/0", b"", "grant-refs/0"),   // empty chunk
-            ("event-channel", b"0", "event-channel"),
+        let cases: [(&str, &[u8], &str); 8] = [
+            ("grant-list", b"1", "grant-list"),       // no list page
+            ("grant-list", b"5,5", "grant-list"),     // repeated
+            ("grant-list", b"1,2,x", "grant-list"),   // not a number
+            ("grant-list", b"", "grant-list"),        // empty
+            ("event-channel", b"0", "event-channel"), // never valid
             ("event-channel", b"131072", "event-channel"),
             ("mac", b"ff:ff:ff:ff:ff:ff", "mac"),
+            ("version", b"1", "version"),
         ];
         for (node, value, blamed) in cases {
             let (xs, _h) = crate::xenstore::tests::store_peer();
-            frontend(&xs, 600);
-            xs.write(&format!("{}/{node}", front_path(7)), value)
+            frontend(&xs);
+            xs.write(&format!("{}/{node}", front_path(7, "app-7")), value)
                 .expect("write");
-            match read_frontend(&xs, 7, 4096) {
+            match read_frontend(&xs, 7, "app-7") {
                 Err(XenCtlError::Field { node: n, .. }) => {
                     assert_eq!(n, blamed, "{node}={value:?}")
                 }
                 other => panic!("{node}={value:?} was not refused: {other:?}"),
             }
         }
-        // A repeated reference is refused even when every count matches.
+        // Too many references in grant-list.
         let (xs, _h) = crate::xenstore::tests::store_peer();
-        frontend(&xs, 3);
-        xs.write(&format!("{}/grant-refs/0", front_path(7)), b"5,6,5")
-            .expect("write");
-        assert!(matches!(
-            read_frontend(&xs, 7, 4096),
-            Err(XenCtlError::Field { ref node, .. }) if node == "grant-refs"
-        ));
+        frontend(&xs);
+        let many = (0..=MAX_LIST_REFS)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        xs.write(
+            &format!("{}/grant-list", front_path(7, "app-7")),
+            many.as_bytes(),
+        )
+        .expect("write");
+        assert!(read_frontend(&xs, 7, "app-7").is_err());
+    }
+
+    #[test]
+    fn reference_lists_round_trip_and_hostile_ones_are_refused() {
+        let refs: Vec<u32> = (100..618).collect();
+        let mut page = vec![0u8; 4096];
+        RefList::encode(&refs, &mut page).expect("fits");
+        assert_eq!(RefList::parse(&page, 1024).expect("valid").0, refs);
+        // Over the server's limit.
+        assert!(RefList::parse(&page, 517).is_err());
+        // A count the granted bytes cannot hold.
+        let mut p = page.clone();
+        p[4..8].copy_from_slice(&5000u32.to_le_bytes());
+        assert!(RefList::parse(&p, MAX_REFS).is_err());
+        // Wrong magic, too few, a repeated reference.
+        let mut p = page.clone();
+        p[0] = b'X';
+        assert!(RefList::parse(&p, 1024).is_err());
+        let mut p = page.clone();
+        p[4..8].copy_from_slice(&1u32.to_le_bytes());
+        assert!(RefList::parse(&p, 1024).is_err());
+        let mut p = page.clone();
+        p[12..16].copy_from_slice(&100u32.to_le_bytes());
+        assert!(RefList::parse(&p, 1024).is_err());
+        // Truncated input.
+        assert!(RefList::parse(&page[..6], 1024).is_err());
     }
 
     #[test]

@@ -279,6 +279,8 @@ pub struct Xenstore {
     /// reader ends with the process).
     socket: Option<UnixStream>,
     events: Mutex<Receiver<WatchEvent>>,
+    /// Readable while watch events may be queued (the reader writes a byte after each).
+    signal: UnixStream,
     timeout: Duration,
 }
 
@@ -292,6 +294,7 @@ fn reader(
     mut r: impl Read,
     answers: Sender<Result<Msg, XsError>>,
     events: std::sync::mpsc::SyncSender<WatchEvent>,
+    signal: Option<UnixStream>,
 ) {
     loop {
         match read_msg(&mut r) {
@@ -300,6 +303,10 @@ fn reader(
                 Ok(ev) => {
                     if let Err(mpsc::TrySendError::Disconnected(_)) = events.try_send(ev) {
                         return;
+                    }
+                    // Non-blocking: a full signal socket is readable already.
+                    if let Some(mut s) = signal.as_ref() {
+                        let _ = s.write(&[1]);
                     }
                 }
                 Err(e) => {
@@ -345,7 +352,7 @@ impl Xenstore {
                 .open(XENBUS_PATH)
                 .map_err(io("open /dev/xen/xenbus"))?;
             let r = f.try_clone().map_err(io("dup /dev/xen/xenbus"))?;
-            return Ok(Self::from_parts(Box::new(f), r));
+            return Self::from_parts(Box::new(f), r);
         }
         Err(XsError::Unavailable)
     }
@@ -354,21 +361,31 @@ impl Xenstore {
     pub fn from_stream(s: UnixStream) -> Result<Self, XsError> {
         let r = s.try_clone().map_err(io("dup the socket"))?;
         let sd = s.try_clone().map_err(io("dup the socket"))?;
-        let mut xs = Self::from_parts(Box::new(s), r);
+        let mut xs = Self::from_parts(Box::new(s), r)?;
         xs.socket = Some(sd);
         Ok(xs)
     }
 
-    fn from_parts(writer: Box<dyn Write + Send>, r: impl Read + Send + 'static) -> Self {
+    fn from_parts(
+        writer: Box<dyn Write + Send>,
+        r: impl Read + Send + 'static,
+    ) -> Result<Self, XsError> {
         let (atx, arx) = mpsc::channel();
         let (etx, erx) = mpsc::sync_channel(EVENT_QUEUE_MAX);
+        let (signal, sig_w) = UnixStream::pair().map_err(io("make the event signal pair"))?;
+        signal
+            .set_nonblocking(true)
+            .and_then(|()| sig_w.set_nonblocking(true))
+            .map_err(io("make the event signal pair"))?;
+        let sig_w = Some(sig_w);
         // The reader ends when the connection does (a read error or EOF).
         std::thread::Builder::new()
             .name("xenstore-reader".into())
-            .spawn(move || reader(r, atx, etx))
+            .spawn(move || reader(r, atx, etx, sig_w))
             .map(drop)
             .unwrap_or_default();
-        Self {
+        Ok(Self {
+            signal,
             conn: Mutex::new(Conn {
                 writer,
                 answers: arx,
@@ -377,6 +394,24 @@ impl Xenstore {
             events: Mutex::new(erx),
             socket: None,
             timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// A descriptor that polls readable when watch events may be queued: poll it with other
+    /// descriptors, then call [`Xenstore::clear_event_signal`] and take the events with
+    /// [`Xenstore::next_event`] (`Duration::ZERO`).
+    pub fn event_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.signal)
+    }
+
+    /// Consumes the readiness of [`Xenstore::event_fd`] (bounded; non-blocking).
+    pub fn clear_event_signal(&self) {
+        let mut b = [0u8; 256];
+        for _ in 0..64 {
+            match (&self.signal).read(&mut b) {
+                Ok(n) if n == b.len() => continue,
+                _ => break,
+            }
         }
     }
 

@@ -186,3 +186,40 @@ fn a_regular_file_at_the_socket_path_is_left_alone() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn xen_apps_are_admitted_by_name_and_mac_only_with_xen_enabled() {
+    let xen = format!(
+        "{GOOD}\n[xen]\nenable = true\nmax_refs = 600\n\n[[apps]]\nxen = true\nname = \"web-xen\"\nmac = \"02:00:00:00:00:10\"\n"
+    );
+    let c = Config::parse(&xen, "xen.toml").expect("xen config");
+    assert!(c.xen.enable);
+    assert_eq!(c.xen.domid, 0);
+    assert_eq!(c.xen.max_refs, 600);
+    assert_eq!(
+        c.xen_allowed(),
+        vec![("web-xen".to_string(), Some([2, 0, 0, 0, 0, 0x10]))]
+    );
+    // The socket's admissions do not include the Xen app, and the other way round.
+    assert!(c.allowed().iter().all(|a| a.name != "web-xen"));
+
+    let refused = |text: &str, want: &str| match Config::parse(text, "bad.toml") {
+        Err(e @ ConfigError::Field { .. }) => assert!(e.to_string().starts_with(want), "{e}"),
+        other => panic!("not refused as {want}: {other:?}"),
+    };
+    // A Xen app without [xen] enable.
+    refused(
+        &format!("{GOOD}\n[[apps]]\nxen = true\nname = \"web-xen\"\n"),
+        "apps[1].xen",
+    );
+    // A Xen app with a uid (uids mean nothing to a Xen domain).
+    refused(
+        &format!("{GOOD}\n[xen]\nenable = true\n\n[[apps]]\nxen = true\nuid = 0\nname = \"x\"\n"),
+        "apps[1].xen",
+    );
+    // A reference limit out of range.
+    refused(
+        &format!("{GOOD}\n[xen]\nenable = true\nmax_refs = 1\n"),
+        "xen.max_refs",
+    );
+}

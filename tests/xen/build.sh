@@ -6,15 +6,18 @@
 #                decompressing the bzImage under TCG costs seconds in Xen and in libxenguest)
 #   dom0-rd.img  dom0 initramfs: busybox, xenstored, xenconsoled, xen-init-dom0, xl and their
 #                libraries (plus libgcc_s.so.1, which glibc dlopens and ldd does not list),
-#                kernel modules, the domU kernel and initramfs, and the Ferrite test binary
-#   domu-rd.img  domU initramfs: busybox, modules, the Ferrite test binary
+#                kernel modules, the domU kernel and initramfs, the Ferrite server (`ferrite`),
+#                xen_probe (the grant-backend suite), and the Linux peer's tools: iproute2 `ip`
+#                (for `ip netns`), ethtool and curl with their libraries
+#   domu-rd.img  domU initramfs: busybox, modules, the Ferrite apps (ferrite-http,
+#                ferrite-bulk, ferrite-echo)
 #
 # Packages come from the Debian archive configured for apt (bookworm and bookworm-security):
 # their versions are resolved now, at build time, downloaded once into $W/debs with
 # `apt-get download` and unpacked with `dpkg -x`; nothing is installed on this host.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=${FERRITE_XEN_SRC:-$(cd "$HERE/../.." && pwd)}   # the source tree to build xen_probe from
+REPO=${FERRITE_XEN_SRC:-$(cd "$HERE/../.." && pwd)}   # the source tree to build Ferrite from
 W=${FERRITE_XEN_DIR:-/var/tmp/ferrite-xen}
 XENV=4.17
 mkdir -p "$W/debs"
@@ -61,13 +64,24 @@ if [ "$(cat stamp 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > stamp
 fi
 
-# ---- the Ferrite test binary (static) ------------------------------------------------
-log "building the Ferrite Xen test binary (static)"
+# ---- the Ferrite binaries (static) ---------------------------------------------------
+log "building the Ferrite server, apps and xen_probe (static)"
 (cd "$REPO" && CARGO_TARGET_DIR="$W/target" RUSTFLAGS="-C target-feature=+crt-static" \
   CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=0 \
-  cargo build -q --release --target x86_64-unknown-linux-gnu -p switch --example xen_probe)
-BIN="$W/target/x86_64-unknown-linux-gnu/release/examples/xen_probe"
-file -b "$BIN" | grep -qE 'static(-pie)? linked' || { echo "$BIN is not static" >&2; exit 1; }
+  cargo build -q --release --target x86_64-unknown-linux-gnu -p switch --example xen_probe --bin ferrite \
+    -p apps --bin ferrite-http --bin ferrite-bulk --bin ferrite-echo)
+REL="$W/target/x86_64-unknown-linux-gnu/release"
+BIN="$REL/examples/xen_probe"
+APPS="$REL/ferrite-http $REL/ferrite-bulk $REL/ferrite-echo"
+for b in "$BIN" "$REL/ferrite" $APPS; do
+  file -b "$b" | grep -qE 'static(-pie)? linked' || { echo "$b is not static" >&2; exit 1; }
+done
+# The Linux peer's tools, from this host (scripts/setup-system.sh installs iproute2, ethtool, curl).
+PEER_TOOLS=""
+for t in ip ethtool curl; do
+  p=$(PATH=/usr/sbin:/sbin:$PATH command -v $t) || { echo "$t is missing (scripts/setup-system.sh installs it)" >&2; exit 1; }
+  PEER_TOOLS="$PEER_TOOLS $p"
+done
 
 MOD=k/lib/modules/$KVER/kernel
 BUSYBOX=$(command -v busybox)
@@ -76,9 +90,9 @@ file -b "$BUSYBOX" | grep -q 'statically linked' || { echo "busybox is not stati
 # ---- domU initramfs ------------------------------------------------------------------
 rm -rf rdu && mkdir -p rdu/{bin,dev,proc/xen,sys,lib,tmp,run}
 cp "$BUSYBOX" rdu/bin/busybox
-cp "$BIN" rdu/bin/xen_probe
+cp $APPS rdu/bin/
 cp "$REPO/tests/xen/domu-init" rdu/init && chmod +x rdu/init
-for m in drivers/xen/xen-evtchn drivers/xen/xen-gntalloc drivers/xen/xen-gntdev; do
+for m in drivers/xen/xen-evtchn drivers/xen/xen-gntalloc; do
   cp "$MOD/$m.ko" rdu/lib/
 done
 (cd rdu && find . | cpio -o -H newc --quiet) > domu-rd.img
@@ -88,20 +102,23 @@ rm -rf rd0 && mkdir -p rd0/var rd0/{bin,dev,proc/xen,sys,run,tmp,boot,lib/module
 ln -s /run rd0/var/run
 cp "$BUSYBOX" rd0/bin/busybox
 cp "$BIN" rd0/bin/xen_probe
+cp "$REL/ferrite" rd0/bin/ferrite
+cp $PEER_TOOLS rd0/usr/bin/
+cp "$REPO/tests/xen/ferrite.toml" rd0/etc/ferrite.toml
 for b in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
   cp "x/usr/lib/xen-$XENV/bin/$b" "rd0/usr/lib/xen-$XENV/bin/"
 done
 cp x/usr/bin/xenstore rd0/usr/bin/
 for t in read write ls rm chmod; do ln -sf xenstore "rd0/usr/bin/xenstore-$t"; done
 export LD_LIBRARY_PATH="$W/x/usr/lib/x86_64-linux-gnu"
-for f in rd0/usr/lib/xen-$XENV/bin/* rd0/usr/bin/xenstore; do ldd "$f" | awk '/=>/ {print $3}'; done | sort -u |
+for f in rd0/usr/lib/xen-$XENV/bin/* rd0/usr/bin/*; do ldd "$f" | awk '/=>/ {print $3}'; done | sort -u |
   while read -r lib; do cp -L "$lib" rd0/lib/x86_64-linux-gnu/; done
 cp -L /lib64/ld-linux-x86-64.so.2 rd0/lib64/
 # glibc dlopens libgcc_s for pthread_cancel; ldd cannot see that, and xl aborts without it.
 cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 rd0/lib/x86_64-linux-gnu/
 cp x/etc/xen/xl.conf rd0/etc/xen/
 for m in drivers/xen/xen-privcmd drivers/xen/xenfs/xenfs drivers/xen/xen-evtchn drivers/xen/xen-gntdev \
-         drivers/xen/xen-gntalloc; do
+         drivers/xen/xen-gntalloc drivers/net/veth; do
   cp "$MOD/$m.ko" rd0/lib/modules/
 done
 cp "$REPO/tests/xen/dom0-init" rd0/init && chmod +x rd0/init

@@ -4,7 +4,8 @@
 # Every log line is prefixed with host seconds since QEMU started.
 # Exit status 0 iff the serial log says "FERRITE-XEN PASS".
 # Env: FERRITE_XEN_DIR (work dir), FERRITE_XEN_SRC (source tree), FERRITE_XEN_TIMEOUT (s, default
-# 900: a loaded 2-core host slows TCG tenfold), FERRITE_FRAMES (default 30000), FERRITE_XEN_CPU.
+# 900: a loaded 2-core host slows TCG tenfold), FERRITE_BIG_MB (default 24: the download the
+# server restart lands in), FERRITE_BULK_BYTES (default 4000000: the app-to-app stream), FERRITE_XEN_CPU.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=${FERRITE_XEN_DIR:-/var/tmp/ferrite-xen}
@@ -22,7 +23,7 @@ timeout -k 5 "${FERRITE_XEN_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -cpu "$
   -nographic -monitor none -serial stdio -no-reboot \
   -kernel xen \
   -append "console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning noreboot dom0_mem=1024M,max:1024M" \
-  -initrd "vmlinux console=hvc0 earlyprintk=xen loglevel=4 FERRITE_FRAMES=${FERRITE_FRAMES:-30000},dom0-rd.img" \
+  -initrd "vmlinux console=hvc0 earlyprintk=xen loglevel=4 FERRITE_BIG_MB=${FERRITE_BIG_MB:-24} FERRITE_BULK_BYTES=${FERRITE_BULK_BYTES:-4000000},dom0-rd.img" \
   </dev/null 2>&1 |
   perl -MTime::HiRes=time -ne 'BEGIN{$|=1; $s=time} s/\r//g; printf "%7.2f %s", time-$s, $_' > "$LOG" || true
 t2=$(date +%s.%N)

@@ -25,6 +25,15 @@
 //! uid = 1000                         # and/or gid
 //! name = "web"
 //! mac = "02:00:00:00:00:01"          # optional: any unicast MAC when absent
+//!
+//! [xen]                              # apps in Xen domains, over xenstore (docs/xen.md)
+//! enable = true
+//! domid = 0                          # the server's own domain (0: dom0)
+//! max_refs = 1024                    # most grant references one app may publish
+//!
+//! [[apps]]
+//! xen = true                         # admits a Xen domain that says this name (and MAC)
+//! name = "web-xen"
 //! ```
 //!
 //! Unknown fields are refused. Every error names the field it is about, e.g.
@@ -89,6 +98,38 @@ pub struct Config {
     /// Apps that may attach.
     #[serde(default)]
     pub apps: Vec<AppSection>,
+    /// App domains in Xen guests, attached over xenstore.
+    #[serde(default)]
+    pub xen: XenSection,
+}
+
+/// `[xen]`: the xenstore transport for apps in Xen domains.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XenSection {
+    /// Accept app domains over xenstore (the server must run in a Xen domain).
+    #[serde(default)]
+    pub enable: bool,
+    /// The server's own domain id (0 in dom0; a driver domain's id otherwise).
+    #[serde(default)]
+    pub domid: u16,
+    /// Most grant references one app may publish.
+    #[serde(default = "default_max_refs")]
+    pub max_refs: u32,
+}
+
+fn default_max_refs() -> u32 {
+    1024
+}
+
+impl Default for XenSection {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            domid: 0,
+            max_refs: default_max_refs(),
+        }
+    }
 }
 
 /// `[server]`.
@@ -230,6 +271,10 @@ pub struct AppSection {
     pub name: String,
     /// The app's MAC; any unicast MAC when absent.
     pub mac: Option<String>,
+    /// The app runs in a Xen domain and attaches over xenstore (`[xen] enable`); no uid or
+    /// gid applies.
+    #[serde(default)]
+    pub xen: bool,
 }
 
 /// The port backends this server knows.
@@ -398,7 +443,16 @@ impl Config {
         }
         for (i, a) in self.apps.iter().enumerate() {
             let f = |k: &str| format!("apps[{i}].{k}");
-            if a.uid.is_none() && a.gid.is_none() {
+            if a.xen && !self.xen.enable {
+                return Err(field(f("xen"), "a Xen app needs [xen] enable = true"));
+            }
+            if a.xen && (a.uid.is_some() || a.gid.is_some()) {
+                return Err(field(
+                    f("xen"),
+                    "a Xen app is admitted by name (and MAC); uid and gid do not apply",
+                ));
+            }
+            if !a.xen && a.uid.is_none() && a.gid.is_none() {
                 return Err(field(
                     f("uid"),
                     "give a uid, a gid or both: who may attach under this name",
@@ -423,7 +477,23 @@ impl Config {
                 }
             }
         }
+        let m = self.xen.max_refs as usize;
+        if !(2..=crate::xen_ctl::MAX_REFS).contains(&m) {
+            return Err(field(
+                "xen.max_refs",
+                format!("{m} must be from 2 to {}", crate::xen_ctl::MAX_REFS),
+            ));
+        }
         Ok(())
+    }
+
+    /// The Xen apps' admissions: (name, MAC when fixed).
+    pub fn xen_allowed(&self) -> Vec<(String, Option<[u8; 6]>)> {
+        self.apps
+            .iter()
+            .filter(|a| a.xen)
+            .map(|a| (a.name.clone(), a.mac.as_deref().and_then(parse_mac)))
+            .collect()
     }
 
     /// The control socket's permission bits.
@@ -463,6 +533,7 @@ impl Config {
     pub fn allowed(&self) -> Vec<AllowedApp> {
         self.apps
             .iter()
+            .filter(|a| !a.xen)
             .map(|a| AllowedApp {
                 uid: a.uid,
                 gid: a.gid,

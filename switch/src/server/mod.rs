@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod ports;
+mod xen;
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -65,6 +66,12 @@ pub enum ServerError {
     /// The switch thread failed.
     #[error("the switch thread stopped: {0}")]
     SwitchThread(String),
+    /// The xenstore transport could not start (`[xen] enable` outside a Xen domain?).
+    #[error("xen: {0}")]
+    Xen(crate::xen_ctl::XenCtlError),
+    /// The Xen grant devices could not be opened.
+    #[error("xen grant backend: {0}")]
+    XenBackend(String),
 }
 
 /// Work for the switch thread.
@@ -274,7 +281,9 @@ struct AppEntry<N> {
     name: String,
     mac: Mac,
     counters: Arc<AppCounters>,
-    watch: N,
+    /// The app's doorbell, shared with its port on the switch: one binding (a Xen event
+    /// channel can be bound once).
+    watch: Arc<N>,
 }
 
 struct Conn<N> {
@@ -282,6 +291,26 @@ struct Conn<N> {
     s: Session,
     app: Option<AppEntry<N>>,
     done: bool,
+}
+
+/// Names and MACs of the apps attached over the Unix socket.
+fn taken_by<N>(conns: &[Conn<N>]) -> Vec<(String, Mac)> {
+    conns
+        .iter()
+        .filter_map(|c| c.app.as_ref())
+        .map(|a| (a.name.clone(), a.mac))
+        .collect()
+}
+
+/// Refuses a name or MAC an attached app (of any transport) already has.
+fn check_free(taken: &[(String, Mac)], name: &str, mac: Mac) -> Result<(), CtlError> {
+    match taken.iter().find(|(n, m)| n == name || *m == mac) {
+        Some((n, m)) => Err(CtlError::refused(
+            ErrorCode::Busy,
+            format!("{n} ({}) is attached already", fmt_mac(*m)),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Most control connections open at once; more are refused with `Busy`.
@@ -341,23 +370,12 @@ where
         mac: Mac,
         g: GrantRepr,
         fds: Vec<OwnedFd>,
-        others: &[Conn<B::Notifier>],
+        taken: &[(String, Mac)],
     ) -> Result<AppEntry<B::Notifier>, CtlError> {
         let busy = |t: String| CtlError::refused(ErrorCode::Busy, t);
-        if let Some(o) = others
-            .iter()
-            .filter_map(|c| c.app.as_ref())
-            .find(|a| a.name == name.as_str() || a.mac == mac)
-        {
-            return Err(busy(format!(
-                "{} ({}) is attached already",
-                o.name,
-                fmt_mac(o.mac)
-            )));
-        }
-        let pool = (0..256)
-            .find(|&i| !self.pools_used[i])
-            .map(|i| PoolId(i as u8))
+        check_free(taken, name.as_str(), mac)?;
+        let pool = self
+            .free_pool()
             .ok_or_else(|| busy("no pool id left".into()))?;
         let bad_mem = |t: String| CtlError::refused(ErrorCode::BadMemory, t);
         let gf = g.grant_fds as usize;
@@ -368,32 +386,58 @@ where
             .backend
             .map(dom, &refs, grant_pool::Access::ReadWrite, gfds)
             .map_err(|e| bad_mem(format!("cannot map the grant: {e}")))?;
-        let bad_fds = |e: grant_pool::GrantError| {
-            CtlError::refused(ErrorCode::BadFds, format!("notifier: {e}"))
-        };
         let notifier = self
             .backend
             .bind_notifier(dom, g.notify_port, nfds)
-            .map_err(bad_fds)?;
-        let watch = self
-            .backend
-            .bind_notifier(dom, g.notify_port, nfds)
-            .map_err(bad_fds)?;
+            .map_err(|e| CtlError::refused(ErrorCode::BadFds, format!("notifier: {e}")))?;
+        let want = [
+            g.rx_size,
+            g.tx_size,
+            g.fill_size,
+            g.comp_size,
+            g.buf_size,
+            g.buf_count,
+        ];
+        self.add_app(name.as_str(), mac, mapping, notifier, pool, Some(want))
+    }
+
+    /// The lowest pool id no port uses.
+    fn free_pool(&self) -> Option<PoolId> {
+        (0..256)
+            .find(|&i| !self.pools_used[i])
+            .map(|i| PoolId(i as u8))
+    }
+
+    /// Puts a mapped app port on the switch: the same path for every transport. `want` is
+    /// the layout the app announced (checked against the port header), `None` when the
+    /// transport carries none (the header alone, validated against the limits, decides).
+    fn add_app(
+        &mut self,
+        name: &str,
+        mac: Mac,
+        mapping: B::Mapping,
+        notifier: B::Notifier,
+        pool: PoolId,
+        want: Option<[u32; 6]>,
+    ) -> Result<AppEntry<B::Notifier>, CtlError> {
+        let busy = |t: String| CtlError::refused(ErrorCode::Busy, t);
+        let bad_mem = |t: String| CtlError::refused(ErrorCode::BadMemory, t);
+        let watch = Arc::new(notifier);
+        let want = match want {
+            Some(w) => w,
+            None => AppPort::<B::Mapping, Arc<B::Notifier>>::header_layout(
+                grant_pool::Mapping::region(&mapping),
+            )
+            .map_err(|e| bad_mem(e.to_string()))?,
+        };
         let port = AppPort::new(
-            name.as_str(),
+            name,
             mac,
             mapping,
-            notifier,
+            watch.clone(),
             pool,
             self.limits,
-            [
-                g.rx_size,
-                g.tx_size,
-                g.fill_size,
-                g.comp_size,
-                g.buf_size,
-                g.buf_count,
-            ],
+            want,
             self.first.clone(),
         )
         .map_err(|e| bad_mem(e.to_string()))?;
@@ -416,7 +460,7 @@ where
         Ok(AppEntry {
             id,
             pool,
-            name: name.as_str().to_owned(),
+            name: name.to_owned(),
             mac,
             counters,
             watch,
@@ -433,10 +477,20 @@ where
             // The pool id stays taken: the port may still be on the switch.
             _ => tracing::error!(app = %a.name, "the switch did not give the port back"),
         }
-        tracing::info!(app = %a.name, port = a.id.0, "app detached: {why}");
+        let c = a.counters.snapshot();
+        let kicks = a.counters.kicks();
+        tracing::info!(
+            app = %a.name,
+            port = a.id.0,
+            "app detached: {why}; frames to the app {}, from the app {}, doorbell kicks {} ({:.1} per 1000 frames forwarded through the port)",
+            c.tx_packets,
+            c.rx_packets,
+            kicks,
+            kicks as f64 * 1000.0 / (c.tx_packets + c.rx_packets).max(1) as f64
+        );
     }
 
-    fn stats(&self, conns: &[Conn<B::Notifier>]) -> StatsRepr {
+    fn stats(&self, apps: &[(PortId, Arc<AppCounters>)]) -> StatsRepr {
         let snaps = self.command(Cmd::Stats).unwrap_or_default();
         let ports = snaps
             .into_iter()
@@ -458,12 +512,9 @@ where
                 .iter()
                 .map(|r| s.sw.dropped(*r))
                 .sum();
-                let app = conns
-                    .iter()
-                    .filter_map(|c| c.app.as_ref())
-                    .find(|a| a.id == s.id);
+                let app = apps.iter().find(|a| a.0 == s.id);
                 let mut c = match app {
-                    Some(a) => a.counters.snapshot(),
+                    Some(a) => a.1.snapshot(),
                     None => PortCounters {
                         rx_packets: s.stats.rx_packets,
                         rx_bytes: s.stats.rx_bytes,
@@ -499,7 +550,7 @@ where
     }
 
     /// Reads and answers everything pending on connection `i`.
-    fn service(&mut self, conns: &mut [Conn<B::Notifier>], i: usize) {
+    fn service(&mut self, conns: &mut [Conn<B::Notifier>], i: usize, xen: &xen::View) {
         // Bounded: a peer flooding the socket gets at most this many messages per round.
         for _ in 0..32 {
             if conns[i].done {
@@ -530,9 +581,19 @@ where
             let (answer, close) = match step {
                 Step::Reply(r) => (r, false),
                 Step::Close(r) => (r, true),
-                Step::Stats => (Repr::StatsReply(self.stats(conns)), false),
+                Step::Stats => {
+                    let mut apps: Vec<(PortId, Arc<AppCounters>)> = conns
+                        .iter()
+                        .filter_map(|c| c.app.as_ref())
+                        .map(|a| (a.id, a.counters.clone()))
+                        .collect();
+                    apps.extend(xen.counters.iter().cloned());
+                    (Repr::StatsReply(self.stats(&apps)), false)
+                }
                 Step::Attach { name, mac, grant } => {
-                    match self.attach(name, mac, grant, fds, conns) {
+                    let mut taken = taken_by(conns);
+                    taken.extend(xen.taken.iter().cloned());
+                    match self.attach(name, mac, grant, fds, &taken) {
                         Ok(a) => {
                             let r = conns[i].s.attached(a.id.0, a.pool.0, self.instance);
                             conns[i].app = Some(a);
@@ -558,8 +619,15 @@ where
     }
 }
 
-/// Runs the server described by `cfg` until SIGTERM/SIGINT or until `stop` is set.
+/// Runs the server described by `cfg` until SIGTERM/SIGINT or until `stop` is set: on the
+/// `xen` grant backend when `[xen] enable` is set, else on `shm`.
 pub fn serve(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), ServerError> {
+    #[cfg(target_os = "linux")]
+    if cfg.xen.enable {
+        let be = grant_pool::xen::XenBackend::open()
+            .map_err(|e| ServerError::XenBackend(e.to_string()))?;
+        return serve_with(cfg, stop, be);
+    }
     serve_with(
         cfg,
         stop,
@@ -676,16 +744,37 @@ where
         "ferrite serving"
     );
 
+    let mut xen = if cfg.xen.enable {
+        let x = xen::XenSide::<B::Notifier>::open(
+            cfg.xen.domid,
+            cfg.xen.max_refs as usize,
+            cfg.xen_allowed(),
+        )
+        .map_err(ServerError::Xen)?;
+        tracing::info!(
+            domid = cfg.xen.domid,
+            "accepting Xen app domains over xenstore"
+        );
+        Some(x)
+    } else {
+        None
+    };
     let mut conns: Vec<Conn<B::Notifier>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         if switch_thread.is_finished() {
             break;
         }
-        // Poll set: signal pipe, listener, connections, app notifiers.
-        let (ready_sig, ready_listen, ready_conn, ready_watch) = {
-            let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(2 + 2 * conns.len());
+        // Poll set: signal pipe, listener, xenstore events, connections, app notifiers.
+        let (ready_sig, ready_listen, ready_xs, ready_conn, ready_watch) = {
+            let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(3 + 2 * conns.len());
             pfds.push(PollFd::new(&sig_rx, PollFlags::IN));
             pfds.push(PollFd::new(&listener, PollFlags::IN));
+            let xs_fd = xen.as_ref().map(|x| x.event_fd());
+            pfds.push(match &xs_fd {
+                Some(fd) => PollFd::from_borrowed_fd(*fd, PollFlags::IN),
+                // Nothing to wait for: the signal pipe again, with no events asked.
+                None => PollFd::new(&sig_rx, PollFlags::empty()),
+            });
             for c in &conns {
                 pfds.push(PollFd::new(&c.t, PollFlags::IN));
             }
@@ -693,6 +782,7 @@ where
                 .iter()
                 .filter_map(|c| c.app.as_ref())
                 .map(|a| a.watch.poll_fd())
+                .chain(xen.iter().flat_map(|x| x.watches().map(|w| w.poll_fd())))
                 .collect();
             for w in &watch_fds {
                 pfds.push(PollFd::from_borrowed_fd(*w, PollFlags::IN));
@@ -707,8 +797,9 @@ where
             (
                 r[0],
                 r[1],
-                r[2..2 + n].to_vec(),
-                r[2 + n..].iter().any(|&b| b),
+                xs_fd.is_some() && r[2],
+                r[3..3 + n].to_vec(),
+                r[3 + n..].iter().any(|&b| b),
             )
         };
         if ready_sig {
@@ -721,7 +812,17 @@ where
             for a in conns.iter().filter_map(|c| c.app.as_ref()) {
                 let _ = a.watch.drain();
             }
+            if let Some(x) = &xen {
+                for w in x.watches() {
+                    let _ = w.drain();
+                }
+            }
             waker.wake();
+        }
+        if let Some(x) = xen.as_mut()
+            && (ready_xs || x.rescan_due())
+        {
+            x.service(&mut ctl, &taken_by(&conns));
         }
         if ready_listen {
             // Bounded per round, like everything a peer can drive.
@@ -755,9 +856,10 @@ where
                 }
             }
         }
+        let view = xen.as_ref().map(|x| x.view()).unwrap_or_default();
         for (i, r) in ready_conn.iter().enumerate() {
             if *r {
-                ctl.service(&mut conns, i);
+                ctl.service(&mut conns, i, &view);
             }
         }
         let now = Instant::now();
@@ -781,6 +883,9 @@ where
                 i += 1;
             }
         }
+    }
+    if let Some(x) = xen.as_mut() {
+        x.close(&mut ctl);
     }
     stop.store(true, Ordering::SeqCst);
     waker.wake();
