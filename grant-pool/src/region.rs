@@ -232,12 +232,6 @@ impl Region {
     }
 }
 
-/// Copies `len` bytes between two raw ranges (which may overlap).
-///
-/// Frames are plain bytes with no validity invariant, so a peer writing the source while we
-/// copy yields torn data, never an invalid value: callers treat copied-out data as untrusted
-/// and validate it. The copy is a `memmove` because frame copies are on the hot path.
-///
 /// Bytes at the start of a block that [`Blocks`] reads and writes: a frame's Ethernet
 /// header (two MACs and the EtherType) with room to spare.
 pub const BLOCK_HEAD: usize = 16;
@@ -334,6 +328,12 @@ impl Blocks {
     }
 }
 
+/// Copies `len` bytes between two raw ranges (which may overlap).
+///
+/// Frames are plain bytes with no validity invariant, so a peer writing the source while we
+/// copy yields torn data, never an invalid value: callers treat copied-out data as untrusted
+/// and validate it. The copy is a `memmove` because frame copies are on the hot path.
+///
 /// # Safety
 /// `src..src+len` must be readable and `dst..dst+len` writable.
 #[inline]
