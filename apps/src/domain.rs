@@ -227,6 +227,8 @@ struct XenLink {
     /// The reference list of the port memory, granted read-only to the server; made once,
     /// published in every handshake.
     list: Option<DomGrant>,
+    /// Hello's nodes are written (a re-handshake writes only the state).
+    hello_written: bool,
 }
 
 /// How long a Xen app waits for each answer of the server's handshake.
@@ -276,6 +278,7 @@ impl AppDomain {
                     server,
                     connected: false,
                     list: None,
+                    hello_written: false,
                 };
                 (DomBackend::Xen(b), Some(link), DomId(server))
             }
@@ -485,7 +488,7 @@ impl AppDomain {
         };
         let list_refs: Vec<u32> = list.refs().iter().map(|r| r.0).collect();
         let t0 = std::time::Instant::now();
-        fe.hello(self.cfg.net.mac)?;
+        fe.hello(self.cfg.net.mac, x.hello_written)?;
         let t_hello = t0.elapsed();
         let instance = fe.wait_backend(XbState::InitWait, None, XEN_STEP)?;
         let t_initwait = t0.elapsed();
@@ -533,6 +536,7 @@ impl AppDomain {
         )?;
         if let Some(x) = self.xen.as_mut() {
             x.connected = true;
+            x.hello_written = true;
         }
         self.connected_to(instance);
         Ok(())

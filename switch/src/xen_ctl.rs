@@ -351,8 +351,18 @@ pub fn read_hello(xs: &Xenstore, app: u16, name: &str) -> Result<[u8; 6], XenCtl
 
 /// Reads and checks everything a frontend published for `Initialised`.
 pub fn read_frontend(xs: &Xenstore, app: u16, name: &str) -> Result<FrontendInfo, XenCtlError> {
-    let dir = front_path(app, name);
     let mac = read_hello(xs, app, name)?;
+    let mut fe = read_grant(xs, app, name)?;
+    fe.mac = mac;
+    Ok(fe)
+}
+
+/// Reads and checks only what `Initialised` adds to Hello (`grant-list`, `event-channel`);
+/// `mac` is left zero: the server keeps the MAC it admitted at Hello, so a MAC rewritten
+/// since then changes nothing.
+pub fn read_grant(xs: &Xenstore, app: u16, name: &str) -> Result<FrontendInfo, XenCtlError> {
+    let dir = front_path(app, name);
+    let mac = [0; 6];
     let v = read_node(xs, &dir, "grant-list")?;
     let mut list_refs = Vec::new();
     for part in v.split(|&c| c == b',') {
@@ -429,13 +439,16 @@ impl<'a> Frontend<'a> {
             .write(&format!("{}/state", self.dir()), s.as_value())?)
     }
 
-    /// Step 1: writes Hello and `Initialising`, and watches the backend's `state` node
-    /// (token `back`; once per connection, so call it once).
-    pub fn hello(&self, mac: [u8; 6]) -> Result<(), XenCtlError> {
+    /// Step 1: writes Hello and `Initialising`. `again`: this app wrote the same Hello in an
+    /// earlier handshake of this connection (the server never removes frontend nodes), so
+    /// only the state is written.
+    pub fn hello(&self, mac: [u8; 6], again: bool) -> Result<(), XenCtlError> {
         let d = self.dir();
-        self.xs.write(&format!("{d}/version"), VERSION)?;
-        self.xs
-            .write(&format!("{d}/mac"), fmt_mac(mac).as_bytes())?;
+        if !again {
+            self.xs.write(&format!("{d}/version"), VERSION)?;
+            self.xs
+                .write(&format!("{d}/mac"), fmt_mac(mac).as_bytes())?;
+        }
         self.set_state(XbState::Initialising)
     }
 
@@ -659,7 +672,8 @@ impl<'a> Backend<'a> {
             &b,
             &[Perm::owner(self.me, 'n'), Perm::read(app)],
         )?;
-        self.xs.rm(&format!("{b}/error"))?;
+        // An `error` left from an earlier refusal is not removed: the app reads it only
+        // with `state = 6`, which this server writes only together with a new `error`.
         self.put(app, name, "instance", self.instance.to_string().as_bytes())
     }
 
@@ -678,9 +692,10 @@ impl<'a> Backend<'a> {
         self.put(app, name, "state", XbState::Initialising.as_value())
     }
 
-    /// Reads and checks the app's published fields (state `Initialised`).
+    /// Reads and checks what the app published for `Initialised` (its MAC was read and
+    /// admitted at Hello; see [`read_grant`]).
     pub fn frontend(&self, app: u16, name: &str) -> Result<FrontendInfo, XenCtlError> {
-        read_frontend(self.xs, app, name)
+        read_grant(self.xs, app, name)
     }
 
     /// Answers a mapped grant: `port` and `Connected`.
@@ -767,7 +782,7 @@ mod tests {
     /// Writes a well-formed frontend for app `app-7` of domain 7.
     fn frontend(xs: &Xenstore) {
         let fe = Frontend::new(xs, 7, 0, "app-7").expect("name");
-        fe.hello([2, 0, 0, 0, 0, 7]).expect("hello");
+        fe.hello([2, 0, 0, 0, 0, 7], false).expect("hello");
         fe.publish(&[40, 41], 42).expect("publish");
     }
 
