@@ -11,8 +11,17 @@
 //! bounded sweep (a few slots per call) deletes aged entries with backward-shift deletion,
 //! which keeps probe chains short without tombstones.
 //!
-//! Keys are hashed with a multiplicative hash keyed by a per-table seed, so a sender cannot
-//! pick MACs that collide in every switch.
+//! A key's home slot is the top bits of the key times a per-table random odd multiplier (one
+//! multiply and a shift, the multiply-shift family), so a sender cannot pick MACs that
+//! collide in every switch.
+//!
+//! The burst call ([`Fdb::learn_and_look_up`]) answers frames in a pass that writes nothing:
+//! each source is checked in its home slot (known on this port, recorded recently enough),
+//! each destination answered from its home slot, and no frame's work depends on another's,
+//! so the loads of a burst overlap. A frame whose source needs a write (new, moved, due a
+//! refresh, or not in its home slot) leaves the pass, is learned as [`Fdb::learn`] does, and
+//! the pass resumes after it; the answers are those of learning and looking up frame by
+//! frame.
 
 /// A MAC address as the low 48 bits of a `u64`, first byte on the wire in the lowest byte:
 /// the I/G (multicast) bit is bit 0.
@@ -93,7 +102,8 @@ pub struct Fdb {
     slots: Box<[Slot]>,
     mask: usize,
     shift: u32,
-    seed: u64,
+    /// The hash's multiplier: odd, drawn per table.
+    mult: u64,
     len: usize,
     max: usize,
     age: u32,
@@ -120,13 +130,17 @@ impl Fdb {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
             let local = 0u8;
-            (t ^ (&local as *const u8 as u64).rotate_left(32)) | 1
+            let mut z = t ^ (&local as *const u8 as u64).rotate_left(32);
+            // splitmix64's finaliser, so that every bit of the multiplier depends on the seed.
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) | 1
         };
         Self {
             slots: vec![Slot::default(); cap].into_boxed_slice(),
             mask: cap - 1,
             shift: 64 - cap.trailing_zeros(),
-            seed,
+            mult: seed,
             len: 0,
             max,
             age,
@@ -177,7 +191,7 @@ impl Fdb {
 
     #[inline]
     fn home(&self, key: u64) -> usize {
-        ((key ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+        (key.wrapping_mul(self.mult) >> self.shift) as usize
     }
 
     #[inline]
@@ -205,13 +219,14 @@ impl Fdb {
     /// The per-frame work of a switch for a whole burst received on `port`: for each
     /// `(destination, source)` pair in `frames`, learns the source (when `learn`; as
     /// [`Fdb::learn`]) and writes to `out` the port the destination was last seen on, or
-    /// [`UNKNOWN`] (as [`Fdb::lookup`]; group destinations are [`UNKNOWN`]).
+    /// [`UNKNOWN`] (as [`Fdb::lookup`]; group destinations are [`UNKNOWN`]). The answers are
+    /// those of learning and looking up frame by frame.
     ///
-    /// A frame with the same pair as the one before it repeats its answer, and a source
-    /// equal to the previous frame's is not learned again (a burst is mostly runs of one
-    /// flow). The common case — the source already known on `port`, its tick recent enough,
-    /// in its home slot — costs one hash and one compare and writes nothing; everything
-    /// else goes through [`Fdb::learn`]. The table's geometry is read once per burst.
+    /// A pass that writes nothing checks each frame's source (known on `port`, its tick
+    /// recent enough, in its home slot) and answers its destination; it has no dependency
+    /// from one frame to the next, so the loads of successive frames overlap. A frame
+    /// whose source needs a write stops the pass: that frame is learned through
+    /// [`Fdb::learn`] and looked up, and the pass resumes after it.
     #[inline(never)]
     pub fn learn_and_look_up(
         &mut self,
@@ -221,47 +236,79 @@ impl Fdb {
         frames: &[(MacKey, MacKey)],
         out: &mut [u16],
     ) {
-        // The geometry in registers for the burst (learning never changes it).
-        let (seed, shift, mask) = (self.seed, self.shift, self.mask);
-        let slot = move |key: u64| {
-            ((key ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize & mask
-        };
-        let (mut last_src, mut last_dst, mut last) = (u64::MAX, u64::MAX, UNKNOWN);
-        for (&(dst, src), o) in frames.iter().zip(out.iter_mut()) {
-            if dst == last_dst && src == last_src {
-                *o = last;
-                continue;
+        let n = frames.len().min(out.len());
+        let mut i = 0;
+        while i < n {
+            let (f, o) = (&frames[i..n], &mut out[i..n]);
+            i += if learn {
+                self.look_up_fresh::<true>(port, now, f, o)
+            } else {
+                self.look_up_fresh::<false>(port, now, f, o)
+            };
+            if i < n {
+                let (dst, src) = frames[i];
+                out[i] = self.learn_then_look_up(port, now, src, dst);
+                i += 1;
             }
-            if learn && src != last_src {
+        }
+    }
+
+    /// The pass of [`Fdb::learn_and_look_up`]: answers frames up to the first whose
+    /// source needs learning, writing nothing, and returns how many it answered.
+    #[inline(always)]
+    fn look_up_fresh<const LEARN: bool>(
+        &self,
+        port: u16,
+        now: u32,
+        frames: &[(MacKey, MacKey)],
+        out: &mut [u16],
+    ) -> usize {
+        let slots = &*self.slots;
+        if slots.is_empty() {
+            return 0;
+        }
+        let mask = slots.len() - 1;
+        let (mult, shift, refresh, age) = (self.mult, self.shift, self.refresh, self.age);
+        let home = move |key: u64| (key.wrapping_mul(mult) >> shift) as usize & mask;
+        // No frame depends on another (nothing is written), so the out-of-order core
+        // overlaps the slot loads of successive frames.
+        for (k, (&(dst, src), o)) in frames.iter().zip(out.iter_mut()).enumerate() {
+            if LEARN {
                 let key = (src & MAC_MASK) | OCCUPIED;
-                let s = &self.slots[slot(key)];
-                let fresh =
-                    s.key == key && s.port == port && now.wrapping_sub(s.tick) <= self.refresh;
-                if !fresh {
-                    self.learn_cold(src, port, now);
+                let e = &slots[home(key)];
+                let stale = now.wrapping_sub(e.tick) > refresh;
+                if (e.key ^ key) | (e.port ^ port) as u64 | stale as u64 != 0 {
+                    return k;
                 }
             }
-            last_src = src;
-            last_dst = dst;
-            last = if is_group(dst) {
+            // Only unicast keys are ever stored, so a group destination never matches.
+            let key = (dst & MAC_MASK) | OCCUPIED;
+            let e = &slots[home(key)];
+            *o = if e.key == key {
+                if now.wrapping_sub(e.tick) <= age {
+                    e.port
+                } else {
+                    UNKNOWN
+                }
+            } else if e.key == 0 || is_group(dst) {
                 UNKNOWN
             } else {
-                // The home slot answers most lookups; a longer probe takes the general path.
-                let key = (dst & MAC_MASK) | OCCUPIED;
-                let s = &self.slots[slot(key)];
-                if s.key == key {
-                    if now.wrapping_sub(s.tick) <= self.age {
-                        s.port
-                    } else {
-                        UNKNOWN
-                    }
-                } else if s.key == 0 {
-                    UNKNOWN
-                } else {
-                    self.lookup_cold(dst, now)
-                }
+                // Not in its home slot: the general probe.
+                self.lookup_cold(dst, now)
             };
-            *o = last;
+        }
+        frames.len()
+    }
+
+    /// One frame whose source needs learning: learns it, then answers its destination.
+    #[cold]
+    #[inline(never)]
+    fn learn_then_look_up(&mut self, port: u16, now: u32, src: MacKey, dst: MacKey) -> u16 {
+        self.learn(src, port, now);
+        if is_group(dst) {
+            UNKNOWN
+        } else {
+            self.lookup(dst, now).unwrap_or(UNKNOWN)
         }
     }
 
@@ -296,12 +343,6 @@ impl Fdb {
     #[inline(never)]
     fn lookup_cold(&self, mac: MacKey, now: u32) -> u16 {
         self.lookup(mac, now).unwrap_or(UNKNOWN)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn learn_cold(&mut self, mac: MacKey, port: u16, now: u32) {
-        self.learn(mac, port, now);
     }
 
     /// Records that `mac` was seen on `port` at `now`.
@@ -568,6 +609,57 @@ mod tests {
         c.learn_and_look_up(1, 0, false, &frames[..1], &mut out[..1]);
         assert_eq!(out[0], 4);
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn long_bursts_with_moves_match_frame_by_frame() {
+        // Bursts longer than a chunk of any kind, whose sources are learned, moved and
+        // refreshed part way through, and whose later frames look up those sources.
+        let mut a = Fdb::new(64, 640);
+        let mut b = Fdb::new(64, 640);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let bc = mac_key(&[0xff; 6]);
+        for round in 0..200u32 {
+            let len = 1 + rnd(100) as usize;
+            let frames: Vec<(MacKey, MacKey)> = (0..len)
+                .map(|_| {
+                    let dst = if rnd(10) == 0 {
+                        bc
+                    } else {
+                        mac(rnd(80) as u32)
+                    };
+                    (dst, mac(rnd(80) as u32))
+                })
+                .collect();
+            let (port, tick) = (rnd(4) as u16, round * 7);
+            let mut out = vec![0u16; len];
+            a.learn_and_look_up(port, tick, true, &frames, &mut out);
+            let want: Vec<u16> = frames
+                .iter()
+                .map(|&(dst, src)| {
+                    b.learn(src, port, tick);
+                    if is_group(dst) {
+                        UNKNOWN
+                    } else {
+                        b.lookup(dst, tick).unwrap_or(UNKNOWN)
+                    }
+                })
+                .collect();
+            assert_eq!(out, want, "round {round}");
+            assert_eq!(a.stats(), b.stats(), "round {round}");
+            assert_eq!(a.len(), b.len());
+            if round % 50 == 49 {
+                a.sweep(tick, 1 << 20);
+                b.sweep(tick, 1 << 20);
+            }
+        }
+        assert!(a.stats().moves > 0 && a.stats().full > 0);
     }
 
     #[test]
