@@ -32,7 +32,14 @@ pub const MAC_MASK: u64 = (1 << 48) - 1;
 /// What [`Fdb::learn_and_look_up`] reports for a destination it does not know (or a group
 /// address): not a port number.
 pub const UNKNOWN: u16 = u16::MAX;
-const OCCUPIED: u64 = 1 << 48;
+
+/// A slot's key for `mac`: the MAC in the top 48 bits (whatever `mac` holds above its 48
+/// bits falls off) and bit 0 set, so that an occupied slot is never 0. A shift and an `or`
+/// with a small constant, no 64-bit mask.
+#[inline(always)]
+fn slot_key(mac: MacKey) -> u64 {
+    (mac << 16) | 1
+}
 
 /// The top `64 - shift` bits of `key ^ seed` times 2^64 / φ (Fibonacci hashing: keys in
 /// arithmetic progression, such as MACs numbered in their last bytes, spread evenly; the
@@ -66,7 +73,7 @@ pub fn is_group(key: MacKey) -> bool {
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(16))]
 struct Slot {
-    /// `OCCUPIED | mac` when in use, 0 when empty.
+    /// [`slot_key`] of the MAC when in use, 0 when empty.
     key: u64,
     tick: u32,
     port: u16,
@@ -205,7 +212,7 @@ impl Fdb {
     /// The port `mac` was last seen on, unless unknown or aged out.
     #[inline]
     pub fn lookup(&self, mac: MacKey, now: u32) -> Option<u16> {
-        let key = (mac & MAC_MASK) | OCCUPIED;
+        let key = slot_key(mac);
         let mut i = self.home(key);
         loop {
             let s = &self.slots[i & self.mask];
@@ -277,7 +284,7 @@ impl Fdb {
         // overlaps the slot loads of successive frames.
         for (k, (&(dst, src), o)) in frames.iter().zip(out.iter_mut()).enumerate() {
             if LEARN {
-                let key = (src & MAC_MASK) | OCCUPIED;
+                let key = slot_key(src);
                 let mut e = &slots[home(key)];
                 if e.key != key && e.key != 0 {
                     // Not in its home slot: the general probe, still writing nothing.
@@ -289,7 +296,7 @@ impl Fdb {
                 }
             }
             // Only unicast keys are ever stored, so a group destination never matches.
-            let key = (dst & MAC_MASK) | OCCUPIED;
+            let key = slot_key(dst);
             let e = &slots[home(key)];
             *o = if e.key == key {
                 if now.wrapping_sub(e.tick) <= age {
@@ -332,8 +339,8 @@ impl Fdb {
         dst: MacKey,
         src: MacKey,
     ) -> (u16, bool) {
-        let skey = (src & MAC_MASK) | OCCUPIED;
-        let dkey = (dst & MAC_MASK) | OCCUPIED;
+        let skey = slot_key(src);
+        let dkey = slot_key(dst);
         let s = &self.slots[self.home(skey) & self.mask];
         let d = &self.slots[self.home(dkey) & self.mask];
         let fresh =
@@ -373,7 +380,7 @@ impl Fdb {
             self.stats.bad_source += 1;
             return Learned::BadSource;
         }
-        let key = (mac & MAC_MASK) | OCCUPIED;
+        let key = slot_key(mac);
         let mask = self.mask;
         let mut i = self.home(key);
         loop {
@@ -473,7 +480,7 @@ impl Fdb {
         self.slots
             .iter()
             .filter(|s| s.key != 0 && self.alive(s, now))
-            .map(|s| (key_mac(s.key), s.port, now.wrapping_sub(s.tick)))
+            .map(|s| (key_mac(s.key >> 16), s.port, now.wrapping_sub(s.tick)))
             .collect()
     }
 }
