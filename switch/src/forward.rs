@@ -18,7 +18,8 @@
 //!    bytes are compared with each following frame's, and a burst that is one run is
 //!    learned and looked up once (`Fdb::learn_and_look_up_one`, inline) and needs no
 //!    per-frame destinations at all; any other burst goes to the FDB as one call over its
-//!    MAC pairs (`Fdb::learn_and_look_up`), which repeats its answer along a run.
+//!    MAC pairs (`Fdb::learn_and_look_up`), which checks them in a pass that writes
+//!    nothing and learns only the frames whose source needs a write.
 //! 2. **Deliver per destination.** First every copy the burst needs is made (the destination
 //!    allocates buffers from its own pools once per burst; each frame is copied once), and
 //!    only then are handles passed on, so no destination can touch an original while another
