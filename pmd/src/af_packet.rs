@@ -713,6 +713,20 @@ impl Port for AfPacketPort {
             }
         }
     }
+
+    fn wants_poll(&self) -> bool {
+        // Buffers to hand back, or a transmit kick the kernel refused for now.
+        !self.done.is_empty() || self.kick_pending
+    }
+
+    fn prepare_wait(&mut self) -> bool {
+        let off = self.rx_off(self.rx_head);
+        self.status(off).load(Ordering::Acquire) & TP_STATUS_USER != 0
+    }
+
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.sock.as_fd())
+    }
 }
 
 /// One's-complement sum of `data` added to `sum` (not folded).

@@ -930,6 +930,18 @@ impl Port for AfXdpPort {
             }
         }
     }
+
+    fn prepare_wait(&mut self) -> bool {
+        // The kernel can deliver only into buffers on the fill ring; with need-wakeup it
+        // also waits for a kick before it looks at the ring again.
+        self.refill();
+        self.wake_rx();
+        self.rx.ready(1) > 0
+    }
+
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.xsk.as_fd())
+    }
 }
 
 impl Drop for AfXdpPort {

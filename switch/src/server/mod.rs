@@ -3,10 +3,11 @@
 //!
 //! Two threads. The **switch thread** owns the [`Switch`] and runs its loop (pinned when
 //! configured); it never blocks on the control plane. The **control thread** (the caller of
-//! [`serve`]) polls the control socket, every connection, every app's notifier and a
-//! signal pipe. It hands new and departing ports to the switch through a channel that the
-//! switch drains in its housekeeping hook (between bursts and before it parks), and wakes a
-//! parked switch; the forwarding path never takes a lock.
+//! [`serve`]) polls the control socket, every connection and a signal pipe. It hands new and
+//! departing ports to the switch through a channel that the switch drains in its
+//! housekeeping hook (between bursts and before it sleeps), and wakes a sleeping switch; the
+//! forwarding path never takes a lock. An app's doorbell wakes the switch directly: the
+//! switch sleeps on it (`Port::wait_fd`).
 //!
 //! On attach the switch thread offers the app's pool to every NIC port
 //! ([`Port::grant_tx_pool`]); a port that accepts transmits the app's frames by handle, with
@@ -22,14 +23,14 @@
 pub mod config;
 pub mod ports;
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use grant_pool::{DomId, GrantBackend, GrantRef, Notifier, PoolId, PortLimits};
+use grant_pool::{DomId, GrantBackend, GrantRef, PoolId, PortLimits};
 use pmd::{Mac, Port, PortStats};
 use rustix::event::{PollFd, PollFlags};
 
@@ -274,7 +275,7 @@ struct AppEntry<N> {
     name: String,
     mac: Mac,
     counters: Arc<AppCounters>,
-    watch: N,
+    _notifier: std::marker::PhantomData<N>,
 }
 
 struct Conn<N> {
@@ -316,7 +317,7 @@ where
         self.tx.send(make(stx)).ok()?;
         self.waker.wake();
         let deadline = Instant::now() + SWITCH_REPLY;
-        // The switch takes commands between bursts or when it parks; keep waking it.
+        // The switch takes commands between bursts or before it sleeps; keep waking it.
         while Instant::now() < deadline {
             if let Ok(v) = srx.recv_timeout(Duration::from_millis(5)) {
                 return Some(v);
@@ -375,10 +376,6 @@ where
             .backend
             .bind_notifier(dom, g.notify_port, nfds)
             .map_err(bad_fds)?;
-        let watch = self
-            .backend
-            .bind_notifier(dom, g.notify_port, nfds)
-            .map_err(bad_fds)?;
         let port = AppPort::new(
             name.as_str(),
             mac,
@@ -419,7 +416,7 @@ where
             name: name.as_str().to_owned(),
             mac,
             counters,
-            watch,
+            _notifier: std::marker::PhantomData,
         })
     }
 
@@ -681,21 +678,13 @@ where
         if switch_thread.is_finished() {
             break;
         }
-        // Poll set: signal pipe, listener, connections, app notifiers.
-        let (ready_sig, ready_listen, ready_conn, ready_watch) = {
+        // Poll set: signal pipe, listener, connections.
+        let (ready_sig, ready_listen, ready_conn) = {
             let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(2 + 2 * conns.len());
             pfds.push(PollFd::new(&sig_rx, PollFlags::IN));
             pfds.push(PollFd::new(&listener, PollFlags::IN));
             for c in &conns {
                 pfds.push(PollFd::new(&c.t, PollFlags::IN));
-            }
-            let watch_fds: Vec<BorrowedFd<'_>> = conns
-                .iter()
-                .filter_map(|c| c.app.as_ref())
-                .map(|a| a.watch.poll_fd())
-                .collect();
-            for w in &watch_fds {
-                pfds.push(PollFd::from_borrowed_fd(*w, PollFlags::IN));
             }
             let ts = rustix::time::Timespec {
                 tv_sec: 0,
@@ -704,24 +693,13 @@ where
             let _ = rustix::event::poll(&mut pfds, Some(&ts));
             let r: Vec<bool> = pfds.iter().map(|p| !p.revents().is_empty()).collect();
             let n = conns.len();
-            (
-                r[0],
-                r[1],
-                r[2..2 + n].to_vec(),
-                r[2 + n..].iter().any(|&b| b),
-            )
+            (r[0], r[1], r[2..2 + n].to_vec())
         };
         if ready_sig {
             let mut b = [0u8; 16];
             let _ = std::io::Read::read(&mut &sig_rx, &mut b);
             tracing::info!("signal received: shutting down");
             break;
-        }
-        if ready_watch {
-            for a in conns.iter().filter_map(|c| c.app.as_ref()) {
-                let _ = a.watch.drain();
-            }
-            waker.wake();
         }
         if ready_listen {
             // Bounded per round, like everything a peer can drive.
