@@ -8,6 +8,7 @@
 
 pub mod af_packet;
 pub mod af_xdp;
+mod gso;
 pub mod intel;
 pub mod linux;
 pub mod sim;

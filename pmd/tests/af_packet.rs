@@ -274,7 +274,10 @@ fn kernel_drops_are_counted() {
         return;
     }
     let pair = VethPair::new("pd", &[]);
-    let mut port = open(&pair, |c| c.rx_frames = 64);
+    let mut port = open(&pair, |c| {
+        c.rx_frames = 64;
+        c.super_frames = false;
+    });
     let pool = port.pool();
     let mac = port.mac();
     let peer = pair.peer_socket(TEST_ETHERTYPE);
