@@ -41,13 +41,16 @@
 //!
 //! The kernel hands a packet socket frames larger than the MTU when segmentation was left to
 //! later: a veth peer with TSO/GSO on (Linux's default) sends TCP frames of up to 64 KiB, and
-//! GRO merges segments received on a real NIC. With [`AfPacketConfig::super_frames`] (the
-//! default) the receive ring's frames hold 64 KiB, and a TCP/IPv4 super-frame is cut into
-//! segments of the interface's MTU in software, as the kernel's GSO does ([`crate::gso`]):
-//! one copy from the ring into each segment's pool buffer, headers rewritten, both checksums
-//! computed (which also completes a checksum the sender left partial). Any other frame
-//! larger than a pool buffer (UDP or IPv6 super-frames, VLAN-tagged ones) is dropped and
-//! counted. Without it the ring frames are 2 KiB and every super-frame is dropped; run the
+//! GRO merges segments received on a real NIC. The ring's frames stay 2 KiB (a ring of
+//! 64 KiB frames would hold an eighth as many frames in the same memory); with
+//! [`AfPacketConfig::super_frames`] (the default) the socket sets `PACKET_COPY_THRESH`, so
+//! the kernel also queues a frame too large for a ring frame, whole, on the socket's receive
+//! queue and flags its (truncated) ring frame `TP_STATUS_COPY`. The port then reads the whole
+//! frame with one `recv` into a 64 KiB buffer of its own, and cuts a TCP/IPv4 super-frame
+//! into segments of the interface's MTU in software, as the kernel's GSO does
+//! ([`crate::gso`]): headers rewritten, both checksums computed (which also completes a
+//! checksum the sender left partial). Any other oversized frame (UDP or IPv6 super-frames,
+//! VLAN-tagged ones) is dropped and counted. Without it every super-frame is dropped; run the
 //! peer with `tso` and `gso` off then (`ethtool -K <peer> tso off gso off`).
 //!
 //! A packet socket sees frames alongside the kernel's own stack, it does not take them from
@@ -115,10 +118,10 @@ pub struct AfPacketConfig {
     pub bufs: usize,
     /// Buffer size of the pool (a power of two, 256..=4096).
     pub buf_size: usize,
-    /// Frames in the kernel receive ring (a multiple of 32, or of 15 with `super_frames`).
+    /// Frames in the kernel receive ring (a multiple of 32).
     pub rx_frames: u32,
-    /// Receive frames of up to 64 KiB (GSO/GRO super-frames) and cut TCP/IPv4 ones into
-    /// MTU-sized segments; the receive ring's frames are 68 KiB instead of 2 KiB.
+    /// Receive frames of up to 64 KiB (GSO/GRO super-frames, through the socket's receive
+    /// queue) and cut TCP/IPv4 ones into MTU-sized segments.
     pub super_frames: bool,
     /// Frames in the kernel transmit ring (a multiple of 32).
     pub tx_frames: u32,
@@ -129,16 +132,15 @@ pub struct AfPacketConfig {
 }
 
 impl AfPacketConfig {
-    /// Defaults for `ifname`: a pool of 4096 buffers of 2 KiB, 510 receive ring frames of
-    /// 68 KiB (super-frames on; 34 MiB of kernel memory) and 1024 transmit ring frames of
-    /// 2 KiB, promiscuous, qdisc bypass.
+    /// Defaults for `ifname`: a pool of 4096 buffers of 2 KiB, 4096 receive and 1024
+    /// transmit ring frames, super-frames, promiscuous, qdisc bypass.
     pub fn new(ifname: &str, pool_id: PoolId) -> Self {
         Self {
             ifname: ifname.to_owned(),
             pool_id,
             bufs: 4096,
             buf_size: 2048,
-            rx_frames: 510,
+            rx_frames: 4096,
             super_frames: true,
             tx_frames: 1024,
             promiscuous: true,
@@ -175,12 +177,16 @@ const HDR_LEN: usize = 32;
 const FRAME_SIZE: usize = 2048;
 /// Frames per ring block (64 KiB blocks).
 const FRAMES_PER_BLOCK: u32 = 32;
-/// Receive ring frame size with super-frames: a 64 KiB frame plus the V2 header, address
-/// and alignment (17 pages).
-const SUPER_FRAME_SIZE: usize = 17 * 4096;
-/// Receive ring frames per block with super-frames: 15 frames fill 255 of a block's 256
-/// pages (the kernel allocates blocks in powers of two pages).
-const SUPER_FRAMES_PER_BLOCK: u32 = 15;
+/// Room for one super-frame read from the socket's receive queue (64 KiB of IP packet
+/// plus link headers).
+const SUPER_FRAME_MAX: usize = 65536 + 64;
+/// `TP_STATUS_COPY`: the frame was too large for a ring frame; the whole of it waits on the
+/// socket's receive queue.
+const TP_STATUS_COPY: u32 = 1 << 1;
+/// `PACKET_COPY_THRESH`.
+const PACKET_COPY_THRESH: i32 = 7;
+/// Receive queue room asked for, for super-frames waiting to be read.
+const SUPER_RCVBUF: i32 = 8 << 20;
 /// Bytes of a ring frame before the frame data starts, at least (V2 header, address,
 /// alignment).
 const RX_DATA_OFF: usize = 66;
@@ -224,9 +230,11 @@ pub struct AfPacketPort {
     /// Largest IP packet of a segment cut from a super-frame (the MTU, or less when a pool
     /// buffer is smaller).
     max_l3: usize,
-    /// The super-frame being cut into segments: it stays in the ring (at `rx_head`) until
-    /// its last segment is out.
+    /// The super-frame being cut into segments (in `big`); its ring frame (at `rx_head`)
+    /// goes back to the kernel once the last segment is out.
     split: Option<Split>,
+    /// A super-frame read from the socket's receive queue (empty without super-frames).
+    big: Vec<u8>,
     tx_head: u32,
     kick_pending: bool,
     _pool_mem: Mmap,
@@ -254,11 +262,7 @@ impl AfPacketPort {
     pub fn open(cfg: AfPacketConfig) -> Result<Self, AfPacketError> {
         let layout = PoolLayout::new(cfg.buf_size, cfg.bufs)
             .map_err(|e| AfPacketError::Config(e.to_string()))?;
-        let (rx_frame_size, rx_per_block) = if cfg.super_frames {
-            (SUPER_FRAME_SIZE, SUPER_FRAMES_PER_BLOCK)
-        } else {
-            (FRAME_SIZE, FRAMES_PER_BLOCK)
-        };
+        let (rx_frame_size, rx_per_block) = (FRAME_SIZE, FRAMES_PER_BLOCK);
         for (what, n, per) in [
             ("rx_frames", cfg.rx_frames, rx_per_block),
             ("tx_frames", cfg.tx_frames, FRAMES_PER_BLOCK),
@@ -311,6 +315,33 @@ impl AfPacketPort {
             "setsockopt(PACKET_IGNORE_OUTGOING)",
         );
         let _ = linux::setsockopt(raw, sol, libc::PACKET_LOSS, &one, "setsockopt(PACKET_LOSS)");
+        if cfg.super_frames {
+            linux::setsockopt(
+                raw,
+                sol,
+                PACKET_COPY_THRESH,
+                &one,
+                "setsockopt(PACKET_COPY_THRESH)",
+            )?;
+            // Beyond rmem_max only with CAP_NET_ADMIN; the plain request is the fallback.
+            if linux::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &SUPER_RCVBUF,
+                "setsockopt(SO_RCVBUFFORCE)",
+            )
+            .is_err()
+            {
+                let _ = linux::setsockopt(
+                    raw,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    &SUPER_RCVBUF,
+                    "setsockopt(SO_RCVBUF)",
+                );
+            }
+        }
         let req = |frames: u32, size: usize, per: u32| TpacketReq {
             block_size: size as u32 * per,
             block_nr: frames / per,
@@ -399,6 +430,11 @@ impl AfPacketPort {
             rx_head: 0,
             max_l3,
             split: None,
+            big: if cfg.super_frames {
+                vec![0; SUPER_FRAME_MAX]
+            } else {
+                Vec::new()
+            },
             tx_head: 0,
             kick_pending: false,
             _pool_mem: pool_mem,
@@ -514,21 +550,33 @@ impl AfPacketPort {
         }
     }
 
-    /// A TCP/IPv4 super-frame at `off + mac`, `len` bytes, as a [`Split`] (in
-    /// `self.split`); `false` when it is anything else.
-    fn start_split(&mut self, off: usize, mac: usize, len: usize) -> bool {
-        let mut head = [0u8; crate::gso::ETH + 120];
-        let h = &mut head[..len.min(crate::gso::ETH + 120)];
-        if self.ring.read(off + mac, h).is_err() {
+    /// Reads the super-frame whose truncated copy is the ring frame at hand from the
+    /// socket's receive queue into `big` and, when it is TCP/IPv4 of `len` bytes, makes it
+    /// `self.split`. Returns whether it did. The frame is taken off the queue in any case,
+    /// so the queue stays in step with the ring; a VLAN-tagged one is dropped (its tag is
+    /// not in the frame).
+    fn start_split(&mut self, len: usize, vlan: bool) -> bool {
+        if self.big.is_empty() {
             return false;
         }
-        match TcpV4::parse(h, len, self.max_l3) {
+        // SAFETY: `big` is an initialised buffer of `big.len()` bytes owned by this port;
+        // the kernel writes at most that many. MSG_TRUNC makes it return the frame's real
+        // length, so a frame larger than the buffer is detected below.
+        let n = unsafe {
+            libc::recv(
+                self.sock.as_raw_fd(),
+                self.big.as_mut_ptr().cast(),
+                self.big.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 || n as usize != len || vlan {
+            return false;
+        }
+        let head = &self.big[..len.min(crate::gso::ETH + 120)];
+        match TcpV4::parse(head, len, self.max_l3) {
             Some(t) => {
-                self.split = Some(Split {
-                    src: off + mac,
-                    t,
-                    next: 0,
-                });
+                self.split = Some(Split { len, t, next: 0 });
                 true
             }
             None => false,
@@ -557,12 +605,15 @@ impl AfPacketPort {
                 continue;
             };
             let base = self.pool.offset(BufIdx(idx));
-            let ok = self.ring.read(sp.src, &mut seg[..h]).is_ok()
-                && self
-                    .ring
-                    .read(sp.src + h + k * sp.t.mss, &mut seg[h..])
-                    .is_ok()
-                && sp.t.finish(seg, k)
+            let at = h + k * sp.t.mss;
+            let ok = match (self.big.get(..h), self.big.get(at..at + n)) {
+                (Some(hdr), Some(data)) if at + n <= sp.len => {
+                    seg[..h].copy_from_slice(hdr);
+                    seg[h..].copy_from_slice(data);
+                    true
+                }
+                _ => false,
+            } && sp.t.finish(seg, k)
                 && self.pool.region().write(base, seg).is_ok();
             let handle = BufHandle::new(self.pool.id(), BufIdx(idx));
             match handle {
@@ -612,13 +663,13 @@ impl AfPacketPort {
         let mac = u16::from_ne_bytes([h[8], h[9]]) as usize;
         let vlan = status & TP_STATUS_VLAN_VALID != 0;
         let out_len = snap + if vlan { 4 } else { 0 };
-        if snap == len
-            && !vlan
-            && mac >= HDR_LEN
-            && mac + snap <= self.rx_frame_size
-            && out_len > self.pool.layout().buf_size
-            && self.start_split(off, mac, len)
-        {
+        if status & TP_STATUS_COPY != 0 {
+            // Too large for a ring frame: the whole frame waits on the receive queue.
+            if self.start_split(len, vlan) {
+                return None;
+            }
+            self.stats.errors += 1;
+            self.stats.rx_dropped += 1;
             return None;
         }
         if snap != len
@@ -696,11 +747,11 @@ impl AfPacketPort {
 
 static ZERO: AtomicU32 = AtomicU32::new(0);
 
-/// A super-frame in the receive ring being cut into segments.
+/// A super-frame (in the port's `big` buffer) being cut into segments.
 #[derive(Debug, Clone, Copy)]
 struct Split {
-    /// Ring offset of the frame's first byte.
-    src: usize,
+    /// Its length.
+    len: usize,
     t: TcpV4,
     /// The next segment to cut.
     next: usize,

@@ -274,10 +274,7 @@ fn kernel_drops_are_counted() {
         return;
     }
     let pair = VethPair::new("pd", &[]);
-    let mut port = open(&pair, |c| {
-        c.rx_frames = 64;
-        c.super_frames = false;
-    });
+    let mut port = open(&pair, |c| c.rx_frames = 64);
     let pool = port.pool();
     let mac = port.mac();
     let peer = pair.peer_socket(TEST_ETHERTYPE);

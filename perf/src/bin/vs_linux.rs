@@ -573,7 +573,8 @@ mod ferrite {
         let sink = srv.app(
             "ferrite-bulk",
             &app,
-            &[&format!("--listen={port}"), "--once"],
+            // The kernel sink reads and discards; so does this one (no hash).
+            &[&format!("--listen={port}"), "--once", "--no-hash"],
         );
         netns::wait_reachable(&t, &app.ip, Duration::from_secs(20))
             .map_err(|e| format!("{e}; app log: {}", sink.log()))?;
@@ -582,7 +583,8 @@ mod ferrite {
 
     pub fn bulk(o: &Opts, name: &str, off: Offloads) -> Row {
         let mut runs = Vec::new();
-        let mut note = String::from("ferrite-bulk sink in an app domain, server+app on core 1");
+        let mut note =
+            String::from("ferrite-bulk sink (--no-hash) in an app domain, server+app on core 1");
         for _ in 0..o.runs {
             match backend(name).and_then(|b| {
                 std::panic::catch_unwind(|| one_bulk(b, off, o.bytes))
