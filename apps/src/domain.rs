@@ -8,12 +8,14 @@
 //!
 //! When the server dies the control socket closes. The domain detaches the rings but keeps
 //! the interface, its sockets and the pool, and re-handshakes with exponential backoff and
-//! jitter. The new server maps the same memory; the rings start afresh, every buffer is the
+//! jitter; between attempts it watches the socket's directory (inotify), so a server that
+//! comes back is tried as soon as it creates its socket rather than at the next step. The
+//! new server maps the same memory; the rings start afresh, every buffer is the
 //! app's again, and a gratuitous ARP teaches the switch where the app is. TCP retransmits
 //! whatever was lost, so connections survive.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -192,6 +194,57 @@ impl Backoff {
     }
 }
 
+/// Watches the control socket's directory for the socket's creation, so that an app waiting
+/// for a server wakes when one binds the socket rather than at its next backoff step.
+#[derive(Debug)]
+struct SocketWatch {
+    fd: OwnedFd,
+    name: std::ffi::OsString,
+}
+
+impl SocketWatch {
+    /// `None` when inotify is not available (the caller sleeps out its backoff steps).
+    fn new(socket: &Path) -> Option<Self> {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let name = socket.file_name()?.to_os_string();
+        let dir = socket
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
+        inotify::add_watch(&fd, dir, WatchFlags::CREATE | WatchFlags::MOVED_TO).ok()?;
+        Some(Self { fd, name })
+    }
+
+    /// Sleeps up to `d`; returns whether the socket was created meanwhile.
+    fn wait(&self, d: Duration) -> bool {
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let ts = rustix::time::Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: d.subsec_nanos() as i64,
+        };
+        if !matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0) {
+            return false;
+        }
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut events = rustix::fs::inotify::Reader::new(&self.fd, &mut buf);
+        let mut created = false;
+        // Bounded: the queue holds what the kernel buffered; stop at the first error
+        // (EAGAIN once it is empty).
+        for _ in 0..1024 {
+            match events.next() {
+                Ok(e) => {
+                    created |= e
+                        .file_name()
+                        .is_some_and(|n| n.to_bytes() == self.name.as_encoded_bytes());
+                }
+                Err(_) => break,
+            }
+        }
+        created
+    }
+}
+
 /// A process acting as a Ferrite app domain.
 pub struct AppDomain {
     cfg: DomainConfig,
@@ -205,6 +258,7 @@ pub struct AppDomain {
     epoch: std::time::Instant,
     stats: DomainStats,
     backoff: Backoff,
+    watch: Option<SocketWatch>,
     lost_at: Option<std::time::Instant>,
 }
 
@@ -317,6 +371,7 @@ impl AppDomain {
             epoch,
             stats: DomainStats::default(),
             backoff: Backoff::new(s),
+            watch: None,
             lost_at: None,
         };
         let deadline = std::time::Instant::now() + d.cfg.first_connect;
@@ -336,7 +391,7 @@ impl AppDomain {
                 }
                 Err(e) if std::time::Instant::now() < deadline && retryable(&e) => {
                     d.stats.failed_attempts += 1;
-                    std::thread::sleep(d.backoff.step());
+                    d.wait_for_server();
                 }
                 Err(e) if retryable(&e) => {
                     return Err(AppError::NoServer {
@@ -548,6 +603,7 @@ impl AppDomain {
         self.stats.connects += 1;
         self.stats.instance = instance;
         self.backoff.reset();
+        self.watch = None;
         let now = self.now();
         stack::send_gratuitous_arp(&self.cfg.net, &mut self.device, now);
         let _ = self.device.flush();
@@ -559,6 +615,24 @@ impl AppDomain {
                 instance,
                 self.stats.last_outage_ms
             );
+        }
+    }
+
+    /// Waits before the next handshake attempt: the next backoff step, cut short when the
+    /// control socket is created (then the steps start again from the shortest, since the
+    /// server may take a moment to listen).
+    fn wait_for_server(&mut self) {
+        let d = self.backoff.step();
+        if self.watch.is_none() {
+            self.watch = SocketWatch::new(&self.cfg.socket);
+        }
+        match &self.watch {
+            Some(w) => {
+                if w.wait(d) {
+                    self.backoff.reset();
+                }
+            }
+            None => std::thread::sleep(d),
         }
     }
 
@@ -612,7 +686,7 @@ impl AppDomain {
                         let now = self.now();
                         self.iface.poll(now, &mut self.device, &mut self.sockets);
                         svc.poll(&mut self.sockets, std::time::Instant::now());
-                        std::thread::sleep(self.backoff.step());
+                        self.wait_for_server();
                         continue;
                     }
                     Err(e) => return Err(e),

@@ -38,6 +38,9 @@ pub struct Machine {
     pub date: String,
     /// The command line of the run.
     pub command: String,
+    /// Load averages (1, 5, 15 minutes, from `/proc/loadavg`) when the run started: other
+    /// work on the machine makes wall-clock figures noisy.
+    pub load: String,
 }
 
 impl Machine {
@@ -67,20 +70,24 @@ impl Machine {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into());
         Self {
             cpu,
             cores,
             kernel,
             date: utc_date(secs),
             command,
+            load,
         }
     }
 
     /// One line describing the machine, for the head of a table.
     pub fn summary(&self) -> String {
         format!(
-            "{} ({} cores), Linux {}, {}",
-            self.cpu, self.cores, self.kernel, self.date
+            "{} ({} cores), Linux {}, {}, load average {}",
+            self.cpu, self.cores, self.kernel, self.date, self.load
         )
     }
 }

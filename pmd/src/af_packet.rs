@@ -35,9 +35,23 @@
 //! VLAN tags the kernel moved out of the frame (receive VLAN offload) are put back during the
 //! receive copy. A frame whose TCP/UDP checksum the sending host left to offload
 //! (`TP_STATUS_CSUMNOTREADY`: a Linux peer on veth with `tx` offload on) gets its checksum
-//! completed in software, as a NIC would have done. Frames the kernel truncated (larger than a ring frame, e.g. GSO super-frames
-//! from a peer with segmentation offloads on) are dropped and counted; run a veth peer with
-//! `tso` and `gso` off (`ethtool -K <peer> tso off gso off`).
+//! completed in software, as a NIC would have done.
+//!
+//! # Super-frames
+//!
+//! The kernel hands a packet socket frames larger than the MTU when segmentation was left to
+//! later: a veth peer with TSO/GSO on (Linux's default) sends TCP frames of up to 64 KiB, and
+//! GRO merges segments received on a real NIC. The ring's frames stay 2 KiB (a ring of
+//! 64 KiB frames would hold an eighth as many frames in the same memory); with
+//! [`AfPacketConfig::super_frames`] (the default) the socket sets `PACKET_COPY_THRESH`, so
+//! the kernel also queues a frame too large for a ring frame, whole, on the socket's receive
+//! queue and flags its (truncated) ring frame `TP_STATUS_COPY`. The port then reads the whole
+//! frame with one `recv` into a 64 KiB buffer of its own, and cuts a TCP/IPv4 super-frame
+//! into segments of the interface's MTU in software, as the kernel's GSO does
+//! ([`crate::gso`]): headers rewritten, both checksums computed (which also completes a
+//! checksum the sender left partial). Any other oversized frame (UDP or IPv6 super-frames,
+//! VLAN-tagged ones) is dropped and counted. Without it every super-frame is dropped; run the
+//! peer with `tso` and `gso` off then (`ethtool -K <peer> tso off gso off`).
 //!
 //! A packet socket sees frames alongside the kernel's own stack, it does not take them from
 //! it: give the interface no IP addresses, or the kernel will answer ARP and ICMP for them
@@ -52,6 +66,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, PoolTable, Region};
 
+use crate::gso::TcpV4;
 use crate::linux::{self, CtlSocket, Mmap, OpError};
 use crate::{Frame, LinkState, Mac, Port, PortStats};
 
@@ -105,6 +120,9 @@ pub struct AfPacketConfig {
     pub buf_size: usize,
     /// Frames in the kernel receive ring (a multiple of 32).
     pub rx_frames: u32,
+    /// Receive frames of up to 64 KiB (GSO/GRO super-frames, through the socket's receive
+    /// queue) and cut TCP/IPv4 ones into MTU-sized segments.
+    pub super_frames: bool,
     /// Frames in the kernel transmit ring (a multiple of 32).
     pub tx_frames: u32,
     /// Put the interface in promiscuous mode while the port is open.
@@ -115,7 +133,7 @@ pub struct AfPacketConfig {
 
 impl AfPacketConfig {
     /// Defaults for `ifname`: a pool of 4096 buffers of 2 KiB, 4096 receive and 1024
-    /// transmit ring frames, promiscuous, qdisc bypass.
+    /// transmit ring frames, super-frames, promiscuous, qdisc bypass.
     pub fn new(ifname: &str, pool_id: PoolId) -> Self {
         Self {
             ifname: ifname.to_owned(),
@@ -123,6 +141,7 @@ impl AfPacketConfig {
             bufs: 4096,
             buf_size: 2048,
             rx_frames: 4096,
+            super_frames: true,
             tx_frames: 1024,
             promiscuous: true,
             qdisc_bypass: true,
@@ -158,6 +177,19 @@ const HDR_LEN: usize = 32;
 const FRAME_SIZE: usize = 2048;
 /// Frames per ring block (64 KiB blocks).
 const FRAMES_PER_BLOCK: u32 = 32;
+/// Room for one super-frame read from the socket's receive queue (64 KiB of IP packet
+/// plus link headers).
+const SUPER_FRAME_MAX: usize = 65536 + 64;
+/// `TP_STATUS_COPY`: the frame was too large for a ring frame; the whole of it waits on the
+/// socket's receive queue.
+const TP_STATUS_COPY: u32 = 1 << 1;
+/// `PACKET_COPY_THRESH`.
+const PACKET_COPY_THRESH: i32 = 7;
+/// Receive queue room asked for, for super-frames waiting to be read.
+const SUPER_RCVBUF: i32 = 8 << 20;
+/// Bytes of a ring frame before the frame data starts, at least (V2 header, address,
+/// alignment).
+const RX_DATA_OFF: usize = 66;
 
 /// `struct tpacket_req`.
 #[repr(C)]
@@ -189,8 +221,20 @@ pub struct AfPacketPort {
     _rings: Mmap,
     ring: Region,
     rx_frames: u32,
+    rx_frame_size: usize,
+    rx_per_block: u32,
+    rx_block: usize,
+    rx_ring_len: usize,
     tx_frames: u32,
     rx_head: u32,
+    /// Largest IP packet of a segment cut from a super-frame (the MTU, or less when a pool
+    /// buffer is smaller).
+    max_l3: usize,
+    /// The super-frame being cut into segments (in `big`); its ring frame (at `rx_head`)
+    /// goes back to the kernel once the last segment is out.
+    split: Option<Split>,
+    /// A super-frame read from the socket's receive queue (empty without super-frames).
+    big: Vec<u8>,
     tx_head: u32,
     kick_pending: bool,
     _pool_mem: Mmap,
@@ -218,10 +262,14 @@ impl AfPacketPort {
     pub fn open(cfg: AfPacketConfig) -> Result<Self, AfPacketError> {
         let layout = PoolLayout::new(cfg.buf_size, cfg.bufs)
             .map_err(|e| AfPacketError::Config(e.to_string()))?;
-        for (what, n) in [("rx_frames", cfg.rx_frames), ("tx_frames", cfg.tx_frames)] {
-            if n == 0 || n % FRAMES_PER_BLOCK != 0 || n > 1 << 20 {
+        let (rx_frame_size, rx_per_block) = (FRAME_SIZE, FRAMES_PER_BLOCK);
+        for (what, n, per) in [
+            ("rx_frames", cfg.rx_frames, rx_per_block),
+            ("tx_frames", cfg.tx_frames, FRAMES_PER_BLOCK),
+        ] {
+            if n == 0 || n % per != 0 || n > 1 << 20 {
                 return Err(AfPacketError::Config(format!(
-                    "{what} {n} must be a non-zero multiple of {FRAMES_PER_BLOCK} up to 2^20"
+                    "{what} {n} must be a non-zero multiple of {per} up to 2^20"
                 )));
             }
         }
@@ -267,28 +315,59 @@ impl AfPacketPort {
             "setsockopt(PACKET_IGNORE_OUTGOING)",
         );
         let _ = linux::setsockopt(raw, sol, libc::PACKET_LOSS, &one, "setsockopt(PACKET_LOSS)");
-        let block = FRAME_SIZE as u32 * FRAMES_PER_BLOCK;
-        let req = |frames: u32| TpacketReq {
-            block_size: block,
-            block_nr: frames / FRAMES_PER_BLOCK,
-            frame_size: FRAME_SIZE as u32,
+        if cfg.super_frames {
+            linux::setsockopt(
+                raw,
+                sol,
+                PACKET_COPY_THRESH,
+                &one,
+                "setsockopt(PACKET_COPY_THRESH)",
+            )?;
+            // Beyond rmem_max only with CAP_NET_ADMIN; the plain request is the fallback.
+            if linux::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &SUPER_RCVBUF,
+                "setsockopt(SO_RCVBUFFORCE)",
+            )
+            .is_err()
+            {
+                let _ = linux::setsockopt(
+                    raw,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    &SUPER_RCVBUF,
+                    "setsockopt(SO_RCVBUF)",
+                );
+            }
+        }
+        let req = |frames: u32, size: usize, per: u32| TpacketReq {
+            block_size: size as u32 * per,
+            block_nr: frames / per,
+            frame_size: size as u32,
             frame_nr: frames,
         };
         linux::setsockopt(
             raw,
             sol,
             libc::PACKET_RX_RING,
-            &req(cfg.rx_frames),
+            &req(cfg.rx_frames, rx_frame_size, rx_per_block),
             "setsockopt(PACKET_RX_RING)",
         )?;
         linux::setsockopt(
             raw,
             sol,
             libc::PACKET_TX_RING,
-            &req(cfg.tx_frames),
+            &req(cfg.tx_frames, FRAME_SIZE, FRAMES_PER_BLOCK),
             "setsockopt(PACKET_TX_RING)",
         )?;
-        let len = (cfg.rx_frames + cfg.tx_frames) as usize * FRAME_SIZE;
+        // The kernel maps the receive ring's blocks first, then the transmit ring's, each
+        // block rounded up to whole pages.
+        let page = 4096;
+        let rx_block = (rx_frame_size * rx_per_block as usize).div_ceil(page) * page;
+        let rx_ring_len = rx_block * (cfg.rx_frames / rx_per_block) as usize;
+        let len = rx_ring_len + cfg.tx_frames as usize * FRAME_SIZE;
         let rings = Mmap::socket_ring(raw, len, 0, "mmap(PACKET_RX_RING + PACKET_TX_RING)")?;
         let ring = rings.region();
 
@@ -322,9 +401,11 @@ impl AfPacketPort {
         let mut readable = PoolTable::new();
         readable.insert(pool);
         let done_cap = cfg.tx_frames as usize * 2;
-        if let Ok(mtu) = ctl.mtu() {
+        let mtu = ctl.mtu().ok();
+        let max_l3 = (mtu.unwrap_or(1500) as usize).min(cfg.buf_size - crate::gso::ETH);
+        if let Some(mtu) = mtu {
             // Receive frames start 66 bytes into a ring frame (V2 header, address, alignment).
-            let max = (FRAME_SIZE - 66).min(cfg.buf_size);
+            let max = (FRAME_SIZE - RX_DATA_OFF).min(cfg.buf_size);
             if mtu as usize + 18 > max {
                 tracing::warn!(
                     ifname = %cfg.ifname,
@@ -341,8 +422,19 @@ impl AfPacketPort {
             _rings: rings,
             ring,
             rx_frames: cfg.rx_frames,
+            rx_frame_size,
+            rx_per_block,
+            rx_block,
+            rx_ring_len,
             tx_frames: cfg.tx_frames,
             rx_head: 0,
+            max_l3,
+            split: None,
+            big: if cfg.super_frames {
+                vec![0; SUPER_FRAME_MAX]
+            } else {
+                Vec::new()
+            },
             tx_head: 0,
             kick_pending: false,
             _pool_mem: pool_mem,
@@ -416,19 +508,20 @@ impl AfPacketPort {
     /// Offset of ring frame `i` of the receive ring.
     #[inline]
     fn rx_off(&self, i: u32) -> usize {
-        i as usize * FRAME_SIZE
+        (i / self.rx_per_block) as usize * self.rx_block
+            + (i % self.rx_per_block) as usize * self.rx_frame_size
     }
 
     /// Offset of ring frame `i` of the transmit ring.
     #[inline]
     fn tx_off(&self, i: u32) -> usize {
-        (self.rx_frames + i) as usize * FRAME_SIZE
+        self.rx_ring_len + i as usize * FRAME_SIZE
     }
 
     /// The status word of the ring frame at `off`.
     #[inline]
     fn status(&self, off: usize) -> &AtomicU32 {
-        // Every ring frame offset is a multiple of FRAME_SIZE inside the mapping (the ring
+        // Every ring frame offset is the start of a ring frame inside the mapping (the ring
         // indices are kept below the frame counts), so this cannot fail; a failure would be
         // a bug, reported as a zero status word.
         match self.ring.atomic_u32(off) {
@@ -444,9 +537,121 @@ impl AfPacketPort {
         u16::from_ne_bytes(b)
     }
 
-    /// Copies one received ring frame into a pool buffer. `None` drops it.
+    /// Copies one received ring frame into a pool buffer, or starts cutting it into
+    /// segments.
     #[inline]
-    fn take_rx(&mut self, off: usize, status: u32) -> Option<Frame> {
+    fn take_rx(&mut self, off: usize, status: u32) -> Rx {
+        match self.copy_rx(off, status) {
+            Some(f) => Rx::Frame(f),
+            None => match self.split.take() {
+                Some(s) => Rx::Split(s),
+                None => Rx::Drop,
+            },
+        }
+    }
+
+    /// Reads the super-frame whose truncated copy is the ring frame at hand from the
+    /// socket's receive queue into `big` and, when it is TCP/IPv4 of `len` bytes, makes it
+    /// `self.split`. Returns whether it did. The frame is taken off the queue in any case,
+    /// so the queue stays in step with the ring; a VLAN-tagged one is dropped (its tag is
+    /// not in the frame).
+    fn start_split(&mut self, len: usize, vlan: bool) -> bool {
+        if self.big.is_empty() {
+            return false;
+        }
+        // SAFETY: `big` is an initialised buffer of `big.len()` bytes owned by this port;
+        // the kernel writes at most that many. MSG_TRUNC makes it return the frame's real
+        // length, so a frame larger than the buffer is detected below.
+        let n = unsafe {
+            libc::recv(
+                self.sock.as_raw_fd(),
+                self.big.as_mut_ptr().cast(),
+                self.big.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 || n as usize != len || vlan {
+            return false;
+        }
+        let head = &self.big[..len.min(crate::gso::ETH + 120)];
+        match TcpV4::parse(head, len, self.max_l3) {
+            Some(t) => {
+                self.split = Some(Split { len, t, next: 0 });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cuts the super-frame in `self.split` into segments, one pool buffer each, as many as
+    /// `out` and the free buffers allow; `self.split` is `None` once the last one is out.
+    fn cut(&mut self, out: &mut [Frame]) -> usize {
+        let Some(mut sp) = self.split.take() else {
+            return 0;
+        };
+        let h = sp.t.header_len();
+        let mut got = 0;
+        // Bounded by `out` and by the segment count.
+        while got < out.len() && sp.next < sp.t.segments() {
+            let Some(idx) = self.free.pop() else { break };
+            let k = sp.next;
+            sp.next += 1;
+            let n = sp.t.segment_payload(k);
+            // h + n <= ETH + max_l3 <= buf_size <= 4096 (checked at open).
+            let mut tmp = [0u8; 4096];
+            let Some(seg) = tmp.get_mut(..h + n) else {
+                self.free.push(idx);
+                self.stats.errors += 1;
+                continue;
+            };
+            let base = self.pool.offset(BufIdx(idx));
+            let at = h + k * sp.t.mss;
+            let ok = match (self.big.get(..h), self.big.get(at..at + n)) {
+                (Some(hdr), Some(data)) if at + n <= sp.len => {
+                    seg[..h].copy_from_slice(hdr);
+                    seg[h..].copy_from_slice(data);
+                    true
+                }
+                _ => false,
+            } && sp.t.finish(seg, k)
+                && self.pool.region().write(base, seg).is_ok();
+            let handle = BufHandle::new(self.pool.id(), BufIdx(idx));
+            match handle {
+                Some(handle) if ok => {
+                    self.state[idx as usize] = CALLER;
+                    self.stats.rx_packets += 1;
+                    self.stats.rx_bytes += (h + n) as u64;
+                    out[got] = Frame::new(handle, (h + n) as u16);
+                    got += 1;
+                }
+                _ => {
+                    self.free.push(idx);
+                    self.stats.errors += 1;
+                }
+            }
+        }
+        if sp.next < sp.t.segments() {
+            self.split = Some(sp);
+        }
+        got
+    }
+
+    /// Hands the ring frame at `rx_head` back to the kernel and moves on.
+    #[inline]
+    fn release_rx(&mut self) {
+        let off = self.rx_off(self.rx_head);
+        self.status(off).store(TP_STATUS_KERNEL, Ordering::Release);
+        self.rx_head = if self.rx_head + 1 == self.rx_frames {
+            0
+        } else {
+            self.rx_head + 1
+        };
+    }
+
+    /// Copies one received ring frame into a pool buffer. `None` drops it, unless it left a
+    /// super-frame to cut in `self.split`.
+    #[inline]
+    fn copy_rx(&mut self, off: usize, status: u32) -> Option<Frame> {
         // The V2 header after the status word, copied out once: tp_len, tp_snaplen, tp_mac.
         let mut h = [0u8; 10];
         if self.ring.read(off + 4, &mut h).is_err() {
@@ -458,10 +663,19 @@ impl AfPacketPort {
         let mac = u16::from_ne_bytes([h[8], h[9]]) as usize;
         let vlan = status & TP_STATUS_VLAN_VALID != 0;
         let out_len = snap + if vlan { 4 } else { 0 };
+        if status & TP_STATUS_COPY != 0 {
+            // Too large for a ring frame: the whole frame waits on the receive queue.
+            if self.start_split(len, vlan) {
+                return None;
+            }
+            self.stats.errors += 1;
+            self.stats.rx_dropped += 1;
+            return None;
+        }
         if snap != len
             || snap < 14
             || mac < HDR_LEN
-            || mac + snap > FRAME_SIZE
+            || mac + snap > self.rx_frame_size
             || out_len > self.pool.layout().buf_size
             || out_len > u16::MAX as usize
         {
@@ -502,9 +716,11 @@ impl AfPacketPort {
         if status & TP_STATUS_CSUMNOTREADY != 0 {
             // A locally generated frame whose TCP/UDP checksum the sender left to offload
             // (veth from a peer with `tx` offload on): complete it, as a NIC would have.
-            let mut tmp = [0u8; FRAME_SIZE + 4];
-            let b = &mut tmp[..out_len];
-            if dst.read(base, b).is_ok() && complete_l4_checksum(b) {
+            let mut tmp = [0u8; 4096 + 4];
+            if let Some(b) = tmp.get_mut(..out_len)
+                && dst.read(base, b).is_ok()
+                && complete_l4_checksum(b)
+            {
                 let _ = dst.write(base, b);
             }
         }
@@ -530,6 +746,23 @@ impl AfPacketPort {
 }
 
 static ZERO: AtomicU32 = AtomicU32::new(0);
+
+/// A super-frame (in the port's `big` buffer) being cut into segments.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    /// Its length.
+    len: usize,
+    t: TcpV4,
+    /// The next segment to cut.
+    next: usize,
+}
+
+/// What became of a received ring frame.
+enum Rx {
+    Frame(Frame),
+    Split(Split),
+    Drop,
+}
 
 impl Port for AfPacketPort {
     fn name(&self) -> &str {
@@ -581,28 +814,42 @@ impl Port for AfPacketPort {
 
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         let mut got = 0;
-        // Bounded by the ring: each step hands one ring frame back to the kernel.
+        // Bounded by the ring: each step hands one ring frame back to the kernel (a
+        // super-frame once its last segment is out, which may be in a later burst).
         let limit = out.len().min(self.rx_frames as usize);
         let mut seen = 0;
         // With no free buffer the frame stays in the ring (the kernel counts the drop if the
         // ring fills), rather than being dropped here.
-        while got < out.len() && seen < limit && !self.free.is_empty() {
+        while got < out.len() && !self.free.is_empty() {
+            if self.split.is_some() {
+                got += self.cut(&mut out[got..]);
+                if self.split.is_some() {
+                    break; // `out` is full or the buffers ran out: continue next burst
+                }
+                self.release_rx();
+                continue;
+            }
+            if seen >= limit {
+                break;
+            }
             let off = self.rx_off(self.rx_head);
             let st = self.status(off).load(Ordering::Acquire);
             if st & TP_STATUS_USER == 0 {
                 break;
             }
             seen += 1;
-            if let Some(f) = self.take_rx(off, st) {
-                out[got] = f;
-                got += 1;
+            match self.take_rx(off, st) {
+                Rx::Frame(f) => {
+                    out[got] = f;
+                    got += 1;
+                }
+                Rx::Split(s) => {
+                    self.split = Some(s);
+                    continue; // cut it above; the ring frame is released after
+                }
+                Rx::Drop => {}
             }
-            self.status(off).store(TP_STATUS_KERNEL, Ordering::Release);
-            self.rx_head = if self.rx_head + 1 == self.rx_frames {
-                0
-            } else {
-                self.rx_head + 1
-            };
+            self.release_rx();
         }
         got
     }
@@ -713,6 +960,24 @@ impl Port for AfPacketPort {
             }
         }
     }
+
+    fn wants_poll(&self) -> bool {
+        // Buffers to hand back, a transmit kick the kernel refused for now, or segments of a
+        // super-frame still to cut.
+        !self.done.is_empty() || self.kick_pending || self.split.is_some()
+    }
+
+    fn prepare_wait(&mut self) -> bool {
+        if self.split.is_some() {
+            return true;
+        }
+        let off = self.rx_off(self.rx_head);
+        self.status(off).load(Ordering::Acquire) & TP_STATUS_USER != 0
+    }
+
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.sock.as_fd())
+    }
 }
 
 /// One's-complement sum of `data` added to `sum` (not folded).
@@ -737,7 +1002,7 @@ fn fold(mut sum: u32) -> u16 {
 /// Fills in the TCP or UDP checksum of an Ethernet frame carrying IPv4 or IPv6 (behind at
 /// most one VLAN tag). Returns whether it changed the frame. Every offset is checked against
 /// the frame; anything it does not understand is left alone.
-fn complete_l4_checksum(f: &mut [u8]) -> bool {
+pub(crate) fn complete_l4_checksum(f: &mut [u8]) -> bool {
     let mut l3 = 14;
     let mut et = match f.get(12..14) {
         Some(e) => u16::from_be_bytes([e[0], e[1]]),

@@ -8,6 +8,7 @@
 
 pub mod af_packet;
 pub mod af_xdp;
+mod gso;
 pub mod intel;
 pub mod linux;
 pub mod sim;
@@ -172,5 +173,20 @@ pub trait Port: Send {
     /// for a notifier). Used by adaptive idle; a pure poller returns `false`.
     fn wants_poll(&self) -> bool {
         false
+    }
+
+    /// Gets the port ready for its caller to sleep until it has input: arms whatever wakeup
+    /// the producer of its input needs (a need-wakeup flag, a refilled fill ring) and
+    /// consumes stale wakeups. Returns `true` when input is waiting already, so the caller
+    /// must poll instead of sleeping. Not on the burst path; a pure poller returns `false`.
+    fn prepare_wait(&mut self) -> bool {
+        false
+    }
+
+    /// The descriptor that polls readable (`POLLIN`) once the port has input, after
+    /// [`Port::prepare_wait`]; `None` when the port cannot be waited on (a pure poller), so
+    /// a caller that sleeps must do so with a short timeout.
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
     }
 }

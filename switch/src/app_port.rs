@@ -40,8 +40,9 @@
 //! After publishing, the server kicks the app's notifier only when the app armed need-wakeup
 //! on the ring. In the other direction, after [`IDLE_POLLS`] empty polls the port arms
 //! need-wakeup on the app's tx ring, so an app that queues frames while the switch sleeps
-//! kicks the server's notifier; the server's control thread watches that notifier and wakes
-//! the switch.
+//! kicks the server's notifier. That notifier's descriptor is the port's
+//! [`Port::wait_fd`]: the switch, when idle, sleeps in `poll` on it (and on every other
+//! port's), after [`Port::prepare_wait`] has armed need-wakeup and drained stale rings.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -496,6 +497,32 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
         }
         self.publish();
         used
+    }
+
+    fn wants_poll(&self) -> bool {
+        // Buffers waiting for room on the completion ring: the app makes room without
+        // ringing, so only polling sends them.
+        !self.stash.is_empty()
+    }
+
+    fn prepare_wait(&mut self) -> bool {
+        // Rings that arrived while the switch was busy are stale now.
+        let _ = self.notifier.drain();
+        self.armed = true;
+        // `set_need_wakeup` looks once more for a frame queued before the flag was visible
+        // (that one did not ring). An impossible index is the app's fault: counted, and it
+        // does not keep the switch awake.
+        match self.sp.tx.ring().set_need_wakeup() {
+            Ok(ready) => ready,
+            Err(_) => {
+                self.local.ring_faults += 1;
+                false
+            }
+        }
+    }
+
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.notifier.poll_fd())
     }
 
     fn tx_done(&mut self, _out: &mut [BufHandle]) -> usize {

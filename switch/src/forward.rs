@@ -231,8 +231,8 @@ impl DestQueue {
     }
 }
 
-struct Slot {
-    port: Box<dyn Port>,
+pub(crate) struct Slot {
+    pub(crate) port: Box<dyn Port>,
     counters: Arc<PortCounters>,
 }
 
@@ -323,7 +323,7 @@ pub struct Switch {
     learning: bool,
     pub(crate) core: Option<usize>,
     pub(crate) idle: IdleConfig,
-    ports: Vec<Option<Slot>>,
+    pub(crate) ports: Vec<Option<Slot>>,
     queues: Vec<DestQueue>,
     flood: Vec<u16>,
     pools: Box<[PoolSlot; POOLS]>,

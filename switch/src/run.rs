@@ -2,16 +2,21 @@
 //! idle.
 //!
 //! While frames flow the loop only polls. After `spin_polls` empty rounds it starts yielding
-//! the core; after `yield_polls` more it parks the thread for up to `park` (a port with
-//! work pending that polling will not show, `Port::wants_poll`, keeps it from parking). A
-//! port or a control thread that hands the switch work wakes it early with [`Waker::wake`],
-//! which costs an `unpark` only when the loop is actually parked. On a small machine this is
-//! what lets the switch share cores with the apps it serves.
+//! the core; after `yield_polls` more it sleeps in `poll(2)` on every port's readiness
+//! descriptor ([`pmd::Port::wait_fd`]: an AF_XDP or AF_PACKET socket, an app port's doorbell
+//! with need-wakeup armed by [`pmd::Port::prepare_wait`]) and on the [`Waker`]'s eventfd, so
+//! a frame from any side, or a control thread with work for the switch, wakes it within a
+//! scheduler wakeup. The sleep is bounded by `park` while some port cannot be waited on (the
+//! in-memory and Intel ports are pure pollers) and by `sleep` otherwise; a port with work
+//! pending that polling will not show ([`pmd::Port::wants_poll`]) keeps the loop yielding
+//! instead. On a small machine this is what lets the switch share cores with the apps it
+//! serves.
 
-use std::sync::Mutex;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::Thread;
 use std::time::Duration;
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
 
 use crate::forward::{Switch, SwitchError};
 
@@ -20,12 +25,15 @@ use crate::forward::{Switch, SwitchError};
 pub struct IdleConfig {
     /// Empty rounds spent busy-polling before yielding.
     pub spin_polls: u32,
-    /// Further empty rounds spent yielding before parking.
+    /// Further empty rounds spent yielding before sleeping.
     pub yield_polls: u32,
-    /// Longest park; a [`Waker::wake`] ends it early.
+    /// Longest sleep while some port cannot be waited on (it is polled again after this).
     pub park: Duration,
+    /// Longest sleep while every port can be waited on; a ready port or a [`Waker::wake`]
+    /// ends it early.
+    pub sleep: Duration,
     /// Rounds between calls of the housekeeping hook while busy (it also runs before every
-    /// park).
+    /// sleep).
     pub housekeeping_polls: u32,
 }
 
@@ -35,32 +43,53 @@ impl Default for IdleConfig {
             spin_polls: 1024,
             yield_polls: 256,
             park: Duration::from_micros(500),
+            sleep: Duration::from_millis(50),
             housekeeping_polls: 4096,
         }
     }
 }
 
-/// Wakes a parked run loop.
-#[derive(Debug, Default)]
+/// Wakes a sleeping run loop: an eventfd the loop sleeps on, written only while it sleeps.
+#[derive(Debug)]
 pub struct Waker {
-    thread: Mutex<Option<Thread>>,
+    fd: Option<OwnedFd>,
     parked: AtomicBool,
 }
 
+impl Default for Waker {
+    fn default() -> Self {
+        let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK);
+        if let Err(e) = &fd {
+            tracing::warn!("no eventfd for the switch's waker ({e}): it sleeps in short steps");
+        }
+        Self {
+            fd: fd.ok(),
+            parked: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Waker {
-    /// Ends the switch's park, if it is parked.
+    /// Ends the switch's sleep, if it is asleep (or about to be).
     pub fn wake(&self) {
         if self.parked.load(Ordering::SeqCst)
-            && let Ok(t) = self.thread.lock()
-            && let Some(t) = t.as_ref()
+            && let Some(fd) = &self.fd
         {
-            t.unpark();
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
         }
     }
 
-    /// Whether the run loop is parked right now.
+    /// Whether the run loop is asleep (or about to be) right now.
     pub fn is_parked(&self) -> bool {
         self.parked.load(Ordering::SeqCst)
+    }
+
+    /// Consumes pending wakes.
+    fn drain(&self) {
+        if let Some(fd) = &self.fd {
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(fd, &mut b);
+        }
     }
 }
 
@@ -76,7 +105,7 @@ impl Switch {
     }
 
     /// Polls until `stop` is set, calling `housekeeping` every
-    /// [`IdleConfig::housekeeping_polls`] busy rounds and before every park (where a server
+    /// [`IdleConfig::housekeeping_polls`] busy rounds and before every sleep (where a server
     /// adds and removes ports). Pins the thread first when a core is configured.
     pub fn run_with(
         &mut self,
@@ -90,9 +119,6 @@ impl Switch {
             if !core_affinity::set_for_current(id) {
                 return Err(SwitchError::Pin(core));
             }
-        }
-        if let Ok(mut t) = self.waker.thread.lock() {
-            *t = Some(std::thread::current());
         }
         let idle = self.idle;
         let mut empty: u32 = 0;
@@ -115,17 +141,47 @@ impl Switch {
             {
                 std::thread::yield_now();
             } else {
-                housekeeping(self);
+                // Marked asleep first, so that work handed over from here on rings the
+                // waker rather than waiting for the sleep to time out.
                 self.waker.parked.store(true, Ordering::SeqCst);
+                housekeeping(self);
                 if !stop.load(Ordering::SeqCst) {
-                    std::thread::park_timeout(idle.park);
+                    self.sleep(&idle);
                 }
                 self.waker.parked.store(false, Ordering::SeqCst);
+                self.waker.drain();
             }
         }
-        if let Ok(mut t) = self.waker.thread.lock() {
-            *t = None;
-        }
         Ok(())
+    }
+
+    /// Sleeps until a port has input, the waker rings, or the timeout passes. Not on the
+    /// burst path (it allocates its poll set).
+    fn sleep(&mut self, idle: &IdleConfig) {
+        let mut ready = false;
+        for slot in self.ports.iter_mut().flatten() {
+            ready |= slot.port.prepare_wait();
+        }
+        if ready {
+            return;
+        }
+        let waker = self.waker.clone();
+        let mut every = waker.fd.is_some();
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(1 + self.ports.len());
+        if let Some(fd) = &waker.fd {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        for slot in self.ports.iter().flatten() {
+            match slot.port.wait_fd() {
+                Some(fd) => fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN)),
+                None => every = false,
+            }
+        }
+        let t = if every { idle.sleep } else { idle.park };
+        let ts = rustix::time::Timespec {
+            tv_sec: t.as_secs() as i64,
+            tv_nsec: t.subsec_nanos() as i64,
+        };
+        let _ = rustix::event::poll(&mut fds, Some(&ts));
     }
 }

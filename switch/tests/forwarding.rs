@@ -422,6 +422,7 @@ fn run_loop_forwards_idles_and_stops() {
             spin_polls: 8,
             yield_polls: 8,
             park: Duration::from_millis(1),
+            sleep: Duration::from_millis(1),
             housekeeping_polls: 64,
         },
         ..SwitchConfig::default()
@@ -510,4 +511,136 @@ fn repeated_bursts_follow_a_move_and_a_removal_within_one_tick() {
     drop(gone);
     net.send(0, 8);
     assert_eq!(net.sunk(1), 25);
+}
+
+/// A sim port with a doorbell: it can be waited on (`wait_fd` is an eventfd the test rings
+/// after releasing frames), so a switch whose every port has one sleeps without a timeout.
+struct Belled {
+    inner: SimPort,
+    bell: std::os::fd::OwnedFd,
+    prepared: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl pmd::Port for Belled {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn mac(&self) -> Mac {
+        self.inner.mac()
+    }
+    fn link(&self) -> pmd::LinkState {
+        self.inner.link()
+    }
+    fn stats(&self) -> pmd::PortStats {
+        self.inner.stats()
+    }
+    fn tx_pools(&self) -> grant_pool::PoolSet {
+        self.inner.tx_pools()
+    }
+    fn own_pools(&self) -> grant_pool::PoolSet {
+        self.inner.own_pools()
+    }
+    fn pools(&self) -> &[grant_pool::Pool] {
+        self.inner.pools()
+    }
+    fn rx_burst(&mut self, out: &mut [pmd::Frame]) -> usize {
+        self.inner.rx_burst(out)
+    }
+    fn tx_burst(&mut self, frames: &[pmd::Frame]) -> usize {
+        self.inner.tx_burst(frames)
+    }
+    fn tx_done(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
+        self.inner.tx_done(out)
+    }
+    fn alloc(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
+        self.inner.alloc(out)
+    }
+    fn reclaim(&mut self, bufs: &[grant_pool::BufHandle]) {
+        self.inner.reclaim(bufs)
+    }
+    fn prepare_wait(&mut self) -> bool {
+        self.prepared.fetch_add(1, Relaxed);
+        let mut b = [0u8; 8];
+        let _ = rustix::io::read(&self.bell, &mut b);
+        false
+    }
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(self.bell.as_fd())
+    }
+}
+
+fn belled(
+    inner: SimPort,
+) -> (
+    Belled,
+    std::os::fd::OwnedFd,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    use rustix::event::EventfdFlags;
+    let bell =
+        rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd");
+    let ring = bell.try_clone().expect("dup");
+    let prepared = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let p = Belled {
+        inner,
+        bell,
+        prepared: prepared.clone(),
+    };
+    (p, ring, prepared)
+}
+
+/// With every port waitable, the idle loop sleeps in `poll` on the ports' descriptors with
+/// an hour's timeout: only a port's doorbell can get frames forwarded, and only the
+/// waker's eventfd can get the loop to stop.
+#[test]
+fn sleeping_run_loop_wakes_on_a_port_doorbell_and_on_the_waker() {
+    use std::sync::atomic::AtomicBool;
+    let (a, ring_a, prepared_a) = belled(sim(0, |c| c.dst = MacPattern::Fixed(mac(1))));
+    let (b, _ring_b, _) = belled(sim(1, |_| {}));
+    let (pa, pb) = (a.inner.probe(), b.inner.probe());
+    let hour = Duration::from_secs(3600);
+    let mut sw = Switch::new(SwitchConfig {
+        idle: switch::IdleConfig {
+            spin_polls: 8,
+            yield_polls: 8,
+            park: hour,
+            sleep: hour,
+            housekeeping_polls: 64,
+        },
+        ..SwitchConfig::default()
+    })
+    .expect("valid config");
+    sw.add_port(Box::new(a)).expect("added");
+    sw.add_port(Box::new(b)).expect("added");
+    let waker = sw.waker();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let runner = std::thread::spawn(move || {
+        sw.run(&stop2).expect("runs");
+        sw
+    });
+    // Wait until the loop has gone to sleep (it prepared the ports for it).
+    for _ in 0..20_000 {
+        if prepared_a.load(Relaxed) > 0 && waker.is_parked() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(waker.is_parked(), "the loop never went to sleep");
+    for round in 1..=3u64 {
+        pa.release(100);
+        rustix::io::write(&ring_a, &1u64.to_ne_bytes()).expect("ring");
+        for _ in 0..20_000 {
+            if SimProbe::get(&pb.sunk) == 100 * round {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(SimProbe::get(&pb.sunk), 100 * round, "round {round}");
+    }
+    stop.store(true, Relaxed);
+    waker.wake();
+    let sw = runner.join().expect("run loop thread");
+    assert_eq!(sw.counters(PortId(1)).expect("present").snapshot().tx, 300);
 }

@@ -24,7 +24,8 @@
 //!
 //! Writes `results/vs_linux.json` and `results/vs_linux.md` and prints the table.
 //!
-//! Usage: `vs_linux [--bytes N] [--runs R] [--pp-secs S] [--out DIR] [--backends af_xdp,af_packet]`
+//! Usage: `vs_linux [--bytes N] [--runs R] [--pp-secs S] [--out DIR] [--backends af_xdp,af_packet]
+//! [--tests bulk,pingpong] [--offloads off,on]`
 //! (root). Internal modes used inside the namespaces: `vs_linux send HOST PORT BYTES`,
 //! `vs_linux sink IP PORT`.
 #![forbid(unsafe_code)]
@@ -111,6 +112,12 @@ struct Opts {
     pp_secs: u32,
     out: PathBuf,
     backends: Vec<String>,
+    /// Run the TCP bulk tests.
+    bulk: bool,
+    /// Run the UDP ping-pong tests.
+    pingpong: bool,
+    /// Offload settings the bulk tests run with.
+    offloads: Vec<Offloads>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -120,6 +127,9 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         pp_secs: 5,
         out: PathBuf::from("results"),
         backends: vec!["af_xdp".into(), "af_packet".into()],
+        bulk: true,
+        pingpong: true,
+        offloads: vec![Offloads::Off, Offloads::On],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -135,6 +145,21 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                     .filter(|s| !s.is_empty())
                     .map(str::to_string)
                     .collect()
+            }
+            "--tests" => {
+                let v = val()?;
+                o.bulk = v.split(',').any(|t| t == "bulk");
+                o.pingpong = v.split(',').any(|t| t == "pingpong");
+            }
+            "--offloads" => {
+                o.offloads = val()?
+                    .split(',')
+                    .map(|t| match t {
+                        "off" => Ok(Offloads::Off),
+                        "on" => Ok(Offloads::On),
+                        _ => Err(format!("--offloads: `{t}` is neither `off` nor `on`")),
+                    })
+                    .collect::<Result<_, _>>()?
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -391,7 +416,7 @@ fn main() {
     }
     let machine = Machine::detect();
     let mut rows: Vec<Row> = Vec::new();
-    for off in [Offloads::Off, Offloads::On] {
+    for &off in o.offloads.iter().filter(|_| o.bulk) {
         rows.push(kernel_bulk(&o, off));
         rows.push(kernel_iperf3(&o, off));
         for b in &o.backends {
@@ -399,9 +424,11 @@ fn main() {
             eprintln!("{:?}", rows.last());
         }
     }
-    rows.extend(kernel_pingpong(&o));
-    for b in &o.backends {
-        rows.extend(ferrite::pingpong(&o, b));
+    if o.pingpong {
+        rows.extend(kernel_pingpong(&o));
+        for b in &o.backends {
+            rows.extend(ferrite::pingpong(&o, b));
+        }
     }
     write_results(&o, &machine, &rows);
 }
@@ -546,7 +573,8 @@ mod ferrite {
         let sink = srv.app(
             "ferrite-bulk",
             &app,
-            &[&format!("--listen={port}"), "--once"],
+            // The kernel sink reads and discards; so does this one (no hash).
+            &[&format!("--listen={port}"), "--once", "--no-hash"],
         );
         netns::wait_reachable(&t, &app.ip, Duration::from_secs(20))
             .map_err(|e| format!("{e}; app log: {}", sink.log()))?;
@@ -555,7 +583,8 @@ mod ferrite {
 
     pub fn bulk(o: &Opts, name: &str, off: Offloads) -> Row {
         let mut runs = Vec::new();
-        let mut note = String::from("ferrite-bulk sink in an app domain, server+app on core 1");
+        let mut note =
+            String::from("ferrite-bulk sink (--no-hash) in an app domain, server+app on core 1");
         for _ in 0..o.runs {
             match backend(name).and_then(|b| {
                 std::panic::catch_unwind(|| one_bulk(b, off, o.bytes))

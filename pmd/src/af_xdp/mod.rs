@@ -59,8 +59,13 @@
 //! Frames from a physical wire are whole and carry complete checksums. A Linux peer on the
 //! other end of a veth may hand the kernel frames that are not: TCP/UDP checksums left to
 //! offload (`tx` offload, on by default) reach the socket incomplete, in native and generic
-//! mode alike, and XDP offers no per-frame flag saying so; run such a peer with `ethtool -K
-//! <peer> tx off`. Segmentation offload is handled by the kernel in native mode (attaching
+//! mode alike, and XDP offers no per-frame flag saying so. With
+//! [`AfXdpConfig::complete_checksums`] (the default) the port recognises such a frame by its
+//! checksum field, which then holds the pseudo-header sum alone (what Linux leaves for the
+//! device), and completes the checksum in software as the device would have; the chance that
+//! a complete checksum has that value is 1 in 65536, and completing a correct checksum leaves
+//! it unchanged. Without it, run such a peer with `ethtool -K <peer> tx off`. Segmentation
+//! offload is handled by the kernel in native mode (attaching
 //! the program turns the peer's TSO off, so frames arrive MTU-sized); in generic mode the
 //! peer must also run with `tso off gso off`, else its super-frames exceed a buffer and are
 //! dropped (counted in the kernel's `rx_dropped`). Both facts were measured on this kernel by
@@ -237,6 +242,8 @@ pub struct AfXdpConfig {
     pub program: Option<Arc<XdpProgram>>,
     /// XSKMAP slots when a fresh program is attached.
     pub max_queues: u32,
+    /// Complete TCP/UDP checksums a veth peer left to offload (see the module docs).
+    pub complete_checksums: bool,
 }
 
 impl AfXdpConfig {
@@ -257,6 +264,7 @@ impl AfXdpConfig {
             promiscuous: true,
             program: None,
             max_queues: 64,
+            complete_checksums: true,
         }
     }
 }
@@ -303,6 +311,8 @@ pub struct AfXdpPort {
     ctl: CtlSocket,
     zero_copy: bool,
     need_wakeup: bool,
+    complete_checksums: bool,
+    completed: u64,
     pool: Pool,
     chunk: usize,
     chunk_shift: u32,
@@ -571,6 +581,8 @@ impl AfXdpPort {
             ctl,
             zero_copy,
             need_wakeup: cfg.need_wakeup,
+            complete_checksums: cfg.complete_checksums,
+            completed: 0,
             pool,
             chunk: cfg.buf_size,
             chunk_shift: cfg.buf_size.trailing_zeros(),
@@ -658,6 +670,11 @@ impl AfXdpPort {
         linux::wait_readable(self.xsk.as_raw_fd(), timeout)
     }
 
+    /// Received frames whose checksum the port completed (the sender left it to offload).
+    pub fn checksums_completed(&self) -> u64 {
+        self.completed
+    }
+
     /// System calls made to wake the kernel so far (tx and fill kicks).
     pub fn kicks(&self) -> u64 {
         self.kicks
@@ -669,6 +686,27 @@ impl AfXdpPort {
         // to the raw encoding to stay panic-free.
         BufHandle::new(self.pool.id(), BufIdx(idx))
             .unwrap_or(BufHandle::from_raw(((self.pool.id().0 as u32) << 24) | idx))
+    }
+
+    /// Completes the TCP/UDP checksum of the frame in buffer `idx` when the sender left it to
+    /// offload (the field holds the pseudo-header sum alone).
+    #[inline]
+    fn complete_checksum(&mut self, idx: u32, len: usize) {
+        let buf = self.pool.region();
+        let base = self.pool.offset(BufIdx(idx));
+        let mut head = [0u8; 118];
+        let h = &mut head[..len.min(118)];
+        if buf.read(base, h).is_err() || !crate::gso::holds_pseudo_header_sum(h, len) {
+            return;
+        }
+        let mut tmp = [0u8; 4096];
+        if let Some(f) = tmp.get_mut(..len)
+            && buf.read(base, f).is_ok()
+            && crate::af_packet::complete_l4_checksum(f)
+        {
+            let _ = buf.write(base, f);
+            self.completed += 1;
+        }
     }
 
     /// Moves free buffers into the fill ring. The ring's consumer index is re-read only when
@@ -833,6 +871,9 @@ impl Port for AfXdpPort {
                 self.free.push(idx);
                 continue;
             }
+            if self.complete_checksums {
+                self.complete_checksum(idx, len);
+            }
             self.state[idx as usize] = CALLER;
             out[got] = Frame::new(self.handle(idx), len as u16);
             got += 1;
@@ -929,6 +970,18 @@ impl Port for AfXdpPort {
                 self.stats.errors += 1;
             }
         }
+    }
+
+    fn prepare_wait(&mut self) -> bool {
+        // The kernel can deliver only into buffers on the fill ring; with need-wakeup it
+        // also waits for a kick before it looks at the ring again.
+        self.refill();
+        self.wake_rx();
+        self.rx.ready(1) > 0
+    }
+
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.xsk.as_fd())
     }
 }
 

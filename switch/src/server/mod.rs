@@ -3,10 +3,11 @@
 //!
 //! Two threads. The **switch thread** owns the [`Switch`] and runs its loop (pinned when
 //! configured); it never blocks on the control plane. The **control thread** (the caller of
-//! [`serve`]) polls the control socket, every connection, every app's notifier and a
-//! signal pipe. It hands new and departing ports to the switch through a channel that the
-//! switch drains in its housekeeping hook (between bursts and before it parks), and wakes a
-//! parked switch; the forwarding path never takes a lock.
+//! [`serve`]) polls the control socket, every connection and a signal pipe. It hands new and
+//! departing ports to the switch through a channel that the switch drains in its
+//! housekeeping hook (between bursts and before it sleeps), and wakes a sleeping switch; the
+//! forwarding path never takes a lock. An app's doorbell wakes the switch directly: the
+//! switch sleeps on it (`Port::wait_fd`).
 //!
 //! On attach the switch thread offers the app's pool to every NIC port
 //! ([`Port::grant_tx_pool`]); a port that accepts transmits the app's frames by handle, with
@@ -23,14 +24,14 @@ pub mod config;
 pub mod ports;
 mod xen;
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use grant_pool::{DomId, GrantBackend, GrantRef, Notifier, PoolId, PortLimits};
+use grant_pool::{DomId, GrantBackend, GrantRef, PoolId, PortLimits};
 use pmd::{Mac, Port, PortStats};
 use rustix::event::{PollFd, PollFlags};
 
@@ -281,9 +282,7 @@ struct AppEntry<N> {
     name: String,
     mac: Mac,
     counters: Arc<AppCounters>,
-    /// The app's doorbell, shared with its port on the switch: one binding (a Xen event
-    /// channel can be bound once).
-    watch: Arc<N>,
+    _notifier: std::marker::PhantomData<N>,
 }
 
 struct Conn<N> {
@@ -345,7 +344,7 @@ where
         self.tx.send(make(stx)).ok()?;
         self.waker.wake();
         let deadline = Instant::now() + SWITCH_REPLY;
-        // The switch takes commands between bursts or when it parks; keep waking it.
+        // The switch takes commands between bursts or before it sleeps; keep waking it.
         while Instant::now() < deadline {
             if let Ok(v) = srx.recv_timeout(Duration::from_millis(5)) {
                 return Some(v);
@@ -422,7 +421,6 @@ where
     ) -> Result<AppEntry<B::Notifier>, CtlError> {
         let busy = |t: String| CtlError::refused(ErrorCode::Busy, t);
         let bad_mem = |t: String| CtlError::refused(ErrorCode::BadMemory, t);
-        let watch = Arc::new(notifier);
         let want = match want {
             Some(w) => w,
             None => AppPort::<B::Mapping, Arc<B::Notifier>>::header_layout(
@@ -434,7 +432,7 @@ where
             name,
             mac,
             mapping,
-            watch.clone(),
+            Arc::new(notifier),
             pool,
             self.limits,
             want,
@@ -463,7 +461,7 @@ where
             name: name.to_owned(),
             mac,
             counters,
-            watch,
+            _notifier: std::marker::PhantomData,
         })
     }
 
@@ -764,9 +762,10 @@ where
         if switch_thread.is_finished() {
             break;
         }
-        // Poll set: signal pipe, listener, xenstore events, connections, app notifiers.
-        let (ready_sig, ready_listen, ready_xs, ready_conn, ready_watch) = {
-            let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(3 + 2 * conns.len());
+        // Poll set: signal pipe, listener, xenstore events, connections. App doorbells are
+        // the switch thread's to wait on (Port::wait_fd), not this thread's.
+        let (ready_sig, ready_listen, ready_xs, ready_conn) = {
+            let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(3 + conns.len());
             pfds.push(PollFd::new(&sig_rx, PollFlags::IN));
             pfds.push(PollFd::new(&listener, PollFlags::IN));
             let xs_fd = xen.as_ref().map(|x| x.event_fd());
@@ -778,15 +777,6 @@ where
             for c in &conns {
                 pfds.push(PollFd::new(&c.t, PollFlags::IN));
             }
-            let watch_fds: Vec<BorrowedFd<'_>> = conns
-                .iter()
-                .filter_map(|c| c.app.as_ref())
-                .map(|a| a.watch.poll_fd())
-                .chain(xen.iter().flat_map(|x| x.watches().map(|w| w.poll_fd())))
-                .collect();
-            for w in &watch_fds {
-                pfds.push(PollFd::from_borrowed_fd(*w, PollFlags::IN));
-            }
             let ts = rustix::time::Timespec {
                 tv_sec: 0,
                 tv_nsec: 50_000_000,
@@ -794,30 +784,13 @@ where
             let _ = rustix::event::poll(&mut pfds, Some(&ts));
             let r: Vec<bool> = pfds.iter().map(|p| !p.revents().is_empty()).collect();
             let n = conns.len();
-            (
-                r[0],
-                r[1],
-                xs_fd.is_some() && r[2],
-                r[3..3 + n].to_vec(),
-                r[3 + n..].iter().any(|&b| b),
-            )
+            (r[0], r[1], xs_fd.is_some() && r[2], r[3..3 + n].to_vec())
         };
         if ready_sig {
             let mut b = [0u8; 16];
             let _ = std::io::Read::read(&mut &sig_rx, &mut b);
             tracing::info!("signal received: shutting down");
             break;
-        }
-        if ready_watch {
-            for a in conns.iter().filter_map(|c| c.app.as_ref()) {
-                let _ = a.watch.drain();
-            }
-            if let Some(x) = &xen {
-                for w in x.watches() {
-                    let _ = w.drain();
-                }
-            }
-            waker.wake();
         }
         if let Some(x) = xen.as_mut()
             && (ready_xs || x.rescan_due())

@@ -199,4 +199,10 @@ impl Port for Marked {
     fn wants_poll(&self) -> bool {
         self.inner.wants_poll()
     }
+    fn prepare_wait(&mut self) -> bool {
+        self.inner.prepare_wait()
+    }
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.inner.wait_fd()
+    }
 }

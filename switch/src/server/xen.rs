@@ -92,14 +92,6 @@ impl<N> XenSide<N> {
         self.xs.event_fd()
     }
 
-    /// Attached apps' doorbells, to poll.
-    pub fn watches(&self) -> impl Iterator<Item = &Arc<N>> {
-        self.apps.values().filter_map(|a| match a {
-            App::Attached(e) => Some(&e.watch),
-            App::Hello { .. } => None,
-        })
-    }
-
     /// Names, MACs and counters of the Xen apps.
     pub fn view(&self) -> View {
         let mut v = View::default();
