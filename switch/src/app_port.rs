@@ -342,7 +342,6 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
                 if used > 0 && self.sp.comp.needs_wakeup() {
                     let _ = self.notifier.notify();
                     self.local.kicks += 1;
-                    self.local.kicks += 1;
                 }
             }
             // The app wrote an impossible consumer index on its completion ring: count it,
@@ -698,6 +697,24 @@ mod tests {
             1,
             "the double reclaim is counted"
         );
+    }
+
+    #[test]
+    fn a_completion_batch_the_app_waits_for_rings_once_and_counts_one_kick() {
+        let (mut app, _g, mut port) = pair([8, 8, 8, 8], 32);
+        let ds: Vec<Desc> = (0..3).map(|i| frame(&app, i, MAC)).collect();
+        send(&mut app, &ds);
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
+        assert_eq!(port.rx_burst(&mut out), 3);
+        // Not armed: buffers go back without a kick.
+        port.reclaim(&[out[0].buf]);
+        assert_eq!(port.local.kicks, 0);
+        assert_eq!(completions(&mut app), vec![0]);
+        // Armed: one batch, one kick.
+        assert!(!app.comp.set_need_wakeup().unwrap(), "the ring is empty");
+        port.reclaim(&[out[1].buf, out[2].buf]);
+        assert_eq!(port.local.kicks, 1, "one kick for one batch");
+        assert_eq!(completions(&mut app), vec![1, 2]);
     }
 
     #[test]
