@@ -449,6 +449,16 @@ pub fn write_file(path: &Path, contents: &str) -> Result<(), ReportError> {
     })
 }
 
+/// Writes each `(name, contents)` pair into `dir` and says so on stdout.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) -> Result<(), ReportError> {
+    for (name, contents) in files {
+        let path = dir.join(name);
+        write_file(&path, contents)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 /// A result file: the benchmark's name, the machine, and its results.
 #[derive(Debug, Serialize)]
 struct ResultFile<'a, T: Serialize> {

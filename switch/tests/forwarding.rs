@@ -300,6 +300,46 @@ fn fdb_is_bounded_and_traffic_still_flows() {
     net.assert_clean();
 }
 
+/// The `Port` methods a test wrapper around a sim port (`self.inner`) passes straight
+/// through: all but `rx_burst` and the wait hooks.
+macro_rules! sim_port_methods_but_rx {
+    () => {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn mac(&self) -> Mac {
+            self.inner.mac()
+        }
+        fn link(&self) -> pmd::LinkState {
+            self.inner.link()
+        }
+        fn stats(&self) -> pmd::PortStats {
+            self.inner.stats()
+        }
+        fn tx_pools(&self) -> grant_pool::PoolSet {
+            self.inner.tx_pools()
+        }
+        fn own_pools(&self) -> grant_pool::PoolSet {
+            self.inner.own_pools()
+        }
+        fn pools(&self) -> &[grant_pool::Pool] {
+            self.inner.pools()
+        }
+        fn tx_burst(&mut self, frames: &[pmd::Frame]) -> usize {
+            self.inner.tx_burst(frames)
+        }
+        fn tx_done(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
+            self.inner.tx_done(out)
+        }
+        fn alloc(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
+            self.inner.alloc(out)
+        }
+        fn reclaim(&mut self, bufs: &[grant_pool::BufHandle]) {
+            self.inner.reclaim(bufs)
+        }
+    };
+}
+
 /// A fault injector around a sim port: every fourth frame it receives is cut to a runt, the
 /// next one gets a handle past the end of its pool (the port keeps the real buffer itself),
 /// the next one a length longer than a buffer.
@@ -309,27 +349,7 @@ struct Faulty {
 }
 
 impl pmd::Port for Faulty {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn mac(&self) -> Mac {
-        self.inner.mac()
-    }
-    fn link(&self) -> pmd::LinkState {
-        self.inner.link()
-    }
-    fn stats(&self) -> pmd::PortStats {
-        self.inner.stats()
-    }
-    fn tx_pools(&self) -> grant_pool::PoolSet {
-        self.inner.tx_pools()
-    }
-    fn own_pools(&self) -> grant_pool::PoolSet {
-        self.inner.own_pools()
-    }
-    fn pools(&self) -> &[grant_pool::Pool] {
-        self.inner.pools()
-    }
+    sim_port_methods_but_rx!();
     fn rx_burst(&mut self, out: &mut [pmd::Frame]) -> usize {
         let n = self.inner.rx_burst(out);
         for f in &mut out[..n] {
@@ -345,18 +365,6 @@ impl pmd::Port for Faulty {
             self.seen += 1;
         }
         n
-    }
-    fn tx_burst(&mut self, frames: &[pmd::Frame]) -> usize {
-        self.inner.tx_burst(frames)
-    }
-    fn tx_done(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
-        self.inner.tx_done(out)
-    }
-    fn alloc(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
-        self.inner.alloc(out)
-    }
-    fn reclaim(&mut self, bufs: &[grant_pool::BufHandle]) {
-        self.inner.reclaim(bufs)
     }
 }
 
@@ -522,41 +530,9 @@ struct Belled {
 }
 
 impl pmd::Port for Belled {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn mac(&self) -> Mac {
-        self.inner.mac()
-    }
-    fn link(&self) -> pmd::LinkState {
-        self.inner.link()
-    }
-    fn stats(&self) -> pmd::PortStats {
-        self.inner.stats()
-    }
-    fn tx_pools(&self) -> grant_pool::PoolSet {
-        self.inner.tx_pools()
-    }
-    fn own_pools(&self) -> grant_pool::PoolSet {
-        self.inner.own_pools()
-    }
-    fn pools(&self) -> &[grant_pool::Pool] {
-        self.inner.pools()
-    }
+    sim_port_methods_but_rx!();
     fn rx_burst(&mut self, out: &mut [pmd::Frame]) -> usize {
         self.inner.rx_burst(out)
-    }
-    fn tx_burst(&mut self, frames: &[pmd::Frame]) -> usize {
-        self.inner.tx_burst(frames)
-    }
-    fn tx_done(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
-        self.inner.tx_done(out)
-    }
-    fn alloc(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
-        self.inner.alloc(out)
-    }
-    fn reclaim(&mut self, bufs: &[grant_pool::BufHandle]) {
-        self.inner.reclaim(bufs)
     }
     fn prepare_wait(&mut self) -> bool {
         self.prepared.fetch_add(1, Relaxed);

@@ -232,18 +232,10 @@ fn main() {
         BETWEEN / 1_000_000,
         t.to_markdown(),
     );
-    for (name, body) in [
-        (
-            "restart.json",
-            serde_json::to_string_pretty(&json).unwrap_or_default(),
-        ),
-        ("restart.md", md),
-    ] {
-        let path = o.out.join(name);
-        if let Err(e) = std::fs::write(&path, body) {
-            eprintln!("restart: cannot write {}: {e}", path.display());
-            std::process::exit(1);
-        }
-        println!("wrote {}", path.display());
+    let json = serde_json::to_string_pretty(&json).unwrap_or_default();
+    let files = [("restart.json", json.as_str()), ("restart.md", md.as_str())];
+    if let Err(e) = perf::report::write_files(&o.out, &files) {
+        eprintln!("restart: {e}");
+        std::process::exit(1);
     }
 }

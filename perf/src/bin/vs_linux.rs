@@ -540,19 +540,14 @@ fn write_results(o: &Opts, machine: &Machine, rows: &[Row]) {
         t.to_markdown(),
         ratios.to_markdown()
     );
-    for (name, body) in [
-        (
-            "vs_linux.json",
-            serde_json::to_string_pretty(&json).unwrap_or_default(),
-        ),
-        ("vs_linux.md", md),
-    ] {
-        let path = o.out.join(name);
-        if let Err(e) = std::fs::write(&path, body) {
-            eprintln!("vs_linux: cannot write {}: {e}", path.display());
-            std::process::exit(1);
-        }
-        println!("wrote {}", path.display());
+    let json = serde_json::to_string_pretty(&json).unwrap_or_default();
+    let files = [
+        ("vs_linux.json", json.as_str()),
+        ("vs_linux.md", md.as_str()),
+    ];
+    if let Err(e) = perf::report::write_files(&o.out, &files) {
+        eprintln!("vs_linux: {e}");
+        std::process::exit(1);
     }
 }
 
