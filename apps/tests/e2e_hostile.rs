@@ -89,10 +89,20 @@ fn rejections(s: &StatsRepr) -> u64 {
     s.rejections.iter().map(|(_, n)| n).sum()
 }
 
-/// Pings `ip` from the peer `n` times at 5 ms intervals; returns replies.
+/// Pings `ip` from the peer `n` times at 5 ms intervals; returns replies. The deadline
+/// (`-w`) makes ping wait for every reply, not just two round trips after the last request.
 fn pings(t: &Topology, ip: &str, n: u32) -> u64 {
-    let out =
-        t.p.output(["ping", "-c", &n.to_string(), "-i", "0.005", "-W", "2", ip]);
+    let deadline = (n / 100 + 10).to_string();
+    let out = t.p.output([
+        "ping",
+        "-c",
+        &n.to_string(),
+        "-i",
+        "0.005",
+        "-w",
+        &deadline,
+        ip,
+    ]);
     netns::parse_ping(&String::from_utf8_lossy(&out.stdout)).map_or(0, |(_, r)| r)
 }
 
@@ -120,7 +130,7 @@ fn hostile_app(backend: Backend) {
         "ping-during-attack",
         t.dir.path(),
         t.p.cmd("ping")
-            .args(["-c", "2000", "-i", "0.005", "-W", "2", &good.ip]),
+            .args(["-c", "2000", "-i", "0.005", "-w", "60", &good.ip]),
     );
 
     // --- Control plane ---

@@ -24,7 +24,7 @@ fn ping_and_flood(backend: Backend) {
     }
 
     let out =
-        t.p.output(["ping", "-c", "20", "-i", "0.01", "-W", "2", &app.ip]);
+        t.p.output(["ping", "-c", "20", "-i", "0.01", "-w", "20", &app.ip]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(netns::parse_ping(&text), Some((20, 20)), "ping:\n{text}");
 
