@@ -289,10 +289,10 @@ struct XenLink {
 const XEN_STEP: Duration = Duration::from_secs(30);
 
 /// Longest time [`AppDomain::run`] keeps the stack going after the service is done: long
-/// enough for a lost FIN to be retransmitted (smoltcp's retransmission timeout starts near
-/// 1 s), short enough not to hold up an exit. The loop ends as soon as the last segment is
-/// acknowledged.
-const LINGER: Duration = Duration::from_secs(5);
+/// enough for a lost FIN to be retransmitted several times over (smoltcp's retransmission
+/// timeout starts near 1 s and doubles), bounded so a vanished peer does not hold up the
+/// exit for ever. The loop ends as soon as the last segment is acknowledged.
+const LINGER: Duration = Duration::from_secs(30);
 
 /// The domain id an app labels its grants with on the `shm` backend (the server is 0).
 const APP_DOM: DomId = DomId(1);
@@ -428,6 +428,22 @@ impl AppDomain {
         self.stats
     }
 
+    /// Buffers the app keeps on its fill ring for the server to fill: the ring's size, at
+    /// most half the pool (the rest is for transmit).
+    fn fill_target(&self) -> usize {
+        (self.layout.fill().size() as usize).min(self.cfg.buf_count / 2)
+    }
+
+    /// The largest TCP receive window this port can take in one burst without the server
+    /// running out of fill buffers (one full-size segment per buffer). A receive buffer larger
+    /// than this invites the peer to send more than the port can hold while the app sleeps:
+    /// the excess is dropped and retransmitted.
+    pub fn rx_window(&self) -> usize {
+        // A full-size TCP/IPv4 segment in a 1514-byte frame.
+        const MSS: usize = 1460;
+        self.fill_target() * MSS
+    }
+
     /// The configuration.
     pub fn config(&self) -> &DomainConfig {
         &self.cfg
@@ -514,7 +530,7 @@ impl AppDomain {
         drop(nfds);
         c.transport().set_nonblocking(true)?;
         self.device.set_pool_id(PoolId(attached.pool))?;
-        let fill_target = (l.fill().size() as usize).min(self.cfg.buf_count / 2);
+        let fill_target = self.fill_target();
         self.device.attach(
             PortRings {
                 rx: port.rx,
@@ -578,7 +594,7 @@ impl AppDomain {
             ms(t0.elapsed())
         );
         self.device.set_pool_id(PoolId(pool))?;
-        let fill_target = (l.fill().size() as usize).min(self.cfg.buf_count / 2);
+        let fill_target = self.fill_target();
         self.device.attach(
             PortRings {
                 rx: port.rx,

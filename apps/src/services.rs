@@ -210,8 +210,20 @@ impl BulkSink {
     /// A sink on `port`; `hash` computes SHA-256 of what arrives; `once` finishes after the
     /// first transfer.
     pub fn new(sockets: &mut SocketSet<'static>, port: u16, hash: bool, once: bool) -> Self {
+        Self::with_buffer(sockets, port, hash, once, BULK_BUF)
+    }
+
+    /// As [`BulkSink::new`], with `buf` bytes of TCP receive buffer (the window it offers:
+    /// see `AppDomain::rx_window`).
+    pub fn with_buffer(
+        sockets: &mut SocketSet<'static>,
+        port: u16,
+        hash: bool,
+        once: bool,
+        buf: usize,
+    ) -> Self {
         Self {
-            tcp: Listeners::new(sockets, port, 1, BULK_BUF),
+            tcp: Listeners::new(sockets, port, 1, buf),
             hash,
             once,
             cur: None,

@@ -43,10 +43,7 @@ impl Default for IdleConfig {
             spin_polls: 1024,
             yield_polls: 256,
             park: Duration::from_micros(500),
-            // As short as `park` for now: on Xen, app-to-app TCP across two domains stalled
-            // for seconds at a time with a 50 ms sleep (a wakeup is missed somewhere on that
-            // path, not yet found), and ran with a 500 µs one.
-            sleep: Duration::from_micros(500),
+            sleep: Duration::from_millis(50),
             housekeeping_polls: 4096,
         }
     }

@@ -105,6 +105,12 @@ cp "$BIN" rd0/bin/xen_probe
 cp "$REL/ferrite" rd0/bin/ferrite
 cp $PEER_TOOLS rd0/usr/bin/
 cp "$REPO/tests/xen/ferrite.toml" rd0/etc/ferrite.toml
+# The reference SHA-256 of the app-to-app stream, computed here on the host (a hash computed
+# inside a TCG guest has come out wrong now and then; the bytes on the wire were right).
+BULK_BYTES=${FERRITE_BULK_BYTES:-4000000}
+(cd "$REPO" && CARGO_TARGET_DIR="$W/target" CARGO_PROFILE_RELEASE_LTO=false \
+  cargo run -q --release -p apps --example pattern_sha -- "$BULK_BYTES") > rd0/etc/bulk.sha256
+grep -qE '^[0-9a-f]{64}$' rd0/etc/bulk.sha256 || { echo "pattern_sha gave no digest" >&2; exit 1; }
 for b in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
   cp "x/usr/lib/xen-$XENV/bin/$b" "rd0/usr/lib/xen-$XENV/bin/"
 done

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use apps::cli::{self, DomainArgs};
 use apps::domain::{AppDomain, Service, stop_on_signals};
-use apps::services::{Amount, BulkReport, BulkSink, BulkSource, endpoint};
+use apps::services::{Amount, BULK_BUF, BulkReport, BulkSink, BulkSource, endpoint};
 use clap::Parser;
 use smoltcp::iface::SocketSet;
 
@@ -138,8 +138,16 @@ fn main() {
     let hash = !a.no_hash;
     let role = match (a.listen, a.connect) {
         (Some(port), _) => {
-            tracing::info!("bulk sink on TCP port {port}");
-            Role::Sink(BulkSink::new(d.sockets(), port, hash, a.once))
+            // The window never offers more than the port's fill buffers can take.
+            let window = BULK_BUF.min(d.rx_window());
+            tracing::info!("bulk sink on TCP port {port} (receive window {window} bytes)");
+            Role::Sink(BulkSink::with_buffer(
+                d.sockets(),
+                port,
+                hash,
+                a.once,
+                window,
+            ))
         }
         (None, Some(to)) => {
             let amount = match (a.bytes, a.secs) {
