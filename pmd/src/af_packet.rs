@@ -559,9 +559,10 @@ impl AfPacketPort {
         if self.big.is_empty() {
             return false;
         }
-        // SAFETY: `big` is an initialised buffer of `big.len()` bytes owned by this port;
-        // the kernel writes at most that many. MSG_TRUNC makes it return the frame's real
-        // length, so a frame larger than the buffer is detected below.
+        // Why this is sound: `big` is an initialised buffer of `big.len()` bytes owned by
+        // this port; the kernel writes at most that many. MSG_TRUNC makes it return the
+        // frame's real length, so a frame larger than the buffer is detected below.
+        // SAFETY: a buffer of ours, its length, and a socket we own (reasoning above).
         let n = unsafe {
             libc::recv(
                 self.sock.as_raw_fd(),
