@@ -428,6 +428,29 @@ impl AppDomain {
         self.stats
     }
 
+    /// Hands the freshly laid-out rings of `port` (pool id `pool` as the server named it) and
+    /// the doorbell to the device, stocking the fill ring.
+    fn attach_rings(
+        &mut self,
+        pool: PoolId,
+        port: AppPort,
+        notifier: DomNotifier,
+    ) -> Result<(), AppError> {
+        self.device.set_pool_id(pool)?;
+        let fill_target = self.fill_target();
+        self.device.attach(
+            PortRings {
+                rx: port.rx,
+                fill: port.fill,
+                tx: port.tx,
+                completion: port.comp,
+                notifier,
+            },
+            fill_target,
+        )?;
+        Ok(())
+    }
+
     /// Buffers the app keeps on its fill ring for the server to fill: the ring's size, at
     /// most half the pool (the rest is for transmit).
     fn fill_target(&self) -> usize {
@@ -529,18 +552,7 @@ impl AppDomain {
         drop(gfds);
         drop(nfds);
         c.transport().set_nonblocking(true)?;
-        self.device.set_pool_id(PoolId(attached.pool))?;
-        let fill_target = self.fill_target();
-        self.device.attach(
-            PortRings {
-                rx: port.rx,
-                fill: port.fill,
-                tx: port.tx,
-                completion: port.comp,
-                notifier: DomNotifier::Shm(notifier),
-            },
-            fill_target,
-        )?;
+        self.attach_rings(PoolId(attached.pool), port, DomNotifier::Shm(notifier))?;
         self.client = Some(c);
         self.connected_to(attached.instance);
         Ok(())
@@ -593,18 +605,7 @@ impl AppDomain {
             ms(t_publish),
             ms(t0.elapsed())
         );
-        self.device.set_pool_id(PoolId(pool))?;
-        let fill_target = self.fill_target();
-        self.device.attach(
-            PortRings {
-                rx: port.rx,
-                fill: port.fill,
-                tx: port.tx,
-                completion: port.comp,
-                notifier,
-            },
-            fill_target,
-        )?;
+        self.attach_rings(PoolId(pool), port, notifier)?;
         if let Some(x) = self.xen.as_mut() {
             x.connected = true;
             x.hello_written = true;

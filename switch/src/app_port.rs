@@ -230,15 +230,7 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         first: Arc<FirstFrame>,
     ) -> Result<Self, AppPortError> {
         let sp = ServerPort::attach(mapping.region(), pool, limits)?;
-        let h = sp.layout.header();
-        let got = [
-            h.rx_size,
-            h.tx_size,
-            h.fill_size,
-            h.comp_size,
-            h.buf_size,
-            h.buf_count,
-        ];
+        let got = layout_of(&sp.layout.header());
         if got != want {
             return Err(AppPortError::Mismatch {
                 header: format!("{got:?}"),
@@ -274,14 +266,7 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         mem.read(0, &mut raw).map_err(grant_pool::PortError::from)?;
         let h = <grant_pool::port::PortHeader as zerocopy::FromBytes>::read_from_bytes(&raw)
             .map_err(|_| grant_pool::PortError::Magic(0))?;
-        Ok([
-            h.rx_size,
-            h.tx_size,
-            h.fill_size,
-            h.comp_size,
-            h.buf_size,
-            h.buf_count,
-        ])
+        Ok(layout_of(&h))
     }
 
     /// The counters, shareable with the control thread.
@@ -349,6 +334,18 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
             Err(_) => self.local.ring_faults += 1,
         }
     }
+}
+
+/// A port header's layout as `[rx, tx, fill, comp, buf_size, buf_count]`.
+fn layout_of(h: &grant_pool::port::PortHeader) -> [u32; 6] {
+    [
+        h.rx_size,
+        h.tx_size,
+        h.fill_size,
+        h.comp_size,
+        h.buf_size,
+        h.buf_count,
+    ]
 }
 
 impl<M: Mapping, N: Notifier> Drop for AppPort<M, N> {
