@@ -1,30 +1,47 @@
 //! The forwarding database: which port a unicast MAC was last seen on.
 //!
-//! Open addressing with linear probing over a power-of-two table of 16-byte slots (four per
-//! cache line), filled to at most half, so a probe usually touches one line. The table is
-//! bounded: once it holds `max_entries` stations, new ones are not learned (their frames are
-//! flooded, as unknown unicast is) and the refusal is counted. Learning writes a slot only
-//! when the station moved or its recorded tick is more than 1/64 of the aging time old, so a
-//! busy station dirties its line about 64 times per aging period, not on every frame; an
-//! entry therefore lasts from `age - age/64` to `age` ticks after its station was last seen.
-//! Entries age lazily: a lookup treats an entry older than the aging time as absent, and a
-//! bounded sweep (a few slots per call) deletes aged entries with backward-shift deletion,
-//! which keeps probe chains short without tombstones.
+//! Open addressing with linear probing over a power-of-two table of 8-byte entries (eight
+//! per cache line), filled to at most half, so a probe usually touches one line. An entry
+//! is the MAC in its top 48 bits and the port in its low 16. Only unicast MACs are stored,
+//! so bit 16, where the MAC's I/G bit lands, is free: it is the entry's *recent* bit (below).
+//! An empty slot is all ones (a MAC with every bit but I/G set, marked recent, on port
+//! `0xffff`: never stored, as an entry on port `0xffff` is never marked recent). When each
+//! station was last seen is kept in a parallel array of ticks, one per slot.
+//!
+//! The table is bounded: once it holds `max_entries` stations, new ones are not learned
+//! (their frames are flooded, as unknown unicast is) and the refusal is counted. Learning
+//! writes a slot only when the station moved or its recorded tick is more than 1/64 of the
+//! aging time old, so a busy station's entry is rewritten about 64 times per aging period,
+//! not on every frame; an entry therefore lasts from `age - age/64` to `age` ticks after its
+//! station was last seen. Entries age lazily: a lookup treats an entry older than the aging
+//! time as absent, and a bounded sweep (a few slots per call) deletes aged entries with
+//! backward-shift deletion, which keeps probe chains short without tombstones.
 //!
 //! Keys are hashed with a multiplicative hash keyed by a per-table seed, so a sender cannot
 //! pick MACs that collide in every switch; the multiplier is 2^64/φ (Fibonacci hashing), which
 //! spreads MACs numbered in their last bytes evenly instead of into probe clusters.
 //!
+//! **Recent entries.** The table keeps a *window* of time, at most 1/8 of the refresh interval
+//! (`age / 64`) long, and marks an entry recent only when its recorded tick is certain to be
+//! within the refresh interval of any time in the window: a recent entry's station is
+//! known-fresh (learning it again writes nothing) and alive, so the burst pass answers it
+//! from the entry alone, without reading its tick. When the time leaves the window a new one
+//! starts, and one pass over the ticks (every slot, once per window) marks the entries that
+//! qualify for it; an entry that does not is marked again when learning next records it.
+//! The mark changes no answer: lookups and learning outside the burst pass read the ticks.
+//!
 //! The burst call ([`Fdb::learn_and_look_up`]) answers frames in a pass that writes nothing:
-//! each source is checked (known on this port, recorded recently enough) and each
-//! destination answered, both usually from their home slots (a key elsewhere takes an
-//! out-of-line probe), and no frame's work depends on another's, so the loads of a burst
-//! overlap. A frame whose source needs a write (new, moved, or due a refresh) leaves the
-//! pass, is learned as [`Fdb::learn`] does, and the pass resumes after it; the answers are
-//! those of learning and looking up frame by frame.
+//! each source is checked (recent on this port: one compare, the port being part of the
+//! entry) and each destination answered (recent: the port is the entry's low bits), both
+//! usually from their home slots (a key elsewhere or an entry not recent takes an
+//! out-of-line path), and no frame's work depends on another's, so the loads of a burst
+//! overlap. A frame whose source needs a write (new, moved, due a refresh, or not known
+//! recent) leaves the pass, is learned as [`Fdb::learn`] does, and the pass resumes after
+//! it; the answers are those of learning and looking up frame by frame.
 
 /// A MAC address as the low 48 bits of a `u64`, first byte on the wire in the lowest byte:
-/// the I/G (multicast) bit is bit 0.
+/// the I/G (multicast) bit is bit 0. Everything here that takes a key reads only its low 48
+/// bits, so the 8 bytes of a frame header starting at a MAC are that MAC's key as they are.
 pub type MacKey = u64;
 
 /// Mask of the 48 bits of a [`MacKey`].
@@ -33,12 +50,22 @@ pub const MAC_MASK: u64 = (1 << 48) - 1;
 /// address): not a port number.
 pub const UNKNOWN: u16 = u16::MAX;
 
-/// A slot's key for `mac`: the MAC in the top 48 bits (whatever `mac` holds above its 48
-/// bits falls off) and bit 0 set, so that an occupied slot is never 0. A shift and an `or`
-/// with a small constant, no 64-bit mask.
+/// An entry's recent bit (where the MAC's I/G bit lands, 0 in every stored MAC).
+const RECENT: u64 = 1 << 16;
+/// An empty slot.
+const EMPTY: u64 = u64::MAX;
+
+/// The MAC part of an entry for unicast `mac`: the MAC in the top 48 bits (whatever `mac`
+/// holds above its 48 bits falls off), the recent bit and port 0.
 #[inline(always)]
-fn slot_key(mac: MacKey) -> u64 {
-    (mac << 16) | 1
+fn mac_bits(mac: MacKey) -> u64 {
+    mac << 16
+}
+
+/// The MAC part of entry `e`.
+#[inline(always)]
+fn entry_mac(e: u64) -> u64 {
+    e & !(RECENT | 0xffff)
 }
 
 /// The top `64 - shift` bits of `key ^ seed` times 2^64 / φ (Fibonacci hashing: keys in
@@ -68,15 +95,6 @@ pub fn key_mac(key: MacKey) -> [u8; 6] {
 #[inline]
 pub fn is_group(key: MacKey) -> bool {
     key & 1 != 0
-}
-
-#[derive(Clone, Copy, Default)]
-#[repr(C, align(16))]
-struct Slot {
-    /// [`slot_key`] of the MAC when in use, 0 when empty.
-    key: u64,
-    tick: u32,
-    port: u16,
 }
 
 /// Counters of the FDB.
@@ -114,7 +132,11 @@ pub enum Learned {
 
 /// The forwarding database. See the module docs.
 pub struct Fdb {
-    slots: Box<[Slot]>,
+    /// Per slot: the MAC in the top 48 bits, the recent bit, the port in the low 16;
+    /// [`EMPTY`] when empty.
+    slots: Box<[u64]>,
+    /// Per slot: the tick its station was last recorded at (meaningless when empty).
+    ticks: Box<[u32]>,
     mask: usize,
     shift: u32,
     seed: u64,
@@ -123,6 +145,13 @@ pub struct Fdb {
     age: u32,
     /// Ticks a recorded sighting may lag before learning rewrites it (`age / 64`).
     refresh: u32,
+    /// The window's first tick: a recent entry's tick lies in
+    /// `window + window_len - refresh ..= window_last`.
+    window: u32,
+    /// The latest tick an entry was marked recent at (the window holds no earlier time).
+    window_last: u32,
+    /// The window's length in ticks (`refresh / 8`).
+    window_len: u32,
     sweep_at: usize,
     /// Bumped by every write to the table, so that a caller can tell an answer it kept
     /// still holds.
@@ -146,15 +175,20 @@ impl Fdb {
             let local = 0u8;
             (t ^ (&local as *const u8 as u64).rotate_left(32)) | 1
         };
+        let refresh = age >> 6;
         Self {
-            slots: vec![Slot::default(); cap].into_boxed_slice(),
+            slots: vec![EMPTY; cap].into_boxed_slice(),
+            ticks: vec![0; cap].into_boxed_slice(),
             mask: cap - 1,
             shift: 64 - cap.trailing_zeros(),
             seed,
             len: 0,
             max,
             age,
-            refresh: age >> 6,
+            refresh,
+            window: 0,
+            window_last: 0,
+            window_len: refresh >> 3,
             sweep_at: 0,
             generation: 0,
             stats: FdbStats::default(),
@@ -200,30 +234,78 @@ impl Fdb {
     }
 
     #[inline]
-    fn home(&self, key: u64) -> usize {
-        hash(key, self.seed, self.shift)
+    fn home(&self, bits: u64) -> usize {
+        hash(bits, self.seed, self.shift)
     }
 
     #[inline]
-    fn alive(&self, s: &Slot, now: u32) -> bool {
-        now.wrapping_sub(s.tick) <= self.age
+    fn alive(&self, i: usize, now: u32) -> bool {
+        now.wrapping_sub(self.ticks[i]) <= self.age
+    }
+
+    /// The slot holding the unicast MAC whose entry bits are `bits`, or the empty slot
+    /// ending its probe chain.
+    #[inline]
+    fn find(&self, bits: u64) -> usize {
+        let mut i = self.home(bits);
+        loop {
+            let j = i & self.mask;
+            let e = self.slots[j];
+            if e == EMPTY || entry_mac(e) == bits {
+                return j;
+            }
+            i += 1;
+        }
+    }
+
+    /// Whether `now` lies in the window, so that recent entries may be taken as fresh.
+    #[inline(always)]
+    fn in_window(&self, now: u32) -> bool {
+        let d = now.wrapping_sub(self.window);
+        d <= self.window_len && d >= self.window_last.wrapping_sub(self.window)
+    }
+
+    /// Starts a window at `now`: marks recent exactly the entries whose tick is within
+    /// `refresh - window_len` before `now` (one pass over the table).
+    #[cold]
+    #[inline(never)]
+    fn new_window(&mut self, now: u32) {
+        self.window = now;
+        self.window_last = now;
+        let keep = self.refresh - self.window_len;
+        for (e, &t) in self.slots.iter_mut().zip(self.ticks.iter()) {
+            if *e != EMPTY {
+                let recent = now.wrapping_sub(t) <= keep && *e as u16 != UNKNOWN;
+                *e = (*e & !RECENT) | if recent { RECENT } else { 0 };
+            }
+        }
+    }
+
+    /// The recent bit for an entry on `port` recorded at `tick`, learned at `now`: set when
+    /// `now` is in the window and `tick` no earlier than the window allows.
+    #[inline]
+    fn recent_bit(&mut self, port: u16, tick: u32, now: u32) -> u64 {
+        let lo = self
+            .window
+            .wrapping_add(self.window_len)
+            .wrapping_sub(self.refresh);
+        if port == UNKNOWN || !self.in_window(now) || now.wrapping_sub(tick) > now.wrapping_sub(lo)
+        {
+            return 0;
+        }
+        self.window_last = now;
+        RECENT
     }
 
     /// The port `mac` was last seen on, unless unknown or aged out.
     #[inline]
     pub fn lookup(&self, mac: MacKey, now: u32) -> Option<u16> {
-        let key = slot_key(mac);
-        let mut i = self.home(key);
-        loop {
-            let s = &self.slots[i & self.mask];
-            if s.key == key {
-                return self.alive(s, now).then_some(s.port);
-            }
-            if s.key == 0 {
-                return None;
-            }
-            i += 1;
+        if is_group(mac) {
+            return None;
         }
+        let i = self.find(mac_bits(mac));
+        let e = self.slots[i];
+        (e != EMPTY && self.alive(i, now)).then_some(e as u16)
     }
 
     /// The per-frame work of a switch for a whole burst received on `port`: for each
@@ -232,11 +314,11 @@ impl Fdb {
     /// [`UNKNOWN`] (as [`Fdb::lookup`]; group destinations are [`UNKNOWN`]). The answers are
     /// those of learning and looking up frame by frame.
     ///
-    /// A pass that writes nothing checks each frame's source (known on `port`, its tick
-    /// recent enough) and answers its destination; it has no dependency
-    /// from one frame to the next, so the loads of successive frames overlap. A frame
-    /// whose source needs a write stops the pass: that frame is learned through
-    /// [`Fdb::learn`] and looked up, and the pass resumes after it.
+    /// A pass that writes nothing checks each frame's source (recent on `port`) and answers
+    /// its destination; it has no dependency from one frame to the next, so the loads of
+    /// successive frames overlap. A frame whose source needs a write stops the pass: that
+    /// frame is learned through [`Fdb::learn`] and looked up, and the pass resumes after
+    /// it.
     #[inline(never)]
     pub fn learn_and_look_up(
         &mut self,
@@ -246,17 +328,38 @@ impl Fdb {
         frames: &[(MacKey, MacKey)],
         out: &mut [u16],
     ) {
+        self.learn_and_look_up_with(port, now, learn, frames, out, |&pair| pair);
+    }
+
+    /// [`Fdb::learn_and_look_up`] over frames of any kind whose `(destination, source)`
+    /// pair `keys` gives (read once in the pass, and again for a frame that needs
+    /// learning), so that a caller need not gather the pairs first: a switch reads them
+    /// straight out of the frames' headers.
+    #[inline]
+    pub fn learn_and_look_up_with<T, F: Fn(&T) -> (MacKey, MacKey)>(
+        &mut self,
+        port: u16,
+        now: u32,
+        learn: bool,
+        frames: &[T],
+        out: &mut [u16],
+        keys: F,
+    ) {
         let n = frames.len().min(out.len());
+        if !self.in_window(now) {
+            self.new_window(now);
+        }
         let mut i = 0;
         while i < n {
             let (f, o) = (&frames[i..n], &mut out[i..n]);
-            i += if learn {
-                self.look_up_fresh::<true>(port, now, f, o)
-            } else {
-                self.look_up_fresh::<false>(port, now, f, o)
+            i += match (learn, port) {
+                // No entry on port UNKNOWN is recent: learn every frame.
+                (true, UNKNOWN) => 0,
+                (true, _) => self.look_up_fresh::<true, T, F>(port, now, f, o, &keys),
+                (false, _) => self.look_up_fresh::<false, T, F>(port, now, f, o, &keys),
             };
             if i < n {
-                let (dst, src) = frames[i];
+                let (dst, src) = keys(&frames[i]);
                 out[i] = self.learn_then_look_up(port, now, src, dst);
                 i += 1;
             }
@@ -264,54 +367,57 @@ impl Fdb {
     }
 
     /// The pass of [`Fdb::learn_and_look_up`]: answers frames up to the first whose
-    /// source needs learning, writing nothing, and returns how many it answered.
+    /// source needs learning, writing nothing, and returns how many it answered. `now`
+    /// lies in the window, and `port` is not [`UNKNOWN`] when `LEARN`.
     #[inline(always)]
-    fn look_up_fresh<const LEARN: bool>(
+    fn look_up_fresh<const LEARN: bool, T, F: Fn(&T) -> (MacKey, MacKey)>(
         &self,
         port: u16,
         now: u32,
-        frames: &[(MacKey, MacKey)],
+        frames: &[T],
         out: &mut [u16],
+        keys: &F,
     ) -> usize {
-        let slots = &*self.slots;
-        if slots.is_empty() {
-            return 0;
-        }
-        let mask = slots.len() - 1;
-        let (seed, shift, refresh, age) = (self.seed, self.shift, self.refresh, self.age);
-        let home = move |key: u64| hash(key, seed, shift) & mask;
+        let mask = self.mask;
+        // `mask + 1` long, so that an index `& mask` needs no bounds check.
+        let slots = &self.slots[..=mask];
+        let (seed, shift) = (self.seed, self.shift);
+        let home = move |bits: u64| hash(bits, seed, shift) & mask;
+        let want = RECENT | port as u64;
         // No frame depends on another (nothing is written), so the out-of-order core
         // overlaps the slot loads of successive frames.
-        for (k, (&(dst, src), o)) in frames.iter().zip(out.iter_mut()).enumerate() {
+        for (k, (f, o)) in frames.iter().zip(out.iter_mut()).enumerate() {
+            let (dst, src) = keys(f);
             if LEARN {
-                let key = slot_key(src);
-                let mut e = &slots[home(key)];
-                if e.key != key && e.key != 0 {
-                    // Not in its home slot: the general probe, still writing nothing.
-                    e = self.find_cold(key);
-                }
-                let stale = now.wrapping_sub(e.tick) > refresh;
-                if (e.key ^ key) | (e.port ^ port) as u64 | stale as u64 != 0 {
+                // Recent on this port: one compare, the port being part of the entry.
+                let bits = mac_bits(src);
+                if (slots[home(bits)] != bits | want || is_group(src))
+                    && !self.recent_cold(src, want)
+                {
                     return k;
                 }
             }
-            // Only unicast keys are ever stored, so a group destination never matches.
-            let key = slot_key(dst);
-            let e = &slots[home(key)];
-            *o = if e.key == key {
-                if now.wrapping_sub(e.tick) <= age {
-                    e.port
-                } else {
-                    UNKNOWN
-                }
-            } else if e.key == 0 || is_group(dst) {
-                UNKNOWN
+            // A recent entry of a unicast destination is its port; anything else (not in
+            // its home slot, not recent, absent, a group address) takes the general lookup.
+            let bits = mac_bits(dst);
+            let x = slots[home(bits)] ^ (bits | RECENT);
+            *o = if x <= 0xffff && !is_group(dst) {
+                x as u16
             } else {
-                // Not in its home slot: the general probe.
                 self.lookup_cold(dst, now)
             };
         }
-        frames.len()
+        frames.len().min(out.len())
+    }
+
+    /// Whether unicast `src` has a recent entry on the port of `want` outside its home slot.
+    #[cold]
+    #[inline(never)]
+    fn recent_cold(&self, src: MacKey, want: u64) -> bool {
+        !is_group(src) && {
+            let bits = mac_bits(src);
+            self.slots[self.find(bits)] == bits | want
+        }
     }
 
     /// One frame whose source needs learning: learns it, then answers its destination.
@@ -319,15 +425,11 @@ impl Fdb {
     #[inline(never)]
     fn learn_then_look_up(&mut self, port: u16, now: u32, src: MacKey, dst: MacKey) -> u16 {
         self.learn(src, port, now);
-        if is_group(dst) {
-            UNKNOWN
-        } else {
-            self.lookup(dst, now).unwrap_or(UNKNOWN)
-        }
+        self.lookup(dst, now).unwrap_or(UNKNOWN)
     }
 
-    /// [`Fdb::learn_and_look_up`] for one frame, inline: the common case (source fresh
-    /// on `port`, destination alive, both in their home slots) costs two hashes and two
+    /// [`Fdb::learn_and_look_up`] for one frame, inline: the common case (source recent
+    /// on `port`, destination recent, both in their home slots) costs two hashes and two
     /// compares; anything else takes the burst call. Also returns whether the call took
     /// the common case, which writes nothing and counts nothing.
     #[inline]
@@ -339,32 +441,16 @@ impl Fdb {
         dst: MacKey,
         src: MacKey,
     ) -> (u16, bool) {
-        let skey = slot_key(src);
-        let dkey = slot_key(dst);
-        let s = &self.slots[self.home(skey) & self.mask];
-        let d = &self.slots[self.home(dkey) & self.mask];
-        let fresh =
-            !learn || (s.key == skey && s.port == port && now.wrapping_sub(s.tick) <= self.refresh);
-        if fresh && !is_group(dst) && d.key == dkey && now.wrapping_sub(d.tick) <= self.age {
-            return (d.port, true);
+        let (sb, db) = (mac_bits(src), mac_bits(dst));
+        let s = self.slots[self.home(sb) & self.mask];
+        let x = self.slots[self.home(db) & self.mask] ^ (db | RECENT);
+        let fresh = !learn || (s == sb | RECENT | port as u64 && !is_group(src));
+        if fresh && x <= 0xffff && !is_group(dst) && port != UNKNOWN && self.in_window(now) {
+            return (x as u16, true);
         }
         let mut out = [UNKNOWN];
         self.learn_and_look_up(port, now, learn, &[(dst, src)], &mut out);
         (out[0], false)
-    }
-
-    /// The slot holding `key` (an occupied key), or the empty slot ending its probe chain.
-    #[cold]
-    #[inline(never)]
-    fn find_cold(&self, key: u64) -> &Slot {
-        let mut i = self.home(key);
-        loop {
-            let s = &self.slots[i & self.mask];
-            if s.key == key || s.key == 0 {
-                return s;
-            }
-            i += 1;
-        }
     }
 
     #[cold]
@@ -380,44 +466,36 @@ impl Fdb {
             self.stats.bad_source += 1;
             return Learned::BadSource;
         }
-        let key = slot_key(mac);
-        let mask = self.mask;
-        let mut i = self.home(key);
-        loop {
-            let s = &mut self.slots[i & mask];
-            if s.key == key {
-                if s.port != port {
-                    let old = s.port;
-                    s.port = port;
-                    s.tick = now;
-                    self.stats.moves += 1;
-                    self.generation += 1;
-                    return Learned::Moved(old);
-                }
-                if now.wrapping_sub(s.tick) > self.refresh {
-                    s.tick = now;
-                    self.generation += 1;
-                    return Learned::Refreshed;
-                }
-                return Learned::Fresh;
+        let bits = mac_bits(mac);
+        let i = self.find(bits);
+        let e = self.slots[i];
+        let learned = if e == EMPTY {
+            if self.len >= self.max {
+                self.stats.full += 1;
+                return Learned::Full;
             }
-            if s.key == 0 {
-                if self.len >= self.max {
-                    self.stats.full += 1;
-                    return Learned::Full;
-                }
-                *s = Slot {
-                    key,
-                    tick: now,
-                    port,
-                };
-                self.len += 1;
-                self.stats.learned += 1;
-                self.generation += 1;
-                return Learned::New;
-            }
-            i += 1;
+            self.ticks[i] = now;
+            self.len += 1;
+            self.stats.learned += 1;
+            self.generation += 1;
+            Learned::New
+        } else if e as u16 != port {
+            self.ticks[i] = now;
+            self.stats.moves += 1;
+            self.generation += 1;
+            Learned::Moved(e as u16)
+        } else if now.wrapping_sub(self.ticks[i]) > self.refresh {
+            self.ticks[i] = now;
+            self.generation += 1;
+            Learned::Refreshed
+        } else {
+            Learned::Fresh
+        };
+        let entry = bits | self.recent_bit(port, self.ticks[i], now) | port as u64;
+        if entry != e {
+            self.slots[i] = entry;
         }
+        learned
     }
 
     /// Empties slot `i` and shifts the rest of its probe chain back (no tombstones).
@@ -427,19 +505,20 @@ impl Fdb {
         let mut j = hole;
         loop {
             j = (j + 1) & mask;
-            let s = self.slots[j];
-            if s.key == 0 {
+            let e = self.slots[j];
+            if e == EMPTY {
                 break;
             }
-            let home = self.home(s.key) & mask;
+            let home = self.home(entry_mac(e)) & mask;
             // The entry at j may fill the hole when the hole lies on its probe path, i.e.
             // between its home and j (cyclically).
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
-                self.slots[hole] = s;
+                self.slots[hole] = e;
+                self.ticks[hole] = self.ticks[j];
                 hole = j;
             }
         }
-        self.slots[hole] = Slot::default();
+        self.slots[hole] = EMPTY;
         self.len -= 1;
         self.generation += 1;
     }
@@ -449,8 +528,7 @@ impl Fdb {
         let mut deleted = 0;
         for _ in 0..budget.min(2 * self.slots.len()) {
             let i = self.sweep_at;
-            let s = self.slots[i];
-            if s.key != 0 && !self.alive(&s, now) {
+            if self.slots[i] != EMPTY && !self.alive(i, now) {
                 // The slot may now hold a shifted entry: look at it again next time.
                 self.remove_at(i);
                 deleted += 1;
@@ -466,8 +544,8 @@ impl Fdb {
     pub fn flush_port(&mut self, port: u16) {
         let mut i = 0;
         while i < self.slots.len() {
-            let s = self.slots[i];
-            if s.key != 0 && s.port == port {
+            let e = self.slots[i];
+            if e != EMPTY && e as u16 == port {
                 self.remove_at(i);
             } else {
                 i += 1;
@@ -477,10 +555,13 @@ impl Fdb {
 
     /// Every live entry as `(mac, port, age in ticks)`, for the control plane.
     pub fn entries(&self, now: u32) -> Vec<([u8; 6], u16, u32)> {
-        self.slots
-            .iter()
-            .filter(|s| s.key != 0 && self.alive(s, now))
-            .map(|s| (key_mac(s.key >> 16), s.port, now.wrapping_sub(s.tick)))
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i] != EMPTY && self.alive(i, now))
+            .map(|i| {
+                let e = self.slots[i];
+                let age = now.wrapping_sub(self.ticks[i]);
+                (key_mac(entry_mac(e) >> 16), e as u16, age)
+            })
             .collect()
     }
 }
@@ -691,6 +772,93 @@ mod tests {
     }
 
     #[test]
+    fn a_group_address_is_never_its_unicast_twin() {
+        // A stored unicast MAC and the group address differing from it only in the I/G
+        // bit: the group address is neither found as a destination nor learned as a
+        // source, on any path.
+        let mut f = Fdb::new(64, 6400);
+        assert_eq!(f.learn(mac(5), 2, 0), Learned::New);
+        let twin = mac(5) | 1;
+        assert_eq!(f.lookup(twin, 0), None);
+        let mut out = [0u16; 2];
+        f.learn_and_look_up(2, 0, true, &[(twin, mac(5)), (mac(5), twin)], &mut out);
+        assert_eq!(out, [UNKNOWN, 2]);
+        assert_eq!(f.stats().bad_source, 1);
+        assert_eq!(
+            f.learn_and_look_up_one(2, 0, true, twin, mac(5)),
+            (UNKNOWN, false)
+        );
+        assert_eq!(f.learn_and_look_up_one(3, 0, true, mac(5), twin).0, 2);
+        assert_eq!(f.stats().bad_source, 2);
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn bursts_across_windows_match_frame_by_frame() {
+        // Many windows: the clock moves in small and large steps (and now and then back),
+        // stations are learned, refreshed, moved, aged and swept, group twins of known
+        // stations and port UNKNOWN turn up, keys carry other bytes above their 48 bits;
+        // the burst call, the one-frame call and frame-by-frame learning agree throughout.
+        for age in [0u32, 10, 640, 6400, 100_000] {
+            let mut a = Fdb::new(48, age);
+            let mut b = Fdb::new(48, age);
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ age as u64;
+            let mut rnd = move |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let mut tick = 0u32;
+            for round in 0..3000u32 {
+                tick = match rnd(20) {
+                    0 => tick.wrapping_sub(rnd(5) as u32),
+                    1 => tick.wrapping_add(rnd(2 * age as u64 + 2) as u32),
+                    2..=4 => tick.wrapping_add(rnd(age as u64 / 32 + 2) as u32),
+                    _ => tick.wrapping_add(rnd(age as u64 / 1024 + 2) as u32),
+                };
+                let key = |rnd: &mut dyn FnMut(u64) -> u64| {
+                    let k = mac(rnd(64) as u32) | (rnd(4) << 48);
+                    if rnd(16) == 0 { k | 1 } else { k }
+                };
+                let len = 1 + rnd(40) as usize;
+                let frames: Vec<(MacKey, MacKey)> =
+                    (0..len).map(|_| (key(&mut rnd), key(&mut rnd))).collect();
+                let port = if rnd(50) == 0 { UNKNOWN } else { rnd(4) as u16 };
+                let learn = rnd(10) != 0;
+                let mut out = vec![0u16; len];
+                if len == 1 {
+                    out[0] = a
+                        .learn_and_look_up_one(port, tick, learn, frames[0].0, frames[0].1)
+                        .0;
+                } else {
+                    a.learn_and_look_up(port, tick, learn, &frames, &mut out);
+                }
+                let want: Vec<u16> = frames
+                    .iter()
+                    .map(|&(dst, src)| {
+                        if learn {
+                            b.learn(src, port, tick);
+                        }
+                        b.lookup(dst, tick).unwrap_or(UNKNOWN)
+                    })
+                    .collect();
+                assert_eq!(out, want, "age {age} round {round}");
+                assert_eq!(a.stats(), b.stats(), "age {age} round {round}");
+                assert_eq!(a.len(), b.len());
+                if round % 20 == 19 {
+                    assert_eq!(a.sweep(tick, 1 << 20), b.sweep(tick, 1 << 20));
+                    let mut ea = a.entries(tick);
+                    let mut eb = b.entries(tick);
+                    ea.sort();
+                    eb.sort();
+                    assert_eq!(ea, eb, "age {age} round {round}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn numbered_macs_sit_in_their_home_slots() {
         // 16 x 256 MACs numbered in their last bytes, as a lab or a generator assigns them:
         // every one lands in its own home slot, whatever the table's seed.
@@ -706,7 +874,7 @@ mod tests {
                 .slots
                 .iter()
                 .enumerate()
-                .filter(|&(i, s)| s.key != 0 && f.home(s.key) & f.mask != i)
+                .filter(|&(i, &e)| e != EMPTY && f.home(entry_mac(e)) & f.mask != i)
                 .count();
             assert_eq!(displaced, 0, "seed {:x}", f.seed);
         }
