@@ -341,8 +341,6 @@ pub struct Switch {
     dests: Box<[u16; MAX_BURST]>,
     /// Per ingress port: its last one-run burst and where it went.
     memo: Vec<Memo>,
-    /// Destination and source MAC of each frame of a burst, for the FDB.
-    pairs: Box<[(MacKey, MacKey); MAX_BURST]>,
     scratch: Box<[Frame; MAX_BURST]>,
     done: Box<[BufHandle; MAX_BURST]>,
     allocated: Box<[BufHandle; MAX_BURST]>,
@@ -377,7 +375,6 @@ impl Switch {
             sweep_credit: 0,
             rx: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             dests: Box::new([FLOOD; MAX_BURST]),
-            pairs: Box::new([(0, 0); MAX_BURST]),
             memo: Vec::new(),
             scratch: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             done: Box::new([BufHandle::from_raw(0); MAX_BURST]),
@@ -608,22 +605,23 @@ impl Switch {
         let rx = &self.rx[..n];
         // Whole-burst check (branch-free, vectorised): one pool, every index in it, every
         // length a whole Ethernet header and at most a buffer.
-        // Each term is negative exactly when its bound is broken (all values fit 25 bits).
-        let (last_idx, size) = (ps.count as i32 - 1, ps.size as i32);
-        let (mut pool_x, mut signs) = (0u32, 0i32);
-        let mut check = |raw: u32, len: i32| {
-            pool_x |= (raw >> 24) ^ first_pool;
-            signs |=
-                (last_idx - (raw & 0x00ff_ffff) as i32) | (size - len) | (len - ETH_HEADER as i32);
+        let irregular = match Frame::words(rx) {
+            Some(words) => !burst_regular(words, first_pool << 24, ps.count, ps.size),
+            None => {
+                // Each term is negative exactly when its bound is broken (all values fit 25
+                // bits).
+                let (last_idx, size) = (ps.count as i32 - 1, ps.size as i32);
+                let (mut pool_x, mut signs) = (0u32, 0i32);
+                for f in rx {
+                    let (raw, len) = (f.buf.raw(), f.len as i32);
+                    pool_x |= (raw >> 24) ^ first_pool;
+                    signs |= (last_idx - (raw & 0x00ff_ffff) as i32)
+                        | (size - len)
+                        | (len - ETH_HEADER as i32);
+                }
+                pool_x != 0 || signs < 0
+            }
         };
-        match Frame::words(rx) {
-            // The same checks over the frames as pairs of words, which vectorises well.
-            Some(words) => words
-                .iter()
-                .for_each(|w| check(w[0], (w[1] & 0xffff) as i32)),
-            None => rx.iter().for_each(|f| check(f.buf.raw(), f.len as i32)),
-        }
-        let irregular = pool_x != 0 || signs < 0;
         let mut mixed = 0u32;
         // Set when pass 1 found every frame of the burst going to the same place (then
         // `dests` is left unwritten until the scatter below needs it).
@@ -632,15 +630,9 @@ impl Switch {
             Some(blocks) if !irregular => {
                 // Pass 1, regular burst: read each header and decide. Every index was checked
                 // against the pool above, so the header reads need no check of their own.
-                let head = |f: &Frame| {
-                    let (w0, w1) = split16(&blocks.head(f.buf.raw() & 0x00ff_ffff));
-                    (w0, w1 as u32)
-                };
                 // Bursts are mostly runs of one flow: find how far the first frame's 12
-                // header bytes repeat (a load and a compare per frame, no call), decide once.
-                let h0 = head(&rx[0]);
-                let run = 1 + rx[1..].iter().take_while(|f| head(f) == h0).count();
-                let pairs = &mut self.pairs[..n];
+                // header bytes repeat, decide once.
+                let (h0, run) = run_of_first(&blocks, rx);
                 let dests = &mut self.dests[..n];
                 // The MAC pairs to learn and look up: the first frame's alone when the whole
                 // burst is one run, else every frame's (the FDB repeats its answer for a run).
@@ -658,32 +650,11 @@ impl Switch {
                     {
                         memo.dest
                     } else {
-                        let (dst, src) = mac_pair(h0.0, h0.1);
-                        let (d, pure) =
-                            self.fdb
-                                .learn_and_look_up_one(inp16, now, self.learning, dst, src);
-                        if pure {
-                            *memo = Memo {
-                                w0: h0.0,
-                                w1: h0.1,
-                                now,
-                                generation: self.fdb.generation(),
-                                dest: d,
-                            };
-                        }
-                        d
+                        look_up_run(&mut self.fdb, memo, inp16, now, self.learning, h0)
                     };
                     single = Some(hairpin(d));
                 } else {
-                    for (f, p) in rx.iter().zip(pairs.iter_mut()) {
-                        let (w0, w1) = head(f);
-                        *p = mac_pair(w0, w1);
-                    }
-                    self.fdb
-                        .learn_and_look_up(inp16, now, self.learning, pairs, dests);
-                    for d in dests.iter_mut() {
-                        *d = hairpin(*d);
-                    }
+                    look_up_burst(&mut self.fdb, &blocks, inp16, now, self.learning, rx, dests);
                 }
             }
             _ => {
@@ -1059,6 +1030,101 @@ impl Lookup<'_> {
     }
 }
 
+/// Whether every frame of a burst, as pairs of words (`Frame::words`), names a buffer of
+/// the pool whose handles start at `base` (pool id << 24) with `count` buffers, and is a
+/// whole Ethernet header long and at most `size` bytes.
+///
+/// Branch-free, each frame as one 64-bit word (handle low, length and `meta` high), which
+/// vectorises without separating the halves: the handle less `base` must be at most
+/// `count - 1`, the length less `ETH_HEADER` at most `size - ETH_HEADER`. A difference `d`
+/// within its bound `b` (both under 2^31) leaves the top bit of its half of `d | (b - d)`
+/// clear; one out of it (below, wrapped round, or above) sets it. A borrow from the low
+/// half into the high one happens only when the low half is out of bounds already.
+#[inline]
+fn burst_regular(words: &[[u32; 2]], base: u32, count: u32, size: u32) -> bool {
+    let eth = ETH_HEADER as u32;
+    let pair = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
+    let less = pair(base, eth);
+    let most = pair(count.wrapping_sub(1), size.wrapping_sub(eth));
+    let acc = words.iter().fold(0u64, |acc, w| {
+        let d = (pair(w[0], w[1]) & pair(!0, 0xffff)).wrapping_sub(less);
+        acc | d | most.wrapping_sub(d)
+    });
+    acc & pair(1 << 31, 1 << 31) == 0
+}
+
+/// The first 12 header bytes of `rx[0]` (as little-endian words) and how many frames from
+/// the first carry the same 12 bytes: a load and a compare per frame. Out of line, so that
+/// its registers are its own. `rx` is not empty and every index in it was checked against
+/// the pool of `blocks`.
+#[inline(never)]
+fn run_of_first(blocks: &Blocks, rx: &[Frame]) -> ((u64, u32), usize) {
+    let head = |f: &Frame| {
+        let (w0, w1) = split16(&blocks.head(f.buf.raw() & 0x00ff_ffff));
+        (w0, w1 as u32)
+    };
+    let Some(first) = rx.first() else {
+        return ((0, 0), 0);
+    };
+    let h0 = head(first);
+    let mut run = 1;
+    while run < rx.len() && head(&rx[run]) == h0 {
+        run += 1;
+    }
+    (h0, run)
+}
+
+/// Pass 1 of a burst that is one run of the header `h0` (its first 12 bytes as
+/// little-endian words) when the ingress port's memo does not hold its answer: learns and
+/// looks it up once, and keeps the answer in `memo` when taking it wrote nothing. Out of
+/// line: it runs about once a tick per flow.
+#[inline(never)]
+fn look_up_run(
+    fdb: &mut Fdb,
+    memo: &mut Memo,
+    inp: u16,
+    now: u32,
+    learning: bool,
+    h0: (u64, u32),
+) -> u16 {
+    let (dst, src) = mac_pair(h0.0, h0.1);
+    let (d, pure) = fdb.learn_and_look_up_one(inp, now, learning, dst, src);
+    if pure {
+        *memo = Memo {
+            w0: h0.0,
+            w1: h0.1,
+            now,
+            generation: fdb.generation(),
+            dest: d,
+        };
+    }
+    d
+}
+
+/// Pass 1 of a checked burst that is not one run: learns and looks up every frame, the
+/// FDB reading each frame's MAC keys straight from its header (the 8 bytes at the
+/// destination MAC and the 8 at the source MAC: it reads only the low 48 bits of a key),
+/// and writes where each frame goes (a port, `FLOOD` or `HAIRPIN`) to `dests`. Out of line,
+/// so that its registers are its own.
+#[inline(never)]
+fn look_up_burst(
+    fdb: &mut Fdb,
+    blocks: &Blocks,
+    inp: u16,
+    now: u32,
+    learning: bool,
+    rx: &[Frame],
+    dests: &mut [u16],
+) {
+    fdb.learn_and_look_up_with(inp, now, learning, rx, dests, |f| {
+        header_keys(&blocks.head(f.buf.raw() & 0x00ff_ffff))
+    });
+    // Unknown destinations are flooded (UNKNOWN == FLOOD); never back out.
+    for d in dests.iter_mut() {
+        *d = if *d == inp { HAIRPIN } else { *d };
+    }
+}
+
 /// Nonzero when some handle in `bufs` names another pool than `p0`.
 #[inline]
 fn pools_differ(bufs: &[BufHandle], p0: u32) -> u32 {
@@ -1082,6 +1148,17 @@ fn mac_pair(w0: u64, w1: u32) -> (MacKey, MacKey) {
     (w0 & MAC_MASK, (w0 >> 48) | ((w1 as u64) << 16))
 }
 
+/// The destination and source MAC keys of a header (the 8 bytes at each MAC, read as
+/// little-endian words: the FDB reads only the low 48 bits of a key).
+#[inline(always)]
+fn header_keys(h: &[u8; 16]) -> (MacKey, MacKey) {
+    let mut d = [0u8; 8];
+    let mut s = [0u8; 8];
+    d.copy_from_slice(&h[..8]);
+    s.copy_from_slice(&h[6..14]);
+    (u64::from_le_bytes(d), u64::from_le_bytes(s))
+}
+
 /// The first 16 header bytes as two little-endian words.
 #[inline]
 fn split16(h: &[u8; 16]) -> (u64, u64) {
@@ -1090,4 +1167,61 @@ fn split16(h: &[u8; 16]) -> (u64, u64) {
     a.copy_from_slice(&h[..8]);
     b.copy_from_slice(&h[8..]);
     (u64::from_le_bytes(a), u64::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_check_matches_the_plain_checks() {
+        // The branch-free whole-burst check against the plain per-frame conditions, on
+        // bursts with one frame changed to values at and around every bound.
+        let plain = |words: &[[u32; 2]], pool: u32, count: u32, size: u32| {
+            words.iter().all(|w| {
+                let (raw, len) = (w[0], w[1] & 0xffff);
+                raw >> 24 == pool
+                    && raw & 0x00ff_ffff < count
+                    && len >= ETH_HEADER as u32
+                    && len <= size
+            })
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for pool in [0u32, 1, 7, 128, 255] {
+            for (count, size) in [(0u32, 0u32), (1, 256), (512, 2048), (1 << 20, 4096)] {
+                for _ in 0..300 {
+                    let n = 1 + rnd(40) as usize;
+                    let mut words: Vec<[u32; 2]> = (0..n)
+                        .map(|_| {
+                            let idx = rnd(count.max(1) as u64) as u32;
+                            let len = 14 + rnd(size.saturating_sub(13).max(1) as u64) as u32;
+                            [pool << 24 | idx, len | (rnd(1 << 16) as u32) << 16]
+                        })
+                        .collect();
+                    let k = rnd(n as u64) as usize;
+                    let p =
+                        [pool, pool ^ 1, pool.wrapping_sub(1) & 0xff, 255 - pool][rnd(4) as usize];
+                    let idx = [0, 1, count.wrapping_sub(1), count, count + 1, 0x00ff_ffff]
+                        [rnd(6) as usize]
+                        & 0x00ff_ffff;
+                    let len = [0, 13, 14, 15, size.wrapping_sub(1), size, size + 1, 0xffff]
+                        [rnd(8) as usize]
+                        & 0xffff;
+                    words[k] = [p << 24 | idx, len | words[k][1] & 0xffff_0000];
+                    assert_eq!(
+                        burst_regular(&words, pool << 24, count, size),
+                        plain(&words, pool, count, size),
+                        "pool {pool} count {count} size {size} frame {:?}",
+                        words[k]
+                    );
+                }
+            }
+        }
+    }
 }
