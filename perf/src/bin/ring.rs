@@ -111,6 +111,14 @@ fn parse() -> Result<Opts, String> {
 /// only its own core in its affinity mask, and its children inherit that mask).
 static PINNING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
+/// Whether the CPU reports running under a hypervisor (the `hypervisor` flag).
+fn virtual_machine() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"))
+    })
+}
+
 /// The scheduling policy this process runs under, from `/proc/self/stat` (field 41).
 fn sched_policy() -> &'static str {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -498,8 +506,12 @@ fn main() {
         ]);
     }
     println!("{}", t.to_text());
+    let load_end = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
     let preface = format!(
-        "Cross-process SPSC ring: producer in one process, consumer in another, one \
+        "{}Load average (1, 5, 15 min) at the start of the run: {}; at the end: {load_end}.\n\n\
+         Cross-process SPSC ring: producer in one process, consumer in another, one \
          `shm`-granted ring of {} descriptors; {} run(s) of {} s per row, median \
          reported; every descriptor checked for order by the consumer. The `threads` row is \
          the same ring between two threads of one process, for reference. Ends pinned to \
@@ -509,6 +521,12 @@ fn main() {
          where the host places the two virtual CPUs: sharing a last-level cache, cache lines \
          move between the ends several times faster than across core complexes, and \
          placement can change between runs; min and max show the spread within this run.",
+        if virtual_machine() {
+            "A virtual machine (the CPU reports a hypervisor). "
+        } else {
+            ""
+        },
+        machine.load,
         o.ring,
         o.runs,
         o.secs,
