@@ -76,6 +76,17 @@ fn hash(key: u64, seed: u64, shift: u32) -> usize {
     ((key ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
 }
 
+/// The multiplier of [`hash`] times 2^16.
+const FIB_16: u64 = 0x9e37_79b9_7f4a_7c15u64 << 16;
+
+/// [`hash`] of `mac_bits(key)` for a seed whose low 16 bits are clear, with `seed >> 16`
+/// as `seed16`: `((key << 16) ^ seed) * φ` is `(key ^ seed16) * (φ << 16)`, whose top bits
+/// ignore whatever `key` holds above its 48 bits, so the key needs no shift or mask first.
+#[inline(always)]
+fn key_home(key: MacKey, seed16: u64, shift: u32) -> usize {
+    ((key ^ seed16).wrapping_mul(FIB_16) >> shift) as usize
+}
+
 /// The key of `mac`.
 #[inline]
 pub fn mac_key(mac: &[u8; 6]) -> MacKey {
@@ -173,7 +184,9 @@ impl Fdb {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
             let local = 0u8;
-            (t ^ (&local as *const u8 as u64).rotate_left(32)) | 1
+            // The low 16 bits stay clear, so that the seeded key of a MAC is the seeded MAC
+            // shifted (see `key_home`).
+            (t ^ (&local as *const u8 as u64).rotate_left(32)) & !0xffff
         };
         let refresh = age >> 6;
         Self {
@@ -381,8 +394,8 @@ impl Fdb {
         let mask = self.mask;
         // `mask + 1` long, so that an index `& mask` needs no bounds check.
         let slots = &self.slots[..=mask];
-        let (seed, shift) = (self.seed, self.shift);
-        let home = move |bits: u64| hash(bits, seed, shift) & mask;
+        let (seed16, shift) = (self.seed >> 16, self.shift);
+        let home = move |key: MacKey| key_home(key, seed16, shift) & mask;
         let want = RECENT | port as u64;
         // No frame depends on another (nothing is written), so the out-of-order core
         // overlaps the slot loads of successive frames.
@@ -391,7 +404,7 @@ impl Fdb {
             if LEARN {
                 // Recent on this port: one compare, the port being part of the entry.
                 let bits = mac_bits(src);
-                if (slots[home(bits)] != bits | want || is_group(src))
+                if (slots[home(src)] != bits | want || is_group(src))
                     && !self.recent_cold(src, want)
                 {
                     return k;
@@ -400,7 +413,7 @@ impl Fdb {
             // A recent entry of a unicast destination is its port; anything else (not in
             // its home slot, not recent, absent, a group address) takes the general lookup.
             let bits = mac_bits(dst);
-            let x = slots[home(bits)] ^ (bits | RECENT);
+            let x = slots[home(dst)] ^ (bits | RECENT);
             *o = if x <= 0xffff && !is_group(dst) {
                 x as u16
             } else {
@@ -877,6 +890,24 @@ mod tests {
                 .filter(|&(i, &e)| e != EMPTY && f.home(entry_mac(e)) & f.mask != i)
                 .count();
             assert_eq!(displaced, 0, "seed {:x}", f.seed);
+        }
+    }
+
+    #[test]
+    fn the_burst_pass_hashes_keys_as_the_table_does() {
+        // The pass hashes a key as it comes (other bytes above its 48 bits included); the
+        // rest of the table hashes the entry's MAC bits: the same home either way.
+        let f = Fdb::new(8192, 1000);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            assert_eq!(
+                key_home(x, f.seed >> 16, f.shift),
+                f.home(mac_bits(x & MAC_MASK)),
+                "{x:x}"
+            );
         }
     }
 

@@ -11,15 +11,16 @@
 //!    handle for the first one that can read its pool and as "copy this" for the rest. A
 //!    frame whose destination was learned on its ingress port is dropped (hairpin). The
 //!    checks of handle, pool and length are done for the whole burst first, branch-free
-//!    over the frames as pairs of words (`Frame::words`; the common burst is one pool and
+//!    over the frames as 64-bit words (`Frame::words`; the common burst is one pool and
 //!    all well-formed); only a burst that fails them takes the frame-by-frame path. A
 //!    checked burst reads its headers through the pool's `Blocks` view (bounds checked once
 //!    per pool, not per frame). Bursts are mostly runs of one flow: the first frame's 12 MAC
 //!    bytes are compared with each following frame's, and a burst that is one run is
-//!    learned and looked up once (`Fdb::learn_and_look_up_one`, inline) and needs no
-//!    per-frame destinations at all; any other burst goes to the FDB as one call over its
-//!    MAC pairs (`Fdb::learn_and_look_up`), which checks them in a pass that writes
-//!    nothing and learns only the frames whose source needs a write.
+//!    learned and looked up once (`Fdb::learn_and_look_up_one`) and needs no per-frame
+//!    destinations at all; any other burst goes to the FDB as one call
+//!    (`Fdb::learn_and_look_up_with`) that reads each frame's MAC keys straight from its
+//!    header, checks them in a pass that writes nothing and learns only the frames whose
+//!    source needs a write.
 //! 2. **Deliver per destination.** First every copy the burst needs is made (the destination
 //!    allocates buffers from its own pools once per burst; each frame is copied once), and
 //!    only then are handles passed on, so no destination can touch an original while another
