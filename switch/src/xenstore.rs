@@ -880,6 +880,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_batch_answers_each_request_in_its_place_and_unwaited_answers_are_skipped() {
+        let (xs, h) = store_peer();
+        // Sent without waiting: its OK arrives later and must not be taken for another's.
+        let mut b = Batch::new();
+        b.write("/a", b"1");
+        xs.send(&b).expect("send");
+        let mut b = Batch::new();
+        b.write("/b", b"2");
+        b.read("/missing");
+        b.read("/a");
+        b.read("/b");
+        b.read("bad\0path");
+        assert_eq!(b.len(), 5);
+        let r = xs.run(&b).expect("batch");
+        assert_eq!(r[0], Ok(b"OK\0".to_vec()));
+        assert!(r[1].as_ref().is_err_and(|e| e.is_enoent()), "{:?}", r[1]);
+        assert_eq!(r[2], Ok(b"1".to_vec()));
+        assert_eq!(r[3], Ok(b"2".to_vec()));
+        assert!(
+            matches!(r[4], Err(XsError::BadRequest(_))),
+            "refused locally"
+        );
+        drop(xs);
+        // The bad path never went out: 1 + 4 messages.
+        assert_eq!(h.join().expect("peer").len(), 5);
+    }
+
+    #[test]
     fn read_write_directory_and_errors() {
         let (xs, h) = store_peer();
         xs.write("/local/domain/3/data/ferrite/mac", b"02:00:00:00:00:03")
