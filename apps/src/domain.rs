@@ -329,7 +329,8 @@ impl AppDomain {
                 steps.push(("xenstore opened", t0.elapsed()));
                 let me = Frontend::own_domid(&xs)?;
                 steps.push(("domid read", t0.elapsed()));
-                // Not waited for: its reply and first event arrive while the memory is granted.
+                // Its reply is not waited for (on the xenstored socket; in a domU the kernel's
+                // xenbus device registers a watch inside the write and waits there itself).
                 Frontend::new(&xs, me, server, &cfg.name)?.watch_backend()?;
                 let link = XenLink {
                     xs,

@@ -582,6 +582,8 @@ impl<'a> Frontend<'a> {
     /// Watches the backend's `state` node (token `back`); once per connection. Sent without
     /// waiting for the reply: requests sent after it on this connection are handled after
     /// it, and a watch that failed costs only the 200 ms tick of [`Frontend::wait_answer`].
+    /// (On `/dev/xen/xenbus` the kernel registers a watch inside the `write` and waits for
+    /// xenstored there, so in a domU this still takes a round trip.)
     pub fn watch_backend(&self) -> Result<(), XenCtlError> {
         let mut b = Batch::new();
         b.watch(&format!("{}/state", self.back_dir()), "back");

@@ -10,6 +10,8 @@
 L=${1:-/var/tmp/ferrite-xen/serial.log}
 grep -aE 'DOM0-INIT|toolstack up|SUITE|SERVER-|creating app|domains created|APPS-ATTACHED|ATTACH|xen attach:|xen app connected|PING|HTTP PASS|APP-TO-APP|VICTIM|its process is gone|APP-DEATH|RESTART PASS|REATTACH|first frame forwarded|doorbell kicks|sha256 |FERRITE-XEN|refused|FAIL|panic|segfault' "$L" |
   grep -av '^ *[0-9.]* {"role"'
+echo "--- ferrite stats before the server stops"
+grep -a 'STATS ' "$L" | sed 's/^ *[0-9.]* STATS //'
 echo "--- figures"
 grep -aoE '[a-z]+: ATTACH [0-9.]+ ms \(.*' "$L" | sed 's/^/attach (app clock, from its start: devices and xenstore opened, grant, map, handshake): /'
 grep -aoE '[a-z]+: xenstore handshake [0-9.]+ ms:.*' "$L" | sed 's/^/  /'
