@@ -193,6 +193,15 @@ pub trait Mapping: Send + Sync {
 
     /// Number of pages mapped.
     fn pages(&self) -> usize;
+
+    /// Whether the granter still holds its grant. `false` once the granter is known to
+    /// have died or ended the grant (Xen: its gntalloc unmap-notify cleared the grant's
+    /// granter-alive byte). Backends that cannot tell (`shm`, whose apps' deaths close
+    /// their control connection) say `true`. A single atomic load; callable from the hot
+    /// path's idle branch.
+    fn granter_alive(&self) -> bool {
+        true
+    }
 }
 
 /// A bidirectional doorbell between two domains: [`Notifier::notify`] rings the peer,

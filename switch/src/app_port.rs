@@ -45,7 +45,7 @@
 //! port's), after [`Port::prepare_wait`] has armed need-wakeup and drained stale rings.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use grant_pool::{
     BufHandle, Desc, Mapping, Notifier, Pool, PoolId, PoolSet, PortLimits, RejectCounters,
@@ -110,6 +110,11 @@ pub struct AppCounters {
     own_errors: AtomicU64,
     /// Times the server rang the app's doorbell.
     kicks: AtomicU64,
+    /// Times the server found the app's doorbell rung (rings that arrive while one is
+    /// pending merge into one).
+    kicks_in: AtomicU64,
+    /// The granter (the app) is gone: its grant's unmap-notify fired.
+    granter_gone: AtomicBool,
 }
 
 impl AppCounters {
@@ -117,6 +122,19 @@ impl AppCounters {
     /// below the frames delivered).
     pub fn kicks(&self) -> u64 {
         self.kicks.load(Relaxed)
+    }
+
+    /// Times the server found the app's doorbell rung: at most the app's own count of its
+    /// kicks, since rings that arrive while one is pending merge.
+    pub fn kicks_in(&self) -> u64 {
+        self.kicks_in.load(Relaxed)
+    }
+
+    /// Whether the switch saw the app's grant lose its granter (the app's process died;
+    /// its domain's kernel cleared the grant's granter-alive byte). The control thread
+    /// detaches such a port, as it does a socket app whose connection closed.
+    pub fn granter_gone(&self) -> bool {
+        self.granter_gone.load(Relaxed)
     }
 
     /// A copy in the control protocol's shape.
@@ -137,6 +155,8 @@ impl AppCounters {
             bad_index: l(&self.bad_index),
             bad_len: l(&self.bad_len),
             not_held: l(&self.not_held),
+            kicks_to_app: l(&self.kicks),
+            kicks_from_app: l(&self.kicks_in),
         };
         c.errors = c.spoofed
             + c.runt
@@ -167,6 +187,7 @@ struct Local {
     runt: u64,
     ring_faults: u64,
     kicks: u64,
+    kicks_in: u64,
 }
 
 /// An app's port on the switch. `M` keeps the app's memory mapped; `N` rings the app.
@@ -302,6 +323,14 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         set(&s.not_held, r.not_held);
         set(&s.own_errors, self.sp.own_errors);
         set(&s.kicks, self.local.kicks);
+        set(&s.kicks_in, self.local.kicks_in);
+    }
+
+    /// Flags the counters when the app's grant lost its granter (checked when idle).
+    fn check_granter(&self) {
+        if !self._mapping.granter_alive() {
+            self.shared.granter_gone.store(true, Relaxed);
+        }
     }
 
     /// Queues a server-held buffer of the app's pool for the completion ring.
@@ -454,6 +483,9 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
         // descriptors leave a poll empty but must still show up).
         if got > 0 || self.empty_polls % 64 == 1 {
             self.publish();
+            if got == 0 {
+                self.check_granter();
+            }
         }
         k
     }
@@ -502,8 +534,14 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
     }
 
     fn prepare_wait(&mut self) -> bool {
-        // Rings that arrived while the switch was busy are stale now.
-        let _ = self.notifier.drain();
+        // Rings that arrived while the switch was busy are stale now (counted: the app's
+        // kicks as the server sees them).
+        if let Ok(true) = self.notifier.drain() {
+            self.local.kicks_in += 1;
+            self.publish();
+        }
+        // A dead app's kernel rang its doorbell too (unmap-notify): look at the grant.
+        self.check_granter();
         self.armed = true;
         // `set_need_wakeup` looks once more for a frame queued before the flag was visible
         // (that one did not ring). An impossible index is the app's fault: counted, and it
@@ -564,6 +602,46 @@ mod tests {
         grant_pool::shm::ShmGrant,
         AppPort<grant_pool::shm::ShmMapping, grant_pool::shm::ShmNotifier>,
     ) {
+        let (app, g, port, _bell) = pair_with(rings, bufs, |m| m);
+        (app, g, port)
+    }
+
+    /// A mapping whose granter's death the test decides (what the `xen` backend reads from
+    /// the grant's control page, cleared by the dead app's unmap-notify).
+    struct Watched {
+        inner: grant_pool::shm::ShmMapping,
+        alive: Arc<AtomicBool>,
+    }
+
+    impl Mapping for Watched {
+        fn region(&self) -> grant_pool::Region {
+            self.inner.region()
+        }
+        fn granter(&self) -> DomId {
+            self.inner.granter()
+        }
+        fn access(&self) -> Access {
+            self.inner.access()
+        }
+        fn pages(&self) -> usize {
+            self.inner.pages()
+        }
+        fn granter_alive(&self) -> bool {
+            self.alive.load(Relaxed)
+        }
+    }
+
+    /// [`pair`], with the server's mapping wrapped by `wrap`.
+    fn pair_with<M: Mapping>(
+        rings: [u32; 4],
+        bufs: usize,
+        wrap: impl FnOnce(grant_pool::shm::ShmMapping) -> M,
+    ) -> (
+        grant_pool::AppPort,
+        grant_pool::shm::ShmGrant,
+        AppPort<M, grant_pool::shm::ShmNotifier>,
+        grant_pool::shm::ShmNotifier,
+    ) {
         let layout =
             PortLayout::new(rings, grant_pool::PoolLayout::new(2048, bufs).unwrap()).unwrap();
         let app_be = ShmBackend::new(DomId(1));
@@ -593,7 +671,7 @@ mod tests {
         let port = AppPort::new(
             "t",
             MAC,
-            mapping,
+            wrap(mapping),
             notifier,
             PoolId(7),
             PortLimits::default(),
@@ -608,7 +686,7 @@ mod tests {
             Arc::new(FirstFrame::new(std::time::Instant::now())),
         )
         .unwrap();
-        (app, grant, port)
+        (app, grant, port, n)
     }
 
     fn frame(app: &grant_pool::AppPort, i: u32, src: Mac) -> Desc {
@@ -728,5 +806,54 @@ mod tests {
         let frames: Vec<Frame> = got.iter().map(|&h| Frame::new(h, 60)).collect();
         assert_eq!(port.tx_burst(&frames), 2);
         assert_eq!(port.stats().tx_dropped, 2);
+    }
+
+    #[test]
+    fn a_dead_granter_is_flagged_once_the_port_idles_or_sleeps() {
+        let alive = Arc::new(AtomicBool::new(true));
+        let a = alive.clone();
+        let (mut app, _g, mut port, _) =
+            pair_with([8, 8, 8, 8], 32, move |m| Watched { inner: m, alive: a });
+        let c = port.counters();
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
+        // Busy and idle while the app lives: nothing flagged.
+        let d = frame(&app, 1, MAC);
+        send(&mut app, &[d]);
+        assert_eq!(port.rx_burst(&mut out), 1);
+        for _ in 0..200 {
+            port.rx_burst(&mut out);
+        }
+        port.prepare_wait();
+        assert!(!c.granter_gone());
+        // The app dies: an idle poll notices it, as does the switch before it sleeps.
+        alive.store(false, Relaxed);
+        for _ in 0..64 {
+            port.rx_burst(&mut out);
+        }
+        assert!(c.granter_gone(), "an idle port looks at its granter");
+        let (_app, _g, mut port, _) = pair_with([8, 8, 8, 8], 32, |m| Watched {
+            inner: m,
+            alive: Arc::new(AtomicBool::new(false)),
+        });
+        let c = port.counters();
+        assert!(!c.granter_gone());
+        port.prepare_wait();
+        assert!(c.granter_gone(), "checked before the switch sleeps");
+    }
+
+    #[test]
+    fn kicks_from_the_app_are_counted_when_the_server_drains_its_doorbell() {
+        let (_app, _g, mut port, bell) = pair_with([8, 8, 8, 8], 32, |m| m);
+        port.prepare_wait();
+        assert_eq!(port.counters().snapshot().kicks_from_app, 0);
+        // Two rings before the server looks merge into one wakeup.
+        bell.notify().expect("ring");
+        bell.notify().expect("ring");
+        port.prepare_wait();
+        bell.notify().expect("ring");
+        port.prepare_wait();
+        let c = port.counters().snapshot();
+        assert_eq!(c.kicks_from_app, 2);
+        assert_eq!(c.kicks_to_app, 0);
     }
 }

@@ -1,7 +1,7 @@
 //! The xenstore transport of the handshake: how an app in a domU attaches to a server in dom0
 //! (or a driver domain) when no Unix socket can reach it.
 //!
-//! # Schema (version 2)
+//! # Schema (version 3)
 //!
 //! A domain may run several apps; each has its own directory, named by the app's name. The
 //! app (frontend, domain `A`, name `N`) writes only under its own
@@ -9,11 +9,14 @@
 //!
 //! | node | value |
 //! |---|---|
-//! | `version` | `2` |
-//! | `mac` | `xx:xx:xx:xx:xx:xx`, unicast, not zero |
-//! | `grant-list` | the references of the *reference-list grant*, comma-separated (at most [`MAX_LIST_REFS`]) |
-//! | `event-channel` | the unbound event-channel port the app allocated for the server |
-//! | `state` | xenbus state number ([`XbState`]) |
+//! | `attach` | `3 <nonce> <mac> <event-channel> <ref>,<ref>,...` ([`AttachRequest`]) |
+//! | `state` | xenbus state number ([`XbState`]): 3 after `attach`, 4 once answered, 5 leaving |
+//!
+//! `attach` is one line, so the server reads a whole request in one read and never a mix of
+//! two handshakes: the schema version, a nonce the app picks anew for every handshake
+//! (decimal, not 0), the MAC (`xx:xx:xx:xx:xx:xx`, unicast, not zero), the unbound
+//! event-channel port the app allocated for the server, and the references of the
+//! *reference-list grant* (comma-separated, 2 to [`MAX_LIST_REFS`]).
 //!
 //! The reference-list grant is a small read-only grant whose pages hold the references of
 //! the port memory: `FRRL` (u32 magic), the count (u32), then the references (u32 each,
@@ -26,39 +29,44 @@
 //!
 //! | node | value |
 //! |---|---|
-//! | `instance` | a number that changes every time the server starts |
-//! | `max-refs` | the most port-memory references it accepts |
-//! | `pool` | the pool id the app's buffer handles must carry |
-//! | `port` | the switch port number, once connected |
-//! | `error` | why the handshake was refused |
-//! | `state` | xenbus state number, written last in every step |
+//! | `answer` | `<nonce> <instance> connected <pool> <port>` or `<nonce> <instance> refused <why>` ([`Answer`]) |
+//! | `state` | xenbus state number, written after `answer`: 4 connected, 6 refused |
 //!
-//! # States (DESIGN §5, xenbus numbering)
+//! `instance` changes every time the server starts; `pool` is the pool id the app's buffer
+//! handles must carry; `port` the switch port number.
 //!
-//! 1. The app writes `version`, `mac` and then `state = 1` (Initialising). xenstored applies
-//!    one connection's writes in order, so a server that reads `state = 1` reads this MAC.
-//! 2. The server checks name and MAC against its policy, writes `instance`, `max-refs`,
-//!    `pool` and `state = 2` (InitWait).
-//! 3. The app grants its port memory and the reference list, allocates an event channel,
-//!    writes `grant-list`, `event-channel` and `state = 3` (Initialised).
-//! 4. The server reads and checks every field ([`read_frontend`], [`RefList::parse`]), maps,
-//!    binds the event channel, adds the port and writes `port` and `state = 4` (Connected).
-//! 5. Either side going away writes `state = 5/6` when it can; when it cannot (killed), the
-//!    other learns through unmap-notify (the grant's control page and an event) or, for the
-//!    app, a new `instance`.
+//! # One round (DESIGN §5, xenbus numbering)
 //!
-//! The app watches only the backend's `state` node, so it wakes once per step, not once per
-//! node the server writes. A refusal is `error` plus `state = 6` (Closed) in the backend
-//! directory of that app only. Nothing a domain writes is trusted: every value is
-//! length-bounded by xenstore ([`crate::xenstore::PAYLOAD_MAX`]), parsed strictly,
-//! range-checked and refused with a reason; a domain that floods its own nodes only delays
-//! its own handshake, because the server coalesces events per domain, handles at most
-//! [`MAX_APPS_PER_DOMAIN`] apps per domain and rescans on a timer.
+//! 1. The app lays its rings out in its granted memory, allocates an event channel, and
+//!    sends `attach` and `state = 3` (Initialised) together with a read of the backend's
+//!    `answer`: three requests in one round trip ([`crate::xenstore::Batch`]).
+//! 2. The server, woken by its watch on the app's `state` node, reads `state`, `attach` and
+//!    its own `answer` (one round trip), checks every field ([`AttachRequest::parse`], the
+//!    name and MAC against its policy, [`RefList::parse`]), maps the reference list and the
+//!    port, binds the event channel, adds the port, and writes `answer` and `state = 4`
+//!    (one round trip; the first time also the directory and its permissions).
+//! 3. The app, woken by its watch on the backend's `state`, reads `answer` and is attached
+//!    when it names its nonce; it then writes `state = 4` without waiting for the reply.
+//!
+//! A refusal is `answer` (`refused`, the reason) plus `state = 6` in that app's backend
+//! directory only. An app that exits writes `state = 5`. An app killed in a live domain is
+//! seen through unmap-notify (its grant's control page; the server detaches it); a killed
+//! server likewise (the app's grant shows no mapping and its event channel rings), and the
+//! app starts a new round with a new nonce. A server that starts finds apps in `state = 4`
+//! (attached to an earlier instance: they start over by themselves once they see it died)
+//! and leaves them; it attaches apps in `state = 3` unless its directory holds an answer
+//! to that very nonce from an earlier instance (that app is about to start over too).
+//!
+//! Nothing a domain writes is trusted: every value is length-bounded by xenstore
+//! ([`crate::xenstore::PAYLOAD_MAX`]), parsed strictly, range-checked and refused with a
+//! reason; a domain that floods its own nodes only delays its own handshake, because the
+//! server coalesces events per app, handles at most [`MAX_APPS_PER_DOMAIN`] apps per domain
+//! and rescans on a timer.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::xenstore::{Perm, WatchEvent, Xenstore, XsError};
+use crate::xenstore::{Batch, Perm, WatchEvent, Xenstore, XsError};
 
 /// Most grant references a frontend may publish (port memory plus the backend's control
 /// page): 16 Ki pages is 64 MiB of port memory.
@@ -71,7 +79,7 @@ pub const REF_LIST_MAGIC: u32 = u32::from_le_bytes(*b"FRRL");
 /// Most apps one domain may run against one server.
 pub const MAX_APPS_PER_DOMAIN: usize = 16;
 /// The schema version this module speaks.
-pub const VERSION: &[u8] = b"2";
+pub const VERSION: &[u8] = b"3";
 /// Event-channel ports are below this (the FIFO ABI's limit).
 pub const MAX_EVTCHN_PORT: u32 = 1 << 17;
 /// The frontend directory, relative to the app domain's home.
@@ -155,9 +163,6 @@ pub enum XenCtlError {
         /// How long.
         ms: u64,
     },
-    /// The server restarted during the handshake.
-    #[error("the server restarted (instance {0}); start the handshake again")]
-    Restarted(u64),
 }
 
 fn field(node: &str, why: impl Into<String>) -> XenCtlError {
@@ -240,17 +245,6 @@ pub fn parse_u32(node: &str, v: &[u8], max: u32) -> Result<u32, XenCtlError> {
     Ok(n as u32)
 }
 
-/// What a frontend published, every field checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrontendInfo {
-    /// App MAC.
-    pub mac: [u8; 6],
-    /// References of the reference-list grant, verbatim.
-    pub list_refs: Vec<u32>,
-    /// The app's unbound event-channel port for the server.
-    pub event_channel: u32,
-}
-
 /// The references of an app's port memory, read from its reference-list grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefList(pub Vec<u32>);
@@ -306,14 +300,188 @@ impl RefList {
     }
 }
 
-fn read_node(xs: &Xenstore, dir: &str, node: &str) -> Result<Vec<u8>, XenCtlError> {
-    xs.read(&format!("{dir}/{node}")).map_err(|e| {
-        if e.is_enoent() {
-            field(node, "missing")
-        } else {
-            e.into()
+/// Parses a decimal `u64` nonce: no sign, spaces or leading zeros, not 0.
+fn parse_nonce(v: &[u8]) -> Result<u64, XenCtlError> {
+    let ok = !v.is_empty()
+        && v.len() <= 20
+        && v.iter().all(u8::is_ascii_digit)
+        && (v.len() == 1 || v[0] != b'0');
+    ok.then(|| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        .flatten()
+        .filter(|&n| n != 0)
+        .ok_or_else(|| field("attach", "the nonce must be a decimal number, not 0"))
+}
+
+/// An app's request to attach: the frontend's `attach` node, every field checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// Picked anew by the app for every handshake; the answer names it.
+    pub nonce: u64,
+    /// App MAC.
+    pub mac: [u8; 6],
+    /// The app's unbound event-channel port for the server.
+    pub event_channel: u32,
+    /// References of the reference-list grant, verbatim.
+    pub list_refs: Vec<u32>,
+}
+
+impl AttachRequest {
+    /// The node's value.
+    pub fn encode(&self) -> String {
+        let refs = self
+            .list_refs
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(
+            "{} {} {} {} {refs}",
+            String::from_utf8_lossy(VERSION),
+            self.nonce,
+            fmt_mac(self.mac),
+            self.event_channel
+        )
+    }
+
+    /// The nonce alone, when the field is readable (to name it in a refusal of the rest).
+    pub fn nonce_of(v: &[u8]) -> Option<u64> {
+        parse_nonce(v.split(|&c| c == b' ').nth(1)?).ok()
+    }
+
+    /// Parses and checks an `attach` value: exactly five fields separated by single spaces.
+    pub fn parse(v: &[u8]) -> Result<Self, XenCtlError> {
+        let parts: Vec<&[u8]> = v.split(|&c| c == b' ').collect();
+        let [version, nonce, mac, evtchn, refs] = parts[..] else {
+            return Err(field(
+                "attach",
+                "must be `<version> <nonce> <mac> <event-channel> <refs>`",
+            ));
+        };
+        if version != VERSION {
+            return Err(field("attach", "this server speaks version 3"));
         }
-    })
+        let nonce = parse_nonce(nonce)?;
+        let mac = parse_mac(mac)?;
+        let event_channel = parse_u32("event-channel", evtchn, MAX_EVTCHN_PORT - 1)?;
+        if event_channel == 0 {
+            return Err(field("event-channel", "port 0 is never a valid channel"));
+        }
+        let mut list_refs = Vec::new();
+        for part in refs.split(|&c| c == b',') {
+            if list_refs.len() == MAX_LIST_REFS {
+                return Err(field(
+                    "grant-list",
+                    format!("more than {MAX_LIST_REFS} references"),
+                ));
+            }
+            list_refs.push(parse_u32("grant-list", part, u32::MAX)?);
+        }
+        let mut seen = BTreeSet::new();
+        if list_refs.len() < 2 || list_refs.iter().any(|r| !seen.insert(*r)) {
+            return Err(field(
+                "grant-list",
+                "needs 2 or more distinct references (control page and list)",
+            ));
+        }
+        Ok(Self {
+            nonce,
+            mac,
+            event_channel,
+            list_refs,
+        })
+    }
+}
+
+/// The server's answer to one [`AttachRequest`]: the backend's `answer` node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Attached.
+    Connected {
+        /// The request's nonce.
+        nonce: u64,
+        /// The server's instance.
+        instance: u64,
+        /// Pool id the app's buffer handles must carry.
+        pool: u8,
+        /// Switch port number.
+        port: u16,
+    },
+    /// Refused, with the reason.
+    Refused {
+        /// The request's nonce (0 when the request was too broken to name one).
+        nonce: u64,
+        /// The server's instance.
+        instance: u64,
+        /// Why.
+        why: String,
+    },
+}
+
+impl Answer {
+    /// The nonce answered.
+    pub fn nonce(&self) -> u64 {
+        match self {
+            Self::Connected { nonce, .. } | Self::Refused { nonce, .. } => *nonce,
+        }
+    }
+
+    /// The node's value.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Connected {
+                nonce,
+                instance,
+                pool,
+                port,
+            } => format!("{nonce} {instance} connected {pool} {port}"),
+            Self::Refused {
+                nonce,
+                instance,
+                why,
+            } => {
+                let why: String = why.chars().take(512).collect();
+                format!("{nonce} {instance} refused {why}")
+            }
+        }
+    }
+
+    /// Parses an `answer` value.
+    pub fn parse(v: &[u8]) -> Result<Self, XenCtlError> {
+        let bad = || field("answer", "not `<nonce> <instance> connected|refused ...`");
+        let mut it = v.splitn(4, |&c| c == b' ');
+        let mut num = |max: u64| -> Result<u64, XenCtlError> {
+            std::str::from_utf8(it.next().ok_or_else(bad)?)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|&n| n <= max)
+                .ok_or_else(bad)
+        };
+        let nonce = num(u64::MAX)?;
+        let instance = num(u64::MAX)?;
+        match it.next() {
+            Some(b"connected") => {
+                let rest = it.next().ok_or_else(bad)?;
+                let mut f = rest.split(|&c| c == b' ');
+                let pool = parse_u32("answer", f.next().ok_or_else(bad)?, 255)? as u8;
+                let port = parse_u32("answer", f.next().ok_or_else(bad)?, 0xffff)? as u16;
+                if f.next().is_some() {
+                    return Err(bad());
+                }
+                Ok(Self::Connected {
+                    nonce,
+                    instance,
+                    pool,
+                    port,
+                })
+            }
+            Some(b"refused") => Ok(Self::Refused {
+                nonce,
+                instance,
+                why: String::from_utf8_lossy(it.next().unwrap_or_default()).into_owned(),
+            }),
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// The app names domain `app` has frontend directories for (each checked; at most
@@ -331,69 +499,34 @@ pub fn frontend_names(xs: &Xenstore, app: u16) -> Result<Vec<String>, XenCtlErro
         .collect())
 }
 
-/// Reads a frontend's state.
-pub fn frontend_state(xs: &Xenstore, app: u16, name: &str) -> Result<XbState, XenCtlError> {
-    match xs.read_opt(&format!("{}/state", front_path(app, name)))? {
-        None => Ok(XbState::Unknown),
-        Some(v) => XbState::parse(&v),
+/// The app a frontend watch event is about, when it is about an app's `state` node
+/// (`front_root(app)/<name>/state`): the server reads an app only when its state changes.
+/// `None` for the app's other nodes; `Some(None)` for the frontend root or an app's
+/// directory itself (created or removed: list the domain again).
+pub fn event_app(app: u16, path: &str) -> Option<Option<String>> {
+    let root = front_root(app);
+    let rest = path.strip_prefix(&root)?;
+    if rest.is_empty() {
+        return Some(None);
+    }
+    let rest = rest.strip_prefix('/')?;
+    match rest.split_once('/') {
+        None => Some(None),
+        Some((name, "state")) if parse_name(name.as_bytes()).is_ok() => Some(Some(name.into())),
+        Some(_) => None,
     }
 }
 
-/// Reads and checks a frontend's Hello (version, MAC).
-pub fn read_hello(xs: &Xenstore, app: u16, name: &str) -> Result<[u8; 6], XenCtlError> {
-    let dir = front_path(app, name);
-    parse_name(name.as_bytes())?;
-    if read_node(xs, &dir, "version")? != VERSION {
-        return Err(field("version", "this server speaks version 2"));
-    }
-    parse_mac(&read_node(xs, &dir, "mac")?)
-}
-
-/// Reads and checks everything a frontend published for `Initialised`.
-pub fn read_frontend(xs: &Xenstore, app: u16, name: &str) -> Result<FrontendInfo, XenCtlError> {
-    let mac = read_hello(xs, app, name)?;
-    let mut fe = read_grant(xs, app, name)?;
-    fe.mac = mac;
-    Ok(fe)
-}
-
-/// Reads and checks only what `Initialised` adds to Hello (`grant-list`, `event-channel`);
-/// `mac` is left zero: the server keeps the MAC it admitted at Hello, so a MAC rewritten
-/// since then changes nothing.
-pub fn read_grant(xs: &Xenstore, app: u16, name: &str) -> Result<FrontendInfo, XenCtlError> {
-    let dir = front_path(app, name);
-    let mac = [0; 6];
-    let v = read_node(xs, &dir, "grant-list")?;
-    let mut list_refs = Vec::new();
-    for part in v.split(|&c| c == b',') {
-        if list_refs.len() == MAX_LIST_REFS {
-            return Err(field(
-                "grant-list",
-                format!("more than {MAX_LIST_REFS} references"),
-            ));
-        }
-        list_refs.push(parse_u32("grant-list", part, u32::MAX)?);
-    }
-    let mut seen = BTreeSet::new();
-    if list_refs.len() < 2 || list_refs.iter().any(|r| !seen.insert(*r)) {
-        return Err(field(
-            "grant-list",
-            "needs 2 or more distinct references (control page and list)",
-        ));
-    }
-    let event_channel = parse_u32(
-        "event-channel",
-        &read_node(xs, &dir, "event-channel")?,
-        MAX_EVTCHN_PORT - 1,
-    )?;
-    if event_channel == 0 {
-        return Err(field("event-channel", "port 0 is never a valid channel"));
-    }
-    Ok(FrontendInfo {
-        mac,
-        list_refs,
-        event_channel,
-    })
+/// What the server reads of one app in one round trip: the frontend's state and request,
+/// and its own answer left in the backend directory (by this or an earlier instance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontendView {
+    /// The frontend's state (`Unknown` when missing).
+    pub state: XbState,
+    /// The `attach` node's raw value (parsed by the caller, who refuses it with a reason).
+    pub attach: Option<Vec<u8>>,
+    /// The backend's `answer`, when there is a well-formed one.
+    pub answer: Option<Answer>,
 }
 
 /// The app's side of the handshake.
@@ -432,100 +565,93 @@ impl<'a> Frontend<'a> {
         back_path(self.server, self.me, &self.name)
     }
 
-    /// Writes this side's state.
+    /// Writes this side's state and waits for the reply.
     pub fn set_state(&self, s: XbState) -> Result<(), XenCtlError> {
         Ok(self
             .xs
             .write(&format!("{}/state", self.dir()), s.as_value())?)
     }
 
-    /// Step 1: writes Hello and `Initialising`. `again`: this app wrote the same Hello in an
-    /// earlier handshake of this connection (the server never removes frontend nodes), so
-    /// only the state is written.
-    pub fn hello(&self, mac: [u8; 6], again: bool) -> Result<(), XenCtlError> {
-        let d = self.dir();
-        if !again {
-            self.xs.write(&format!("{d}/version"), VERSION)?;
-            self.xs
-                .write(&format!("{d}/mac"), fmt_mac(mac).as_bytes())?;
-        }
-        self.set_state(XbState::Initialising)
+    /// Writes this side's state without waiting for the reply (nothing depends on it).
+    pub fn post_state(&self, s: XbState) -> Result<(), XenCtlError> {
+        let mut b = Batch::new();
+        b.write(&format!("{}/state", self.dir()), s.as_value());
+        Ok(self.xs.send(&b)?)
     }
 
-    /// Watches the backend's `state` node (token `back`); once per connection.
+    /// Watches the backend's `state` node (token `back`); once per connection. Sent without
+    /// waiting for the reply: requests sent after it on this connection are handled after
+    /// it, and a watch that failed costs only the 200 ms tick of [`Frontend::wait_answer`].
+    /// (On `/dev/xen/xenbus` the kernel registers a watch inside the `write` and waits for
+    /// xenstored there, so in a domU this still takes a round trip.)
     pub fn watch_backend(&self) -> Result<(), XenCtlError> {
-        Ok(self
-            .xs
-            .watch(&format!("{}/state", self.back_dir()), "back")?)
+        let mut b = Batch::new();
+        b.watch(&format!("{}/state", self.back_dir()), "back");
+        Ok(self.xs.send(&b)?)
     }
 
-    /// The backend's state and instance (`Unknown`, 0 when the server has written nothing).
-    pub fn backend(&self) -> Result<(XbState, u64), XenCtlError> {
-        let b = self.back_dir();
-        // Until the server creates our directory (readable by us), its parent is not
-        // readable: xenstored answers EACCES, which means "nothing written for us yet".
-        let read = |node: &str| match self.xs.read(&format!("{b}/{node}")) {
-            Ok(v) => Ok(Some(v)),
-            Err(XsError::Remote { errno, .. }) if errno == "ENOENT" || errno == "EACCES" => {
+    /// Drops the watch events queued now (they predate a request about to be sent, so they
+    /// cannot be its answer).
+    pub fn drain_events(&self) -> Result<(), XenCtlError> {
+        for _ in 0..1024 {
+            if self.xs.next_event(Duration::ZERO)?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `req` (`attach`, then `state = 3`) and reads the backend's answer, in one round
+    /// trip; returns that answer when it is the answer to `req`.
+    pub fn request(&self, req: &AttachRequest) -> Result<Option<Answer>, XenCtlError> {
+        let d = self.dir();
+        if req.list_refs.len() < 2 || req.list_refs.len() > MAX_LIST_REFS {
+            return Err(field(
+                "grant-list",
+                format!("{} references", req.list_refs.len()),
+            ));
+        }
+        let mut b = Batch::new();
+        b.write(&format!("{d}/attach"), req.encode().as_bytes());
+        b.write(&format!("{d}/state"), XbState::Initialised.as_value());
+        b.read(&format!("{}/answer", self.back_dir()));
+        let mut r = self.xs.run(&b)?.into_iter();
+        for _ in 0..2 {
+            r.next()
+                .unwrap_or(Err(XsError::Closed("no answer".into())))?;
+        }
+        self.answer_of(r.next(), req.nonce)
+    }
+
+    fn answer_of(
+        &self,
+        r: Option<Result<Vec<u8>, XsError>>,
+        nonce: u64,
+    ) -> Result<Option<Answer>, XenCtlError> {
+        match r {
+            Some(Ok(v)) => Ok(Answer::parse(&v).ok().filter(|a| a.nonce() == nonce)),
+            // Until the server creates our directory (readable by us), its parent is not
+            // readable: xenstored answers EACCES, which means "nothing written for us yet".
+            Some(Err(XsError::Remote { errno, .. })) if errno == "ENOENT" || errno == "EACCES" => {
                 Ok(None)
             }
-            Err(e) => Err(e),
-        };
-        let st = match read("state")? {
-            Some(v) => XbState::parse(&v)?,
-            None => return Ok((XbState::Unknown, 0)),
-        };
-        let inst = match read("instance")? {
-            Some(v) => std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            None => 0,
-        };
-        Ok((st, inst))
+            Some(Err(e)) => Err(e.into()),
+            None => Ok(None),
+        }
     }
 
-    /// Reads a numeric backend node (e.g. `pool`, `port`).
-    pub fn backend_u32(&self, node: &str, max: u32) -> Result<u32, XenCtlError> {
-        let v = self.xs.read(&format!("{}/{node}", self.back_dir()))?;
-        parse_u32(node, &v, max)
-    }
-
-    /// Waits until the backend reaches `want` (returns its instance), refuses on `Closed` with
-    /// the backend's `error`, and reports a changed instance when `instance` is given. Wakes on
-    /// the watch of the backend's `state` ([`Frontend::watch_backend`]); events already
-    /// queued are taken together, and a lost event costs at most a 200 ms tick.
-    pub fn wait_backend(
-        &self,
-        want: XbState,
-        instance: Option<u64>,
-        timeout: Duration,
-    ) -> Result<u64, XenCtlError> {
+    /// Waits up to `timeout` for the answer to the request with `nonce`: wakes on the watch
+    /// of the backend's `state` ([`Frontend::watch_backend`]), takes the events queued then
+    /// together, and reads `answer` once per wakeup; a lost event costs at most a 200 ms tick.
+    /// A refusal is an error.
+    pub fn wait_answer(&self, nonce: u64, timeout: Duration) -> Result<Answer, XenCtlError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let (st, inst) = self.backend()?;
-            if let Some(i) = instance
-                && inst != i
-                && inst != 0
-            {
-                return Err(XenCtlError::Restarted(inst));
-            }
-            if st == want {
-                return Ok(inst);
-            }
-            if st == XbState::Closed {
-                let e = self
-                    .xs
-                    .read_opt(&format!("{}/error", self.back_dir()))?
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_else(|| "closed without a reason".into());
-                return Err(XenCtlError::Refused(e));
-            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(XenCtlError::Timeout {
-                    want,
-                    seen: st,
+                    want: XbState::Connected,
+                    seen: XbState::Unknown,
                     ms: timeout.as_millis() as u64,
                 });
             }
@@ -534,36 +660,17 @@ impl<'a> Frontend<'a> {
                 .next_event(left.min(Duration::from_millis(200)))?
                 .is_some()
             {
-                for _ in 0..64 {
-                    if self.xs.next_event(Duration::ZERO)?.is_none() {
-                        break;
-                    }
-                }
+                self.drain_events()?;
+            }
+            let mut b = Batch::new();
+            b.read(&format!("{}/answer", self.back_dir()));
+            let r = self.xs.run(&b)?.pop();
+            match self.answer_of(r, nonce)? {
+                Some(Answer::Refused { why, .. }) => return Err(XenCtlError::Refused(why)),
+                Some(a) => return Ok(a),
+                None => {}
             }
         }
-    }
-
-    /// Step 3: publishes the reference-list grant's references and the event-channel port,
-    /// then `Initialised`.
-    pub fn publish(&self, list_refs: &[u32], event_channel: u32) -> Result<(), XenCtlError> {
-        let d = self.dir();
-        if list_refs.len() < 2 || list_refs.len() > MAX_LIST_REFS {
-            return Err(field(
-                "grant-list",
-                format!("{} references", list_refs.len()),
-            ));
-        }
-        let v = list_refs
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        self.xs.write(&format!("{d}/grant-list"), v.as_bytes())?;
-        self.xs.write(
-            &format!("{d}/event-channel"),
-            event_channel.to_string().as_bytes(),
-        )?;
-        self.set_state(XbState::Initialised)
     }
 }
 
@@ -630,16 +737,24 @@ impl<'a> Backend<'a> {
             .collect())
     }
 
-    /// Waits up to `timeout` for events; returns the app domains whose frontends changed
-    /// (each once) and whether domains came or went.
-    pub fn poll(&self, timeout: Duration) -> Result<(BTreeSet<u16>, bool), XenCtlError> {
-        let mut dirty = BTreeSet::new();
-        let mut domains = false;
+    /// Waits up to `timeout` for events; returns, coalesced, the apps whose `state` changed,
+    /// the domains to list again (an app directory came or went), and whether domains came
+    /// or went.
+    pub fn poll(&self, timeout: Duration) -> Result<Events, XenCtlError> {
+        let mut evs = Events::default();
         let mut take = |ev: WatchEvent| match ev.token.as_str() {
-            "intro" | "release" => domains = true,
+            "intro" | "release" => evs.domains = true,
             t => {
-                if let Some(d) = t.strip_prefix("fe").and_then(|d| d.parse().ok()) {
-                    dirty.insert(d);
+                if let Some(d) = t.strip_prefix("fe").and_then(|d| d.parse::<u16>().ok()) {
+                    match event_app(d, &ev.path) {
+                        Some(Some(name)) => {
+                            evs.apps.insert((d, name));
+                        }
+                        Some(None) => {
+                            evs.list.insert(d);
+                        }
+                        None => {}
+                    }
                 }
             }
         };
@@ -653,63 +768,92 @@ impl<'a> Backend<'a> {
                 }
             }
         }
-        Ok((dirty, domains))
+        Ok(evs)
     }
 
-    /// Writes a backend node for app `name` of domain `app`.
-    fn put(&self, app: u16, name: &str, node: &str, v: &[u8]) -> Result<(), XenCtlError> {
-        Ok(self
-            .xs
-            .write(&format!("{}/{node}", back_path(self.me, app, name)), v)?)
+    /// Reads app `name`'s state, request and this backend's answer, in one round trip.
+    pub fn view(&self, app: u16, name: &str) -> Result<FrontendView, XenCtlError> {
+        self.views(&[(app, name.to_owned())])?
+            .pop()
+            .unwrap_or_else(|| Err(XsError::Closed("no answer".into()).into()))
     }
 
-    /// Creates the app's backend directory, readable by `app` only, with this instance.
-    pub fn open(&self, app: u16, name: &str) -> Result<(), XenCtlError> {
-        let b = back_path(self.me, app, name);
-        self.xs.mkdir_in(crate::xenstore::NO_TX, &b)?;
-        self.xs.set_perms_in(
-            crate::xenstore::NO_TX,
-            &b,
-            &[Perm::owner(self.me, 'n'), Perm::read(app)],
-        )?;
-        // An `error` left from an earlier refusal is not removed: the app reads it only
-        // with `state = 6`, which this server writes only together with a new `error`.
-        self.put(app, name, "instance", self.instance.to_string().as_bytes())
+    /// [`Backend::view`] of several apps, all in one round trip.
+    pub fn views(
+        &self,
+        apps: &[(u16, String)],
+    ) -> Result<Vec<Result<FrontendView, XenCtlError>>, XenCtlError> {
+        let mut b = Batch::new();
+        for (app, name) in apps {
+            let f = front_path(*app, name);
+            b.read(&format!("{f}/state"));
+            b.read(&format!("{f}/attach"));
+            b.read(&format!("{}/answer", back_path(self.me, *app, name)));
+        }
+        let mut r = self.xs.run(&b)?.into_iter();
+        let mut opt = || -> Result<Option<Vec<u8>>, XenCtlError> {
+            match r.next() {
+                Some(Ok(v)) => Ok(Some(v)),
+                Some(Err(e)) if e.is_enoent() => Ok(None),
+                Some(Err(e)) => Err(e.into()),
+                None => Ok(None),
+            }
+        };
+        let mut out = Vec::with_capacity(apps.len());
+        for _ in apps {
+            // All three answers are taken whatever the first says, to stay in step.
+            let (state, attach, answer) = (opt(), opt(), opt());
+            out.push((|| {
+                let state = match state? {
+                    Some(v) => XbState::parse(&v)?,
+                    None => XbState::Unknown,
+                };
+                Ok(FrontendView {
+                    state,
+                    attach: attach?,
+                    answer: answer?.and_then(|v| Answer::parse(&v).ok()),
+                })
+            })());
+        }
+        Ok(out)
     }
 
-    /// Answers Hello: `max-refs`, the pool id the app must use in its buffer handles, and
-    /// `InitWait`.
-    pub fn init_wait(&self, app: u16, name: &str, pool: u8) -> Result<(), XenCtlError> {
-        self.open(app, name)?;
-        self.put(app, name, "max-refs", self.max_refs.to_string().as_bytes())?;
-        self.put(app, name, "pool", pool.to_string().as_bytes())?;
-        self.put(app, name, "state", XbState::InitWait.as_value())
+    /// Writes `answer` and then `state` (4 for connected, 6 for refused) in app `name`'s
+    /// backend directory without waiting for the replies (the app's watch sees the result;
+    /// nothing here depends on it); `open` first creates the directory, readable by `app`
+    /// alone.
+    pub fn post_answer(
+        &self,
+        app: u16,
+        name: &str,
+        a: &Answer,
+        open: bool,
+    ) -> Result<(), XenCtlError> {
+        Ok(self.xs.send(&self.answer_batch(app, name, a, open))?)
     }
 
-    /// Announces a (re)started server to an app that was attached to an earlier instance.
-    pub fn restarted(&self, app: u16, name: &str) -> Result<(), XenCtlError> {
-        self.open(app, name)?;
-        self.put(app, name, "state", XbState::Initialising.as_value())
+    /// [`Backend::post_answer`], waiting for the replies (one round trip).
+    pub fn answer(&self, app: u16, name: &str, a: &Answer, open: bool) -> Result<(), XenCtlError> {
+        for r in self.xs.run(&self.answer_batch(app, name, a, open))? {
+            r?;
+        }
+        Ok(())
     }
 
-    /// Reads and checks what the app published for `Initialised` (its MAC was read and
-    /// admitted at Hello; see [`read_grant`]).
-    pub fn frontend(&self, app: u16, name: &str) -> Result<FrontendInfo, XenCtlError> {
-        read_grant(self.xs, app, name)
-    }
-
-    /// Answers a mapped grant: `port` and `Connected`.
-    pub fn connected(&self, app: u16, name: &str, port: u16) -> Result<(), XenCtlError> {
-        self.put(app, name, "port", port.to_string().as_bytes())?;
-        self.put(app, name, "state", XbState::Connected.as_value())
-    }
-
-    /// Refuses the app with `why` (`Closed`); no other app is touched.
-    pub fn refuse(&self, app: u16, name: &str, why: &str) -> Result<(), XenCtlError> {
-        let why: String = why.chars().take(512).collect();
-        let _ = self.open(app, name);
-        self.put(app, name, "error", why.as_bytes())?;
-        self.put(app, name, "state", XbState::Closed.as_value())
+    fn answer_batch(&self, app: u16, name: &str, a: &Answer, open: bool) -> Batch {
+        let dir = back_path(self.me, app, name);
+        let mut b = Batch::new();
+        if open {
+            b.mkdir(&dir);
+            b.set_perms(&dir, &[Perm::owner(self.me, 'n'), Perm::read(app)]);
+        }
+        b.write(&format!("{dir}/answer"), a.encode().as_bytes());
+        let st = match a {
+            Answer::Connected { .. } => XbState::Connected,
+            Answer::Refused { .. } => XbState::Closed,
+        };
+        b.write(&format!("{dir}/state"), st.as_value());
+        b
     }
 
     /// Removes the app's backend directory (it left).
@@ -723,6 +867,17 @@ impl<'a> Backend<'a> {
             .xs
             .rm(&format!("/local/domain/{}/backend/ferrite/{app}", self.me))?)
     }
+}
+
+/// Watch events, coalesced ([`Backend::poll`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Events {
+    /// Apps whose `state` node changed.
+    pub apps: BTreeSet<(u16, String)>,
+    /// Domains whose app directories came or went.
+    pub list: BTreeSet<u16>,
+    /// Whether domains came or went.
+    pub domains: bool,
 }
 
 #[cfg(test)]
@@ -779,65 +934,143 @@ mod tests {
         assert!(XbState::parse(b"7").is_err() && XbState::parse(b"").is_err());
     }
 
-    /// Writes a well-formed frontend for app `app-7` of domain 7.
-    fn frontend(xs: &Xenstore) {
-        let fe = Frontend::new(xs, 7, 0, "app-7").expect("name");
-        fe.hello([2, 0, 0, 0, 0, 7], false).expect("hello");
-        fe.publish(&[40, 41], 42).expect("publish");
+    fn request() -> AttachRequest {
+        AttachRequest {
+            nonce: 99,
+            mac: [2, 0, 0, 0, 0, 7],
+            event_channel: 42,
+            list_refs: vec![40, 41],
+        }
     }
 
     #[test]
-    fn a_published_frontend_reads_back_exactly() {
-        let (xs, _h) = crate::xenstore::tests::store_peer();
-        frontend(&xs);
+    fn a_request_and_its_answer_travel_in_one_round_trip_each() {
+        let (xs, h) = crate::xenstore::tests::store_peer();
+        let fe = Frontend::new(&xs, 7, 0, "app-7").expect("name");
+        // Nothing answered yet.
+        assert_eq!(fe.request(&request()).expect("request"), None);
+        let be = Backend::new(&xs, 0, 5, 1024);
+        let v = be.view(7, "app-7").expect("view");
+        assert_eq!(v.state, XbState::Initialised);
+        assert_eq!(v.answer, None);
+        let req = AttachRequest::parse(&v.attach.expect("attach")).expect("valid");
+        assert_eq!(req, request());
+        let a = Answer::Connected {
+            nonce: req.nonce,
+            instance: 5,
+            pool: 3,
+            port: 9,
+        };
+        be.answer(7, "app-7", &a, false).expect("answer");
+        assert_eq!(fe.wait_answer(99, Duration::from_secs(1)).expect("ok"), a);
+        // An answer to another nonce is not this request's.
         assert_eq!(
-            frontend_state(&xs, 7, "app-7").expect("state"),
-            XbState::Initialised
+            fe.request(&AttachRequest {
+                nonce: 100,
+                ..request()
+            })
+            .expect("r"),
+            None
         );
-        assert_eq!(frontend_names(&xs, 7).expect("names"), vec!["app-7"]);
-        let fe = read_frontend(&xs, 7, "app-7").expect("valid frontend");
-        assert_eq!(fe.mac, [2, 0, 0, 0, 0, 7]);
-        assert_eq!(fe.list_refs, vec![40, 41]);
-        assert_eq!(fe.event_channel, 42);
+        assert_eq!(be.view(7, "app-7").expect("view").answer, Some(a));
+        be.answer(
+            7,
+            "app-7",
+            &Answer::Refused {
+                nonce: 100,
+                instance: 5,
+                why: "no".into(),
+            },
+            false,
+        )
+        .expect("answer");
+        assert_eq!(
+            fe.wait_answer(100, Duration::from_secs(1)),
+            Err(XenCtlError::Refused("no".into()))
+        );
+        drop(xs);
+        // Twice: the request's three messages (one batch), the view's three reads (one
+        // batch), the answer's two writes (one batch), the answer read once. Nothing else.
+        let seen = h.join().expect("peer");
+        assert_eq!(seen.len(), 2 * (3 + 3 + 2 + 1), "{seen:?}");
     }
 
     #[test]
-    fn hostile_frontends_are_refused_with_the_node_named() {
-        let cases: [(&str, &[u8], &str); 8] = [
-            ("grant-list", b"1", "grant-list"),       // no list page
-            ("grant-list", b"5,5", "grant-list"),     // repeated
-            ("grant-list", b"1,2,x", "grant-list"),   // not a number
-            ("grant-list", b"", "grant-list"),        // empty
-            ("event-channel", b"0", "event-channel"), // never valid
-            ("event-channel", b"131072", "event-channel"),
-            ("mac", b"ff:ff:ff:ff:ff:ff", "mac"),
-            ("version", b"1", "version"),
+    fn hostile_requests_are_refused_with_the_field_named() {
+        let good = request().encode();
+        assert_eq!(good, "3 99 02:00:00:00:00:07 42 40,41");
+        let cases: [(&str, &str); 12] = [
+            ("3 99 02:00:00:00:00:07 42 1", "grant-list"), // no list page
+            ("3 99 02:00:00:00:00:07 42 5,5", "grant-list"), // repeated
+            ("3 99 02:00:00:00:00:07 42 1,2,x", "grant-list"),
+            ("3 99 02:00:00:00:00:07 42 ", "grant-list"),
+            ("3 99 02:00:00:00:00:07 0 1,2", "event-channel"),
+            ("3 99 02:00:00:00:00:07 131072 1,2", "event-channel"),
+            ("3 99 ff:ff:ff:ff:ff:ff 42 1,2", "mac"),
+            ("2 99 02:00:00:00:00:07 42 1,2", "attach"),
+            ("3 0 02:00:00:00:00:07 42 1,2", "attach"),
+            ("3 099 02:00:00:00:00:07 42 1,2", "attach"),
+            ("3  99 02:00:00:00:00:07 42 1,2", "attach"),
+            ("3 99 02:00:00:00:00:07 42 1,2 extra", "attach"),
         ];
-        for (node, value, blamed) in cases {
-            let (xs, _h) = crate::xenstore::tests::store_peer();
-            frontend(&xs);
-            xs.write(&format!("{}/{node}", front_path(7, "app-7")), value)
-                .expect("write");
-            match read_frontend(&xs, 7, "app-7") {
-                Err(XenCtlError::Field { node: n, .. }) => {
-                    assert_eq!(n, blamed, "{node}={value:?}")
-                }
-                other => panic!("{node}={value:?} was not refused: {other:?}"),
+        for (v, blamed) in cases {
+            match AttachRequest::parse(v.as_bytes()) {
+                Err(XenCtlError::Field { node, .. }) => assert_eq!(node, blamed, "{v:?}"),
+                other => panic!("{v:?} was not refused: {other:?}"),
             }
         }
-        // Too many references in grant-list.
-        let (xs, _h) = crate::xenstore::tests::store_peer();
-        frontend(&xs);
         let many = (0..=MAX_LIST_REFS)
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        xs.write(
-            &format!("{}/grant-list", front_path(7, "app-7")),
-            many.as_bytes(),
-        )
-        .expect("write");
-        assert!(read_frontend(&xs, 7, "app-7").is_err());
+        assert!(
+            AttachRequest::parse(format!("3 9 02:00:00:00:00:07 4 {many}").as_bytes()).is_err()
+        );
+        assert_eq!(AttachRequest::nonce_of(b"3 77 junk"), Some(77));
+        assert_eq!(AttachRequest::nonce_of(b"3 x junk"), None);
+    }
+
+    #[test]
+    fn answers_round_trip_and_broken_ones_are_refused() {
+        for a in [
+            Answer::Connected {
+                nonce: u64::MAX,
+                instance: 1,
+                pool: 255,
+                port: 65535,
+            },
+            Answer::Refused {
+                nonce: 0,
+                instance: 2,
+                why: "no [[apps]] entry admits x".into(),
+            },
+        ] {
+            assert_eq!(Answer::parse(a.encode().as_bytes()).expect("valid"), a);
+        }
+        for bad in [
+            "",
+            "1 2",
+            "1 2 connected 256 1",
+            "1 2 connected 1",
+            "1 2 maybe",
+            "x 2 refused",
+        ] {
+            assert!(Answer::parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_state_events_name_an_app() {
+        let root = front_root(4);
+        assert_eq!(
+            event_app(4, &format!("{root}/web/state")),
+            Some(Some("web".into()))
+        );
+        assert_eq!(event_app(4, &format!("{root}/web/attach")), None);
+        assert_eq!(event_app(4, &format!("{root}/web")), Some(None));
+        assert_eq!(event_app(4, &root), Some(None));
+        assert_eq!(event_app(4, &format!("{root}/Bad/state")), None);
+        assert_eq!(event_app(4, "/local/domain/5/data/ferrite/web/state"), None);
     }
 
     #[test]

@@ -266,6 +266,128 @@ pub struct TxId(pub u32);
 /// No transaction.
 pub const NO_TX: TxId = TxId(0);
 
+/// One request of a [`Batch`].
+#[derive(Debug, Clone)]
+struct Req {
+    op: Op,
+    tx: TxId,
+    /// The encoded payload, or why it could not be encoded.
+    payload: Result<Vec<u8>, XsError>,
+    what: String,
+}
+
+impl Req {
+    /// Checks an answer to this request: an `ERROR` is the errno, a wrong type is malformed,
+    /// and the requests that answer `OK` must say so.
+    fn answer(&self, a: Msg) -> Result<Vec<u8>, XsError> {
+        let op = self.op;
+        if a.ty == Op::Error as u32 {
+            let errno = a.payload.split(|&b| b == 0).next().unwrap_or_default();
+            return Err(XsError::Remote {
+                op,
+                path: self.what.clone(),
+                errno: String::from_utf8_lossy(errno).into_owned(),
+            });
+        }
+        if a.ty != op as u32 {
+            return Err(XsError::Malformed(format!(
+                "answer of type {} ({:?}) to a {op:?} request",
+                a.ty,
+                Op::from_raw(a.ty)
+            )));
+        }
+        let says_ok = matches!(
+            op,
+            Op::Write | Op::Mkdir | Op::Rm | Op::SetPerms | Op::Watch | Op::Unwatch
+        );
+        if says_ok && a.payload.strip_suffix(b"\0").unwrap_or(&a.payload) != b"OK" {
+            return Err(XsError::Malformed(format!(
+                "{op:?} answered {:?}, not OK",
+                String::from_utf8_lossy(&a.payload)
+            )));
+        }
+        Ok(a.payload)
+    }
+}
+
+/// Requests sent together ([`Xenstore::run`], [`Xenstore::send`]): xenstored applies them in
+/// order, and they cost one round trip.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    reqs: Vec<Req>,
+}
+
+impl Batch {
+    /// No requests yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, op: Op, tx: TxId, payload: Result<Vec<u8>, XsError>, what: &str) -> usize {
+        self.reqs.push(Req {
+            op,
+            tx,
+            payload,
+            what: what.to_owned(),
+        });
+        self.reqs.len() - 1
+    }
+
+    /// Reads `path`; returns the index of its answer.
+    pub fn read(&mut self, path: &str) -> usize {
+        self.push(Op::Read, NO_TX, path_arg(path), path)
+    }
+
+    /// Writes `value` to `path`.
+    pub fn write(&mut self, path: &str, value: &[u8]) -> usize {
+        let p = path_arg(path).map(|mut p| {
+            p.extend_from_slice(value);
+            p
+        });
+        self.push(Op::Write, NO_TX, p, path)
+    }
+
+    /// Creates `path` (no error if it exists).
+    pub fn mkdir(&mut self, path: &str) -> usize {
+        self.push(Op::Mkdir, NO_TX, path_arg(path), path)
+    }
+
+    /// Sets `path`'s permissions (the first entry names the owner and the default access).
+    pub fn set_perms(&mut self, path: &str, perms: &[Perm]) -> usize {
+        let p = if perms.is_empty() || perms.iter().any(|p| !"nrwb".contains(p.access)) {
+            Err(XsError::BadRequest(format!("bad permissions {perms:?}")))
+        } else {
+            path_arg(path).map(|mut p| {
+                for perm in perms {
+                    p.extend_from_slice(format!("{}{}", perm.access, perm.domid).as_bytes());
+                    p.push(0);
+                }
+                p
+            })
+        };
+        self.push(Op::SetPerms, NO_TX, p, path)
+    }
+
+    /// Registers a watch on `path` (token `token`); xenstored fires it once at once.
+    pub fn watch(&mut self, path: &str, token: &str) -> usize {
+        let p = path_arg(path).and_then(|mut p| {
+            p.extend_from_slice(&path_arg(token)?);
+            Ok(p)
+        });
+        self.push(Op::Watch, NO_TX, p, path)
+    }
+
+    /// Number of requests.
+    pub fn len(&self) -> usize {
+        self.reqs.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+}
+
 struct Conn {
     writer: Box<dyn Write + Send>,
     answers: Receiver<Result<Msg, XsError>>,
@@ -428,20 +550,40 @@ impl Xenstore {
         payload: &[u8],
         what: &str,
     ) -> Result<Vec<u8>, XsError> {
+        let mut b = Batch::new();
+        b.push(op, tx, Ok(payload.to_vec()), what);
+        self.run(&b)?
+            .pop()
+            .unwrap_or_else(|| Err(XsError::Closed("no answer".into())))
+    }
+
+    /// Sends every request of `b` at once (pipelined: xenstored answers one connection's
+    /// requests in order, so `n` requests cost one round trip, not `n`) and waits for all
+    /// their answers. The outer error is the connection's; each request has its own result
+    /// (a request that could not be encoded is refused locally and not sent).
+    pub fn run(&self, b: &Batch) -> Result<Vec<Result<Vec<u8>, XsError>>, XsError> {
         let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let id = c.next_id;
-        c.next_id = c.next_id.wrapping_add(1);
-        let m = encode(op as u32, id, tx.0, payload)?;
-        c.writer.write_all(&m).map_err(io("send"))?;
-        c.writer.flush().map_err(io("send"))?;
+        let mut out: Vec<Option<Result<Vec<u8>, XsError>>> = Vec::with_capacity(b.reqs.len());
+        let mut waiting = std::collections::BTreeMap::new();
+        for (i, r) in b.reqs.iter().enumerate() {
+            match Self::send_one(&mut c, r) {
+                Ok(id) => {
+                    waiting.insert(id, i);
+                    out.push(None);
+                }
+                Err(e @ XsError::BadRequest(_)) => out.push(Some(Err(e))),
+                Err(e) => return Err(e),
+            }
+        }
         let deadline = std::time::Instant::now() + self.timeout;
-        loop {
+        while !waiting.is_empty() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let a = match c.answers.recv_timeout(left) {
                 Ok(a) => a?,
                 Err(RecvTimeoutError::Timeout) => {
+                    let i = waiting.values().next().copied().unwrap_or(0);
                     return Err(XsError::Timeout {
-                        op,
+                        op: b.reqs[i].op,
                         ms: self.timeout.as_millis() as u64,
                     });
                 }
@@ -449,27 +591,41 @@ impl Xenstore {
                     return Err(XsError::Closed("the reader stopped".into()));
                 }
             };
-            // An answer to an earlier request that timed out: skip it.
-            if a.req_id != id {
+            // An answer to an earlier request that timed out or was sent without waiting
+            // (`Xenstore::send`): skip it.
+            let Some(i) = waiting.remove(&a.req_id) else {
                 continue;
-            }
-            if a.ty == Op::Error as u32 {
-                let errno = a.payload.split(|&b| b == 0).next().unwrap_or_default();
-                return Err(XsError::Remote {
-                    op,
-                    path: what.to_string(),
-                    errno: String::from_utf8_lossy(errno).into_owned(),
-                });
-            }
-            if a.ty != op as u32 {
-                return Err(XsError::Malformed(format!(
-                    "answer of type {} ({:?}) to a {op:?} request",
-                    a.ty,
-                    Op::from_raw(a.ty)
-                )));
-            }
-            return Ok(a.payload);
+            };
+            out[i] = Some(b.reqs[i].answer(a));
         }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(XsError::Closed("no answer".into()))))
+            .collect())
+    }
+
+    /// Sends every request of `b` without waiting for the answers (they are skipped when
+    /// they arrive): for writes nothing later depends on.
+    pub fn send(&self, b: &Batch) -> Result<(), XsError> {
+        let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        for r in &b.reqs {
+            match Self::send_one(&mut c, r) {
+                Ok(_) | Err(XsError::BadRequest(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn send_one(c: &mut Conn, r: &Req) -> Result<u32, XsError> {
+        let payload = r.payload.as_ref().map_err(Clone::clone)?;
+        let id = c.next_id;
+        c.next_id = c.next_id.wrapping_add(1);
+        let m = encode(r.op as u32, id, r.tx.0, payload)?;
+        // One message per write: /dev/xen/xenbus takes one message per write call.
+        c.writer.write_all(&m).map_err(io("send"))?;
+        c.writer.flush().map_err(io("send"))?;
+        Ok(id)
     }
 
     fn ok(&self, op: Op, tx: TxId, payload: &[u8], what: &str) -> Result<(), XsError> {
@@ -721,6 +877,34 @@ pub(crate) mod tests {
                 _ => vec![err("EINVAL")],
             }
         })
+    }
+
+    #[test]
+    fn a_batch_answers_each_request_in_its_place_and_unwaited_answers_are_skipped() {
+        let (xs, h) = store_peer();
+        // Sent without waiting: its OK arrives later and must not be taken for another's.
+        let mut b = Batch::new();
+        b.write("/a", b"1");
+        xs.send(&b).expect("send");
+        let mut b = Batch::new();
+        b.write("/b", b"2");
+        b.read("/missing");
+        b.read("/a");
+        b.read("/b");
+        b.read("bad\0path");
+        assert_eq!(b.len(), 5);
+        let r = xs.run(&b).expect("batch");
+        assert_eq!(r[0], Ok(b"OK\0".to_vec()));
+        assert!(r[1].as_ref().is_err_and(|e| e.is_enoent()), "{:?}", r[1]);
+        assert_eq!(r[2], Ok(b"1".to_vec()));
+        assert_eq!(r[3], Ok(b"2".to_vec()));
+        assert!(
+            matches!(r[4], Err(XsError::BadRequest(_))),
+            "refused locally"
+        );
+        drop(xs);
+        // The bad path never went out: 1 + 4 messages.
+        assert_eq!(h.join().expect("peer").len(), 5);
     }
 
     #[test]

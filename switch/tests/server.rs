@@ -54,6 +54,16 @@ fn apps_attach_and_forward_frames_across_processes() {
         "need-wakeup armed on an idle tx ring"
     );
     check_forwarding(&mut a, &mut b, b"kicked");
+    // b asks to be kicked when frames arrive.
+    b.port.rx.set_need_wakeup().expect("arm rx");
+    check_forwarding(&mut a, &mut b, b"to a sleeping b");
+    // Both directions' doorbells show up in the stats.
+    let s = wait_stats(&srv, "a kick from a, a kick to b", |s| {
+        port(s, A.0).is_some_and(|p| p.counters.kicks_from_app >= 1)
+            && port(s, B.0).is_some_and(|p| p.counters.kicks_to_app >= 1)
+    });
+    let pa = port(&s, A.0).expect("a in stats");
+    assert_eq!(pa.counters.kicks_to_app, 0, "a never asked to be kicked");
     // Detach: Closed, and the port leaves the switch.
     a.client.detach().expect("detach");
     wait_stats(&srv, "a gone", |s| port(s, A.0).is_none());
@@ -513,7 +523,16 @@ fn ferrite_stats_prints_a_table() {
         .expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for want in ["rx_pkts", "sim0", A.0, B.0, A.1, "first frame forwarded"] {
+    for want in [
+        "rx_pkts",
+        "sim0",
+        A.0,
+        B.0,
+        A.1,
+        "first frame forwarded",
+        "kicks_out",
+        "kicks_in",
+    ] {
         assert!(text.contains(want), "missing {want}:\n{text}");
     }
     let _ = Client::connect(&srv.socket).expect("still serving");

@@ -3,7 +3,8 @@
 //! `ferrite` server with an af_packet port on a veth to a Linux peer namespace; the domUs run
 //! ferrite-http, ferrite-echo and ferrite-bulk attached over xenstore. The peer pings both
 //! domains' apps and downloads over HTTP (sha256 checked), the apps stream TCP to each other
-//! across domains (sha256 checked), and the server is SIGKILLed and restarted during a
+//! across domains (sha256 checked), an app killed with SIGKILL inside its live domain must be
+//! detached by the server (unmap-notify), and the server is SIGKILLed and restarted during a
 //! download that must complete on the same connection with a matching sha256. The verdict is
 //! read from the serial log.
 //!

@@ -8,11 +8,14 @@
 #   restart to first forwarded frame (dom0: SIGKILL to restart, plus the new server's own
 #   start to its first forwarded frame).
 L=${1:-/var/tmp/ferrite-xen/serial.log}
-grep -aE 'DOM0-INIT|toolstack up|SUITE|SERVER-|creating app|domains created|APPS-ATTACHED|ATTACH|xen attach:|PING|HTTP PASS|APP-TO-APP|RESTART PASS|REATTACH|first frame forwarded|doorbell kicks|sha256 |FERRITE-XEN|refused|FAIL|panic|segfault' "$L" |
+grep -aE 'DOM0-INIT|toolstack up|SUITE|SERVER-|creating app|domains created|APPS-ATTACHED|ATTACH|xen attach:|xen app connected|PING|HTTP PASS|APP-TO-APP|VICTIM|its process is gone|APP-DEATH|RESTART PASS|REATTACH|first frame forwarded|doorbell kicks|sha256 |FERRITE-XEN|refused|FAIL|panic|segfault' "$L" |
   grep -av '^ *[0-9.]* {"role"'
+echo "--- ferrite stats before the server stops"
+grep -a 'STATS ' "$L" | sed 's/^ *[0-9.]* STATS //'
 echo "--- figures"
-grep -aoE '[a-z]+: ATTACH [0-9.]+ ms.*grant [0-9.]+ ms\)' "$L" | sed 's/^/attach (app clock, from its start: xenstore connection, grant, map, handshake): /'
+grep -aoE '[a-z]+: ATTACH [0-9.]+ ms \(.*' "$L" | sed 's/^/attach (app clock, from its start: devices and xenstore opened, grant, map, handshake): /'
 grep -aoE '[a-z]+: xenstore handshake [0-9.]+ ms:.*' "$L" | sed 's/^/  /'
+grep -aoE 'xen app connected in [0-9.]+ ms: .* (domain=[0-9]+ app=[a-z]+)' "$L" | sed 's/^/  server: /'
 grep -aE 'app detached: .*doorbell kicks' "$L" |
   sed -E 's/.*frames to the app ([0-9]+), from the app ([0-9]+), doorbell kicks ([0-9]+) \(([0-9.]+) per 1000.* app=([a-z]+).*/kicks server -> \5: \3 for \1 + \2 frames = \4 per 1000 frames forwarded/'
 grep -aoE '[a-z]+: leaving: .*per 1000 frames\)' "$L" |

@@ -256,6 +256,10 @@ impl Mapping for XenMapping {
         self.granter
     }
 
+    fn granter_alive(&self) -> bool {
+        XenMapping::granter_alive(self)
+    }
+
     fn access(&self) -> Access {
         self.access
     }

@@ -85,6 +85,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// An app port's kick count; NICs have no doorbell.
+fn kicks(app: bool, n: u64) -> String {
+    if app { n.to_string() } else { "-".into() }
+}
+
 fn table(s: &StatsRepr) -> String {
     use std::fmt::Write;
     let mut o = String::new();
@@ -100,7 +105,7 @@ fn table(s: &StatsRepr) -> String {
     );
     let _ = writeln!(
         o,
-        "{:>4} {:<4} {:<16} {:<17} {:>10} {:>12} {:>8} {:>10} {:>12} {:>8} {:>7}",
+        "{:>4} {:<4} {:<16} {:<17} {:>10} {:>12} {:>8} {:>10} {:>12} {:>8} {:>7} {:>9} {:>9}",
         "port",
         "kind",
         "name",
@@ -111,13 +116,15 @@ fn table(s: &StatsRepr) -> String {
         "tx_pkts",
         "tx_bytes",
         "tx_drop",
-        "errors"
+        "errors",
+        "kicks_out",
+        "kicks_in"
     );
     for p in &s.ports {
         let c = &p.counters;
         let _ = writeln!(
             o,
-            "{:>4} {:<4} {:<16} {:<17} {:>10} {:>12} {:>8} {:>10} {:>12} {:>8} {:>7}",
+            "{:>4} {:<4} {:<16} {:<17} {:>10} {:>12} {:>8} {:>10} {:>12} {:>8} {:>7} {:>9} {:>9}",
             p.port,
             if p.app { "app" } else { "nic" },
             p.name,
@@ -128,9 +135,16 @@ fn table(s: &StatsRepr) -> String {
             c.tx_packets,
             c.tx_bytes,
             c.tx_dropped,
-            c.errors
+            c.errors,
+            kicks(p.app, c.kicks_to_app),
+            kicks(p.app, c.kicks_from_app)
         );
     }
+    let _ = writeln!(
+        o,
+        "kicks_out: doorbell kicks the server sent the app; kicks_in: kicks from the app the \
+         server found (merged while pending); event-channel notifications on Xen"
+    );
     for p in s.ports.iter().filter(|p| p.app && p.counters.errors > 0) {
         let c = &p.counters;
         let _ = writeln!(

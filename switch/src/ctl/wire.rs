@@ -244,7 +244,7 @@ pub struct RejectEntry {
 }
 
 /// Number of counters per port in a stats reply.
-pub const PORT_COUNTERS: usize = 14;
+pub const PORT_COUNTERS: usize = 16;
 
 /// Per-port counters as reported over the control socket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -277,6 +277,11 @@ pub struct PortCounters {
     pub bad_len: u64,
     /// Descriptors naming a buffer the app does not hold.
     pub not_held: u64,
+    /// Doorbell kicks the server sent the app (event-channel notifications on Xen).
+    pub kicks_to_app: u64,
+    /// Times the server found the app's doorbell rung (kicks that arrive while one is
+    /// pending merge, so this is at most the app's own count).
+    pub kicks_from_app: u64,
 }
 
 impl PortCounters {
@@ -296,6 +301,8 @@ impl PortCounters {
             self.bad_index,
             self.bad_len,
             self.not_held,
+            self.kicks_to_app,
+            self.kicks_from_app,
         ]
     }
 
@@ -315,6 +322,8 @@ impl PortCounters {
             bad_index: a[11],
             bad_len: a[12],
             not_held: a[13],
+            kicks_to_app: a[14],
+            kicks_from_app: a[15],
         }
     }
 }
@@ -968,6 +977,8 @@ mod tests {
                 counters: PortCounters {
                     rx_packets: 1,
                     not_held: 14,
+                    kicks_to_app: 15,
+                    kicks_from_app: 16,
                     ..Default::default()
                 },
             }],

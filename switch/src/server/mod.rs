@@ -792,10 +792,13 @@ where
             tracing::info!("signal received: shutting down");
             break;
         }
-        if let Some(x) = xen.as_mut()
-            && (ready_xs || x.rescan_due())
-        {
-            x.service(&mut ctl, &taken_by(&conns));
+        if let Some(x) = xen.as_mut() {
+            if ready_xs || x.rescan_due() {
+                x.service(&mut ctl, &taken_by(&conns));
+            }
+            // Every round (at most the poll's 50 ms apart): a Xen app's death has no
+            // connection to close, only its grant's unmap-notify, which the switch flags.
+            x.reap(&mut ctl);
         }
         if ready_listen {
             // Bounded per round, like everything a peer can drive.

@@ -20,7 +20,8 @@ use super::{AppEntry, Control, check_free};
 use crate::app_port::AppCounters;
 use crate::forward::PortId;
 use crate::xen_ctl::{
-    Backend, RefList, XbState, XenCtlError, fmt_mac, frontend_names, frontend_state, read_hello,
+    Answer, AttachRequest, Backend, FrontendView, MAX_APPS_PER_DOMAIN, RefList, XbState,
+    XenCtlError, fmt_mac, frontend_names,
 };
 use crate::xenstore::Xenstore;
 
@@ -39,15 +40,10 @@ pub(super) struct View {
     pub counters: Vec<(PortId, Arc<AppCounters>)>,
 }
 
-enum App<N> {
-    /// Hello answered with `pool` (reserved until the app attaches or leaves).
-    Hello {
-        pool: PoolId,
-        name: String,
-        mac: Mac,
-    },
-    /// On the switch.
-    Attached(AppEntry<N>),
+/// An attached Xen app and the request it attached with.
+struct Attached<N> {
+    entry: AppEntry<N>,
+    nonce: u64,
 }
 
 /// The xenstore side of the control thread.
@@ -57,7 +53,9 @@ pub(super) struct XenSide<N> {
     max_refs: usize,
     allowed: Vec<(String, Option<Mac>)>,
     /// Keyed by (domain, app name).
-    apps: BTreeMap<(u16, String), App<N>>,
+    apps: BTreeMap<(u16, String), Attached<N>>,
+    /// Backend directories this instance created (and gave the app read access to).
+    opened: BTreeSet<(u16, String)>,
     watched: BTreeSet<u16>,
     last_scan: Option<Instant>,
 }
@@ -76,6 +74,7 @@ impl<N> XenSide<N> {
             max_refs,
             allowed,
             apps: BTreeMap::new(),
+            opened: BTreeSet::new(),
             watched: BTreeSet::new(),
             last_scan: None,
         };
@@ -96,13 +95,8 @@ impl<N> XenSide<N> {
     pub fn view(&self) -> View {
         let mut v = View::default();
         for a in self.apps.values() {
-            match a {
-                App::Hello { name, mac, .. } => v.taken.push((name.clone(), *mac)),
-                App::Attached(e) => {
-                    v.taken.push((e.name.clone(), e.mac));
-                    v.counters.push((e.id, e.counters.clone()));
-                }
-            }
+            v.taken.push((a.entry.name.clone(), a.entry.mac));
+            v.counters.push((a.entry.id, a.entry.counters.clone()));
         }
         v
     }
@@ -114,8 +108,8 @@ impl<N> XenSide<N> {
 }
 
 impl<N: grant_pool::Notifier + 'static> XenSide<N> {
-    /// Handles what changed in xenstore: watch events (coalesced) and, once a second, every
-    /// domain.
+    /// Handles what changed in xenstore: watch events (coalesced per app) and, once a
+    /// second, every domain.
     pub fn service<B>(&mut self, ctl: &mut Control<B>, socket_taken: &[(String, Mac)])
     where
         B: GrantBackend<Notifier = N>,
@@ -123,14 +117,15 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
     {
         self.xs.clear_event_signal();
         let instance = ctl.instance;
-        let (mut dirty, domains) = match self.backend(instance).poll(Duration::ZERO) {
+        let evs = match self.backend(instance).poll(Duration::ZERO) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("xenstore: {e}");
                 return;
             }
         };
-        if domains || self.rescan_due() {
+        let (mut apps, mut list) = (evs.apps, evs.list);
+        if evs.domains || self.rescan_due() {
             self.last_scan = Some(Instant::now());
             match self.backend(instance).domains() {
                 Ok(doms) => {
@@ -138,7 +133,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
                         if self.watched.insert(d) {
                             let _ = self.backend(instance).watch_app(d);
                         }
-                        dirty.insert(d);
+                        list.insert(d);
                     }
                     let gone: Vec<(u16, String)> = self
                         .apps
@@ -149,6 +144,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
                     for k in gone {
                         self.drop_app(ctl, &k, "its domain is gone");
                     }
+                    self.opened.retain(|(d, _)| doms.contains(d));
                     let gone: Vec<u16> = self
                         .watched
                         .iter()
@@ -164,7 +160,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
                 Err(e) => tracing::warn!("xenstore: listing domains: {e}"),
             }
         }
-        for d in dirty.into_iter().take(PER_ROUND) {
+        for d in list.into_iter().take(PER_ROUND) {
             let names = match frontend_names(&self.xs, d) {
                 Ok(n) => n,
                 Err(e) => {
@@ -182,9 +178,57 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
             for k in left {
                 self.drop_app(ctl, &k, "its frontend directory is gone");
             }
-            for name in names {
-                self.handle(ctl, (d, name), socket_taken);
+            apps.extend(names.into_iter().map(|n| (d, n)));
+        }
+        // Bounded per domain: a domain naming many apps delays only itself.
+        let mut per_domain: BTreeMap<u16, usize> = BTreeMap::new();
+        let apps: Vec<(u16, String)> = apps
+            .into_iter()
+            .filter(|k| {
+                let n = per_domain.entry(k.0).or_default();
+                *n += 1;
+                *n <= MAX_APPS_PER_DOMAIN
+            })
+            .collect();
+        // Every app's state, request and answer in one round trip; then each in turn.
+        let t0 = Instant::now();
+        let views = match self.backend(instance).views(&apps) {
+            Ok(v) => v,
+            Err(e) => return tracing::warn!("xenstore: {e}"),
+        };
+        let read = t0.elapsed();
+        for (k, v) in apps.into_iter().zip(views) {
+            match v {
+                Ok(v) => self.handle(ctl, k, v, read, socket_taken),
+                Err(XenCtlError::Xs(e)) => {
+                    tracing::warn!(domain = k.0, app = %k.1, "xenstore: {e}");
+                }
+                Err(e) => self.refuse(ctl, &k, 0, &e.to_string()),
             }
+        }
+    }
+
+    /// Detaches attached apps whose process died in a domain that lives on: the kernel of
+    /// the app's domain cleared the granter-alive byte of its grant (gntalloc unmap-notify)
+    /// and rang its event channel; the switch thread saw it and flagged the port's
+    /// counters. Cheap (one flag per app); the control thread calls it every round.
+    pub fn reap<B>(&mut self, ctl: &mut Control<B>)
+    where
+        B: GrantBackend<Notifier = N>,
+        B::Mapping: 'static,
+    {
+        let dead: Vec<(u16, String)> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| a.entry.counters.granter_gone())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dead {
+            self.drop_app(
+                ctl,
+                &k,
+                "its process is gone (its grant's unmap-notify fired)",
+            );
         }
     }
 
@@ -193,104 +237,136 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
         B: GrantBackend<Notifier = N>,
         B::Mapping: 'static,
     {
-        match self.apps.remove(k) {
-            Some(App::Attached(e)) => ctl.detach(e, why),
-            Some(App::Hello { pool, .. }) => ctl.pools_used[pool.0 as usize] = false,
-            None => {}
+        if let Some(a) = self.apps.remove(k) {
+            ctl.detach(a.entry, why);
         }
     }
 
-    fn refuse<B>(&mut self, ctl: &mut Control<B>, k: &(u16, String), why: &str)
+    /// Answers `k` with `a`, creating its backend directory the first time.
+    fn answer<B>(&mut self, ctl: &Control<B>, k: &(u16, String), a: &Answer)
+    where
+        B: GrantBackend<Notifier = N>,
+    {
+        let open = !self.opened.contains(k);
+        match self.backend(ctl.instance).post_answer(k.0, &k.1, a, open) {
+            Ok(()) => {
+                self.opened.insert(k.clone());
+            }
+            Err(e) => tracing::warn!(domain = k.0, app = %k.1, "xenstore: {e}"),
+        }
+    }
+
+    fn refuse<B>(&mut self, ctl: &mut Control<B>, k: &(u16, String), nonce: u64, why: &str)
     where
         B: GrantBackend<Notifier = N>,
         B::Mapping: 'static,
     {
         self.drop_app(ctl, k, "refused");
-        let _ = self.backend(ctl.instance).refuse(k.0, &k.1, why);
+        let a = Answer::Refused {
+            nonce,
+            instance: ctl.instance,
+            why: why.to_owned(),
+        };
+        self.answer(ctl, k, &a);
         tracing::warn!(domain = k.0, app = %k.1, "xen app refused: {why}");
     }
 
-    fn handle<B>(&mut self, ctl: &mut Control<B>, k: (u16, String), socket_taken: &[(String, Mac)])
-    where
+    /// Acts on what app `k` shows (`v`, read in `read` together with the other apps of
+    /// this round).
+    fn handle<B>(
+        &mut self,
+        ctl: &mut Control<B>,
+        k: (u16, String),
+        v: FrontendView,
+        read: Duration,
+        socket_taken: &[(String, Mac)],
+    ) where
         B: GrantBackend<Notifier = N>,
         B::Mapping: 'static,
     {
+        let t0 = Instant::now();
         let (d, ref name) = k;
         let name = name.clone();
-        let st = match frontend_state(&self.xs, d, &name) {
-            Ok(s) => s,
-            Err(e) => return self.refuse(ctl, &k, &e.to_string()),
-        };
-        match (st, self.apps.get(&k)) {
-            // Hello answered; the app is still writing.
-            (XbState::Initialising, Some(App::Hello { .. })) => {}
-            (XbState::Initialising, _) => {
-                // A new Hello (first, or the app started over): forget any earlier port.
-                self.drop_app(ctl, &k, "it started a new handshake");
-                let mac = match read_hello(&self.xs, d, &name) {
-                    Ok(x) => x,
-                    Err(e) => return self.refuse(ctl, &k, &e.to_string()),
+        match v.state {
+            XbState::Initialised => {
+                let raw = v.attach.unwrap_or_default();
+                let req = match AttachRequest::parse(&raw) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let nonce = AttachRequest::nonce_of(&raw).unwrap_or(0);
+                        if v.answer.is_some_and(|a| a.nonce() == nonce && nonce != 0) {
+                            return; // refused already
+                        }
+                        return self.refuse(ctl, &k, nonce, &e.to_string());
+                    }
                 };
+                // Answered already: by this instance, or by an earlier one (then the app is
+                // about to see that server's death and start again with a new nonce).
+                if v.answer.as_ref().is_some_and(|a| a.nonce() == req.nonce)
+                    || self.apps.get(&k).is_some_and(|a| a.nonce == req.nonce)
+                {
+                    return;
+                }
+                // A new request (first, or the app started over): forget any earlier port.
+                self.drop_app(ctl, &k, "it started a new handshake");
                 let admitted = self
                     .allowed
                     .iter()
-                    .any(|(n, m)| *n == name && m.is_none_or(|m| m == mac));
+                    .any(|(n, m)| *n == name && m.is_none_or(|m| m == req.mac));
                 if !admitted {
                     let why = format!("no [[apps]] entry with xen = true admits {name}");
-                    return self.refuse(ctl, &k, &why);
+                    return self.refuse(ctl, &k, req.nonce, &why);
                 }
                 let mut taken = socket_taken.to_vec();
                 taken.extend(self.view().taken);
-                if let Err(e) = check_free(&taken, &name, mac) {
-                    return self.refuse(ctl, &k, &e.to_string());
+                if let Err(e) = check_free(&taken, &name, req.mac) {
+                    return self.refuse(ctl, &k, req.nonce, &e.to_string());
                 }
                 let Some(pool) = ctl.free_pool() else {
-                    return self.refuse(ctl, &k, "no pool id left");
+                    return self.refuse(ctl, &k, req.nonce, "no pool id left");
                 };
-                if let Err(e) = self.backend(ctl.instance).init_wait(d, &name, pool.0) {
-                    tracing::warn!(domain = d, "xenstore: {e}");
-                    return;
-                }
-                ctl.pools_used[pool.0 as usize] = true;
-                tracing::info!(domain = d, app = %name, mac = %fmt_mac(mac), pool = pool.0, "xen app hello: InitWait");
-                self.apps.insert(k, App::Hello { pool, name, mac });
-            }
-            (XbState::Initialised, Some(App::Hello { pool, mac, .. })) => {
-                let (pool, mac) = (*pool, *mac);
-                let t0 = Instant::now();
-                match self.attach(ctl, d, pool, &name, mac) {
+                match self.attach(ctl, d, pool, &name, &req) {
                     Ok(e) => {
                         let port = e.id.0;
-                        self.apps.insert(k, App::Attached(e));
-                        if let Err(err) = self.backend(ctl.instance).connected(d, &name, port) {
-                            tracing::warn!(domain = d, "xenstore: {err}");
-                        }
+                        let a = Answer::Connected {
+                            nonce: req.nonce,
+                            instance: ctl.instance,
+                            pool: pool.0,
+                            port,
+                        };
+                        let t_attach = t0.elapsed();
+                        self.apps.insert(
+                            k.clone(),
+                            Attached {
+                                entry: e,
+                                nonce: req.nonce,
+                            },
+                        );
+                        self.answer(ctl, &k, &a);
+                        let ms = |t: Duration| t.as_secs_f64() * 1e3;
                         tracing::info!(
                             domain = d,
                             app = %name,
                             port,
-                            "xen app connected: read, map, bind and attach in {:.1} ms",
-                            t0.elapsed().as_secs_f64() * 1e3
+                            mac = %fmt_mac(req.mac),
+                            pool = pool.0,
+                            "xen app connected in {:.1} ms: request read {:.1} (one round trip for this round's apps), checked, mapped and on the switch {:.1}, answer sent {:.1}",
+                            ms(read + t0.elapsed()),
+                            ms(read),
+                            ms(t_attach),
+                            ms(t0.elapsed() - t_attach)
                         );
                     }
-                    Err(why) => self.refuse(ctl, &k, &why),
+                    Err(why) => self.refuse(ctl, &k, req.nonce, &why),
                 }
             }
-            (XbState::Initialised | XbState::Connected, None) => {
-                // Attached to an earlier server instance: ask it to start again.
-                if let Err(e) = self.backend(ctl.instance).restarted(d, &name) {
-                    tracing::warn!(domain = d, "xenstore: {e}");
-                } else {
-                    tracing::info!(
-                        domain = d,
-                        "xen app of an earlier server instance: asked to attach again"
-                    );
-                }
-            }
-            (XbState::Closing | XbState::Closed, Some(_)) => {
+            XbState::Closing | XbState::Closed if self.apps.contains_key(&k) => {
                 self.drop_app(ctl, &k, "it closed");
                 let _ = self.backend(ctl.instance).forget(d, &name);
+                self.opened.remove(&k);
             }
+            // Connected: attached here, or to an earlier instance (the app starts over by
+            // itself once it sees that server died). Anything else: nothing asked.
             _ => {}
         }
     }
@@ -303,20 +379,15 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
         d: u16,
         pool: PoolId,
         name: &str,
-        mac: Mac,
+        req: &AttachRequest,
     ) -> Result<AppEntry<N>, String>
     where
         B: GrantBackend<Notifier = N>,
         B::Mapping: 'static,
     {
         let t0 = Instant::now();
-        let fe = self
-            .backend(ctl.instance)
-            .frontend(d, name)
-            .map_err(|e| e.to_string())?;
-        let t_read = t0.elapsed();
         // The reference list: mapped read-only, copied out, unmapped, then checked.
-        let list_refs: Vec<GrantRef> = fe.list_refs.iter().map(|&r| GrantRef(r)).collect();
+        let list_refs: Vec<GrantRef> = req.list_refs.iter().map(|&r| GrantRef(r)).collect();
         let raw = {
             let list = ctl
                 .backend
@@ -340,18 +411,16 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
         let t_map = t0.elapsed();
         let notifier = ctl
             .backend
-            .bind_notifier(DomId(d), fe.event_channel, &[])
+            .bind_notifier(DomId(d), req.event_channel, &[])
             .map_err(|e| format!("binding the event channel: {e}"))?;
-        // The pool id is reserved for this domain already; add_app marks it used again.
         let e = ctl
-            .add_app(name, mac, mapping, notifier, pool, None)
+            .add_app(name, req.mac, mapping, notifier, pool, None)
             .map_err(|e| e.to_string())?;
         tracing::info!(
             domain = d,
             app = %name,
-            "xen attach: xenstore reads {:.1} ms, reference list {:.1} ms, map {} pages {:.1} ms, bind + port {:.1} ms",
-            t_read.as_secs_f64() * 1e3,
-            (t_list - t_read).as_secs_f64() * 1e3,
+            "xen attach: reference list {:.1} ms, map {} pages {:.1} ms, bind + port {:.1} ms",
+            t_list.as_secs_f64() * 1e3,
             refs.len(),
             (t_map - t_list).as_secs_f64() * 1e3,
             (t0.elapsed() - t_map).as_secs_f64() * 1e3
