@@ -112,7 +112,7 @@ struct TxSide {
     free: Vec<BufHandle>,
     /// Where a frame goes that cannot be queued (counted as dropped).
     scratch: Vec<u8>,
-    /// A tx publish was made since the last doorbell check.
+    /// A tx publish, or room made on the completion ring, since the last doorbell check.
     dirty: bool,
 }
 
@@ -307,11 +307,20 @@ impl<G: Grant, N: Notifier> RingDevice<G, N> {
     }
 
     /// Asks the server for a wakeup on the rx ring (and on the completion ring when no
-    /// buffer is free for transmit). Returns `true` when there is work already, so the caller
-    /// must not sleep.
+    /// buffer is free for transmit even after taking back what the completion ring holds).
+    /// Returns `true` when there is work already, so the caller must not sleep.
     pub fn arm_wakeup(&mut self) -> bool {
         if self.rx_head < self.rx_len {
             return true;
+        }
+        if self.tx.free.is_empty() {
+            // Completed buffers are not work for the caller: take them back here, or a
+            // caller that polls until this returns `false` would spin on them. The room this
+            // makes is news for a server that found the ring full: ring it if it sleeps.
+            self.reap_completions();
+            if self.flush().is_err() {
+                return true;
+            }
         }
         let mut ready = false;
         if let Some(rx) = self.rx.as_mut() {
@@ -372,6 +381,11 @@ impl<G: Grant, N: Notifier> RingDevice<G, N> {
             }
         }
         c.release(n);
+        if n > 0 {
+            // Room on the completion ring: a server that found it full may hold more of our
+            // buffers and sleep; the next flush rings it if it asked for a wakeup.
+            self.tx.dirty = true;
+        }
     }
 
     /// Refills the local receive batch from the rx ring; returns whether a frame is ready.

@@ -354,3 +354,40 @@ fn http_get_and_keep_alive_through_two_ring_ports() {
     assert!(rest[head_end + big.len()..].starts_with(b"HTTP/1.1 404 Not Found\r\n"));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn an_app_whose_free_buffers_wait_on_the_completion_ring_can_sleep() {
+    use smoltcp::phy::{Device, TxToken};
+    let (mut a, mut sa) = make(1, 1);
+    let now = smoltcp::time::Instant::ZERO;
+    // Send until no buffer is free; the server takes every frame but gives none back yet.
+    let mut taken = Vec::new();
+    while let Some(tok) = a.dev.transmit(now) {
+        tok.consume(60, |b| {
+            b[..6].fill(0xff);
+            b[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        });
+        a.dev.flush().expect("flush");
+        let mut d = [Desc::default(); 64];
+        let n = sa.port.take_tx(&mut d);
+        taken.extend_from_slice(&d[..n]);
+    }
+    assert!(!taken.is_empty());
+    // The server finishes with them while it sleeps (it asked to be rung), and puts them on
+    // the completion ring.
+    assert!(!sa.port.tx.ring().set_need_wakeup().expect("flag"));
+    assert_eq!(
+        sa.port.give_comp(&taken).expect("comp"),
+        taken.len(),
+        "the ring holds them all"
+    );
+    // Buffers on the completion ring are not input: the app takes them back and may sleep
+    // (it used to report them as work for ever, and spin), and it tells the sleeping server
+    // that it made room on the ring.
+    assert!(!a.dev.arm_wakeup(), "nothing to do: the app may sleep");
+    assert!(!a.dev.arm_wakeup(), "still nothing");
+    a.dev.disarm_wakeup();
+    assert!(sa._bell.drain().expect("drain"), "the server was rung");
+    assert!(a.dev.transmit(now).is_some(), "the buffers are free again");
+    conserved(&a, &mut sa);
+}

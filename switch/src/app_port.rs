@@ -38,11 +38,16 @@
 //! # Wakeups
 //!
 //! After publishing, the server kicks the app's notifier only when the app armed need-wakeup
-//! on the ring. In the other direction, after [`IDLE_POLLS`] empty polls the port arms
-//! need-wakeup on the app's tx ring, so an app that queues frames while the switch sleeps
-//! kicks the server's notifier. That notifier's descriptor is the port's
-//! [`Port::wait_fd`]: the switch, when idle, sleeps in `poll` on it (and on every other
-//! port's), after [`Port::prepare_wait`] has armed need-wakeup and drained stale rings.
+//! on the ring. In the other direction the port arms need-wakeup on the app's tx ring only
+//! when the switch is about to sleep ([`Port::prepare_wait`], which also drains stale rings
+//! and then looks once more for work that raced the flag), and withdraws it at the first poll
+//! after the sleep: while the switch polls, the app queues frames without a system call. An
+//! app that queues frames, or takes buffers off a full completion ring, while the flag is up
+//! kicks the server's notifier. That notifier's descriptor is the port's [`Port::wait_fd`]:
+//! the switch sleeps in `poll` on it and on every other port's.
+//!
+//! Buffers stashed for a full completion ring do not keep the switch awake: only the app can
+//! make room, and it rings when it does while the switch sleeps.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -55,9 +60,6 @@ use pmd::{Frame, LinkState, Mac, Port, PortStats};
 
 use crate::ctl::PortCounters;
 use crate::forward::{ETH_HEADER, MAX_BURST};
-
-/// Empty polls of the tx ring after which the port asks the app for a kick.
-pub const IDLE_POLLS: u32 = 64;
 
 /// When the server forwarded its first frame, shared by every port of one server.
 #[derive(Debug)]
@@ -460,21 +462,17 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
             self.local.rx_bytes += d.len as u64;
             k += 1;
         }
+        if self.armed {
+            // The first poll after a sleep: the switch is polling again, so the app need not
+            // ring (anything it queued after this store is seen by a later poll, or by
+            // `prepare_wait`'s re-check before the next sleep).
+            self.armed = false;
+            self.sp.tx.ring().clear_need_wakeup();
+        }
         if got == 0 {
             self.empty_polls = self.empty_polls.saturating_add(1);
-            if !self.armed && self.empty_polls >= IDLE_POLLS {
-                // Frames that raced the flag are picked up by the next poll.
-                self.armed = true;
-                if self.sp.tx.ring().set_need_wakeup().is_err() {
-                    self.local.ring_faults += 1;
-                }
-            }
         } else {
             self.empty_polls = 0;
-            if self.armed {
-                self.armed = false;
-                self.sp.tx.ring().clear_need_wakeup();
-            }
         }
         if got > 0 {
             self.flush_comp();
@@ -527,12 +525,6 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
         used
     }
 
-    fn wants_poll(&self) -> bool {
-        // Buffers waiting for room on the completion ring: the app makes room without
-        // ringing, so only polling sends them.
-        !self.stash.is_empty()
-    }
-
     fn prepare_wait(&mut self) -> bool {
         // Rings that arrived while the switch was busy are stale now (counted: the app's
         // kicks as the server sees them).
@@ -542,17 +534,23 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
         }
         // A dead app's kernel rang its doorbell too (unmap-notify): look at the grant.
         self.check_granter();
+        self.flush_comp();
         self.armed = true;
         // `set_need_wakeup` looks once more for a frame queued before the flag was visible
         // (that one did not ring). An impossible index is the app's fault: counted, and it
         // does not keep the switch awake.
-        match self.sp.tx.ring().set_need_wakeup() {
+        let frames = match self.sp.tx.ring().set_need_wakeup() {
             Ok(ready) => ready,
             Err(_) => {
                 self.local.ring_faults += 1;
                 false
             }
-        }
+        };
+        // Buffers still stashed wait for room on the completion ring. The app rings when it
+        // makes room while the flag is up; room it made before the flag was visible (that
+        // did not ring) shows here, after the flag's fence.
+        let room = !self.stash.is_empty() && matches!(self.sp.comp.reserve(1), Ok(1));
+        frames || room
     }
 
     fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
@@ -732,6 +730,51 @@ mod tests {
         back.sort_unstable();
         assert_eq!(back, vec![0, 1, 2, 3, 4], "each buffer back exactly once");
         assert_eq!(port.held_by_server(), 0);
+    }
+
+    #[test]
+    fn a_full_completion_ring_lets_the_switch_sleep_and_room_made_for_it_wakes_it() {
+        let (mut app, _g, mut port) = pair([8, 8, 8, 2], 32);
+        let spoofed: Vec<Desc> = (0..5).map(|i| frame(&app, i, [2, 9, 9, 9, 9, 9])).collect();
+        send(&mut app, &spoofed);
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 32];
+        port.rx_burst(&mut out);
+        // Two on the completion ring, three stashed. Polling cannot move them until the app
+        // makes room, so the switch may sleep (it used to keep polling, never sleeping).
+        assert!(!port.wants_poll());
+        assert!(!port.prepare_wait(), "nothing the switch can do now");
+        assert!(
+            app.tx.needs_wakeup(),
+            "the app is asked to ring when it makes room"
+        );
+        // Each time the switch goes back to sleep it moves what fits into the room made.
+        assert_eq!(completions(&mut app).len(), 2);
+        assert!(!port.prepare_wait());
+        assert_eq!(completions(&mut app).len(), 2);
+        assert!(!port.prepare_wait());
+        assert_eq!(completions(&mut app).len(), 1);
+        assert_eq!(port.held_by_server(), 0);
+        // The first poll after the sleep withdraws the request.
+        port.rx_burst(&mut out);
+        assert!(!app.tx.needs_wakeup());
+    }
+
+    #[test]
+    fn a_polling_switch_does_not_ask_the_app_to_ring() {
+        let (mut app, _g, mut port) = pair([8, 8, 8, 8], 32);
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 32];
+        for _ in 0..1000 {
+            port.rx_burst(&mut out);
+        }
+        // Only a switch about to sleep asks for a kick: an app ringing a switch that polls
+        // pays a system call per frame for nothing.
+        assert!(!app.tx.needs_wakeup());
+        assert!(!port.prepare_wait());
+        assert!(app.tx.needs_wakeup());
+        let d = frame(&app, 3, MAC);
+        send(&mut app, &[d]);
+        assert_eq!(port.rx_burst(&mut out), 1);
+        assert!(!app.tx.needs_wakeup());
     }
 
     #[test]

@@ -1,16 +1,22 @@
 //! The run loop: poll every port in bursts, pinned to a core when configured, with adaptive
 //! idle.
 //!
-//! While frames flow the loop only polls. After `spin_polls` empty rounds it starts yielding
-//! the core; after `yield_polls` more it sleeps in `poll(2)` on every port's readiness
-//! descriptor ([`pmd::Port::wait_fd`]: an AF_XDP or AF_PACKET socket, an app port's doorbell
-//! with need-wakeup armed by [`pmd::Port::prepare_wait`]) and on the [`Waker`]'s eventfd, so
-//! a frame from any side, or a control thread with work for the switch, wakes it within a
-//! scheduler wakeup. The sleep is bounded by `park` while some port cannot be waited on (the
-//! in-memory and Intel ports are pure pollers) and by `sleep` otherwise; a port with work
-//! pending that polling will not show ([`pmd::Port::wants_poll`]) keeps the loop yielding
-//! instead. On a small machine this is what lets the switch share cores with the apps it
-//! serves.
+//! While frames flow the loop only polls. After `spin_polls` empty rounds it sleeps in
+//! `poll(2)` on every port's readiness descriptor ([`pmd::Port::wait_fd`]: an AF_XDP or
+//! AF_PACKET socket, an app port's doorbell with need-wakeup armed by
+//! [`pmd::Port::prepare_wait`]) and on the [`Waker`]'s eventfd, so a frame from any side, or
+//! a control thread with work for the switch, wakes it within a scheduler wakeup. The sleep
+//! lasts up to `sleep`. While some port cannot be waited on (the in-memory and Intel ports
+//! are pure pollers) the loop first yields the core for `yield_polls` rounds and then sleeps
+//! for at most `park`; a port with work pending that polling will not show
+//! ([`pmd::Port::wants_poll`]) keeps the loop yielding instead of sleeping.
+//!
+//! A loop that can be woken does not yield: on a core shared with other busy tasks,
+//! `sched_yield` hands the core to one of them, and a thread that is runnable rather than
+//! asleep is not woken by its next frame: it waits for the scheduler to come back to it,
+//! up to a timer tick (milliseconds). Asleep, the next frame wakes it at once, and a task
+//! that slept is the one the scheduler runs first. On a small machine this is what lets the
+//! switch share cores with the apps it serves and with anything else.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +31,8 @@ use crate::forward::{Switch, SwitchError};
 pub struct IdleConfig {
     /// Empty rounds spent busy-polling before yielding.
     pub spin_polls: u32,
-    /// Further empty rounds spent yielding before sleeping.
+    /// Further empty rounds spent yielding before sleeping, while some port cannot be
+    /// waited on (a loop that every port can wake sleeps right after spinning).
     pub yield_polls: u32,
     /// Longest sleep while some port cannot be waited on (it is polled again after this).
     pub park: Duration,
@@ -136,8 +143,9 @@ impl Switch {
             empty = empty.saturating_add(1);
             if empty <= idle.spin_polls {
                 std::hint::spin_loop();
-            } else if empty <= idle.spin_polls.saturating_add(idle.yield_polls)
-                || self.any_wants_poll()
+            } else if self.any_wants_poll()
+                || (empty <= idle.spin_polls.saturating_add(idle.yield_polls)
+                    && !self.all_waitable())
             {
                 std::thread::yield_now();
             } else {
@@ -153,6 +161,17 @@ impl Switch {
             }
         }
         Ok(())
+    }
+
+    /// Whether every port, and the waker, can end a sleep (so that the loop need not
+    /// yield before sleeping).
+    fn all_waitable(&self) -> bool {
+        self.waker.fd.is_some()
+            && self
+                .ports
+                .iter()
+                .flatten()
+                .all(|s| s.port.wait_fd().is_some())
     }
 
     /// Sleeps until a port has input, the waker rings, or the timeout passes. Not on the
