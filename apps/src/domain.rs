@@ -315,53 +315,65 @@ impl AppDomain {
         // Times from t0 at the end of each step, for the ATTACH line.
         let mut steps: Vec<(&str, Duration)> = Vec::new();
         let layout = PortLayout::simple(cfg.ring_size, cfg.buf_count)?;
-        let (backend, xen, server) = match cfg.xen_server {
-            None => (
-                DomBackend::Shm(ShmBackend::new(APP_DOM)),
-                None,
-                DomId::SELF_HOST,
-            ),
-            Some(server) => {
-                let b = grant_pool::xen::XenBackend::open()
-                    .map_err(|e| AppError::App(format!("xen: {e}")))?;
-                steps.push(("grant devices opened", t0.elapsed()));
-                let xs = Xenstore::open().map_err(XenCtlError::from)?;
-                steps.push(("xenstore opened", t0.elapsed()));
-                let me = Frontend::own_domid(&xs)?;
-                steps.push(("domid read", t0.elapsed()));
-                // Its reply is not waited for (on the xenstored socket; in a domU the kernel's
-                // xenbus device registers a watch inside the write and waits there itself).
-                Frontend::new(&xs, me, server, &cfg.name)?.watch_backend()?;
-                let link = XenLink {
-                    xs,
-                    me,
-                    server,
-                    connected: false,
-                    list: None,
-                    nonce: seed() | 1,
-                    report: None,
-                };
-                (DomBackend::Xen(b), Some(link), DomId(server))
-            }
-        };
-        let t_grant = std::time::Instant::now();
-        let grant = backend.grant(server, layout.pages(), Access::ReadWrite)?;
+        // Xen: the xenstore side (connection, domain id, watch: round trips to xenstored in
+        // dom0) does not depend on the grants, so a thread of its own does it while this one
+        // opens the grant devices and grants; the request goes out once both are done.
+        let (backend, xen, grant, grant_ms) = std::thread::scope(|sc| {
+            let xs_side = cfg.xen_server.map(|server| {
+                let name = cfg.name.as_str();
+                sc.spawn(move || xenstore_side(t0, server, name))
+            });
+            let (backend, server) = match cfg.xen_server {
+                None => (DomBackend::Shm(ShmBackend::new(APP_DOM)), DomId::SELF_HOST),
+                Some(server) => {
+                    let b = grant_pool::xen::XenBackend::open()
+                        .map_err(|e| AppError::App(format!("xen: {e}")));
+                    steps.push(("grant devices opened", t0.elapsed()));
+                    (DomBackend::Xen(b?), DomId(server))
+                }
+            };
+            let t_grant = std::time::Instant::now();
+            let grant = backend.grant(server, layout.pages(), Access::ReadWrite)?;
+            let list = match cfg.xen_server {
+                None => None,
+                Some(_) => {
+                    // The port memory's references, in a page (or a few) of their own.
+                    let refs: Vec<u32> = grant.refs().iter().map(|r| r.0).collect();
+                    let bytes = RefList::bytes(refs.len());
+                    let list = backend.grant(server, bytes.div_ceil(4096), Access::ReadOnly)?;
+                    let mut raw = vec![0u8; bytes];
+                    RefList::encode(&refs, &mut raw)
+                        .ok_or_else(|| AppError::App("the reference list does not fit".into()))?;
+                    list.region()
+                        .write(0, &raw)
+                        .map_err(|e| AppError::App(format!("writing the reference list: {e}")))?;
+                    Some(list)
+                }
+            };
+            let grant_ms = t_grant.elapsed().as_secs_f64() * 1e3;
+            steps.push(("port memory and reference list granted", t0.elapsed()));
+            let xen = match xs_side {
+                None => None,
+                Some(h) => {
+                    let (xs, me, at) = h
+                        .join()
+                        .map_err(|_| AppError::App("the xenstore thread panicked".into()))??;
+                    steps.extend(at);
+                    Some(XenLink {
+                        xs,
+                        me,
+                        server: server.0,
+                        connected: false,
+                        list,
+                        nonce: seed() | 1,
+                        report: None,
+                    })
+                }
+            };
+            Ok::<_, AppError>((backend, xen, grant, grant_ms))
+        })?;
+        steps.sort_by_key(|(_, t)| *t);
         let mut xen = xen;
-        if let Some(x) = xen.as_mut() {
-            // The port memory's references, in a page (or a few) of their own.
-            let refs: Vec<u32> = grant.refs().iter().map(|r| r.0).collect();
-            let bytes = RefList::bytes(refs.len());
-            let list = backend.grant(server, bytes.div_ceil(4096), Access::ReadOnly)?;
-            let mut raw = vec![0u8; bytes];
-            RefList::encode(&refs, &mut raw)
-                .ok_or_else(|| AppError::App("the reference list does not fit".into()))?;
-            list.region()
-                .write(0, &raw)
-                .map_err(|e| AppError::App(format!("writing the reference list: {e}")))?;
-            x.list = Some(list);
-        }
-        let grant_ms = t_grant.elapsed().as_secs_f64() * 1e3;
-        steps.push(("port memory and reference list granted", t0.elapsed()));
         // Xen: the first request goes out now, and the pool and the stack are built while
         // the server maps and answers.
         let mut sent = None;
@@ -905,6 +917,28 @@ fn wait_either(n: &grant_pool::shm::ShmNotifier, c: &mut Client, delay: Duration
     let ctl_ready = !fds[1].revents().is_empty();
     let _ = n.drain();
     ctl_ready
+}
+
+/// The xenstore side of a first Xen attach, on a thread of its own while the grants are
+/// made: the connection, this domain's id, and the watch of the backend's `state` (in a
+/// domU the kernel registers the watch inside the `write`, a round trip). Returns the
+/// times (from `t0`) each step ended at.
+#[allow(clippy::type_complexity)]
+fn xenstore_side(
+    t0: std::time::Instant,
+    server: u16,
+    name: &str,
+) -> Result<(Xenstore, u16, Vec<(&'static str, Duration)>), AppError> {
+    let mut at = vec![("xenstore thread started", t0.elapsed())];
+    let xs = Xenstore::open().map_err(XenCtlError::from)?;
+    at.push(("xenstore opened", t0.elapsed()));
+    let me = Frontend::own_domid(&xs)?;
+    at.push(("domid read", t0.elapsed()));
+    // Its reply is not waited for (on the xenstored socket; in a domU the kernel's xenbus
+    // device registers a watch inside the write and waits there itself).
+    Frontend::new(&xs, me, server, name)?.watch_backend()?;
+    at.push(("backend watched", t0.elapsed()));
+    Ok((xs, me, at))
 }
 
 /// A Xen attach request sent, its answer not yet seen.
