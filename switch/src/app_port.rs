@@ -673,14 +673,7 @@ mod tests {
             notifier,
             PoolId(7),
             PortLimits::default(),
-            [
-                h.rx_size,
-                h.tx_size,
-                h.fill_size,
-                h.comp_size,
-                h.buf_size,
-                h.buf_count,
-            ],
+            layout_of(&h),
             Arc::new(FirstFrame::new(std::time::Instant::now())),
         )
         .unwrap();
