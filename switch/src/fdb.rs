@@ -739,13 +739,7 @@ mod tests {
         // refreshed part way through, and whose later frames look up those sources.
         let mut a = Fdb::new(64, 640);
         let mut b = Fdb::new(64, 640);
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rnd = crate::test_util::rng();
         let bc = mac_key(&[0xff; 6]);
         for round in 0..200u32 {
             let len = 1 + rnd(100) as usize;
@@ -898,11 +892,9 @@ mod tests {
         // The pass hashes a key as it comes (other bytes above its 48 bits included); the
         // rest of the table hashes the entry's MAC bits: the same home either way.
         let f = Fdb::new(8192, 1000);
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = crate::test_util::rng();
         for _ in 0..10_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rnd(u64::MAX);
             assert_eq!(
                 key_home(x, f.seed >> 16, f.shift),
                 f.home(mac_bits(x & MAC_MASK)),

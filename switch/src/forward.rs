@@ -1187,13 +1187,7 @@ mod tests {
                     && len <= size
             })
         };
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rnd = crate::test_util::rng();
         for pool in [0u32, 1, 7, 128, 255] {
             for (count, size) in [(0u32, 0u32), (1, 256), (512, 2048), (1 << 20, 4096)] {
                 for _ in 0..300 {

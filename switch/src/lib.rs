@@ -23,3 +23,19 @@ pub use forward::{
 pub use run::{IdleConfig, Waker};
 pub mod app_port;
 pub mod server;
+
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// A xorshift64 generator from a fixed seed: `rnd(n)` is a number below `n`, the same
+    /// sequence in every run.
+    pub(crate) fn rng() -> impl FnMut(u64) -> u64 {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        }
+    }
+}
