@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use grant_pool::PortAnswer;
 use grant_pool::lend::{LendError, OwnPool};
 use grant_pool::port::{AppPort, PortError, PortLayout};
 use grant_pool::shm::ShmBackend;
@@ -275,7 +276,9 @@ impl core::fmt::Debug for AppDomain {
 /// The xenstore side of a Xen app domain.
 struct XenLink {
     xs: Xenstore,
-    me: u16,
+    /// This domain's id, once read (only a handshake whose answer did not come through the
+    /// port needs it).
+    me: Option<u16>,
     server: u16,
     connected: bool,
     /// The reference list of the port memory, granted read-only to the server; made once,
@@ -315,63 +318,55 @@ impl AppDomain {
         // Times from t0 at the end of each step, for the ATTACH line.
         let mut steps: Vec<(&str, Duration)> = Vec::new();
         let layout = PortLayout::simple(cfg.ring_size, cfg.buf_count)?;
-        // Xen: the xenstore side (connection, domain id, watch: round trips to xenstored in
-        // dom0) does not depend on the grants, so a thread of its own does it while this one
-        // opens the grant devices and grants; the request goes out once both are done.
-        let (backend, xen, grant, grant_ms) = std::thread::scope(|sc| {
-            let xs_side = cfg.xen_server.map(|server| {
-                let name = cfg.name.as_str();
-                sc.spawn(move || xenstore_side(t0, server, name))
-            });
-            let (backend, server) = match cfg.xen_server {
-                None => (DomBackend::Shm(ShmBackend::new(APP_DOM)), DomId::SELF_HOST),
-                Some(server) => {
-                    let b = grant_pool::xen::XenBackend::open()
-                        .map_err(|e| AppError::App(format!("xen: {e}")));
-                    steps.push(("grant devices opened", t0.elapsed()));
-                    (DomBackend::Xen(b?), DomId(server))
-                }
-            };
-            let t_grant = std::time::Instant::now();
-            let grant = backend.grant(server, layout.pages(), Access::ReadWrite)?;
-            let list = match cfg.xen_server {
-                None => None,
-                Some(_) => {
-                    // The port memory's references, in a page (or a few) of their own.
-                    let refs: Vec<u32> = grant.refs().iter().map(|r| r.0).collect();
-                    let bytes = RefList::bytes(refs.len());
-                    let list = backend.grant(server, bytes.div_ceil(4096), Access::ReadOnly)?;
-                    let mut raw = vec![0u8; bytes];
-                    RefList::encode(&refs, &mut raw)
-                        .ok_or_else(|| AppError::App("the reference list does not fit".into()))?;
-                    list.region()
-                        .write(0, &raw)
-                        .map_err(|e| AppError::App(format!("writing the reference list: {e}")))?;
-                    Some(list)
-                }
-            };
-            let grant_ms = t_grant.elapsed().as_secs_f64() * 1e3;
+        // Xen: the grant devices and the xenstore connection first (no round trip: the app
+        // writes its nodes by relative paths and needs its domain id only if the answer
+        // does not come through the port), then the grants.
+        let (backend, server, xs) = match cfg.xen_server {
+            None => (
+                DomBackend::Shm(ShmBackend::new(APP_DOM)),
+                DomId::SELF_HOST,
+                None,
+            ),
+            Some(server) => {
+                let b = grant_pool::xen::XenBackend::open()
+                    .map_err(|e| AppError::App(format!("xen: {e}")))?;
+                steps.push(("grant devices opened", t0.elapsed()));
+                let xs = Xenstore::open().map_err(XenCtlError::from)?;
+                steps.push(("xenstore opened", t0.elapsed()));
+                (DomBackend::Xen(b), DomId(server), Some(xs))
+            }
+        };
+        let t_grant = std::time::Instant::now();
+        let grant = backend.grant(server, layout.pages(), Access::ReadWrite)?;
+        let list = match cfg.xen_server {
+            None => None,
+            Some(_) => {
+                // The port memory's references, in a page (or a few) of their own.
+                let refs: Vec<u32> = grant.refs().iter().map(|r| r.0).collect();
+                let bytes = RefList::bytes(refs.len());
+                let list = backend.grant(server, bytes.div_ceil(4096), Access::ReadOnly)?;
+                let mut raw = vec![0u8; bytes];
+                RefList::encode(&refs, &mut raw)
+                    .ok_or_else(|| AppError::App("the reference list does not fit".into()))?;
+                list.region()
+                    .write(0, &raw)
+                    .map_err(|e| AppError::App(format!("writing the reference list: {e}")))?;
+                Some(list)
+            }
+        };
+        let grant_ms = t_grant.elapsed().as_secs_f64() * 1e3;
+        if cfg.xen_server.is_some() {
             steps.push(("port memory and reference list granted", t0.elapsed()));
-            let xen = match xs_side {
-                None => None,
-                Some(h) => {
-                    let (xs, me, at) = h
-                        .join()
-                        .map_err(|_| AppError::App("the xenstore thread panicked".into()))??;
-                    steps.extend(at);
-                    Some(XenLink {
-                        xs,
-                        me,
-                        server: server.0,
-                        connected: false,
-                        list,
-                        nonce: seed() | 1,
-                        report: None,
-                    })
-                }
-            };
-            Ok::<_, AppError>((backend, xen, grant, grant_ms))
-        })?;
+        }
+        let xen = xs.map(|xs| XenLink {
+            xs,
+            me: None,
+            server: server.0,
+            connected: false,
+            list,
+            nonce: seed() | 1,
+            report: None,
+        });
         steps.sort_by_key(|(_, t)| *t);
         let mut xen = xen;
         // Xen: the first request goes out now, and the pool and the stack are built while
@@ -641,12 +636,28 @@ impl AppDomain {
         let Some(x) = self.xen.as_ref() else {
             return Err(AppError::App("not a Xen app".into()));
         };
-        let fe = Frontend::new(&x.xs, x.me, x.server, &self.cfg.name)?;
-        let answer = match sent.first {
-            Some(Answer::Refused { why, .. }) => return Err(XenCtlError::Refused(why).into()),
-            Some(a) => a,
-            None => fe.wait_answer(sent.nonce, XEN_STEP)?,
+        let mut fe = Frontend::new(&x.xs, x.me, x.server, &self.cfg.name)?;
+        // The server leaves its answer in the port's header page and rings the doorbell;
+        // the backend's `answer` node is read only when that does not come (a refusal, or
+        // a server that answers only in xenstore).
+        let mem = self.device.pool().grant().region();
+        let in_port = || {
+            let a = PortAnswer::take(&mem).ok().flatten()?;
+            Some(Answer::Connected {
+                nonce: a.nonce,
+                instance: a.instance,
+                pool: u8::try_from(a.pool).ok()?,
+                port: u16::try_from(a.port).ok()?,
+            })
         };
+        let answer = fe.wait_answer(sent.nonce, XEN_STEP, |d| {
+            if let Some(a) = in_port() {
+                return Some(a);
+            }
+            let _ = sent.notifier.wait(Some(d));
+            in_port()
+        })?;
+        let me = fe.known_domid();
         let Answer::Connected { instance, pool, .. } = answer else {
             return Err(AppError::App("a refusal reached the attach".into()));
         };
@@ -654,7 +665,7 @@ impl AppDomain {
         fe.post_state(XbState::Connected)?;
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let report = format!(
-            "{}: xenstore handshake {:.1} ms: rings and event channel ready {:.1}, request sent and answer read {:.1}, server's answer seen {:.1}",
+            "{}: xenstore handshake {:.1} ms: rings and event channel ready {:.1}, request sent {:.1}, server's answer seen {:.1}",
             self.cfg.name,
             ms(sent.t0.elapsed()),
             ms(sent.t_ready),
@@ -663,6 +674,7 @@ impl AppDomain {
         );
         self.attach_rings(PoolId(pool), sent.port, sent.notifier)?;
         if let Some(x) = self.xen.as_mut() {
+            x.me = x.me.or(me);
             x.connected = true;
             x.report = Some(report);
         }
@@ -919,35 +931,11 @@ fn wait_either(n: &grant_pool::shm::ShmNotifier, c: &mut Client, delay: Duration
     ctl_ready
 }
 
-/// The xenstore side of a first Xen attach, on a thread of its own while the grants are
-/// made: the connection, this domain's id, and the watch of the backend's `state` (in a
-/// domU the kernel registers the watch inside the `write`, a round trip). Returns the
-/// times (from `t0`) each step ended at.
-#[allow(clippy::type_complexity)]
-fn xenstore_side(
-    t0: std::time::Instant,
-    server: u16,
-    name: &str,
-) -> Result<(Xenstore, u16, Vec<(&'static str, Duration)>), AppError> {
-    let mut at = vec![("xenstore thread started", t0.elapsed())];
-    let xs = Xenstore::open().map_err(XenCtlError::from)?;
-    at.push(("xenstore opened", t0.elapsed()));
-    let me = Frontend::own_domid(&xs)?;
-    at.push(("domid read", t0.elapsed()));
-    // Its reply is not waited for (on the xenstored socket; in a domU the kernel's xenbus
-    // device registers a watch inside the write and waits there itself).
-    Frontend::new(&xs, me, server, name)?.watch_backend()?;
-    at.push(("backend watched", t0.elapsed()));
-    Ok((xs, me, at))
-}
-
 /// A Xen attach request sent, its answer not yet seen.
 struct XenRequest {
     nonce: u64,
     port: AppPort,
     notifier: DomNotifier,
-    /// The answer read in the request's own round trip, if the server was that quick.
-    first: Option<Answer>,
     t0: std::time::Instant,
     t_ready: Duration,
     t_sent: Duration,
@@ -955,8 +943,8 @@ struct XenRequest {
 
 /// The first half of a Xen handshake: lays the port out afresh in `grant` (the previous
 /// server, if any, is gone), allocates a new event channel, and sends the request with a
-/// new nonce (one round trip). What the app still has to build can be built while the
-/// server works.
+/// new nonce, without waiting for xenstored. What the app still has to build can be built
+/// while the server works.
 fn xen_request(
     x: &mut XenLink,
     backend: &DomBackend,
@@ -973,8 +961,6 @@ fn xen_request(
     };
     let list_refs: Vec<u32> = list.refs().iter().map(|r| r.0).collect();
     let t0 = std::time::Instant::now();
-    // Events queued now predate the request, so none of them is its answer.
-    fe.drain_events()?;
     let port = AppPort::create(grant.region(), layout, PoolId(0))?;
     let notifier = backend.notifier(DomId(x.server))?;
     let t_ready = t0.elapsed();
@@ -984,12 +970,11 @@ fn xen_request(
         event_channel: notifier.port(),
         list_refs,
     };
-    let first = fe.request(&req)?;
+    fe.request(&req)?;
     Ok(XenRequest {
         nonce,
         port,
         notifier,
-        first,
         t0,
         t_ready,
         t_sent: t0.elapsed(),

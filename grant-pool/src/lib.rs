@@ -52,7 +52,8 @@ pub use pool::{
 };
 #[cfg(not(loom))]
 pub use port::{
-    AppPort, CheckedConsumer, PortError, PortLayout, PortLimits, RejectCounters, ServerPort,
+    AppPort, CheckedConsumer, PortAnswer, PortError, PortLayout, PortLimits, RejectCounters,
+    ServerPort,
 };
 pub use region::{BLOCK_HEAD, Blocks, LocalMem, Region};
 pub use ring::{Desc, RingConsumer, RingError, RingLayout, RingProducer};

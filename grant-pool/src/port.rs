@@ -1,7 +1,8 @@
 //! The memory of one app port, in one grant: a header page, four rings, then the pool.
 //!
 //! ```text
-//! page 0      header: magic, version, ring sizes, buffer size and count
+//! page 0      header: magic, version, ring sizes, buffer size and count;
+//!             at ANSWER_OFF the server's answer to the attach (PortAnswer)
 //! rx ring     server -> app: filled frames
 //! tx ring     app -> server: frames to send
 //! fill ring   app -> server: empty buffers for rx
@@ -53,6 +54,58 @@ pub struct PortHeader {
     pub buf_count: u32,
 }
 const _: () = assert!(core::mem::size_of::<PortHeader>() == 32);
+
+/// Byte offset, in a port's header page, of the server's answer to the attach
+/// ([`PortAnswer`]), on a cache line of its own after the header.
+pub const ANSWER_OFF: usize = 64;
+/// Byte offset of the answer's ready word: the server sets it to 1 with a release store
+/// after writing the answer; [`AppPort::create`] clears it.
+const ANSWER_READY: usize = ANSWER_OFF + core::mem::size_of::<PortAnswer>();
+
+/// The server's answer to an attach request, which it leaves in the header page of the port
+/// it has just put on the switch before ringing the app's doorbell (Xen: the app learns it
+/// without a xenstore round trip; the transport's own answer is written as well). The app
+/// reads it as the server's word, checks the nonce against its own request and the pool id
+/// for range; the server never reads it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct PortAnswer {
+    /// The nonce of the request answered.
+    pub nonce: u64,
+    /// The server's instance.
+    pub instance: u64,
+    /// The pool id the app's buffer handles must carry (0..=255).
+    pub pool: u32,
+    /// The switch port number.
+    pub port: u32,
+}
+const _: () = assert!(core::mem::size_of::<PortAnswer>() == 24);
+const _: () = assert!(ANSWER_READY + 4 <= PAGE_SIZE && ANSWER_READY.is_multiple_of(4));
+
+impl PortAnswer {
+    /// Server side: writes the answer into `mem` (the mapped port), then marks it ready.
+    pub fn post(&self, mem: &Region) -> Result<(), PortError> {
+        mem.write(ANSWER_OFF, self.as_bytes())?;
+        mem.atomic_u32(ANSWER_READY)?
+            .store(1, core::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// App side: the answer in `mem` (the app's own port memory), once the server has
+    /// marked it ready.
+    pub fn take(mem: &Region) -> Result<Option<Self>, PortError> {
+        if mem
+            .atomic_u32(ANSWER_READY)?
+            .load(core::sync::atomic::Ordering::Acquire)
+            != 1
+        {
+            return Ok(None);
+        }
+        let mut raw = [0u8; core::mem::size_of::<PortAnswer>()];
+        mem.read(ANSWER_OFF, &mut raw)?;
+        Ok(Self::read_from_bytes(&raw).ok())
+    }
+}
 
 /// Something wrong with a port's layout or memory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -241,6 +294,8 @@ impl AppPort {
     pub fn create(mem: Region, layout: PortLayout, pool_id: PoolId) -> Result<Self, PortError> {
         layout.check_mem(&mem)?;
         mem.write(0, layout.header().as_bytes())?;
+        // No answer yet: a server's answer to an earlier request is gone with that server.
+        mem.fill(ANSWER_OFF, ANSWER_READY + 4 - ANSWER_OFF, 0)?;
         Self::build(mem, layout, pool_id, true)
     }
 
@@ -567,6 +622,29 @@ mod tests {
             ring.write(i as u32, *d);
         }
         ring.publish(n);
+    }
+
+    #[test]
+    fn an_answer_posted_by_the_server_is_read_once_ready_and_cleared_by_a_new_layout() {
+        let l = PortLayout::simple(64, 32).expect("layout");
+        let m = LocalMem::new(l.bytes());
+        let _app = AppPort::create(m.region(), l, POOL).expect("app");
+        assert_eq!(PortAnswer::take(&m.region()), Ok(None));
+        let a = PortAnswer {
+            nonce: 0x1234_5678_9abc_def1,
+            instance: 77,
+            pool: 5,
+            port: 3,
+        };
+        // The fields alone are not an answer: only the ready word makes them one.
+        m.region().write(ANSWER_OFF, a.as_bytes()).expect("write");
+        assert_eq!(PortAnswer::take(&m.region()), Ok(None));
+        a.post(&m.region()).expect("post");
+        assert_eq!(PortAnswer::take(&m.region()), Ok(Some(a)));
+        // The server's attach leaves the header alone: the answer does not overlap it.
+        assert!(ServerPort::attach(m.region(), POOL, PortLimits::default()).is_ok());
+        let _again = AppPort::create(m.region(), l, POOL).expect("app");
+        assert_eq!(PortAnswer::take(&m.region()), Ok(None));
     }
 
     #[test]

@@ -529,18 +529,31 @@ pub struct FrontendView {
     pub answer: Option<Answer>,
 }
 
-/// The app's side of the handshake.
+/// The app's side of the handshake. Its own nodes are written by relative paths (xenstored
+/// puts them under the connection's domain home), so an app needs its domain id only to
+/// read the server's `answer` node in the backend directory, which it does only when the
+/// answer did not come by the faster way (the port's header page and the doorbell).
 #[derive(Debug)]
 pub struct Frontend<'a> {
     xs: &'a Xenstore,
-    me: u16,
+    me: Option<u16>,
     server: u16,
     name: String,
 }
 
+/// How often [`Frontend::wait_answer`] reads the backend's `answer` node while nothing
+/// faster brought the answer (a refusal, or a server that answers only in xenstore).
+pub const ANSWER_TICK: Duration = Duration::from_millis(200);
+
 impl<'a> Frontend<'a> {
-    /// The frontend of app `name` in domain `me` towards the server in domain `server`.
-    pub fn new(xs: &'a Xenstore, me: u16, server: u16, name: &str) -> Result<Self, XenCtlError> {
+    /// The frontend of app `name` towards the server in domain `server`; `me` is this
+    /// domain's id when known (else it is read from xenstore when first needed).
+    pub fn new(
+        xs: &'a Xenstore,
+        me: Option<u16>,
+        server: u16,
+        name: &str,
+    ) -> Result<Self, XenCtlError> {
         parse_name(name.as_bytes())?;
         Ok(Self {
             xs,
@@ -556,13 +569,32 @@ impl<'a> Frontend<'a> {
         Ok(parse_u32("domid", &v, u32::from(u16::MAX))? as u16)
     }
 
+    /// This domain's id: the one given, or read now (one round trip) and kept.
+    pub fn me(&mut self) -> Result<u16, XenCtlError> {
+        match self.me {
+            Some(d) => Ok(d),
+            None => {
+                let d = Self::own_domid(self.xs)?;
+                self.me = Some(d);
+                Ok(d)
+            }
+        }
+    }
+
+    /// This domain's id if it is known (given, or read by [`Frontend::me`]).
+    pub fn known_domid(&self) -> Option<u16> {
+        self.me
+    }
+
+    /// The frontend directory, relative to this domain's home.
     fn dir(&self) -> String {
-        front_path(self.me, &self.name)
+        format!("{FRONT_REL}/{}", self.name)
     }
 
     /// The backend directory the server writes for this app.
-    pub fn back_dir(&self) -> String {
-        back_path(self.server, self.me, &self.name)
+    pub fn back_dir(&mut self) -> Result<String, XenCtlError> {
+        let me = self.me()?;
+        Ok(back_path(self.server, me, &self.name))
     }
 
     /// Writes this side's state and waits for the reply.
@@ -579,31 +611,9 @@ impl<'a> Frontend<'a> {
         Ok(self.xs.send(&b)?)
     }
 
-    /// Watches the backend's `state` node (token `back`); once per connection. Sent without
-    /// waiting for the reply: requests sent after it on this connection are handled after
-    /// it, and a watch that failed costs only the 200 ms tick of [`Frontend::wait_answer`].
-    /// (On `/dev/xen/xenbus` the kernel registers a watch inside the `write` and waits for
-    /// xenstored there, so in a domU this still takes a round trip.)
-    pub fn watch_backend(&self) -> Result<(), XenCtlError> {
-        let mut b = Batch::new();
-        b.watch(&format!("{}/state", self.back_dir()), "back");
-        Ok(self.xs.send(&b)?)
-    }
-
-    /// Drops the watch events queued now (they predate a request about to be sent, so they
-    /// cannot be its answer).
-    pub fn drain_events(&self) -> Result<(), XenCtlError> {
-        for _ in 0..1024 {
-            if self.xs.next_event(Duration::ZERO)?.is_none() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends `req` (`attach`, then `state = 3`) and reads the backend's answer, in one round
-    /// trip; returns that answer when it is the answer to `req`.
-    pub fn request(&self, req: &AttachRequest) -> Result<Option<Answer>, XenCtlError> {
+    /// Sends `req` (`attach`, then `state = 3`) without waiting for the replies: the
+    /// server's answer is what the app waits for ([`Frontend::wait_answer`]).
+    pub fn request(&self, req: &AttachRequest) -> Result<(), XenCtlError> {
         let d = self.dir();
         if req.list_refs.len() < 2 || req.list_refs.len() > MAX_LIST_REFS {
             return Err(field(
@@ -614,21 +624,15 @@ impl<'a> Frontend<'a> {
         let mut b = Batch::new();
         b.write(&format!("{d}/attach"), req.encode().as_bytes());
         b.write(&format!("{d}/state"), XbState::Initialised.as_value());
-        b.read(&format!("{}/answer", self.back_dir()));
-        let mut r = self.xs.run(&b)?.into_iter();
-        for _ in 0..2 {
-            r.next()
-                .unwrap_or(Err(XsError::Closed("no answer".into())))?;
-        }
-        self.answer_of(r.next(), req.nonce)
+        Ok(self.xs.send(&b)?)
     }
 
-    fn answer_of(
-        &self,
-        r: Option<Result<Vec<u8>, XsError>>,
-        nonce: u64,
-    ) -> Result<Option<Answer>, XenCtlError> {
-        match r {
+    /// Reads the backend's `answer` node (one round trip): the answer to the request with
+    /// `nonce`, if the server has written it.
+    pub fn answer_now(&mut self, nonce: u64) -> Result<Option<Answer>, XenCtlError> {
+        let mut b = Batch::new();
+        b.read(&format!("{}/answer", self.back_dir()?));
+        match self.xs.run(&b)?.pop() {
             Some(Ok(v)) => Ok(Answer::parse(&v).ok().filter(|a| a.nonce() == nonce)),
             // Until the server creates our directory (readable by us), its parent is not
             // readable: xenstored answers EACCES, which means "nothing written for us yet".
@@ -640,11 +644,16 @@ impl<'a> Frontend<'a> {
         }
     }
 
-    /// Waits up to `timeout` for the answer to the request with `nonce`: wakes on the watch
-    /// of the backend's `state` ([`Frontend::watch_backend`]), takes the events queued then
-    /// together, and reads `answer` once per wakeup; a lost event costs at most a 200 ms tick.
-    /// A refusal is an error.
-    pub fn wait_answer(&self, nonce: u64, timeout: Duration) -> Result<Answer, XenCtlError> {
+    /// Waits up to `timeout` for the answer to the request with `nonce`. `early(d)` waits
+    /// up to `d` for the faster way (the app's doorbell) and returns the answer it brought;
+    /// between its waits, every [`ANSWER_TICK`], the backend's `answer` node is read. A
+    /// refusal (seen only in xenstore) is an error.
+    pub fn wait_answer(
+        &mut self,
+        nonce: u64,
+        timeout: Duration,
+        mut early: impl FnMut(Duration) -> Option<Answer>,
+    ) -> Result<Answer, XenCtlError> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -655,17 +664,10 @@ impl<'a> Frontend<'a> {
                     ms: timeout.as_millis() as u64,
                 });
             }
-            if self
-                .xs
-                .next_event(left.min(Duration::from_millis(200)))?
-                .is_some()
-            {
-                self.drain_events()?;
+            if let Some(a) = early(left.min(ANSWER_TICK)).filter(|a| a.nonce() == nonce) {
+                return Ok(a);
             }
-            let mut b = Batch::new();
-            b.read(&format!("{}/answer", self.back_dir()));
-            let r = self.xs.run(&b)?.pop();
-            match self.answer_of(r, nonce)? {
+            match self.answer_now(nonce)? {
                 Some(Answer::Refused { why, .. }) => return Err(XenCtlError::Refused(why)),
                 Some(a) => return Ok(a),
                 None => {}
@@ -944,12 +946,16 @@ mod tests {
     }
 
     #[test]
-    fn a_request_and_its_answer_travel_in_one_round_trip_each() {
+    fn a_request_travels_unwaited_and_its_answer_comes_early_or_from_xenstore() {
         let (xs, h) = crate::xenstore::tests::store_peer();
-        let fe = Frontend::new(&xs, 7, 0, "app-7").expect("name");
-        // Nothing answered yet.
-        assert_eq!(fe.request(&request()).expect("request"), None);
+        xs.write("domid", b"7").expect("domid"); // the store's client is domain 7
+        // The domain id is not given: the frontend writes relative paths and reads its id
+        // only to read the backend's answer.
+        let mut fe = Frontend::new(&xs, None, 0, "app-7").expect("name");
+        fe.request(&request()).expect("request");
+        assert_eq!(fe.answer_now(99).expect("read"), None); // nothing answered yet
         let be = Backend::new(&xs, 0, 5, 1024);
+        // The relative writes landed under the domain's home, where the server looks.
         let v = be.view(7, "app-7").expect("view");
         assert_eq!(v.state, XbState::Initialised);
         assert_eq!(v.answer, None);
@@ -962,16 +968,34 @@ mod tests {
             port: 9,
         };
         be.answer(7, "app-7", &a, false).expect("answer");
-        assert_eq!(fe.wait_answer(99, Duration::from_secs(1)).expect("ok"), a);
-        // An answer to another nonce is not this request's.
+        let none = |_: Duration| None;
         assert_eq!(
-            fe.request(&AttachRequest {
-                nonce: 100,
-                ..request()
-            })
-            .expect("r"),
-            None
+            fe.wait_answer(99, Duration::from_secs(1), none),
+            Ok(a.clone())
         );
+        // The early way answers without a xenstore read, but only for this nonce.
+        let early = a.clone();
+        assert_eq!(
+            fe.wait_answer(99, Duration::from_secs(1), |_| Some(early.clone())),
+            Ok(a.clone())
+        );
+        let stale = Answer::Connected {
+            nonce: 98,
+            instance: 4,
+            pool: 1,
+            port: 1,
+        };
+        assert_eq!(
+            fe.wait_answer(99, Duration::from_secs(1), |_| Some(stale.clone())),
+            Ok(a.clone())
+        );
+        // An answer to another nonce is not this request's.
+        fe.request(&AttachRequest {
+            nonce: 100,
+            ..request()
+        })
+        .expect("request");
+        assert_eq!(fe.answer_now(100).expect("read"), None);
         assert_eq!(be.view(7, "app-7").expect("view").answer, Some(a));
         be.answer(
             7,
@@ -985,14 +1009,22 @@ mod tests {
         )
         .expect("answer");
         assert_eq!(
-            fe.wait_answer(100, Duration::from_secs(1)),
+            fe.wait_answer(100, Duration::from_secs(1), none),
             Err(XenCtlError::Refused("no".into()))
         );
+        // No answer at all: a timeout after the early way's waits and the xenstore reads.
+        let r = fe.wait_answer(101, Duration::from_millis(30), |d| {
+            std::thread::sleep(d);
+            None
+        });
+        assert!(matches!(r, Err(XenCtlError::Timeout { .. })), "{r:?}");
         drop(xs);
-        // Twice: the request's three messages (one batch), the view's three reads (one
-        // batch), the answer's two writes (one batch), the answer read once. Nothing else.
+        // domid written; request 2; answer read 1 + the domain id once; view 3; answer 2;
+        // wait 1; early 0; stale early 1; request 2; answer read 1; view 3; answer 2;
+        // refused 1; timeout 1. Nothing else.
         let seen = h.join().expect("peer");
-        assert_eq!(seen.len(), 2 * (3 + 3 + 2 + 1), "{seen:?}");
+        let want = 1 + 2 + 2 + 3 + 2 + 1 + 1 + 2 + 1 + 3 + 2 + 1 + 1;
+        assert_eq!(seen.len(), want, "{seen:?}");
     }
 
     #[test]

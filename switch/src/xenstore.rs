@@ -6,7 +6,8 @@
 //! [`PAYLOAD_MAX`]. Requests are answered in order with the same `type` (or `ERROR` and an
 //! errno name); watch events (`WATCH_EVENT`) arrive interleaved with answers at any time.
 //!
-//! A reader thread owns the read side: it checks every header, refuses (and stops at) a
+//! A reader thread owns the read side (started by the first request that waits for an
+//! answer, or the first look for watch events): it checks every header, refuses (and stops at) a
 //! payload over [`PAYLOAD_MAX`], routes watch events to one queue and answers to another. The
 //! caller's side sends one request at a time and waits for its answer with a timeout. Nothing
 //! the peer sends is trusted: lengths, types, request ids, NUL terminators and UTF-8 are all
@@ -392,6 +393,33 @@ struct Conn {
     writer: Box<dyn Write + Send>,
     answers: Receiver<Result<Msg, XsError>>,
     next_id: u32,
+    /// The read side until the reader thread is started: by the first request that waits
+    /// for its answer or the first look for watch events. A connection that only sends
+    /// (an app posting its request) never starts one; its answers wait in the connection
+    /// and are skipped if a reader starts later.
+    idle_reader: Option<IdleReader>,
+}
+
+/// What the reader thread takes when it starts.
+struct IdleReader {
+    r: Box<dyn Read + Send>,
+    answers: Sender<Result<Msg, XsError>>,
+    events: std::sync::mpsc::SyncSender<WatchEvent>,
+    signal: Option<UnixStream>,
+}
+
+impl Conn {
+    /// Starts the reader thread unless it runs already.
+    fn start_reader(&mut self) {
+        if let Some(i) = self.idle_reader.take() {
+            // The reader ends when the connection does (a read error or EOF).
+            std::thread::Builder::new()
+                .name("xenstore-reader".into())
+                .spawn(move || reader(i.r, i.answers, i.events, i.signal))
+                .map(drop)
+                .unwrap_or_default();
+        }
+    }
 }
 
 /// A connection to xenstore.
@@ -499,19 +527,19 @@ impl Xenstore {
             .set_nonblocking(true)
             .and_then(|()| sig_w.set_nonblocking(true))
             .map_err(io("make the event signal pair"))?;
-        let sig_w = Some(sig_w);
-        // The reader ends when the connection does (a read error or EOF).
-        std::thread::Builder::new()
-            .name("xenstore-reader".into())
-            .spawn(move || reader(r, atx, etx, sig_w))
-            .map(drop)
-            .unwrap_or_default();
+        let idle_reader = Some(IdleReader {
+            r: Box::new(r),
+            answers: atx,
+            events: etx,
+            signal: Some(sig_w),
+        });
         Ok(Self {
             signal,
             conn: Mutex::new(Conn {
                 writer,
                 answers: arx,
                 next_id: 1,
+                idle_reader,
             }),
             events: Mutex::new(erx),
             socket: None,
@@ -523,6 +551,7 @@ impl Xenstore {
     /// descriptors, then call [`Xenstore::clear_event_signal`] and take the events with
     /// [`Xenstore::next_event`] (`Duration::ZERO`).
     pub fn event_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.start_reader();
         std::os::fd::AsFd::as_fd(&self.signal)
     }
 
@@ -535,6 +564,13 @@ impl Xenstore {
                 _ => break,
             }
         }
+    }
+
+    fn start_reader(&self) {
+        self.conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .start_reader();
     }
 
     /// Sets how long requests wait for their answer.
@@ -563,6 +599,7 @@ impl Xenstore {
     /// (a request that could not be encoded is refused locally and not sent).
     pub fn run(&self, b: &Batch) -> Result<Vec<Result<Vec<u8>, XsError>>, XsError> {
         let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        c.start_reader();
         let mut out: Vec<Option<Result<Vec<u8>, XsError>>> = Vec::with_capacity(b.reqs.len());
         let mut waiting = std::collections::BTreeMap::new();
         for (i, r) in b.reqs.iter().enumerate() {
@@ -732,6 +769,7 @@ impl Xenstore {
 
     /// Waits up to `timeout` for a watch event.
     pub fn next_event(&self, timeout: Duration) -> Result<Option<WatchEvent>, XsError> {
+        self.start_reader();
         let ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
         match ev.recv_timeout(timeout) {
             Ok(e) => Ok(Some(e)),
@@ -816,7 +854,7 @@ pub(crate) mod tests {
     /// A small in-memory store that answers like xenstored, for the framing tests.
     /// A client connected to a small in-memory store that answers like xenstored (READ,
     /// WRITE, DIRECTORY, WATCH with its initial event, GET_DOMAIN_PATH; a transaction that
-    /// always asks to be retried).
+    /// always asks to be retried), as domain 7: relative paths are under `/local/domain/7`.
     pub(crate) fn store_peer() -> (Xenstore, std::thread::JoinHandle<Vec<Msg>>) {
         let db = Mutex::new(std::collections::BTreeMap::<String, Vec<u8>>::new());
         peer(move |m| {
@@ -824,6 +862,11 @@ pub(crate) mod tests {
             let mut parts = m.payload.splitn(2, |&b| b == 0);
             let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
             let rest = parts.next().unwrap_or_default().to_vec();
+            // The client is domain 7: like xenstored, a relative path is under its home.
+            let node = match path.starts_with('/') {
+                true => path.clone(),
+                false => format!("/local/domain/7/{path}"),
+            };
             let err = |e: &str| {
                 let mut p = e.as_bytes().to_vec();
                 p.push(0);
@@ -831,20 +874,20 @@ pub(crate) mod tests {
             };
             match Op::from_raw(m.ty) {
                 Some(Op::Write) => {
-                    db.insert(path, rest);
+                    db.insert(node, rest);
                     vec![reply(m, b"OK\0")]
                 }
                 Some(Op::Rm) => {
-                    let sub = format!("{path}/");
-                    db.retain(|k, _| k != &path && !k.starts_with(&sub));
+                    let sub = format!("{node}/");
+                    db.retain(|k, _| k != &node && !k.starts_with(&sub));
                     vec![reply(m, b"OK\0")]
                 }
-                Some(Op::Read) => match db.get(&path) {
+                Some(Op::Read) => match db.get(&node) {
                     Some(v) => vec![reply(m, v)],
                     None => vec![err("ENOENT")],
                 },
                 Some(Op::Directory) => {
-                    let prefix = format!("{path}/");
+                    let prefix = format!("{node}/");
                     let mut out = Vec::new();
                     for k in db.keys().filter_map(|k| k.strip_prefix(&prefix)) {
                         let child = k.split('/').next().unwrap_or_default();

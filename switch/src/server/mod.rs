@@ -282,7 +282,9 @@ struct AppEntry<N> {
     name: String,
     mac: Mac,
     counters: Arc<AppCounters>,
-    _notifier: std::marker::PhantomData<N>,
+    /// The app's doorbell, shared with its port on the switch (the control thread rings it
+    /// once, after posting a Xen app's answer).
+    notifier: Arc<N>,
 }
 
 struct Conn<N> {
@@ -428,11 +430,12 @@ where
             )
             .map_err(|e| bad_mem(e.to_string()))?,
         };
+        let notifier = Arc::new(notifier);
         let port = AppPort::new(
             name,
             mac,
             mapping,
-            Arc::new(notifier),
+            notifier.clone(),
             pool,
             self.limits,
             want,
@@ -461,7 +464,7 @@ where
             name: name.to_owned(),
             mac,
             counters,
-            _notifier: std::marker::PhantomData,
+            notifier,
         })
     }
 

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grant_pool::{Access, DomId, GrantBackend, GrantRef, PoolId};
+use grant_pool::{Access, DomId, GrantBackend, GrantRef, Notifier, PoolId, PortAnswer, Region};
 use pmd::Mac;
 
 use super::{AppEntry, Control, check_free};
@@ -326,7 +326,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
                     return self.refuse(ctl, &k, req.nonce, "no pool id left");
                 };
                 match self.attach(ctl, d, pool, &name, &req) {
-                    Ok(e) => {
+                    Ok((e, mem)) => {
                         let port = e.id.0;
                         let a = Answer::Connected {
                             nonce: req.nonce,
@@ -335,6 +335,22 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
                             port,
                         };
                         let t_attach = t0.elapsed();
+                        // The answer in the port's header page too, and one ring of the
+                        // app's doorbell: the app sees it without a xenstore round trip.
+                        // `mem` is the port's mapping, alive while the port is on the
+                        // switch, which only this thread ends.
+                        let slot = PortAnswer {
+                            nonce: req.nonce,
+                            instance: ctl.instance,
+                            pool: u32::from(pool.0),
+                            port: u32::from(port),
+                        };
+                        if let Err(err) = slot.post(&mem) {
+                            tracing::warn!(domain = d, app = %name, "posting the answer in the port: {err}");
+                        }
+                        if let Err(err) = e.notifier.notify() {
+                            tracing::warn!(domain = d, app = %name, "ringing the app: {err}");
+                        }
                         self.apps.insert(
                             k.clone(),
                             Attached {
@@ -380,7 +396,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
         pool: PoolId,
         name: &str,
         req: &AttachRequest,
-    ) -> Result<AppEntry<N>, String>
+    ) -> Result<(AppEntry<N>, Region), String>
     where
         B: GrantBackend<Notifier = N>,
         B::Mapping: 'static,
@@ -408,6 +424,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
             .backend
             .map(DomId(d), &refs, Access::ReadWrite, &[])
             .map_err(|e| format!("mapping the grant: {e}"))?;
+        let mem = grant_pool::Mapping::region(&mapping);
         let t_map = t0.elapsed();
         let notifier = ctl
             .backend
@@ -425,7 +442,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
             (t_map - t_list).as_secs_f64() * 1e3,
             (t0.elapsed() - t_map).as_secs_f64() * 1e3
         );
-        Ok(e)
+        Ok((e, mem))
     }
 
     /// Takes every Xen app off the switch (the server is stopping) and says so in xenstore.
