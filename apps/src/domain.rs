@@ -654,7 +654,11 @@ impl AppDomain {
             if let Some(a) = in_port() {
                 return Some(a);
             }
-            let _ = sent.notifier.wait(Some(d));
+            // A doorbell that cannot be waited on still must not turn this into a busy
+            // loop of xenstore reads: then the tick is slept instead.
+            if sent.notifier.wait(Some(d)).is_err() {
+                std::thread::sleep(d);
+            }
             in_port()
         })?;
         let me = fe.known_domid();
