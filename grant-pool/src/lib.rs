@@ -54,5 +54,5 @@ pub use pool::{
 pub use port::{
     AppPort, CheckedConsumer, PortError, PortLayout, PortLimits, RejectCounters, ServerPort,
 };
-pub use region::{BLOCK_HEAD, Blocks, LocalMem, Region};
+pub use region::{BLOCK_HEAD, BlockBurst, Blocks, LocalMem, Region};
 pub use ring::{Desc, RingConsumer, RingError, RingLayout, RingProducer};
