@@ -414,11 +414,12 @@ impl Fdb {
         let want = RECENT | port as u64;
         for k in from..out.len() {
             let (dst, src) = keys(k);
-            let x = slots[home(dst)] ^ (mac_bits(dst) | RECENT);
-            let mut miss = (x >> 16) | (dst & 1);
+            let mut miss = dst & 1;
             if LEARN {
                 miss |= (slots[home(src)] ^ (mac_bits(src) | want)) | (src & 1);
             }
+            let x = slots[home(dst)] ^ (mac_bits(dst) | RECENT);
+            miss |= x >> 16;
             if miss != 0 {
                 return k;
             }
