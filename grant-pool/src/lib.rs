@@ -55,5 +55,5 @@ pub use port::{
     AppPort, CheckedConsumer, PortAnswer, PortError, PortLayout, PortLimits, RejectCounters,
     ServerPort,
 };
-pub use region::{BLOCK_HEAD, Blocks, LocalMem, Region};
+pub use region::{BLOCK_HEAD, BlockBurst, Blocks, LocalMem, Region};
 pub use ring::{Desc, RingConsumer, RingError, RingLayout, RingProducer};

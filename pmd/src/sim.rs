@@ -288,9 +288,13 @@ pub struct SimPort {
     src: MacPattern,
     dst: MacPattern,
     vary_macs: bool,
-    /// Destination and source MACs of frame `i % macs.len()`, when the period is short
-    /// enough to tabulate (empty otherwise).
-    macs: Vec<[u8; 12]>,
+    /// The first 16 bytes of frame `i % macs.len()` as `build` writes them without a
+    /// sequence number (its MACs, then the EtherType, generator id and flags every frame
+    /// carries), when the period is short enough to tabulate and frames are at least 16
+    /// bytes long (empty otherwise). Written as one 16-byte store, so that a reader of any
+    /// 8 header bytes loads them straight from it, even while it is still in the core's
+    /// store buffer; two stores of 8 and 4 bytes would make a read across both stall.
+    macs: Vec<[u8; 16]>,
     next_frame: usize,
     sequence: bool,
     seq: u64,
@@ -401,15 +405,17 @@ impl SimPort {
             probe,
             _mem: mem,
         };
-        if vary_macs {
+        if vary_macs && !cfg.sequence && cfg.frame_len >= 16 {
             let (a, b) = (port.src.len(), port.dst.len());
             let period = a / gcd(a, b) * b;
             if period <= 1 << 16 {
                 port.macs = (0..period)
                     .map(|i| {
-                        let mut m = [0u8; 12];
+                        let mut m = [0u8; 16];
                         m[..6].copy_from_slice(&port.dst.at(i));
-                        m[6..].copy_from_slice(&port.src.at(i));
+                        m[6..12].copy_from_slice(&port.src.at(i));
+                        m[12..14].copy_from_slice(&SIM_ETHERTYPE.to_be_bytes());
+                        m[14] = port.pool.id().0;
                         m
                     })
                     .collect();
@@ -639,7 +645,8 @@ impl Port for SimPort {
         }
         self.gen_free.truncate(start);
         if self.vary_macs && !self.sequence && !self.macs.is_empty() {
-            // Only the MACs vary: write the next 12 pre-computed header bytes per frame.
+            // Only the MACs vary: write the next 16 pre-computed header bytes per frame
+            // (the 12 of the MACs and the 4 after them, which stay as they were).
             // In stretches that end where the pattern wraps around: no index check or wrap
             // test per frame.
             let period = self.macs.len();
@@ -1048,11 +1055,41 @@ mod tests {
                 assert_eq!(b[5], 7 + (seen % 2) as u8, "frame {seen} destination");
                 assert_eq!(b[11], 1 + (seen % 3) as u8, "frame {seen} source");
                 assert_eq!(&b[12..14], &SIM_ETHERTYPE.to_be_bytes());
+                assert_eq!(&b[14..16], &[1, 0], "generator id and flags as built");
+                assert!(
+                    (24..64).all(|j| b[j] == payload_byte(0, j)) && b[16..24] == [0; 8],
+                    "frame {seen} after its header"
+                );
                 seen += 1;
             }
             // Buffers come back in another order than they went out.
             let mut back: Vec<BufHandle> = out[..5].iter().map(|f| f.buf).collect();
             back.reverse();
+            g.reclaim(&back);
+        }
+    }
+
+    #[test]
+    fn round_robin_macs_of_short_frames_leave_the_bytes_after_the_frame_alone() {
+        // 14-byte frames: the generator writes 12 MAC bytes per frame (not the 16 of its
+        // table), and nothing past the frame's EtherType.
+        let mut g = port("g", 1, |c| {
+            c.frame_len = 14;
+            c.dst = MacPattern::RoundRobin(vec![[2, 0, 0, 0, 0, 7], [2, 0, 0, 0, 0, 8]]);
+        });
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 4];
+        for round in 0..2 {
+            assert_eq!(g.rx_burst(&mut out), 4);
+            for (k, f) in out.iter().enumerate() {
+                let mut b = [0u8; 16];
+                let buf = g.pool().buf(f.buf).expect("handle of this pool");
+                buf.read(0, &mut b).expect("in bounds");
+                assert_eq!(b[5], 7 + (k % 2) as u8, "round {round} frame {k}");
+                assert_eq!(&b[6..12], &g.mac());
+                assert_eq!(&b[12..14], &SIM_ETHERTYPE.to_be_bytes());
+                assert_eq!(&b[14..16], &[0, 0], "round {round} frame {k}");
+            }
+            let back: Vec<BufHandle> = out.iter().map(|f| f.buf).collect();
             g.reclaim(&back);
         }
     }

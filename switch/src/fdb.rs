@@ -33,11 +33,13 @@
 //! The burst call ([`Fdb::learn_and_look_up`]) answers frames in a pass that writes nothing:
 //! each source is checked (recent on this port: one compare, the port being part of the
 //! entry) and each destination answered (recent: the port is the entry's low bits), both
-//! usually from their home slots (a key elsewhere or an entry not recent takes an
-//! out-of-line path), and no frame's work depends on another's, so the loads of a burst
-//! overlap. A frame whose source needs a write (new, moved, due a refresh, or not known
-//! recent) leaves the pass, is learned as [`Fdb::learn`] does, and the pass resumes after
-//! it; the answers are those of learning and looking up frame by frame.
+//! from their home slots, with one branch per frame for everything that could go
+//! otherwise; no frame's work depends on another's, so the loads of a burst overlap, and
+//! the loop calls nothing, so its state stays in registers. Any other frame (a source that
+//! needs a write — new, moved, due a refresh, not known recent — or is not in its home
+//! slot, a destination not answered from its home slot, a group address) leaves the pass,
+//! is learned as [`Fdb::learn`] does and looked up as [`Fdb::lookup`] does, and the pass
+//! resumes after it; the answers are those of learning and looking up frame by frame.
 
 /// A MAC address as the low 48 bits of a `u64`, first byte on the wire in the lowest byte:
 /// the I/G (multicast) bit is bit 0. Everything here that takes a key reads only its low 48
@@ -328,10 +330,11 @@ impl Fdb {
     /// those of learning and looking up frame by frame.
     ///
     /// A pass that writes nothing checks each frame's source (recent on `port`) and answers
-    /// its destination; it has no dependency from one frame to the next, so the loads of
-    /// successive frames overlap. A frame whose source needs a write stops the pass: that
-    /// frame is learned through [`Fdb::learn`] and looked up, and the pass resumes after
-    /// it.
+    /// its destination, both from their home slots; it has no dependency from one frame to
+    /// the next, so the loads of successive frames overlap. Any other frame (a source that
+    /// needs a write or is not in its home slot, a destination not answered from its home
+    /// slot) stops the pass: that frame is learned through [`Fdb::learn`] and looked up,
+    /// and the pass resumes after it.
     #[inline(never)]
     pub fn learn_and_look_up(
         &mut self,
@@ -341,55 +344,67 @@ impl Fdb {
         frames: &[(MacKey, MacKey)],
         out: &mut [u16],
     ) {
-        self.learn_and_look_up_with(port, now, learn, frames, out, |&pair| pair);
+        let n = frames.len().min(out.len());
+        let out = &mut out[..n];
+        self.learn_and_look_up_keys(port, now, learn, |i| frames[i], out);
     }
 
-    /// [`Fdb::learn_and_look_up`] over frames of any kind whose `(destination, source)`
-    /// pair `keys` gives (read once in the pass, and again for a frame that needs
-    /// learning), so that a caller need not gather the pairs first: a switch reads them
-    /// straight out of the frames' headers.
+    /// [`Fdb::learn_and_look_up`] for frames whose `(destination, source)` pairs `keys`
+    /// gives by index, one frame per entry of `out`, so that a caller need not gather the
+    /// pairs first: a switch reads them straight out of the frames' headers. `keys(i)` is
+    /// called for `i` below `out.len()` only, once each (twice for a frame that needs
+    /// learning).
     #[inline]
-    pub fn learn_and_look_up_with<T, F: Fn(&T) -> (MacKey, MacKey)>(
+    pub fn learn_and_look_up_keys<F: Fn(usize) -> (MacKey, MacKey)>(
         &mut self,
         port: u16,
         now: u32,
         learn: bool,
-        frames: &[T],
-        out: &mut [u16],
         keys: F,
+        out: &mut [u16],
     ) {
-        let n = frames.len().min(out.len());
         if !self.in_window(now) {
             self.new_window(now);
         }
         let mut i = 0;
-        while i < n {
-            let (f, o) = (&frames[i..n], &mut out[i..n]);
-            i += match (learn, port) {
-                // No entry on port UNKNOWN is recent: learn every frame.
-                (true, UNKNOWN) => 0,
-                (true, _) => self.look_up_fresh::<true, T, F>(port, now, f, o, &keys),
-                (false, _) => self.look_up_fresh::<false, T, F>(port, now, f, o, &keys),
+        while i < out.len() {
+            i = if learn {
+                self.look_up_fresh::<true, F>(port, &keys, i, out)
+            } else {
+                self.look_up_fresh::<false, F>(port, &keys, i, out)
             };
-            if i < n {
-                let (dst, src) = keys(&frames[i]);
-                out[i] = self.learn_then_look_up(port, now, src, dst);
+            if i < out.len() {
+                let (dst, src) = keys(i);
+                out[i] = self.learn_then_look_up(port, now, learn, src, dst);
                 i += 1;
             }
         }
     }
 
-    /// The pass of [`Fdb::learn_and_look_up`]: answers frames up to the first whose
-    /// source needs learning, writing nothing, and returns how many it answered. `now`
-    /// lies in the window, and `port` is not [`UNKNOWN`] when `LEARN`.
+    /// The pass of [`Fdb::learn_and_look_up_keys`]: answers frames from the `from`th on,
+    /// writing nothing, up to the first it cannot answer from home slots and recent
+    /// entries alone, and returns that frame's index (`out.len()` when it answered every
+    /// frame). `now` lies in the window. Nothing in the loop calls out, so its state stays
+    /// in registers.
+    ///
+    /// The source is known-fresh on `port` when its home slot holds exactly its MAC, the
+    /// recent mark and `port` (one compare, the port being part of the entry; on port
+    /// [`UNKNOWN`] never: no entry there is recent, and the empty slot's MAC is a group
+    /// address). The destination's home slot XOR its MAC bits and the recent mark is its
+    /// port when the slot holds its recent entry, and has bits above the low 16 otherwise.
+    /// Group addresses (bit 0 of a key) always stop the pass.
     #[inline(always)]
-    fn look_up_fresh<const LEARN: bool, T, F: Fn(&T) -> (MacKey, MacKey)>(
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "one index for `keys` and `out` keeps the loop's state in registers; \
+                  an iterator over `out` beside it costs 6 instructions a frame more"
+    )]
+    fn look_up_fresh<const LEARN: bool, F: Fn(usize) -> (MacKey, MacKey)>(
         &self,
         port: u16,
-        now: u32,
-        frames: &[T],
-        out: &mut [u16],
         keys: &F,
+        from: usize,
+        out: &mut [u16],
     ) -> usize {
         let mask = self.mask;
         // `mask + 1` long, so that an index `& mask` needs no bounds check.
@@ -397,47 +412,37 @@ impl Fdb {
         let (seed16, shift) = (self.seed >> 16, self.shift);
         let home = move |key: MacKey| key_home(key, seed16, shift) & mask;
         let want = RECENT | port as u64;
-        // No frame depends on another (nothing is written), so the out-of-order core
-        // overlaps the slot loads of successive frames.
-        for (k, (f, o)) in frames.iter().zip(out.iter_mut()).enumerate() {
-            let (dst, src) = keys(f);
+        for k in from..out.len() {
+            let (dst, src) = keys(k);
+            let mut miss = dst & 1;
             if LEARN {
-                // Recent on this port: one compare, the port being part of the entry.
-                let bits = mac_bits(src);
-                if (slots[home(src)] != bits | want || is_group(src))
-                    && !self.recent_cold(src, want)
-                {
-                    return k;
-                }
+                miss |= (slots[home(src)] ^ (mac_bits(src) | want)) | (src & 1);
             }
-            // A recent entry of a unicast destination is its port; anything else (not in
-            // its home slot, not recent, absent, a group address) takes the general lookup.
-            let bits = mac_bits(dst);
-            let x = slots[home(dst)] ^ (bits | RECENT);
-            *o = if x <= 0xffff && !is_group(dst) {
-                x as u16
-            } else {
-                self.lookup_cold(dst, now)
-            };
+            let x = slots[home(dst)] ^ (mac_bits(dst) | RECENT);
+            miss |= x >> 16;
+            if miss != 0 {
+                return k;
+            }
+            out[k] = x as u16;
         }
-        frames.len().min(out.len())
+        out.len()
     }
 
-    /// Whether unicast `src` has a recent entry on the port of `want` outside its home slot.
+    /// One frame the pass could not answer: learns its source (when `learn`), then
+    /// answers its destination, exactly as frame-by-frame learning and lookup do.
     #[cold]
     #[inline(never)]
-    fn recent_cold(&self, src: MacKey, want: u64) -> bool {
-        !is_group(src) && {
-            let bits = mac_bits(src);
-            self.slots[self.find(bits)] == bits | want
+    fn learn_then_look_up(
+        &mut self,
+        port: u16,
+        now: u32,
+        learn: bool,
+        src: MacKey,
+        dst: MacKey,
+    ) -> u16 {
+        if learn {
+            self.learn(src, port, now);
         }
-    }
-
-    /// One frame whose source needs learning: learns it, then answers its destination.
-    #[cold]
-    #[inline(never)]
-    fn learn_then_look_up(&mut self, port: u16, now: u32, src: MacKey, dst: MacKey) -> u16 {
-        self.learn(src, port, now);
         self.lookup(dst, now).unwrap_or(UNKNOWN)
     }
 
@@ -464,12 +469,6 @@ impl Fdb {
         let mut out = [UNKNOWN];
         self.learn_and_look_up(port, now, learn, &[(dst, src)], &mut out);
         (out[0], false)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn lookup_cold(&self, mac: MacKey, now: u32) -> u16 {
-        self.lookup(mac, now).unwrap_or(UNKNOWN)
     }
 
     /// Records that `mac` was seen on `port` at `now`.

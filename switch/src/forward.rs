@@ -12,15 +12,15 @@
 //!    frame whose destination was learned on its ingress port is dropped (hairpin). The
 //!    checks of handle, pool and length are done for the whole burst first, branch-free
 //!    over the frames as 64-bit words (`Frame::words`; the common burst is one pool and
-//!    all well-formed); only a burst that fails them takes the frame-by-frame path. A
-//!    checked burst reads its headers through the pool's `Blocks` view (bounds checked once
-//!    per pool, not per frame). Bursts are mostly runs of one flow: the first frame's 12 MAC
-//!    bytes are compared with each following frame's, and a burst that is one run is
-//!    learned and looked up once (`Fdb::learn_and_look_up_one`) and needs no per-frame
-//!    destinations at all; any other burst goes to the FDB as one call
-//!    (`Fdb::learn_and_look_up_with`) that reads each frame's MAC keys straight from its
-//!    header, checks them in a pass that writes nothing and learns only the frames whose
-//!    source needs a write.
+//!    all well-formed); only a burst that fails them takes the frame-by-frame path. The
+//!    check is the pool's `Blocks` view's (`Blocks::frames`), and the `BlockBurst` it
+//!    returns reads the burst's headers with no check or clamp per frame. Bursts are mostly
+//!    runs of one flow: the first frame's 12 MAC bytes are compared with each following
+//!    frame's, and a burst that is one run is learned and looked up once
+//!    (`Fdb::learn_and_look_up_one`) and needs no per-frame destinations at all; any other
+//!    burst goes to the FDB as one call (`Fdb::learn_and_look_up_keys`) that reads each
+//!    frame's MAC keys straight from its header, checks them in a pass that writes nothing
+//!    and learns only the frames whose source needs a write.
 //! 2. **Deliver per destination.** First every copy the burst needs is made (the destination
 //!    allocates buffers from its own pools once per burst; each frame is copied once), and
 //!    only then are handles passed on, so no destination can touch an original while another
@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use grant_pool::{Blocks, BufHandle, Pool, PoolId, PoolSet, Region};
+use grant_pool::{BlockBurst, Blocks, BufHandle, Pool, PoolId, PoolSet, Region};
 use pmd::{Frame, Port};
 
 use crate::counters::{DropReason, PortCounters, bump};
@@ -604,36 +604,24 @@ impl Switch {
         let first_pool = self.rx[0].buf.raw() >> 24;
         let ps = self.pools[first_pool as usize];
         let rx = &self.rx[..n];
-        // Whole-burst check (branch-free, vectorised): one pool, every index in it, every
-        // length a whole Ethernet header and at most a buffer.
-        let irregular = match Frame::words(rx) {
-            Some(words) => !burst_regular(words, first_pool << 24, ps.count, ps.size),
-            None => {
-                // Each term is negative exactly when its bound is broken (all values fit 25
-                // bits).
-                let (last_idx, size) = (ps.count as i32 - 1, ps.size as i32);
-                let (mut pool_x, mut signs) = (0u32, 0i32);
-                for f in rx {
-                    let (raw, len) = (f.buf.raw(), f.len as i32);
-                    pool_x |= (raw >> 24) ^ first_pool;
-                    signs |= (last_idx - (raw & 0x00ff_ffff) as i32)
-                        | (size - len)
-                        | (len - ETH_HEADER as i32);
-                }
-                pool_x != 0 || signs < 0
-            }
+        // Whole-burst check (branch-free, vectorised, in the pool's `Blocks` view): one pool,
+        // every index in it, every length a whole Ethernet header and at most a buffer.
+        let lens = ETH_HEADER as u16..=ps.size.min(u16::MAX as u32) as u16;
+        let checked = match (ps.blocks.as_ref(), Frame::words(rx)) {
+            (Some(blocks), Some(words)) => blocks.frames(words, PoolId(first_pool as u8), lens),
+            _ => None,
         };
         let mut mixed = 0u32;
         // Set when pass 1 found every frame of the burst going to the same place (then
         // `dests` is left unwritten until the scatter below needs it).
         let mut single: Option<u16> = None;
-        match ps.blocks {
-            Some(blocks) if !irregular => {
-                // Pass 1, regular burst: read each header and decide. Every index was checked
-                // against the pool above, so the header reads need no check of their own.
+        match checked {
+            Some(burst) => {
+                // Pass 1, regular burst: read each header and decide. Every frame was checked
+                // above, so the header reads need no check of their own.
                 // Bursts are mostly runs of one flow: find how far the first frame's 12
                 // header bytes repeat, decide once.
-                let (h0, run) = run_of_first(&blocks, rx);
+                let (h0, run) = run_of_first(&burst);
                 let dests = &mut self.dests[..n];
                 // The MAC pairs to learn and look up: the first frame's alone when the whole
                 // burst is one run, else every frame's (the FDB repeats its answer for a run).
@@ -655,10 +643,10 @@ impl Switch {
                     };
                     single = Some(hairpin(d));
                 } else {
-                    look_up_burst(&mut self.fdb, &blocks, inp16, now, self.learning, rx, dests);
+                    look_up_burst(&mut self.fdb, &burst, inp16, now, self.learning, dests);
                 }
             }
-            _ => {
+            None => {
                 // Pass 1, a burst with something unusual: check each frame on its own.
                 let mut look = Lookup {
                     fdb: &mut self.fdb,
@@ -1031,48 +1019,19 @@ impl Lookup<'_> {
     }
 }
 
-/// Whether every frame of a burst, as pairs of words (`Frame::words`), names a buffer of
-/// the pool whose handles start at `base` (pool id << 24) with `count` buffers, and is a
-/// whole Ethernet header long and at most `size` bytes.
-///
-/// Branch-free, each frame as one 64-bit word (handle low, length and `meta` high), which
-/// vectorises without separating the halves: the handle less `base` must be at most
-/// `count - 1`, the length less `ETH_HEADER` at most `size - ETH_HEADER`. A difference `d`
-/// within its bound `b` (both under 2^31) leaves the top bit of its half of `d | (b - d)`
-/// clear; one out of it (below, wrapped round, or above) sets it. A borrow from the low
-/// half into the high one happens only when the low half is out of bounds already.
-#[inline]
-fn burst_regular(words: &[[u32; 2]], base: u32, count: u32, size: u32) -> bool {
-    let eth = ETH_HEADER as u32;
-    let pair = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
-    let less = pair(base, eth);
-    let most = pair(count.wrapping_sub(1), size.wrapping_sub(eth));
-    let acc = words.iter().fold(0u64, |acc, w| {
-        let d = (pair(w[0], w[1]) & pair(!0, 0xffff)).wrapping_sub(less);
-        acc | d | most.wrapping_sub(d)
-    });
-    acc & pair(1 << 31, 1 << 31) == 0
-}
-
-/// The first 12 header bytes of `rx[0]` (as little-endian words) and how many frames from
-/// the first carry the same 12 bytes: a load and a compare per frame. Out of line, so that
-/// its registers are its own. `rx` is not empty and every index in it was checked against
-/// the pool of `blocks`.
+/// The first 12 header bytes of the burst's first frame (as little-endian words) and how
+/// many frames from the first carry the same 12 bytes: a load and a compare per frame. Out
+/// of line, so that its registers are its own. `burst` is not empty.
 #[inline(never)]
-fn run_of_first(blocks: &Blocks, rx: &[Frame]) -> ((u64, u32), usize) {
-    let head = |f: &Frame| {
-        let (w0, w1) = split16(&blocks.head(f.buf.raw() & 0x00ff_ffff));
+fn run_of_first(burst: &BlockBurst) -> ((u64, u32), usize) {
+    let mut heads = burst.heads().map(|h| {
+        let (w0, w1) = split16(&h);
         (w0, w1 as u32)
-    };
-    let Some(first) = rx.first() else {
+    });
+    let Some(h0) = heads.next() else {
         return ((0, 0), 0);
     };
-    let h0 = head(first);
-    let mut run = 1;
-    while run < rx.len() && head(&rx[run]) == h0 {
-        run += 1;
-    }
-    (h0, run)
+    (h0, 1 + heads.take_while(|&h| h == h0).count())
 }
 
 /// Pass 1 of a burst that is one run of the header `h0` (its first 12 bytes as
@@ -1110,16 +1069,17 @@ fn look_up_run(
 #[inline(never)]
 fn look_up_burst(
     fdb: &mut Fdb,
-    blocks: &Blocks,
+    burst: &BlockBurst,
     inp: u16,
     now: u32,
     learning: bool,
-    rx: &[Frame],
     dests: &mut [u16],
 ) {
-    fdb.learn_and_look_up_with(inp, now, learning, rx, dests, |f| {
-        header_keys(&blocks.head(f.buf.raw() & 0x00ff_ffff))
-    });
+    // The 8 bytes at each MAC, as little-endian words: the destination's key, the source's.
+    // As long as each other, so that the FDB's pass reads the keys with no check.
+    let burst = burst.head(dests.len());
+    let dests = &mut dests[..burst.len()];
+    fdb.learn_and_look_up_keys(inp, now, learning, |i| burst.words_of::<0, 6>(i), dests);
     // Unknown destinations are flooded (UNKNOWN == FLOOD); never back out.
     for d in dests.iter_mut() {
         *d = if *d == inp { HAIRPIN } else { *d };
@@ -1149,17 +1109,6 @@ fn mac_pair(w0: u64, w1: u32) -> (MacKey, MacKey) {
     (w0 & MAC_MASK, (w0 >> 48) | ((w1 as u64) << 16))
 }
 
-/// The destination and source MAC keys of a header (the 8 bytes at each MAC, read as
-/// little-endian words: the FDB reads only the low 48 bits of a key).
-#[inline(always)]
-fn header_keys(h: &[u8; 16]) -> (MacKey, MacKey) {
-    let mut d = [0u8; 8];
-    let mut s = [0u8; 8];
-    d.copy_from_slice(&h[..8]);
-    s.copy_from_slice(&h[6..14]);
-    (u64::from_le_bytes(d), u64::from_le_bytes(s))
-}
-
 /// The first 16 header bytes as two little-endian words.
 #[inline]
 fn split16(h: &[u8; 16]) -> (u64, u64) {
@@ -1168,55 +1117,4 @@ fn split16(h: &[u8; 16]) -> (u64, u64) {
     a.copy_from_slice(&h[..8]);
     b.copy_from_slice(&h[8..]);
     (u64::from_le_bytes(a), u64::from_le_bytes(b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn burst_check_matches_the_plain_checks() {
-        // The branch-free whole-burst check against the plain per-frame conditions, on
-        // bursts with one frame changed to values at and around every bound.
-        let plain = |words: &[[u32; 2]], pool: u32, count: u32, size: u32| {
-            words.iter().all(|w| {
-                let (raw, len) = (w[0], w[1] & 0xffff);
-                raw >> 24 == pool
-                    && raw & 0x00ff_ffff < count
-                    && len >= ETH_HEADER as u32
-                    && len <= size
-            })
-        };
-        let mut rnd = crate::test_util::rng();
-        for pool in [0u32, 1, 7, 128, 255] {
-            for (count, size) in [(0u32, 0u32), (1, 256), (512, 2048), (1 << 20, 4096)] {
-                for _ in 0..300 {
-                    let n = 1 + rnd(40) as usize;
-                    let mut words: Vec<[u32; 2]> = (0..n)
-                        .map(|_| {
-                            let idx = rnd(count.max(1) as u64) as u32;
-                            let len = 14 + rnd(size.saturating_sub(13).max(1) as u64) as u32;
-                            [pool << 24 | idx, len | (rnd(1 << 16) as u32) << 16]
-                        })
-                        .collect();
-                    let k = rnd(n as u64) as usize;
-                    let p =
-                        [pool, pool ^ 1, pool.wrapping_sub(1) & 0xff, 255 - pool][rnd(4) as usize];
-                    let idx = [0, 1, count.wrapping_sub(1), count, count + 1, 0x00ff_ffff]
-                        [rnd(6) as usize]
-                        & 0x00ff_ffff;
-                    let len = [0, 13, 14, 15, size.wrapping_sub(1), size, size + 1, 0xffff]
-                        [rnd(8) as usize]
-                        & 0xffff;
-                    words[k] = [p << 24 | idx, len | words[k][1] & 0xffff_0000];
-                    assert_eq!(
-                        burst_regular(&words, pool << 24, count, size),
-                        plain(&words, pool, count, size),
-                        "pool {pool} count {count} size {size} frame {:?}",
-                        words[k]
-                    );
-                }
-            }
-        }
-    }
 }

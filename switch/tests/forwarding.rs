@@ -288,6 +288,51 @@ fn no_buffer_for_a_copy_is_dropped_and_counted() {
 }
 
 #[test]
+fn bursts_of_many_stations_go_where_each_destination_was_learned() {
+    // Four ports, each with 8 stations behind it, sending bursts whose every frame has its
+    // own source and destination (stations of the next two ports, alternately): bursts
+    // that are not one run, so every frame's keys come out of its header into the FDB's
+    // pass. Once all 32 stations are learned, every frame goes to its destination's port
+    // and nothing is flooded.
+    let station = |port: usize, k: usize| -> Mac { [0x02, 0x5b, 0, 0, port as u8, k as u8] };
+    let ports: Vec<SimPort> = (0..4)
+        .map(|i| {
+            sim(i as u8, |c| {
+                c.src = Some(MacPattern::RoundRobin(
+                    (0..8).map(|k| station(i, k)).collect(),
+                ));
+                c.dst = MacPattern::RoundRobin(
+                    (0..16)
+                        .map(|k| station((i + 1 + k % 2) % 4, k / 2))
+                        .collect(),
+                );
+            })
+        })
+        .collect();
+    let mut net = Net::new(ports, |_| {});
+    // Learning: every station sends (its frames flood while destinations are unknown).
+    for _ in 0..2 {
+        for i in 0..4 {
+            net.send(i, 16);
+        }
+    }
+    assert_eq!(net.sw.fdb().len(), 32);
+    let sunk: Vec<u64> = (0..4).map(|i| net.sunk(i)).collect();
+    let flooded: Vec<u64> = (0..4).map(|i| net.counters(i).flooded).collect();
+    for i in 0..4 {
+        net.probes[i].release(64);
+    }
+    net.settle();
+    for d in 0..4 {
+        // 32 frames from each of the two ports before it.
+        assert_eq!(net.sunk(d) - sunk[d], 64, "port {d} received");
+        assert_eq!(net.counters(d).flooded, flooded[d], "port {d} flooded");
+        assert_eq!(net.counters(d).dropped_total(), 0, "port {d} dropped");
+    }
+    net.assert_clean();
+}
+
+#[test]
 fn fdb_is_bounded_and_traffic_still_flows() {
     let srcs: Vec<Mac> = (0..100).map(|i| [0x02, 0xbb, 0, 0, 0, i]).collect();
     let a = sim(0, |c| c.src = Some(MacPattern::RoundRobin(srcs.clone())));
