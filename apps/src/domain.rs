@@ -358,7 +358,7 @@ impl AppDomain {
         if cfg.xen_server.is_some() {
             steps.push(("port memory and reference list granted", t0.elapsed()));
         }
-        let xen = xs.map(|xs| XenLink {
+        let mut xen = xs.map(|xs| XenLink {
             xs,
             me: None,
             server: server.0,
@@ -367,8 +367,6 @@ impl AppDomain {
             nonce: seed() | 1,
             report: None,
         });
-        steps.sort_by_key(|(_, t)| *t);
-        let mut xen = xen;
         // Xen: the first request goes out now, and the pool and the stack are built while
         // the server maps and answers.
         let mut sent = None;
