@@ -38,15 +38,19 @@
 //! # One round (DESIGN §5, xenbus numbering)
 //!
 //! 1. The app lays its rings out in its granted memory, allocates an event channel, and
-//!    sends `attach` and `state = 3` (Initialised) together with a read of the backend's
-//!    `answer`: three requests in one round trip ([`crate::xenstore::Batch`]).
+//!    sends `attach` and `state = 3` (Initialised) by paths relative to its domain's home,
+//!    without waiting for the replies (it needs neither its domain id nor a watch).
 //! 2. The server, woken by its watch on the app's `state` node, reads `state`, `attach` and
 //!    its own `answer` (one round trip), checks every field ([`AttachRequest::parse`], the
 //!    name and MAC against its policy, [`RefList::parse`]), maps the reference list and the
-//!    port, binds the event channel, adds the port, and writes `answer` and `state = 4`
-//!    (one round trip; the first time also the directory and its permissions).
-//! 3. The app, woken by its watch on the backend's `state`, reads `answer` and is attached
-//!    when it names its nonce; it then writes `state = 4` without waiting for the reply.
+//!    port, binds the event channel and adds the port; then it leaves its answer in the
+//!    port's header page (`grant_pool::PortAnswer`), rings the app's event channel, and
+//!    sends `answer` and `state = 4` (the first time also the directory and its
+//!    permissions) without waiting.
+//! 3. The app, woken by its event channel, finds the answer in its own memory and is
+//!    attached when it names its nonce; it then writes `state = 4` without waiting. It
+//!    reads the backend's `answer` only when nothing came that way
+//!    ([`Frontend::wait_answer`]): a refusal, or a server that answers only in xenstore.
 //!
 //! A refusal is `answer` (`refused`, the reason) plus `state = 6` in that app's backend
 //! directory only. An app that exits writes `state = 5`. An app killed in a live domain is
