@@ -7,7 +7,7 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 need=(iproute2 iputils-ping curl wrk iperf3 sockperf socat netcat-openbsd tcpdump tshark
-      ethtool busybox-static cpio xz-utils kmod valgrind python3 file)
+      ethtool busybox-static cpio xz-utils kmod valgrind linux-perf python3 file)
 backports=(qemu-system-x86)
 
 missing=()

@@ -288,7 +288,8 @@ pub struct SimPort {
     src: MacPattern,
     dst: MacPattern,
     vary_macs: bool,
-    /// The first 16 bytes of frame `i % macs.len()` as `build` writes them without a
+    /// The first 16 bytes of frame `i % macs.len()` (whole periods of the MAC patterns, at
+    /// least 64 frames) as `build` writes them without a
     /// sequence number (its MACs, then the EtherType, generator id and flags every frame
     /// carries), when the period is short enough to tabulate and frames are at least 16
     /// bytes long (empty otherwise). Written as one 16-byte store, so that a reader of any
@@ -409,7 +410,10 @@ impl SimPort {
             let (a, b) = (port.src.len(), port.dst.len());
             let period = a / gcd(a, b) * b;
             if period <= 1 << 16 {
-                port.macs = (0..period)
+                // Whole periods up to at least 64 frames, so that a burst is written in one
+                // or two stretches even when the pattern is short.
+                let len = period * 64usize.div_ceil(period);
+                port.macs = (0..len)
                     .map(|i| {
                         let mut m = [0u8; 16];
                         m[..6].copy_from_slice(&port.dst.at(i));
@@ -1048,7 +1052,9 @@ mod tests {
         });
         let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
         let mut seen = 0;
-        for _ in 0..3 {
+        // 150 frames: past the end of the generator's table of whole periods (66 frames)
+        // twice, so its wrap-around is checked too.
+        for _ in 0..30 {
             assert_eq!(g.rx_burst(&mut out[..5]), 5);
             for f in &out[..5] {
                 let b = read(&g.pool(), f);
