@@ -289,12 +289,12 @@ pub struct SimPort {
     dst: MacPattern,
     vary_macs: bool,
     /// The first 16 bytes of frame `i % macs.len()` (whole periods of the MAC patterns, at
-    /// least 64 frames) as `build` writes them without a
-    /// sequence number (its MACs, then the EtherType, generator id and flags every frame
-    /// carries), when the period is short enough to tabulate and frames are at least 16
-    /// bytes long (empty otherwise). Written as one 16-byte store, so that a reader of any
-    /// 8 header bytes loads them straight from it, even while it is still in the core's
-    /// store buffer; two stores of 8 and 4 bytes would make a read across both stall.
+    /// least 64 frames) as `build` writes them without a sequence number (its MACs, then
+    /// the EtherType, generator id and flags every frame carries), when the period is
+    /// short enough to tabulate and frames are at least 16 bytes long (empty otherwise).
+    /// Written as one 16-byte store, so that a reader of any 8 header bytes loads them
+    /// straight from it, even while it is still in the core's store buffer; two stores of
+    /// 8 and 4 bytes would make a read across both stall.
     macs: Vec<[u8; 16]>,
     next_frame: usize,
     sequence: bool,
