@@ -3,22 +3,16 @@
 # unless other `switch` bench arguments are given), counted with valgrind's callgrind.
 #
 # Two runs forward N1 and N2 packets; the difference of their instruction counts divided by
-# N2 - N1 cancels setup and warm-up. The per-function profile of the larger run is written
-# (a per-packet breakdown by function, from the same two runs) is written with the result.
+# N2 - N1 cancels setup and warm-up. A per-packet breakdown by function, from the same two
+# runs, is written with the result.
 #
 # Usage: perf/callgrind.sh [extra switch-bench args, e.g. --copy or --ports 16 --macs 256]
 # Writes results/callgrind-switch.txt (or callgrind-switch-<tag>.txt when FERRITE_TAG is set).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-command -v valgrind >/dev/null || { echo "valgrind not found: run scripts/setup-system.sh" >&2; exit 1; }
+. "$(dirname "$0")/switch-env.sh" valgrind
 
 N1=${N1:-200000}
 N2=${N2:-1200000}
-cargo build --release -q -p perf --bin switch
-bin="${CARGO_TARGET_DIR:-target}/release/switch"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 
 run() {
   valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1" --dump-instr=yes \
@@ -37,7 +31,7 @@ mkdir -p results
   echo "# Switch instructions per packet (valgrind --tool=callgrind)"
   echo "command: perf/callgrind.sh $*"
   echo "case: switch --count N ${*:-(64 B, batch 32, 2 ports, zero-copy)}"
-  echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores, Linux $(uname -r)"
+  machine_line
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "valgrind: $(valgrind --version)"
   echo "runs: $N1 packets -> $i1 instructions; $N2 packets -> $i2 instructions"

@@ -9,15 +9,10 @@
 # Needs perf (Debian package linux-perf) and permission to sample (root, or
 # kernel.perf_event_paranoid <= 1).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/switch-env.sh" perf
 
-command -v perf >/dev/null || { echo "perf not found: apt-get install linux-perf" >&2; exit 1; }
 N=${N:-300000000}
 CORE=${CORE:-1}
-cargo build --release -q -p perf --bin switch
-bin="${CARGO_TARGET_DIR:-target}/release/switch"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 
 start=$(date +%s.%N)
 if ! perf record -q -e cpu-clock -F 10000 -o "$out/perf.data" -- \
@@ -35,7 +30,7 @@ mkdir -p results
   echo "# Where the time goes through the switch (perf record -e cpu-clock)"
   echo "command: perf/profile.sh $*"
   echo "case: switch --count $N ${*:-(64 B, batch 32, 2 ports, zero-copy)}, pinned to core $CORE"
-  echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores, Linux $(uname -r)"
+  machine_line
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "$(cat "$out/run.log"); $(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f s under perf, warm-up and setup included", e - s }')"
   echo
