@@ -14,7 +14,7 @@
 //! app's again, and a gratuitous ARP teaches the switch where the app is. TCP retransmits
 //! whatever was lost, so connections survive.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +24,7 @@ use grant_pool::PortAnswer;
 use grant_pool::lend::{LendError, OwnPool};
 use grant_pool::port::{AppPort, PortError, PortLayout};
 use grant_pool::shm::ShmBackend;
-use grant_pool::{Access, DomId, Grant, GrantError, Notifier, PoolId};
+use grant_pool::{Access, DomId, Grant, GrantBackend, GrantError, Notifier, PoolId};
 use rustix::event::{PollFd, PollFlags};
 use smoltcp::iface::{Interface, SocketSet};
 use switch::ctl::{Client, CtlError, GrantRepr, Name, Received, Transport};
@@ -568,17 +568,12 @@ impl AppDomain {
         // The previous server (if any) is gone: lay the port out afresh in the same memory.
         let grant = self.device.pool().grant();
         let port = AppPort::create(grant.region(), l, PoolId(0))?;
-        let notifier = self.backend.notifier(DomId::SELF_HOST)?;
-        let notifier = match notifier {
-            DomNotifier::Shm(n) => n,
-            DomNotifier::Xen(_) => {
-                return Err(AppError::App(
-                    "a Xen doorbell cannot travel over the control socket".into(),
-                ));
-            }
+        let DomBackend::Shm(shm) = &self.backend else {
+            return Err(AppError::App(
+                "a Xen doorbell cannot travel over the control socket".into(),
+            ));
         };
         let gfds = grant.attachments();
-        let nfds = notifier.attachments();
         let repr = GrantRepr {
             rx_size: l.rx().size(),
             tx_size: l.tx().size(),
@@ -588,15 +583,14 @@ impl AppDomain {
             buf_count: l.pool().count as u32,
             domid: APP_DOM.0,
             grant_fds: gfds.len() as u8,
-            notify_fds: nfds.len() as u8,
-            notify_port: notifier.port(),
+            notify_fds: 0,
+            notify_port: 0,
             refs: grant.refs().iter().map(|r| r.0).collect(),
         };
-        let fds: Vec<BorrowedFd<'_>> = gfds.iter().chain(nfds.iter()).copied().collect();
-        let attached = c.grant(&repr, &fds)?;
-        drop(fds);
+        let (attached, bell) = c.grant(&repr, &gfds)?;
         drop(gfds);
-        drop(nfds);
+        // The server made the doorbell; this is the app's end of it.
+        let notifier = shm.bind_notifier(DomId::SELF_HOST, 0, &bell)?;
         c.transport().set_nonblocking(true)?;
         self.attach_rings(PoolId(attached.pool), port, DomNotifier::Shm(notifier))?;
         self.client = Some(c);
@@ -911,14 +905,9 @@ impl Drop for AppDomain {
 /// Sleeps on the doorbell and the control socket together; returns whether the control
 /// socket became readable (the server may have gone).
 fn wait_either(n: &grant_pool::shm::ShmNotifier, c: &mut Client, delay: Duration) -> bool {
-    let raw = n.as_raw_fd();
-    let bell = n.attachments().into_iter().find(|f| f.as_raw_fd() == raw);
+    let bell = n.poll_fd();
     let t = c.transport();
     let ctl = t.as_fd();
-    let Some(bell) = bell else {
-        let _ = n.wait(Some(delay));
-        return false;
-    };
     let mut fds = [
         PollFd::new(&bell, PollFlags::IN),
         PollFd::new(&ctl, PollFlags::IN),

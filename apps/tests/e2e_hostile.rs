@@ -210,7 +210,7 @@ fn hostile_app(backend: Backend) {
         assert!(code.is_some(), "no Error answer to {what}");
         assert!(srv.alive(), "the server died on {what}:\n{}", srv.log());
     }
-    // Descriptors that are not memory: a grant with eventfds where the memfds belong.
+    // Descriptors that are not memory: a grant with sockets where the memfds belong.
     let backend_shm = ShmBackend::new(DomId(1));
     let n1 = backend_shm.notifier(DomId::SELF_HOST).expect("notifier");
     let n2 = backend_shm.notifier(DomId::SELF_HOST).expect("notifier");
@@ -220,7 +220,7 @@ fn hostile_app(backend: Backend) {
         .chain(n2.attachments())
         .collect();
     let code = refused(&sock, &[(&evil_hello, &[]), (&small_grant, &fake)]);
-    eprintln!("hostile control message (eventfds for memory): {code:?}");
+    eprintln!("hostile control message (sockets for memory): {code:?}");
     assert!(
         srv.alive(),
         "the server died on fake memory:\n{}",
@@ -242,13 +242,11 @@ fn hostile_app(backend: Backend) {
         .expect("grant port memory");
     let mem = grant.region();
     let mut port = AppPort::create(mem, layout, PoolId(0)).expect("lay the port out");
-    let notifier = backend_shm.notifier(DomId::SELF_HOST).expect("notifier");
     let mut client = Client::connect(&sock).expect("connect");
     client
         .hello(&Name::new(&evil.name).expect("name"), mac_bytes(&evil.mac))
         .expect("hello");
     let gfds = grant.attachments();
-    let nfds = notifier.attachments();
     let repr = GrantRepr {
         rx_size: layout.rx().size(),
         tx_size: layout.tx().size(),
@@ -258,14 +256,16 @@ fn hostile_app(backend: Backend) {
         buf_count: layout.pool().count as u32,
         domid: 1,
         grant_fds: gfds.len() as u8,
-        notify_fds: nfds.len() as u8,
-        notify_port: notifier.port(),
+        notify_fds: 0,
+        notify_port: 0,
         refs: grant.refs().iter().map(|r| r.0).collect(),
     };
-    let fds: Vec<BorrowedFd<'_>> = gfds.iter().chain(nfds.iter()).copied().collect();
-    let attached = client
-        .grant(&repr, &fds)
+    let (attached, bell) = client
+        .grant(&repr, &gfds)
         .expect("a valid grant is accepted");
+    let notifier = backend_shm
+        .bind_notifier(DomId::SELF_HOST, 0, &bell)
+        .expect("bind the doorbell");
     let pool = attached.pool;
 
     let publish_raw = |ring: &mut RingProducer, off: usize, descs: &[u8]| {

@@ -6,8 +6,8 @@
 //! [`Mapping`] that unmaps on drop. The granter can end access ([`Grant::end_access`]) only
 //! while the pages are not mapped, and can learn that every mapper went away, whether it
 //! unmapped or died ([`Grant::is_mapped`]; Xen's unmap-notify). A [`Notifier`] is a
-//! bidirectional doorbell between two domains (an eventfd pair on `shm`, an event channel on
-//! Xen), made by one side with [`GrantBackend::notifier`] and joined by the other with
+//! bidirectional doorbell between two domains (a Unix socketpair on `shm`, an event channel
+//! on Xen), made by one side with [`GrantBackend::notifier`] and joined by the other with
 //! [`GrantBackend::bind_notifier`].
 //!
 //! Callers are written against [`GrantBackend`] only, so a backend is a type parameter:
@@ -223,8 +223,15 @@ pub trait Notifier: Send + Sync + AsRawFd {
     /// event-channel port; `shm`: 0).
     fn port(&self) -> u32;
 
-    /// File descriptors the peer needs to bind (the eventfd pair on `shm`; none on Xen).
+    /// File descriptors the peer needs to bind (the peer's end of the socketpair on `shm`,
+    /// until taken; none on Xen).
     fn attachments(&self) -> Vec<BorrowedFd<'_>>;
+
+    /// Takes the file descriptors the peer needs to bind out of this notifier, so that they
+    /// are closed here once sent (on `shm` the peer's death then shows as its end closing).
+    fn take_attachments(&mut self) -> Vec<OwnedFd> {
+        Vec::new()
+    }
 
     /// The descriptor that polls readable when the peer rang (the raw fd), borrowed for a
     /// poll loop that watches many notifiers.

@@ -177,6 +177,37 @@ fn seals(fd: BorrowedFd<'_>) -> Result<libc::c_int, GrantError> {
     Ok(s)
 }
 
+/// `statfs` magic of tmpfs/shmem, where plain memfds live (`linux/magic.h`).
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Checks that `fd` is a memfd this backend maps: sealed against shrinking, growing and
+/// further sealing, and on tmpfs with 4 KiB pages. A hugetlbfs memfd passes the seal check,
+/// but its mappings round up to the huge page size, past what the references cover.
+///
+/// Safe to call on any descriptor a peer sent: `F_GET_SEALS` fails at once for files that
+/// are not memfds, and only a memfd is then asked for its file system, so no call here
+/// reaches a file system a peer could serve (FUSE).
+pub fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), GrantError> {
+    if seals(fd)? & REQUIRED_SEALS != REQUIRED_SEALS {
+        return Err(GrantError::BadAttachments(
+            "memfd is not sealed against resizing".into(),
+        ));
+    }
+    // SAFETY: zeroed statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable statfs buffer; the fd is valid.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(GrantError::last_os("fstatfs"));
+    }
+    if st.f_type as i64 != TMPFS_MAGIC {
+        return Err(GrantError::BadAttachments(format!(
+            "memfd is not on tmpfs (file system magic {:#x}): huge-page memfds are refused",
+            st.f_type
+        )));
+    }
+    Ok(())
+}
+
 fn file_size(fd: BorrowedFd<'_>) -> Result<usize, GrantError> {
     // SAFETY: zeroed stat is a valid out-parameter; the fd is valid.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
@@ -305,8 +336,7 @@ pub struct ShmMapping {
     granter: DomId,
     access: Access,
     pages: usize,
-    /// The reserved address range; runs of pages are mapped over it with `MAP_FIXED`.
-    /// `None` only during drop.
+    /// The mapped pages, in one piece. `None` only during drop.
     view: Option<Mmap>,
     base: NonNull<u8>,
     ctl_map: Mmap,
@@ -413,25 +443,27 @@ impl GrantBackend for ShmBackend {
             });
         }
         for fd in [data, ctl] {
-            if seals(fd.as_fd())? & REQUIRED_SEALS != REQUIRED_SEALS {
-                return Err(GrantError::BadAttachments(
-                    "memfd is not sealed against resizing".into(),
-                ));
-            }
+            check_memfd(fd.as_fd())?;
         }
         let file_pages = file_size(data.as_fd())? / PAGE_SIZE;
-        // Sort a copy rather than index a table by page: the memfd's size is the peer's
+        // One run of consecutive pages, mapped in one piece: the memfd's size is the peer's
         // choice, the number of references is bounded above.
-        let mut sorted: Vec<u32> = refs.iter().map(|r| r.0).collect();
-        sorted.sort_unstable();
-        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(GrantError::BadRefs(format!("reference {} repeats", w[0])));
-        }
-        if let Some(&last) = sorted.last()
-            && last as usize >= file_pages
+        let first = refs[0].0;
+        if let Some((k, r)) = refs
+            .iter()
+            .enumerate()
+            .find(|&(k, r)| r.0 as u64 != first as u64 + k as u64)
         {
             return Err(GrantError::BadRefs(format!(
-                "reference {last} is past the {file_pages} granted pages"
+                "reference {} at position {k} does not follow {first}: the references must \
+                 name consecutive pages",
+                r.0
+            )));
+        }
+        let end = first as u64 + refs.len() as u64;
+        if end > file_pages as u64 {
+            return Err(GrantError::BadRefs(format!(
+                "references {first}..{end} reach past the {file_pages} granted pages"
             )));
         }
         if file_size(ctl.as_fd())? < PAGE_SIZE {
@@ -471,7 +503,12 @@ impl GrantBackend for ShmBackend {
                 .atomic_u32(slot_off(slot))
                 .store(0, Ordering::Release)
         };
-        let view = match map_runs(data.as_fd(), refs, prot) {
+        let view = match Mmap::map(
+            data.as_fd(),
+            refs.len() * PAGE_SIZE,
+            first as usize * PAGE_SIZE,
+            prot,
+        ) {
             Ok(v) => v,
             Err(e) => {
                 release_slot(&ctl_map);
@@ -490,9 +527,11 @@ impl GrantBackend for ShmBackend {
     }
 
     fn notifier(&self, _peer: DomId) -> Result<ShmNotifier, GrantError> {
+        let (sock, peer_end) = socket_pair_stream()?;
         Ok(ShmNotifier {
-            rx: eventfd()?,
-            tx: eventfd()?,
+            sock,
+            peer_end: Some(peer_end),
+            gone: false.into(),
         })
     }
 
@@ -507,126 +546,131 @@ impl GrantBackend for ShmBackend {
                 "shm notifiers have port 0, got {port}"
             )));
         }
-        let [peer_rx, peer_tx] = attach else {
+        let [end] = attach else {
             return Err(GrantError::BadNotifier(format!(
-                "expected 2 eventfds, got {}",
+                "expected 1 socket, got {} descriptors",
                 attach.len()
             )));
         };
-        for fd in [peer_rx, peer_tx] {
-            let link =
-                std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
-                    GrantError::Os {
-                        op: "readlink(/proc/self/fd)",
-                        source: e,
-                    }
-                })?;
-            if link.as_os_str() != "anon_inode:[eventfd]" {
-                return Err(GrantError::BadNotifier(format!(
-                    "descriptor is {}, not an eventfd",
-                    link.display()
-                )));
-            }
+        let domain = sockopt_int(end.as_fd(), libc::SO_DOMAIN);
+        let kind = sockopt_int(end.as_fd(), libc::SO_TYPE);
+        if domain != Some(libc::AF_UNIX) || kind != Some(libc::SOCK_STREAM) {
+            return Err(GrantError::BadNotifier(
+                "the doorbell is not a Unix stream socket".into(),
+            ));
         }
-        let dup = |fd: &OwnedFd| {
-            fd.try_clone().map_err(|e| GrantError::Os {
-                op: "dup",
-                source: e,
-            })
-        };
-        // The creator waits on its rx and rings its tx: the binder does the opposite.
+        let sock = end.try_clone().map_err(|e| GrantError::Os {
+            op: "dup",
+            source: e,
+        })?;
         Ok(ShmNotifier {
-            rx: dup(peer_tx)?,
-            tx: dup(peer_rx)?,
+            sock,
+            peer_end: None,
+            gone: false.into(),
         })
     }
 }
 
-/// Reserves address space for `refs.len()` pages and maps each run of consecutive
-/// references over it.
-fn map_runs(
-    data: BorrowedFd<'_>,
-    refs: &[GrantRef],
-    prot: libc::c_int,
-) -> Result<Mmap, GrantError> {
-    let len = refs.len() * PAGE_SIZE;
-    // SAFETY: a fresh anonymous inaccessible reservation at a kernel-chosen address.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
+fn socket_pair_stream() -> Result<(OwnedFd, OwnedFd), GrantError> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid out-array of two ints; the result is checked.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
             0,
+            fds.as_mut_ptr(),
         )
     };
-    if p == libc::MAP_FAILED {
-        return Err(GrantError::last_os("mmap(reserve)"));
+    if r != 0 {
+        return Err(GrantError::last_os("socketpair"));
     }
-    let view = Mmap {
-        base: NonNull::new(p.cast()).ok_or_else(|| GrantError::last_os("mmap"))?,
-        len,
+    // SAFETY: both descriptors are fresh and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// An integer socket option of `fd`, or `None` when `fd` is not a socket.
+fn sockopt_int(fd: BorrowedFd<'_>, opt: libc::c_int) -> Option<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid out-parameters of the sizes given; the fd is valid.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&raw mut v).cast(),
+            &mut len,
+        )
     };
-    let mut i = 0;
-    while i < refs.len() {
-        let mut j = i + 1;
-        while j < refs.len() && refs[j].0 == refs[j - 1].0.wrapping_add(1) {
-            j += 1;
-        }
-        // SAFETY: the target range [i, j) pages lies inside the reservation `view` owns, so
-        // MAP_FIXED replaces only our own reservation; the result is checked.
-        let r = unsafe {
-            libc::mmap(
-                view.base.as_ptr().add(i * PAGE_SIZE).cast(),
-                (j - i) * PAGE_SIZE,
-                prot,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                data.as_raw_fd(),
-                (refs[i].0 as usize * PAGE_SIZE) as libc::off_t,
-            )
-        };
-        if r == libc::MAP_FAILED {
-            return Err(map_err("mmap(MAP_FIXED)"));
-        }
-        i = j;
-    }
-    Ok(view)
+    (r == 0).then_some(v)
 }
 
-fn eventfd() -> Result<OwnedFd, GrantError> {
-    // SAFETY: plain syscall; result checked.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(GrantError::last_os("eventfd"));
-    }
-    // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// A doorbell between two processes: two eventfds, one per direction.
+/// A doorbell between two processes: one end of a Unix stream socketpair. A ring is one byte
+/// sent; the peer's ends of the pair carry nothing else.
+///
+/// Every send and receive passes `MSG_DONTWAIT`, so no call here can block whatever the peer
+/// does to its own end or to the flags of a shared file description: a peer that never reads
+/// fills its receive queue and further rings are dropped (it has rings pending already).
+///
+/// The side that must never wait on the peer creates the pair ([`GrantBackend::notifier`])
+/// and hands the other end over ([`Notifier::take_attachments`]), so the peer never holds the
+/// creator's end: on the control socket the server creates every app's doorbell. The binder
+/// takes the creator's word for the pair (a creator could keep a copy of the end it sent).
 #[derive(Debug)]
 pub struct ShmNotifier {
-    rx: OwnedFd,
-    tx: OwnedFd,
+    sock: OwnedFd,
+    /// The creator's copy of the peer's end, until it is sent.
+    peer_end: Option<OwnedFd>,
+    /// The peer closed its end (seen by `drain`).
+    gone: std::sync::atomic::AtomicBool,
 }
 
 impl ShmNotifier {
+    /// Most bytes (rings) one `drain` consumes: rings merge, and a peer that rings faster
+    /// than this leaves the descriptor readable for the next call.
+    const DRAIN: usize = 256;
+
+    /// Whether the peer closed its end of the doorbell (found by a `drain` or `wait`).
+    pub fn peer_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
     fn read_counter(&self) -> Result<bool, GrantError> {
-        let mut v = 0u64;
+        let mut buf = [0u8; Self::DRAIN];
         loop {
-            // SAFETY: reading 8 bytes into a local u64 from our eventfd.
-            let r = unsafe { libc::read(self.rx.as_raw_fd(), (&raw mut v).cast(), 8) };
-            if r == 8 {
+            // SAFETY: receiving at most `buf.len()` bytes into a local buffer from our socket.
+            let r = unsafe {
+                libc::recv(
+                    self.sock.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
                 return Ok(true);
+            }
+            if r == 0 {
+                self.gone.store(true, Ordering::Relaxed);
+                return Err(GrantError::BadNotifier(
+                    "the peer closed its doorbell".into(),
+                ));
             }
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) => return Ok(false),
+                // The peer closed its end with rings of ours unread.
+                Some(libc::ECONNRESET) => {
+                    self.gone.store(true, Ordering::Relaxed);
+                    return Err(GrantError::BadNotifier(
+                        "the peer closed its doorbell".into(),
+                    ));
+                }
                 _ => {
                     return Err(GrantError::Os {
-                        op: "read(eventfd)",
+                        op: "recv(doorbell)",
                         source: e,
                     });
                 }
@@ -637,27 +681,40 @@ impl ShmNotifier {
 
 impl AsRawFd for ShmNotifier {
     fn as_raw_fd(&self) -> RawFd {
-        self.rx.as_raw_fd()
+        self.sock.as_raw_fd()
     }
 }
 
 impl Notifier for ShmNotifier {
     fn notify(&self) -> Result<(), GrantError> {
-        let v = 1u64;
+        let v = 1u8;
         loop {
-            // SAFETY: writing 8 bytes from a local u64 to our eventfd.
-            let r = unsafe { libc::write(self.tx.as_raw_fd(), (&raw const v).cast(), 8) };
-            if r == 8 {
+            // SAFETY: sending one byte from a local to our socket.
+            let r = unsafe {
+                libc::send(
+                    self.sock.as_raw_fd(),
+                    (&raw const v).cast(),
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if r == 1 {
                 return Ok(());
             }
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
-                // The counter is saturated: the peer has plenty of rings pending already.
+                // The peer's queue is full: it has plenty of rings pending already.
                 Some(libc::EAGAIN) => return Ok(()),
+                Some(libc::EPIPE) | Some(libc::ECONNRESET) => {
+                    self.gone.store(true, Ordering::Relaxed);
+                    return Err(GrantError::BadNotifier(
+                        "the peer closed its doorbell".into(),
+                    ));
+                }
                 _ => {
                     return Err(GrantError::Os {
-                        op: "write(eventfd)",
+                        op: "send(doorbell)",
                         source: e,
                     });
                 }
@@ -682,7 +739,7 @@ impl Notifier for ShmNotifier {
                 }
             };
             let mut pfd = libc::pollfd {
-                fd: self.rx.as_raw_fd(),
+                fd: self.sock.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
@@ -709,7 +766,11 @@ impl Notifier for ShmNotifier {
     }
 
     fn attachments(&self) -> Vec<BorrowedFd<'_>> {
-        vec![self.rx.as_fd(), self.tx.as_fd()]
+        self.peer_end.iter().map(|f| f.as_fd()).collect()
+    }
+
+    fn take_attachments(&mut self) -> Vec<OwnedFd> {
+        self.peer_end.take().into_iter().collect()
     }
 }
 

@@ -209,8 +209,11 @@ fn read_only_grants_cannot_be_written() {
     }
 }
 
+/// A grant maps in one piece: a run of consecutive pages, anywhere in the memfd. Anything
+/// else would need a mapping per run (a peer could exhaust `vm.max_map_count` with a
+/// fragmented list) and is refused.
 #[test]
-fn non_contiguous_references_map_in_the_order_given() {
+fn a_run_of_consecutive_references_maps_and_any_other_list_is_refused() {
     let be = ShmBackend::new(APP);
     let g = be.grant(SERVER, 5, Access::ReadWrite).expect("grant");
     for p in 0..5 {
@@ -221,20 +224,67 @@ fn non_contiguous_references_map_in_the_order_given() {
         .iter()
         .map(|f| f.try_clone_to_owned().expect("dup"))
         .collect();
-    let order = [GrantRef(4), GrantRef(1), GrantRef(2), GrantRef(0)];
-    let m = be.map(APP, &order, Access::ReadWrite, &fds).expect("map");
-    assert_eq!(m.pages(), 4);
+    let run = [GrantRef(1), GrantRef(2), GrantRef(3)];
+    let m = be.map(APP, &run, Access::ReadWrite, &fds).expect("map");
+    assert_eq!(m.pages(), 3);
     let mut seen = Vec::new();
-    for p in 0..4 {
+    for p in 0..3 {
         let mut b = [0u8];
         m.region().read(p * 4096, &mut b).expect("read");
         seen.push(b[0]);
     }
-    assert_eq!(seen, [5, 2, 3, 1]);
-    m.region().write(2 * 4096 + 1, b"z").expect("write");
+    assert_eq!(seen, [2, 3, 4]);
+    m.region().write(4096 + 1, b"z").expect("write");
     let mut b = [0u8];
     g.region().read(2 * 4096 + 1, &mut b).expect("read");
-    assert_eq!(&b, b"z", "page 2 of the mapping is granted page 2");
+    assert_eq!(&b, b"z", "page 1 of the mapping is granted page 2");
+    for refs in [
+        &[GrantRef(4), GrantRef(1)][..],
+        &[GrantRef(0), GrantRef(2)],
+        &[GrantRef(1), GrantRef(0)],
+        &[GrantRef(3), GrantRef(4), GrantRef(5)],
+    ] {
+        assert!(
+            matches!(
+                be.map(APP, refs, Access::ReadWrite, &fds),
+                Err(GrantError::BadRefs(_))
+            ),
+            "{refs:?} must be refused"
+        );
+    }
+}
+
+/// A sealed huge-page memfd passes the seal check, but a mapping of it covers a whole huge
+/// page, past the references: only tmpfs memfds with 4 KiB pages are mapped.
+#[test]
+fn a_huge_page_memfd_is_refused() {
+    // SAFETY: plain syscall with a valid NUL-terminated name; result checked.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"huge".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB,
+        )
+    };
+    assert!(
+        fd >= 0,
+        "memfd_create(MFD_HUGETLB): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh descriptor we own.
+    let huge = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: plain syscalls on our descriptor.
+    unsafe {
+        assert_eq!(libc::ftruncate(huge.as_raw_fd(), 2 << 20), 0);
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        assert_eq!(libc::fcntl(huge.as_raw_fd(), libc::F_ADD_SEALS, seals), 0);
+    }
+    let be = ShmBackend::new(APP);
+    let g = be.grant(SERVER, 1, Access::ReadWrite).expect("grant");
+    let ctl = g.attachments()[1].try_clone_to_owned().expect("dup");
+    match be.map(APP, &[GrantRef(0)], Access::ReadWrite, &[huge, ctl]) {
+        Err(GrantError::BadAttachments(why)) => assert!(why.contains("tmpfs"), "{why}"),
+        other => panic!("a huge-page memfd was not refused: {other:?}"),
+    }
 }
 
 #[test]
@@ -288,13 +338,20 @@ fn bad_references_and_attachments_are_refused() {
     ));
 }
 
-/// A notifier made by the parent and bound by the child rings both ways.
+/// A notifier made by the parent and bound by the child rings both ways; the child's exit
+/// closes its end, which the parent sees.
 #[test]
 fn notifiers_ring_across_processes() {
     let be = ShmBackend::new(SERVER);
-    let n = be.notifier(APP).expect("notifier");
+    let mut n = be.notifier(APP).expect("notifier");
     let (child, sock) = common::spawn_child("child_rings_back");
-    shm::send_fds(sock.as_fd(), &n.port().to_le_bytes(), &n.attachments()).expect("send");
+    let theirs = n.take_attachments();
+    assert!(n.attachments().is_empty(), "taken once");
+    let borrowed: Vec<_> = theirs.iter().map(|f| f.as_fd()).collect();
+    shm::send_fds(sock.as_fd(), &n.port().to_le_bytes(), &borrowed).expect("send");
+    drop(borrowed);
+    // The child's end lives in the child alone from here.
+    drop(theirs);
     assert!(!n.wait(Some(Duration::ZERO)).expect("poll"), "nothing yet");
     n.notify().expect("ring");
     assert!(
@@ -302,7 +359,10 @@ fn notifiers_ring_across_processes() {
         "the child answered"
     );
     common::join(child);
-    assert!(!n.drain().expect("drain"), "one ring, consumed once");
+    assert!(!n.peer_gone());
+    assert!(n.drain().is_err(), "the child's end closed with it");
+    assert!(n.peer_gone());
+    assert!(n.notify().is_err(), "nobody to ring");
 }
 
 #[test]
@@ -322,31 +382,74 @@ fn child_rings_back() {
 }
 
 #[test]
-fn binding_something_else_than_eventfds_is_refused() {
+fn binding_something_else_than_one_stream_socket_is_refused() {
     let be = ShmBackend::new(APP);
+    let refused = |fds: &[OwnedFd], port: u32| {
+        matches!(
+            be.bind_notifier(SERVER, port, fds).err(),
+            Some(GrantError::BadNotifier(_))
+        )
+    };
     let (a, b) = shm::seqpacket_pair().expect("pair");
-    assert!(matches!(
-        be.bind_notifier(SERVER, 0, &[a, b]).err(),
-        Some(GrantError::BadNotifier(_))
-    ));
-    let n = be.notifier(SERVER).expect("notifier");
-    let fds: Vec<OwnedFd> = n
-        .attachments()
-        .iter()
-        .map(|f| f.try_clone_to_owned().expect("dup"))
-        .collect();
-    assert!(matches!(
-        be.bind_notifier(SERVER, 9, &fds).err(),
-        Some(GrantError::BadNotifier(_))
-    ));
+    assert!(refused(&[a], 0), "a seqpacket socket");
+    let null = OwnedFd::from(std::fs::File::open("/dev/null").expect("null"));
+    assert!(refused(&[null], 0), "a file");
+    let mut n = be.notifier(SERVER).expect("notifier");
+    let end = n.take_attachments();
+    assert!(refused(&end, 9), "a port other than 0");
+    let two = [end[0].try_clone().expect("dup"), b];
+    assert!(refused(&two, 0), "two descriptors");
+    assert!(be.bind_notifier(SERVER, 0, &end).is_ok());
+}
+
+/// The doorbell never blocks its holder, whatever the peer does with its end: clears
+/// `O_NONBLOCK` on it (the flag of its own open file, not ours), floods it, never reads it.
+#[test]
+fn a_doorbell_never_blocks_whatever_the_peer_does() {
+    let server = ShmBackend::new(SERVER);
+    let mut n = server.notifier(APP).expect("notifier");
+    let theirs = ShmBackend::new(APP)
+        .bind_notifier(SERVER, 0, &n.take_attachments())
+        .expect("bind");
+    let fd = theirs.poll_fd();
+    // SAFETY: plain fcntl on a descriptor `theirs` owns.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        assert_eq!(
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK),
+            0
+        );
+    }
+    // The peer never reads: our rings fill its queue, and further ones are dropped.
+    for _ in 0..100_000 {
+        n.notify().expect("a ring never fails while the peer lives");
+    }
+    // The peer floods us: a drain takes a bounded bite and returns.
+    let junk = [1u8; 4096];
+    // SAFETY: sending from a local buffer on a descriptor `theirs` owns.
+    while unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            junk.as_ptr().cast(),
+            junk.len(),
+            libc::MSG_DONTWAIT,
+        )
+    } > 0
+    {}
+    assert!(n.drain().expect("drain"));
+    assert!(n.drain().expect("drain"), "more left for the next call");
+    assert!(n.wait(Some(Duration::ZERO)).expect("poll"));
+    drop(theirs);
+    let gone = (0..100_000).find_map(|_| n.drain().err());
+    assert!(gone.is_some() && n.peer_gone(), "the closed end is seen");
 }
 
 #[test]
 fn descriptors_and_bytes_travel_together() {
     let (a, b) = shm::seqpacket_pair().expect("pair");
     let be = ShmBackend::new(APP);
-    let n = be.notifier(SERVER).expect("notifier");
-    shm::send_fds(a.as_fd(), b"two fds", &n.attachments()).expect("send");
+    let g = be.grant(SERVER, 1, Access::ReadWrite).expect("grant");
+    shm::send_fds(a.as_fd(), b"two fds", &g.attachments()).expect("send");
     let (msg, fds) = recv(&b);
     assert_eq!(msg, b"two fds");
     assert_eq!(fds.len(), 2);
@@ -363,15 +466,12 @@ fn descriptors_and_bytes_travel_together() {
 /// peer is seen through any holder, and any holder rings the peer.
 #[test]
 fn a_shared_binding_rings_and_is_rung_through_every_holder() {
-    let app = ShmBackend::new(APP);
-    let n = app.notifier(SERVER).expect("notifier");
     let server = ShmBackend::new(SERVER);
-    let fds: Vec<OwnedFd> = n
-        .attachments()
-        .iter()
-        .map(|f| f.try_clone_to_owned().expect("dup"))
-        .collect();
-    let bound = std::sync::Arc::new(server.bind_notifier(APP, n.port(), &fds).expect("bind"));
+    let mut bell = server.notifier(APP).expect("notifier");
+    let n = ShmBackend::new(APP)
+        .bind_notifier(SERVER, 0, &bell.take_attachments())
+        .expect("bind");
+    let bound = std::sync::Arc::new(bell);
     let (port_side, control_side) = (bound.clone(), bound);
     assert_eq!(port_side.port(), control_side.port());
     assert_eq!(port_side.poll_fd().as_raw_fd(), control_side.as_raw_fd());

@@ -132,9 +132,10 @@ impl AppCounters {
         self.kicks_in.load(Relaxed)
     }
 
-    /// Whether the switch saw the app's grant lose its granter (the app's process died;
-    /// its domain's kernel cleared the grant's granter-alive byte). The control thread
-    /// detaches such a port, as it does a socket app whose connection closed.
+    /// Whether the switch saw the app go: its grant lost its granter (the app's process
+    /// died; its domain's kernel cleared the grant's granter-alive byte), or it closed its
+    /// doorbell. The control thread detaches such a port, as it does a socket app whose
+    /// connection closed.
     pub fn granter_gone(&self) -> bool {
         self.granter_gone.load(Relaxed)
     }
@@ -528,9 +529,15 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
     fn prepare_wait(&mut self) -> bool {
         // Rings that arrived while the switch was busy are stale now (counted: the app's
         // kicks as the server sees them).
-        if let Ok(true) = self.notifier.drain() {
-            self.local.kicks_in += 1;
-            self.publish();
+        match self.notifier.drain() {
+            Ok(true) => {
+                self.local.kicks_in += 1;
+                self.publish();
+            }
+            Ok(false) => {}
+            // The app closed its doorbell (or it broke): it can no longer ring or be rung.
+            // The control thread detaches it; until then the switch does not wait on it.
+            Err(_) => self.shared.granter_gone.store(true, Relaxed),
         }
         // A dead app's kernel rang its doorbell too (unmap-notify): look at the grant.
         self.check_granter();
@@ -554,7 +561,8 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
     }
 
     fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        Some(self.notifier.poll_fd())
+        // A closed doorbell polls readable for ever: not a reason to wake.
+        (!self.shared.granter_gone()).then(|| self.notifier.poll_fd())
     }
 
     fn tx_done(&mut self, _out: &mut [BufHandle]) -> usize {
@@ -658,13 +666,11 @@ mod tests {
         let mapping = srv_be
             .map(DomId(1), &refs, Access::ReadWrite, &fds)
             .unwrap();
-        let n = app_be.notifier(DomId(0)).unwrap();
-        let nfds: Vec<std::os::fd::OwnedFd> = n
-            .attachments()
-            .iter()
-            .map(|f| f.try_clone_to_owned().unwrap())
-            .collect();
-        let notifier = srv_be.bind_notifier(DomId(1), 0, &nfds).unwrap();
+        // The server makes the doorbell and hands the app its end.
+        let mut notifier = srv_be.notifier(DomId(1)).unwrap();
+        let n = app_be
+            .bind_notifier(DomId(0), 0, &notifier.take_attachments())
+            .unwrap();
         let h = layout.header();
         let port = AppPort::new(
             "t",
@@ -848,7 +854,7 @@ mod tests {
     fn a_dead_granter_is_flagged_once_the_port_idles_or_sleeps() {
         let alive = Arc::new(AtomicBool::new(true));
         let a = alive.clone();
-        let (mut app, _g, mut port, _) =
+        let (mut app, _g, mut port, _bell) =
             pair_with([8, 8, 8, 8], 32, move |m| Watched { inner: m, alive: a });
         let c = port.counters();
         let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
@@ -867,7 +873,7 @@ mod tests {
             port.rx_burst(&mut out);
         }
         assert!(c.granter_gone(), "an idle port looks at its granter");
-        let (_app, _g, mut port, _) = pair_with([8, 8, 8, 8], 32, |m| Watched {
+        let (_app, _g, mut port, _bell) = pair_with([8, 8, 8, 8], 32, |m| Watched {
             inner: m,
             alive: Arc::new(AtomicBool::new(false)),
         });
@@ -875,6 +881,22 @@ mod tests {
         assert!(!c.granter_gone());
         port.prepare_wait();
         assert!(c.granter_gone(), "checked before the switch sleeps");
+    }
+
+    #[test]
+    fn an_app_that_closes_its_doorbell_is_flagged_gone_and_not_waited_on() {
+        let (_app, _g, mut port, bell) = pair_with([8, 8, 8, 8], 32, |m| m);
+        let c = port.counters();
+        port.prepare_wait();
+        assert!(!c.granter_gone());
+        assert!(port.wait_fd().is_some());
+        drop(bell);
+        port.prepare_wait();
+        assert!(c.granter_gone(), "a closed doorbell is the app's departure");
+        assert!(
+            port.wait_fd().is_none(),
+            "a closed doorbell polls readable for ever: the switch does not wait on it"
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The control protocol without the switch: the app-side [`Client`] against a [`Session`]
 //! driven over a real `SOCK_SEQPACKET` pair, with real shm grants passed as descriptors.
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
-use grant_pool::shm::ShmBackend;
+use grant_pool::shm::{ShmBackend, ShmNotifier};
 use grant_pool::{Access, DomId, Grant, GrantBackend, GrantRef, Mapping, Notifier, PortLayout};
 use switch::ctl::{
     AllowedApp, Client, CtlError, ErrorCode, GrantRepr, Limits, Name, Policy, Received, Repr,
@@ -27,26 +27,37 @@ fn policy(uid: u32) -> Policy {
             max_mem: 64 << 20,
             timeout_ms: 5000,
         },
-        grant_fds: (2, 2),
+        grant_fds: (2, 0),
     }
 }
 
+/// What [`serve_one`] saw: the states it went through, the grant with its descriptors, and
+/// its end of the doorbell it made for the app.
+type Seen = (
+    Vec<State>,
+    Option<(GrantRepr, Vec<OwnedFd>)>,
+    Option<ShmNotifier>,
+);
+
 /// A minimal server side: one session, answering until it closes; returns what it saw.
-fn serve_one(mut t: SeqPacket, policy: Policy) -> (Vec<State>, Option<(GrantRepr, Vec<OwnedFd>)>) {
+/// Like the server, it makes the app's doorbell and sends the app's end with `Connected`.
+fn serve_one(mut t: SeqPacket, policy: Policy) -> Seen {
     let peer = t.peer().expect("peer");
     let mut s = Session::new(peer, &policy, Instant::now());
     let mut states = vec![s.state()];
     let mut attached = None;
+    let mut bell = None;
     let mut buf = vec![0u8; 65536];
     loop {
         let mut fds = Vec::new();
+        let mut send: Vec<OwnedFd> = Vec::new();
         let (len, truncated, surplus) = match t.recv(&mut buf, &mut fds).expect("recv") {
             Received::Message {
                 len,
                 truncated,
                 surplus_fds,
             } => (len, truncated, surplus_fds),
-            Received::Closed | Received::WouldBlock => return (states, attached),
+            Received::Closed | Received::WouldBlock => return (states, attached, bell),
         };
         let step = s.on_message(
             &buf[..len],
@@ -61,15 +72,21 @@ fn serve_one(mut t: SeqPacket, policy: Policy) -> (Vec<State>, Option<(GrantRepr
             Step::Close(r) => (r, true),
             Step::Attach { grant, .. } => {
                 attached = Some((grant, fds));
+                let mut n = ShmBackend::new(DomId::SELF_HOST)
+                    .notifier(DomId(1))
+                    .expect("doorbell");
+                send = n.take_attachments();
+                bell = Some(n);
                 (s.attached(5, 9, 77), false)
             }
             Step::Stats => (Repr::StatsReply(Default::default()), false),
             Step::Detach => (s.detached(), true),
         };
         states.push(s.state());
-        t.send(&answer.to_bytes(), &[]).expect("send");
+        let out: Vec<BorrowedFd<'_>> = send.iter().map(|f| f.as_fd()).collect();
+        t.send(&answer.to_bytes(), &out).expect("send");
         if close {
-            return (states, attached);
+            return (states, attached, bell);
         }
     }
 }
@@ -86,7 +103,6 @@ fn a_grant_travels_with_its_descriptors_and_maps_on_the_other_side() {
         .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
         .expect("grant");
     grant.region().write(4096 * 3, b"app bytes").expect("write");
-    let notifier = be.notifier(DomId::SELF_HOST).expect("notifier");
     let h = layout.header();
     let repr = GrantRepr {
         rx_size: h.rx_size,
@@ -97,8 +113,8 @@ fn a_grant_travels_with_its_descriptors_and_maps_on_the_other_side() {
         buf_count: h.buf_count,
         domid: 1,
         grant_fds: 2,
-        notify_fds: 2,
-        notify_port: notifier.port(),
+        notify_fds: 0,
+        notify_port: 0,
         refs: grant.refs().iter().map(|r| r.0).collect(),
     };
     let mut c = Client::new(app_end);
@@ -106,18 +122,17 @@ fn a_grant_travels_with_its_descriptors_and_maps_on_the_other_side() {
         .hello(&Name::new("web").expect("name"), [2, 0, 0, 0, 0, 1])
         .expect("hello");
     assert_eq!(limits.max_ring, 1024);
-    let fds: Vec<BorrowedFd<'_>> = grant
-        .attachments()
-        .into_iter()
-        .chain(notifier.attachments())
-        .collect();
-    let att = c.grant(&repr, &fds).expect("grant");
+    let (att, bell_fds) = c.grant(&repr, &grant.attachments()).expect("grant");
     assert_eq!((att.port, att.pool, att.instance), (5, 9, 77));
+    // The app's end of the doorbell the server made came with Connected.
+    let app_bell = be
+        .bind_notifier(DomId::SELF_HOST, 0, &bell_fds)
+        .expect("bind the doorbell");
     assert!(c.stats().expect("stats").ports.is_empty());
     c.detach().expect("detach");
     drop(c);
 
-    let (states, attached) = server.join().expect("server thread");
+    let (states, attached, srv_bell) = server.join().expect("server thread");
     assert_eq!(
         states,
         vec![
@@ -130,20 +145,28 @@ fn a_grant_travels_with_its_descriptors_and_maps_on_the_other_side() {
     );
     let (g, fds) = attached.expect("attach step");
     assert_eq!(g, repr);
-    assert_eq!(fds.len(), 4);
-    // The descriptors that arrived are the app's memory and doorbell.
+    assert_eq!(fds.len(), 2);
+    // The descriptors that arrived are the app's memory.
     let srv = ShmBackend::new(DomId::SELF_HOST);
     let refs: Vec<GrantRef> = g.refs.iter().map(|&r| GrantRef(r)).collect();
     let m = srv
-        .map(DomId(1), &refs, Access::ReadWrite, &fds[..2])
+        .map(DomId(1), &refs, Access::ReadWrite, &fds)
         .expect("map");
     let mut b = [0u8; 9];
     m.region().read(4096 * 3, &mut b).expect("read");
     assert_eq!(&b, b"app bytes");
-    let bell = srv.bind_notifier(DomId(1), 0, &fds[2..]).expect("bind");
-    notifier.notify().expect("ring");
+    // The doorbell rings both ways.
+    let srv_bell = srv_bell.expect("the server made a doorbell");
+    app_bell.notify().expect("ring the server");
     assert!(
-        bell.wait(Some(std::time::Duration::from_secs(5)))
+        srv_bell
+            .wait(Some(std::time::Duration::from_secs(5)))
+            .expect("wait")
+    );
+    srv_bell.notify().expect("ring the app");
+    assert!(
+        app_bell
+            .wait(Some(std::time::Duration::from_secs(5)))
             .expect("wait")
     );
 }
@@ -161,7 +184,7 @@ fn a_refused_hello_is_an_error_for_the_client_and_the_end_of_the_connection() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    let (states, _) = server.join().expect("server thread");
+    let (states, _, _) = server.join().expect("server thread");
     assert_eq!(states.last(), Some(&State::Closing));
     assert!(matches!(c.receive(), Err(CtlError::Closed)));
 }

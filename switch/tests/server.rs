@@ -5,7 +5,7 @@ mod server_app;
 
 use std::time::Duration;
 
-use grant_pool::{BufHandle, BufIdx, Desc, Grant, PoolId};
+use grant_pool::{BufHandle, BufIdx, Desc, Grant, Notifier, PoolId};
 use rustix::process::Signal;
 use server_app::*;
 use switch::ctl::transport::SeqPacket;
@@ -70,25 +70,48 @@ fn apps_attach_and_forward_frames_across_processes() {
     assert!(port(&srv.stats(), B.0).is_some());
 }
 
-/// Messages to send, each with how many descriptors to attach.
-type Steps = Vec<(Vec<u8>, usize)>;
+/// Descriptors to attach to a message.
+#[derive(Clone, Copy)]
+enum Fds {
+    None,
+    /// Sealed memfds of a real grant (the kind a grant carries).
+    Memfds(usize),
+    /// Open files of another kind (`/dev/null`).
+    Files(usize),
+}
+
+/// Messages to send, each with the descriptors to attach.
+type Steps = Vec<(Vec<u8>, Fds)>;
 
 /// Sends raw bytes with optional descriptors on a fresh connection; returns the answer.
 fn raw_exchange(sock: &std::path::Path, steps: &Steps) -> Result<Repr, CtlError> {
     let mut t = SeqPacket::connect(sock)?;
-    let files: Vec<std::fs::File> = (0..6)
-        .map(|_| std::fs::File::open("/dev/null").expect("null"))
+    let files: Vec<std::os::fd::OwnedFd> = (0..6)
+        .map(|_| std::fs::File::open("/dev/null").expect("null").into())
         .collect();
-    let fds: Vec<std::os::fd::BorrowedFd<'_>> =
-        files.iter().map(std::os::fd::AsFd::as_fd).collect();
+    let (grant, _, _) = prepare(grant_pool::PortLayout::simple(64, 64).expect("layout"));
+    let memfds: Vec<std::os::fd::OwnedFd> = grant
+        .attachments()
+        .iter()
+        .cycle()
+        .take(6)
+        .map(|f| f.try_clone_to_owned().expect("dup"))
+        .collect();
     let mut c = None;
-    for (i, (bytes, nfds)) in steps.iter().enumerate() {
-        if *nfds > switch::ctl::transport::MAX_FDS {
+    for (i, (bytes, attach)) in steps.iter().enumerate() {
+        let (pool, nfds) = match *attach {
+            Fds::None => (&files, 0),
+            Fds::Memfds(n) => (&memfds, n),
+            Fds::Files(n) => (&files, n),
+        };
+        let fds: Vec<std::os::fd::BorrowedFd<'_>> =
+            pool.iter().map(std::os::fd::AsFd::as_fd).collect();
+        if nfds > switch::ctl::transport::MAX_FDS {
             // More than our own sender allows: what a hostile peer would do.
             let mut space =
                 [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
             let mut cmsg = rustix::net::SendAncillaryBuffer::new(&mut space);
-            assert!(cmsg.push(rustix::net::SendAncillaryMessage::ScmRights(&fds[..*nfds])));
+            assert!(cmsg.push(rustix::net::SendAncillaryMessage::ScmRights(&fds[..nfds])));
             rustix::net::sendmsg(
                 &t,
                 &[std::io::IoSlice::new(bytes)],
@@ -98,7 +121,7 @@ fn raw_exchange(sock: &std::path::Path, steps: &Steps) -> Result<Repr, CtlError>
             .map_err(std::io::Error::from)
             .expect("sendmsg");
         } else {
-            t.send(bytes, &fds[..*nfds])?;
+            t.send(bytes, &fds[..nfds])?;
         }
         let mut buf = vec![0u8; 70000];
         let mut got = Vec::new();
@@ -150,73 +173,111 @@ fn hostile_control_messages_get_an_error_and_a_closed_connection_others_carry_on
     bad_name[HEADER_LEN + 8] = b'/';
     let mut multicast = hello(H.0, H.1);
     multicast[HEADER_LEN] = 0x03;
-    let (_, _, _, mut grant) = prepare(grant_pool::PortLayout::simple(64, 64).expect("layout"));
+    let (_, _, mut grant) = prepare(grant_pool::PortLayout::simple(64, 64).expect("layout"));
     let good_grant = Repr::Grant(grant.clone()).to_bytes();
     grant.rx_size = 3;
     let bad_layout = Repr::Grant(grant.clone()).to_bytes();
     let mut huge = MAGIC.to_le_bytes().to_vec();
     huge.resize(66000, 0);
     let cases: Vec<(&str, Steps, ErrorCode)> = vec![
-        ("garbage", vec![(vec![1, 2, 3], 0)], ErrorCode::Malformed),
-        ("bad magic", vec![(bad_magic, 0)], ErrorCode::Malformed),
+        (
+            "garbage",
+            vec![(vec![1, 2, 3], Fds::None)],
+            ErrorCode::Malformed,
+        ),
+        (
+            "bad magic",
+            vec![(bad_magic, Fds::None)],
+            ErrorCode::Malformed,
+        ),
         (
             "bad version",
-            vec![(bad_version, 0)],
+            vec![(bad_version, Fds::None)],
             ErrorCode::UnsupportedVersion,
         ),
-        ("unknown kind", vec![(bad_kind, 0)], ErrorCode::Malformed),
-        ("length mismatch", vec![(bad_len, 0)], ErrorCode::Malformed),
-        ("over-long message", vec![(huge, 0)], ErrorCode::Malformed),
-        ("bad name", vec![(bad_name, 0)], ErrorCode::BadName),
-        ("multicast mac", vec![(multicast, 0)], ErrorCode::BadMac),
+        (
+            "unknown kind",
+            vec![(bad_kind, Fds::None)],
+            ErrorCode::Malformed,
+        ),
+        (
+            "length mismatch",
+            vec![(bad_len, Fds::None)],
+            ErrorCode::Malformed,
+        ),
+        (
+            "over-long message",
+            vec![(huge, Fds::None)],
+            ErrorCode::Malformed,
+        ),
+        ("bad name", vec![(bad_name, Fds::None)], ErrorCode::BadName),
+        (
+            "multicast mac",
+            vec![(multicast, Fds::None)],
+            ErrorCode::BadMac,
+        ),
         (
             "grant before hello",
-            vec![(good_grant.clone(), 4)],
+            vec![(good_grant.clone(), Fds::Memfds(2))],
             ErrorCode::UnexpectedMessage,
         ),
         (
             "fds with hello",
-            vec![(hello(H.0, H.1), 2)],
+            vec![(hello(H.0, H.1), Fds::Memfds(2))],
             ErrorCode::BadFds,
         ),
         (
             "too many fds",
-            vec![(hello(H.0, H.1), 6)],
+            vec![(hello(H.0, H.1), Fds::Memfds(6))],
             ErrorCode::BadFds,
         ),
         (
             "grant with /dev/null for memory",
-            vec![(hello(H.0, H.1), 0), (good_grant.clone(), 4)],
-            ErrorCode::BadMemory,
+            vec![
+                (hello(H.0, H.1), Fds::None),
+                (good_grant.clone(), Fds::Files(2)),
+            ],
+            ErrorCode::BadFds,
+        ),
+        (
+            "grant with four memfds",
+            vec![
+                (hello(H.0, H.1), Fds::None),
+                (good_grant.clone(), Fds::Memfds(4)),
+            ],
+            ErrorCode::BadFds,
         ),
         (
             "grant with too few fds",
-            vec![(hello(H.0, H.1), 0), (good_grant, 1)],
+            vec![(hello(H.0, H.1), Fds::None), (good_grant, Fds::Memfds(1))],
             ErrorCode::BadFds,
         ),
         (
             "ring size not a power of two",
-            vec![(hello(H.0, H.1), 0), (bad_layout, 4)],
+            vec![(hello(H.0, H.1), Fds::None), (bad_layout, Fds::Memfds(2))],
             ErrorCode::BadLayout,
         ),
         (
             "hello twice",
-            vec![(hello(H.0, H.1), 0), (hello(H.0, H.1), 0)],
+            vec![(hello(H.0, H.1), Fds::None), (hello(H.0, H.1), Fds::None)],
             ErrorCode::UnexpectedMessage,
         ),
         (
             "name not allowed",
-            vec![(hello("intruder", H.1), 0)],
+            vec![(hello("intruder", H.1), Fds::None)],
             ErrorCode::NotPermitted,
         ),
         (
             "someone else's mac",
-            vec![(hello(H.0, A.1), 0)],
+            vec![(hello(H.0, A.1), Fds::None)],
             ErrorCode::NotPermitted,
         ),
         (
             "detach before connect",
-            vec![(Repr::Detach.to_bytes(), 0), (Repr::Detach.to_bytes(), 0)],
+            vec![
+                (Repr::Detach.to_bytes(), Fds::None),
+                (Repr::Detach.to_bytes(), Fds::None),
+            ],
             ErrorCode::Malformed,
         ),
     ];
@@ -312,6 +373,97 @@ fn a_second_app_with_a_taken_name_is_busy() {
     match TestApp::connect(&srv.socket, A.0, A.1) {
         Err(CtlError::Remote { code, .. }) => assert_eq!(code, ErrorCode::Busy),
         other => panic!("expected Busy, got {:?}", other.map(|a| a.attached)),
+    }
+}
+
+/// Every doorbell descriptor an app holds, made blocking and saturated: the server must not
+/// wait on any of them. (An eventfd the server reads or writes is at the app's mercy: it
+/// clears `O_NONBLOCK` on the shared open file and leaves the counter at 0 or at its
+/// maximum; the server's own end of a socketpair is not.)
+fn attack_doorbell(app: &TestApp) {
+    let mut fds = app.notifier.attachments();
+    fds.push(app.notifier.poll_fd());
+    for fd in fds {
+        let fl = rustix::fs::fcntl_getfl(fd).expect("F_GETFL");
+        rustix::fs::fcntl_setfl(fd, fl - rustix::fs::OFlags::NONBLOCK).expect("F_SETFL");
+        // An eventfd takes this as its counter, one below the most it holds.
+        let _ = rustix::io::write(fd, &0xffff_ffff_ffff_fffe_u64.to_ne_bytes());
+        // A socket is filled until it takes no more.
+        while rustix::net::send(fd, &[0u8; 4096], rustix::net::SendFlags::DONTWAIT)
+            .is_ok_and(|n| n > 0)
+        {}
+    }
+}
+
+#[test]
+fn an_app_cannot_freeze_the_server_through_its_doorbell() {
+    let (srv, mut a, mut b) = two_apps("doorbell");
+    let mut h = TestApp::connect(&srv.socket, H.0, H.1).expect("the hostile app attaches");
+    // The hostile app asks to be rung for every frame, makes its doorbell blocking and
+    // saturated, and never reads it again.
+    h.port.rx.set_need_wakeup().expect("arm rx");
+    attack_doorbell(&h);
+    for i in 0..10u8 {
+        // Broadcasts reach the hostile app: the server rings it.
+        a.send([0xff; 6], &[b'b', i]);
+        // Idle long enough for the server to drain the doorbells on its way to sleep.
+        std::thread::sleep(Duration::from_millis(60));
+        check_forwarding(&mut a, &mut b, &[b'a', b'b', i]);
+        check_forwarding(&mut b, &mut a, &[b'b', b'a', i]);
+    }
+    let s = srv.stats();
+    assert!(port(&s, H.0).is_some(), "the hostile app is still attached");
+}
+
+/// Closing a descriptor can block (a TCP socket with `SO_LINGER` and unsent data waits for
+/// the linger time); one sent by an app in a control message must not stall the control
+/// thread, which answers every other app meanwhile.
+#[test]
+fn a_descriptor_that_blocks_on_close_does_not_stall_the_control_thread() {
+    let (srv, mut a, mut b) = two_apps("linger");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    // Never accepted, never read: what the socket sends stays queued.
+    let tcp = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("tcp");
+    tcp.set_nonblocking(true).expect("non-blocking");
+    rustix::net::sockopt::set_socket_linger(&tcp, Some(Duration::from_secs(20)))
+        .expect("SO_LINGER");
+    while std::io::Write::write(&mut &tcp, &[0u8; 65536]).is_ok() {}
+    let (_, _, grant) = prepare(grant_pool::PortLayout::simple(64, 64).expect("layout"));
+    let mut t = SeqPacket::connect(&srv.socket).expect("connect");
+    t.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    t.send(&hello(H.0, H.1), &[]).expect("hello");
+    let mut buf = vec![0u8; 70000];
+    let mut got = Vec::new();
+    assert!(matches!(
+        t.recv(&mut buf, &mut got),
+        Ok(Received::Message { .. })
+    ));
+    // The lingering socket where the grant's memory belongs; the server holds its last copy.
+    let fds = [
+        std::os::fd::AsFd::as_fd(&tcp),
+        std::os::fd::AsFd::as_fd(&tcp),
+    ];
+    t.send(&Repr::Grant(grant).to_bytes(), &fds).expect("grant");
+    drop(tcp);
+    match t.recv(&mut buf, &mut got) {
+        Ok(Received::Message { len, .. }) => assert!(matches!(
+            Repr::from_bytes(&buf[..len]),
+            Ok(Repr::Error {
+                code: ErrorCode::BadFds,
+                ..
+            })
+        )),
+        other => panic!("no refusal: {other:?}"),
+    }
+    // The control thread answers at once, and the switch forwards.
+    for i in 0..3u8 {
+        let mut c = Client::connect(&srv.socket).expect("connect");
+        c.transport()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.stats().expect("stats answered while the close lingers");
+        check_forwarding(&mut a, &mut b, &[b'l', i]);
     }
 }
 
@@ -541,7 +693,7 @@ fn ferrite_stats_prints_a_table() {
 #[test]
 fn mutated_control_messages_never_stop_the_server() {
     let (mut srv, mut a, mut b) = two_apps("fuzz");
-    let (_, _, _, grant) = prepare(grant_pool::PortLayout::simple(64, 64).expect("layout"));
+    let (_, _, grant) = prepare(grant_pool::PortLayout::simple(64, 64).expect("layout"));
     let seeds = [
         hello(H.0, H.1),
         Repr::Grant(grant).to_bytes(),

@@ -6,7 +6,8 @@
 //! let mut c = Client::connect("/run/ferrite/ctl.sock".as_ref())?;
 //! let limits = c.hello(&Name::new("web")?, [0x02, 0, 0, 0, 0, 1])?;
 //! // ... lay out the port memory within `limits`, then:
-//! let attached = c.grant(&grant, fds)?; // grant's attachments, then the notifier's
+//! let (attached, doorbell) = c.grant(&grant, fds)?; // the grant's attachments go out,
+//! // the app's end of the doorbell the server made comes back
 //! // ... run; when the server goes away, `c` reads Closed: reconnect and redo the handshake.
 //! c.detach()?;
 //! # Ok(()) }
@@ -67,7 +68,13 @@ impl<T: Transport> Client<T> {
     }
 
     /// Waits for one message from the server; an `Error` becomes [`CtlError::Remote`].
+    /// Descriptors that came with it are closed.
     pub fn receive(&mut self) -> Result<Repr, CtlError> {
+        self.receive_with_fds().map(|(r, _)| r)
+    }
+
+    /// Waits for one message from the server and the descriptors that came with it.
+    fn receive_with_fds(&mut self) -> Result<(Repr, Vec<OwnedFd>), CtlError> {
         let mut fds: Vec<OwnedFd> = Vec::new();
         let len = loop {
             match self.t.recv(&mut self.buf, &mut fds)? {
@@ -86,11 +93,9 @@ impl<T: Transport> Client<T> {
                 Received::Closed => return Err(CtlError::Closed),
             }
         };
-        // The server passes no descriptors; any that came are closed here.
-        drop(fds);
         match Repr::from_bytes(&self.buf[..len])? {
             Repr::Error { code, text } => Err(CtlError::Remote { code, text }),
-            r => Ok(r),
+            r => Ok((r, fds)),
         }
     }
 
@@ -108,21 +113,33 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Grants the port: `fds` are, in order, the grant's attachments (`Grant::attachments`)
-    /// then the notifier's (`Notifier::attachments`); `g.grant_fds`/`g.notify_fds` say how
-    /// many of each.
-    pub fn grant(&mut self, g: &GrantRepr, fds: &[BorrowedFd<'_>]) -> Result<Attached, CtlError> {
-        match self.request(&Repr::Grant(g.clone()), fds)? {
-            Repr::Connected {
-                port,
-                pool,
-                instance,
-            } => Ok(Attached {
-                port,
-                pool,
-                instance,
-            }),
-            r => Err(CtlError::Unexpected(r.kind())),
+    /// Grants the port: `fds` are the grant's attachments (`Grant::attachments`), as many as
+    /// `g.grant_fds` says. Returns what `Connected` said and the descriptors that came with
+    /// it: the app's end of the doorbell the server made, to bind with
+    /// `GrantBackend::bind_notifier` (port 0).
+    pub fn grant(
+        &mut self,
+        g: &GrantRepr,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(Attached, Vec<OwnedFd>), CtlError> {
+        self.t.send(&Repr::Grant(g.clone()).to_bytes(), fds)?;
+        match self.receive_with_fds()? {
+            (
+                Repr::Connected {
+                    port,
+                    pool,
+                    instance,
+                },
+                bell,
+            ) => Ok((
+                Attached {
+                    port,
+                    pool,
+                    instance,
+                },
+                bell,
+            )),
+            (r, _) => Err(CtlError::Unexpected(r.kind())),
         }
     }
 

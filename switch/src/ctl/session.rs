@@ -168,8 +168,9 @@ impl Session {
         self.since = now;
     }
 
-    /// Handles one received message: `bytes` as received, `fds` descriptors came with it,
-    /// `truncated`/`surplus_fds` as the transport reported.
+    /// Handles one received message: `bytes` as received, `fds` acceptable descriptors came
+    /// with it, `truncated` as the transport reported, `surplus_fds` when descriptors came
+    /// that no message carries (more than [`super::transport::MAX_FDS`], or of a wrong kind).
     pub fn on_message(
         &mut self,
         bytes: &[u8],
@@ -203,7 +204,7 @@ impl Session {
         if surplus_fds {
             return Err(refused(
                 ErrorCode::BadFds,
-                "more file descriptors than any message carries",
+                "descriptors no message carries: too many, or not sealed tmpfs memfds",
             ));
         }
         let repr = Repr::parse(&Message::new_checked(bytes)?)?;

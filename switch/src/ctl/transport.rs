@@ -4,8 +4,11 @@
 //! A `SOCK_SEQPACKET` socket keeps message boundaries (one `send` is one `recv`), carries file
 //! descriptors (`SCM_RIGHTS`) and tells the server who the peer is (`SO_PEERCRED`), which is
 //! everything the handshake needs. Receiving is defensive: a message longer than the buffer
-//! is reported as truncated (and refused by the caller), at most [`MAX_FDS`] descriptors are
-//! kept and any surplus is closed at once, and every received descriptor is close-on-exec.
+//! is reported as truncated (and refused by the caller), every received descriptor is
+//! close-on-exec, and the control buffer has room for as many descriptors as one message can
+//! carry (`SCM_MAX_FD`), so the kernel never closes a surplus on the receiver's behalf: the
+//! caller gets every descriptor and decides where to close it (the server closes an app's on
+//! a thread of their own, since closing a descriptor can block).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -20,11 +23,10 @@ use rustix::net::{
 
 use super::CtlError;
 
-/// Most file descriptors kept from one message; the rest are closed on receipt.
+/// Most file descriptors a message of the protocol carries; a message with more is refused.
 pub const MAX_FDS: usize = 4;
-/// Room for a few more descriptors than we keep, so that a sender of too many is noticed
-/// (the kernel flags `MSG_CTRUNC` and closes what does not fit).
-const FD_ROOM: usize = MAX_FDS + 4;
+/// Room for every descriptor one message can carry (the kernel's `SCM_MAX_FD`).
+const FD_ROOM: usize = 253;
 
 /// Who is at the other end of a connection, as the kernel says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +48,7 @@ pub enum Received {
         len: usize,
         /// The message was longer than the buffer (the rest is lost).
         truncated: bool,
-        /// More descriptors came than are kept; the surplus was closed.
+        /// More than [`MAX_FDS`] descriptors came (all of them are in `fds`).
         surplus_fds: bool,
     },
     /// Nothing to read now (non-blocking socket).
@@ -61,7 +63,7 @@ pub enum Received {
 /// moves bytes between the two. A transport without descriptors (xenstore) passes none and
 /// carries grant references in the message instead.
 pub trait Transport {
-    /// Receives one message into `buf`, appending received descriptors to `fds`.
+    /// Receives one message into `buf`, appending every received descriptor to `fds`.
     fn recv(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<Received, CtlError>;
     /// Sends one message with `fds` attached.
     fn send(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), CtlError>;
@@ -138,20 +140,13 @@ impl Transport for SeqPacket {
             Err(rustix::io::Errno::CONNRESET) => return Ok(Received::Closed),
             Err(e) => return Err(CtlError::io("receive", e)),
         };
-        let mut surplus = r.flags.contains(ReturnFlags::CTRUNC);
         let before = fds.len();
         for m in cmsg.drain() {
             if let RecvAncillaryMessage::ScmRights(it) = m {
-                for fd in it {
-                    if fds.len() < MAX_FDS {
-                        fds.push(fd);
-                    } else {
-                        surplus = true;
-                        drop(fd);
-                    }
-                }
+                fds.extend(it);
             }
         }
+        let surplus = r.flags.contains(ReturnFlags::CTRUNC) || fds.len() - before > MAX_FDS;
         if r.bytes == 0 && fds.len() == before && !surplus {
             // A zero-length record and end of stream look alike; neither is a message.
             return Ok(Received::Closed);
@@ -314,7 +309,7 @@ mod tests {
                 surplus_fds: false
             }
         );
-        // A hostile sender attaching six descriptors: four kept, the rest closed and flagged.
+        // A hostile sender attaching six descriptors: all handed over, and flagged.
         let files: Vec<std::fs::File> = (0..6)
             .map(|_| std::fs::File::open("/dev/null").unwrap())
             .collect();
@@ -336,7 +331,7 @@ mod tests {
                 surplus_fds: true
             }
         );
-        assert_eq!(fds.len(), MAX_FDS);
+        assert_eq!(fds.len(), 6);
         b.set_nonblocking(true).unwrap();
         assert_eq!(b.recv(&mut buf, &mut fds).unwrap(), Received::WouldBlock);
         drop(a);

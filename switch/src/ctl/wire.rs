@@ -17,7 +17,7 @@ use super::ErrorCode;
 /// First four bytes of every message: `FRCP` (Ferrite control protocol).
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FRCP");
 /// The protocol version this code speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest message an app may send (a grant of about 16 Ki pages, 64 MiB, fits).
 pub const MAX_APP_MSG: usize = 64 * 1024;
 /// Largest message the server sends (a stats reply for [`MAX_STATS_PORTS`] ports).

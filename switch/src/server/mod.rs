@@ -20,18 +20,19 @@
 //! The server keeps no state that a new handshake cannot rebuild: when it restarts, apps
 //! reconnect, grant their memory afresh and the FDB relearns.
 
+mod closer;
 pub mod config;
 pub mod ports;
 mod xen;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use grant_pool::{DomId, GrantBackend, GrantRef, PoolId, PortLimits};
+use grant_pool::{DomId, GrantBackend, GrantRef, Notifier, PoolId, PortLimits};
 use pmd::{Mac, Port, PortStats};
 use rustix::event::{PollFd, PollFlags};
 
@@ -44,6 +45,7 @@ use crate::ctl::{
 };
 use crate::forward::{PortId, Switch, SwitchConfig, SwitchError};
 use crate::run::IdleConfig;
+use closer::Closer;
 pub use config::{Config, ConfigError};
 
 /// Why the server could not start or had to stop.
@@ -67,6 +69,9 @@ pub enum ServerError {
     /// The switch thread failed.
     #[error("the switch thread stopped: {0}")]
     SwitchThread(String),
+    /// The thread that closes descriptors apps sent could not start.
+    #[error("cannot start the descriptor-closing thread: {0}")]
+    CloserThread(std::io::Error),
     /// The xenstore transport could not start (`[xen] enable` outside a Xen domain?).
     #[error("xen: {0}")]
     Xen(crate::xen_ctl::XenCtlError),
@@ -294,6 +299,25 @@ struct Conn<N> {
     done: bool,
 }
 
+/// The descriptors of one control message, if all are acceptable: at most
+/// [`crate::ctl::transport::MAX_FDS`], each a sealed tmpfs memfd (the only kind the protocol
+/// carries). Otherwise every one goes to `closer` (closing a socket with `SO_LINGER` or a FUSE
+/// file can block, so no descriptor an app sent is closed on the control thread) and the
+/// message is refused.
+fn screen_fds(closer: &Closer, fds: Vec<OwnedFd>) -> Option<Vec<OwnedFd>> {
+    let ok = fds.len() <= crate::ctl::transport::MAX_FDS
+        && fds
+            .iter()
+            .all(|fd| grant_pool::shm::check_memfd(fd.as_fd()).is_ok());
+    if ok {
+        return Some(fds);
+    }
+    for fd in fds {
+        closer.close(fd);
+    }
+    None
+}
+
 /// Names and MACs of the apps attached over the Unix socket.
 fn taken_by<N>(conns: &[Conn<N>]) -> Vec<(String, Mac)> {
     conns
@@ -323,6 +347,7 @@ const SWITCH_REPLY: Duration = Duration::from_secs(2);
 /// The control thread's state.
 struct Control<B: GrantBackend> {
     backend: B,
+    closer: Closer,
     policy: Policy,
     limits: PortLimits,
     tx: Sender<Cmd>,
@@ -365,6 +390,9 @@ where
         }
     }
 
+    /// Maps an app's grant and puts its port on the switch. Returns the app and the
+    /// descriptors to send with `Connected`: the app's end of the doorbell the server made
+    /// (the server never waits on an object the app controls).
     fn attach(
         &mut self,
         name: Name,
@@ -372,25 +400,24 @@ where
         g: GrantRepr,
         fds: Vec<OwnedFd>,
         taken: &[(String, Mac)],
-    ) -> Result<AppEntry<B::Notifier>, CtlError> {
+    ) -> Result<(AppEntry<B::Notifier>, Vec<OwnedFd>), CtlError> {
         let busy = |t: String| CtlError::refused(ErrorCode::Busy, t);
         check_free(taken, name.as_str(), mac)?;
         let pool = self
             .free_pool()
             .ok_or_else(|| busy("no pool id left".into()))?;
         let bad_mem = |t: String| CtlError::refused(ErrorCode::BadMemory, t);
-        let gf = g.grant_fds as usize;
-        let (gfds, nfds) = fds.split_at(gf.min(fds.len()));
         let refs: Vec<GrantRef> = g.refs.iter().map(|&r| GrantRef(r)).collect();
         let dom = DomId(g.domid);
         let mapping = self
             .backend
-            .map(dom, &refs, grant_pool::Access::ReadWrite, gfds)
+            .map(dom, &refs, grant_pool::Access::ReadWrite, &fds)
             .map_err(|e| bad_mem(format!("cannot map the grant: {e}")))?;
-        let notifier = self
+        let mut notifier = self
             .backend
-            .bind_notifier(dom, g.notify_port, nfds)
-            .map_err(|e| CtlError::refused(ErrorCode::BadFds, format!("notifier: {e}")))?;
+            .notifier(dom)
+            .map_err(|e| CtlError::refused(ErrorCode::Internal, format!("doorbell: {e}")))?;
+        let bell = notifier.take_attachments();
         let want = [
             g.rx_size,
             g.tx_size,
@@ -399,7 +426,8 @@ where
             g.buf_size,
             g.buf_count,
         ];
-        self.add_app(name.as_str(), mac, mapping, notifier, pool, Some(want))
+        let app = self.add_app(name.as_str(), mac, mapping, notifier, pool, Some(want))?;
+        Ok((app, bell))
     }
 
     /// The lowest pool id no port uses.
@@ -558,7 +586,12 @@ where
                 return;
             }
             let mut fds = Vec::new();
+            let mut send_fds: Vec<OwnedFd> = Vec::new();
             let got = conns[i].t.recv(&mut self.buf, &mut fds);
+            let (fds, refused_fds) = match screen_fds(&self.closer, fds) {
+                Some(fds) => (fds, false),
+                None => (Vec::new(), true),
+            };
             let (len, truncated, surplus) = match got {
                 Ok(Received::Message {
                     len,
@@ -575,7 +608,7 @@ where
                 &self.buf[..len],
                 fds.len(),
                 truncated,
-                surplus,
+                surplus || refused_fds,
                 &self.policy,
                 Instant::now(),
             );
@@ -595,9 +628,10 @@ where
                     let mut taken = taken_by(conns);
                     taken.extend(xen.taken.iter().cloned());
                     match self.attach(name, mac, grant, fds, &taken) {
-                        Ok(a) => {
+                        Ok((a, bell)) => {
                             let r = conns[i].s.attached(a.id.0, a.pool.0, self.instance);
                             conns[i].app = Some(a);
+                            send_fds = bell;
                             (r, false)
                         }
                         Err(e) => (conns[i].s.refuse(e), true),
@@ -611,7 +645,8 @@ where
                 }
             };
             self.count(&answer);
-            let _ = conns[i].t.send(&answer.to_bytes(), &[]);
+            let borrowed: Vec<BorrowedFd<'_>> = send_fds.iter().map(|f| f.as_fd()).collect();
+            let _ = conns[i].t.send(&answer.to_bytes(), &borrowed);
             if close {
                 conns[i].done = true;
                 return;
@@ -719,10 +754,11 @@ where
         ^ ((std::process::id() as u64) << 32);
     let mut ctl = Control {
         backend,
+        closer: Closer::spawn().map_err(ServerError::CloserThread)?,
         policy: Policy {
             allowed: cfg.allowed(),
             limits: cfg.limits(),
-            grant_fds: (2, 2),
+            grant_fds: (2, 0),
         },
         limits: PortLimits {
             max_ring: cfg.limits.max_ring,
@@ -847,6 +883,12 @@ where
                 let r = c.s.timed_out();
                 ctl.count(&r);
                 let _ = c.t.send(&r.to_bytes(), &[]);
+                c.done = true;
+            }
+        }
+        // An app that closed its doorbell can no longer be woken: it is gone too.
+        for c in conns.iter_mut() {
+            if c.app.as_ref().is_some_and(|a| a.counters.granter_gone()) {
                 c.done = true;
             }
         }

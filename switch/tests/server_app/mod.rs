@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -165,14 +164,13 @@ pub fn mac(s: &str) -> [u8; 6] {
     switch::server::config::parse_mac(s).expect("mac")
 }
 
-/// Builds port memory and a notifier, says Hello, grants; returns the grant message too.
-pub fn prepare(layout: PortLayout) -> (ShmGrant, ShmNotifier, AppPort, GrantRepr) {
+/// Builds port memory and the grant message for it.
+pub fn prepare(layout: PortLayout) -> (ShmGrant, AppPort, GrantRepr) {
     let backend = ShmBackend::new(DomId(1));
     let grant = backend
         .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
         .expect("grant");
     let port = AppPort::create(grant.region(), layout, PoolId(0)).expect("port");
-    let notifier = backend.notifier(DomId::SELF_HOST).expect("notifier");
     let h = layout.header();
     let repr = GrantRepr {
         rx_size: h.rx_size,
@@ -183,11 +181,11 @@ pub fn prepare(layout: PortLayout) -> (ShmGrant, ShmNotifier, AppPort, GrantRepr
         buf_count: h.buf_count,
         domid: 1,
         grant_fds: grant.attachments().len() as u8,
-        notify_fds: notifier.attachments().len() as u8,
-        notify_port: notifier.port(),
+        notify_fds: 0,
+        notify_port: 0,
         refs: grant.refs().iter().map(|r| r.0).collect(),
     };
-    (grant, notifier, port, repr)
+    (grant, port, repr)
 }
 
 impl TestApp {
@@ -197,14 +195,11 @@ impl TestApp {
         let mut client = Client::connect(socket)?;
         let m = mac(mac_s);
         client.hello(&Name::new(name)?, m)?;
-        let (grant, notifier, port, repr) = prepare(layout);
-        let fds: Vec<BorrowedFd<'_>> = grant
-            .attachments()
-            .into_iter()
-            .chain(notifier.attachments())
-            .collect();
-        let attached = client.grant(&repr, &fds)?;
-        drop(fds);
+        let (grant, port, repr) = prepare(layout);
+        let (attached, bell) = client.grant(&repr, &grant.attachments())?;
+        let notifier = ShmBackend::new(DomId(1))
+            .bind_notifier(DomId::SELF_HOST, 0, &bell)
+            .expect("bind the server's doorbell");
         let pool = Pool::new(
             PoolId(attached.pool),
             port.pool.layout(),
