@@ -315,6 +315,52 @@ fn hostile_control_messages_get_an_error_and_a_closed_connection_others_carry_on
 }
 
 #[test]
+fn one_uid_holds_a_bounded_number_of_control_connections() {
+    let dir = test_dir("per-uid");
+    let srv = ServerProc::start(
+        &dir,
+        &config_text(&dir.join("ctl.sock"), &[A, B], "max_conns_per_uid = 3"),
+    );
+    let mut a = TestApp::connect(&srv.socket, A.0, A.1).expect("a attaches");
+    let idle: Vec<SeqPacket> = (0..2)
+        .map(|_| SeqPacket::connect(&srv.socket).expect("connect"))
+        .collect();
+    // The server refuses a connection at once, with no request: wait until a fourth is.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let mut t = SeqPacket::connect(&srv.socket).expect("connect");
+        t.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut buf = vec![0u8; 70000];
+        let mut fds = Vec::new();
+        if let Ok(Received::Message { len, .. }) = t.recv(&mut buf, &mut fds)
+            && let Ok(Repr::Error { code, text }) = Repr::from_bytes(&buf[..len])
+        {
+            break (code, text);
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused");
+    };
+    assert_eq!(refused.0, ErrorCode::Busy, "{}", refused.1);
+    assert!(refused.1.contains("uid"), "{}", refused.1);
+    // The attached app is untouched, and a freed slot is usable again.
+    drop(idle);
+    let mut b = wait_for(|| TestApp::connect(&srv.socket, B.0, B.1).ok());
+    check_forwarding(&mut a, &mut b, b"per-uid");
+}
+
+/// Retries `f` (bounded) until it gives a value.
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn a_stalled_handshake_times_out() {
     let (srv, mut a, mut b) = two_apps("timeout");
     let mut t = SeqPacket::connect(&srv.socket).expect("connect");

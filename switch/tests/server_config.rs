@@ -39,6 +39,50 @@ fn the_example_config_is_accepted() {
 }
 
 #[test]
+fn server_bounds_and_app_names_are_checked() {
+    let with = |extra: &str| {
+        let text = GOOD.replace("burst = 32", &format!("burst = 32\n{extra}"));
+        Config::parse(&text, "t.toml").err().map(|e| e.to_string())
+    };
+    for (extra, want) in [
+        ("fdb_entries = 0", "server.fdb_entries"),
+        ("fdb_entries = 1099511627776", "server.fdb_entries"),
+        ("handshake_timeout_ms = 0", "server.handshake_timeout_ms"),
+        (
+            "handshake_timeout_ms = 3600000",
+            "server.handshake_timeout_ms",
+        ),
+        ("max_conns_per_uid = 0", "server.max_conns_per_uid"),
+        ("max_conns_per_uid = 100000", "server.max_conns_per_uid"),
+    ] {
+        let e = with(extra).unwrap_or_else(|| panic!("{extra} was accepted"));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    assert_eq!(with("fdb_entries = 65536\nmax_conns_per_uid = 4"), None);
+    for mode in ["0666", "0670", "0760", "0777", "0661"] {
+        let text = GOOD.replace("0660", mode);
+        let e = Config::parse(&text, "t.toml").expect_err(mode).to_string();
+        assert!(e.contains("server.socket_mode"), "{mode}: {e}");
+    }
+    for mode in ["0600", "0640", "0620"] {
+        Config::parse(&GOOD.replace("0660", mode), "t.toml").expect(mode);
+    }
+    // Two entries under one name would be two apps the switch cannot tell apart.
+    let twice = format!("{GOOD}\n[[apps]]\ngid = 1000\nname = \"web\"\n");
+    let e = Config::parse(&twice, "t.toml")
+        .expect_err("duplicate")
+        .to_string();
+    assert!(e.contains("apps[1].name") && e.contains("twice"), "{e}");
+    // A Xen app's name follows the grammar a Xen app can say (lower case).
+    let xen = format!("{GOOD}\n[xen]\nenable = true\n\n[[apps]]\nxen = true\nname = \"Web\"\n");
+    let e = Config::parse(&xen, "t.toml")
+        .expect_err("upper case")
+        .to_string();
+    assert!(e.contains("apps[1].name"), "{e}");
+    Config::parse(&xen.replace("\"Web\"", "\"web-xen\""), "t.toml").expect("lower case");
+}
+
+#[test]
 fn bad_configs_are_refused_naming_the_field() {
     let cases: &[(&str, &str, &str)] = &[
         (

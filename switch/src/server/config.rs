@@ -3,11 +3,13 @@
 //! ```toml
 //! [server]
 //! socket = "/run/ferrite/ctl.sock"   # control socket path
-//! socket_mode = "0660"               # its permissions (octal)
+//! socket_mode = "0660"               # its permissions (octal; at most 0660)
 //! socket_group = 1000                # its group (gid), optional
 //! core = 1                           # pin the switch to this core, optional
 //! burst = 32
-//! handshake_timeout_ms = 2000
+//! handshake_timeout_ms = 2000         # 1 to 60000
+//! fdb_entries = 8192                  # stations the FDB holds, 16 to 1048576
+//! max_conns_per_uid = 16              # control connections one uid may hold open
 //!
 //! [limits]                           # what an app's grant may ask for
 //! max_ring = 4096
@@ -155,6 +157,9 @@ pub struct ServerSection {
     /// Stations the FDB holds.
     #[serde(default = "default_fdb")]
     pub fdb_entries: usize,
+    /// Control connections one uid may hold open at once.
+    #[serde(default = "default_conns_per_uid")]
+    pub max_conns_per_uid: usize,
 }
 
 fn default_socket() -> PathBuf {
@@ -172,6 +177,16 @@ fn default_timeout() -> u32 {
 fn default_fdb() -> usize {
     8192
 }
+fn default_conns_per_uid() -> usize {
+    16
+}
+
+/// Most stations an FDB may be configured for.
+pub const MAX_FDB_ENTRIES: usize = 1 << 20;
+/// Longest handshake timeout, in milliseconds.
+pub const MAX_HANDSHAKE_MS: u32 = 60_000;
+/// The widest control socket mode: owner and group may connect, nobody else.
+pub const WIDEST_SOCKET_MODE: u32 = 0o660;
 
 impl Default for ServerSection {
     fn default() -> Self {
@@ -183,6 +198,7 @@ impl Default for ServerSection {
             burst: default_burst(),
             handshake_timeout_ms: default_timeout(),
             fdb_entries: default_fdb(),
+            max_conns_per_uid: default_conns_per_uid(),
         }
     }
 }
@@ -331,8 +347,30 @@ impl Config {
                 ),
             ));
         }
-        if s.handshake_timeout_ms == 0 {
-            return Err(field("server.handshake_timeout_ms", "must be above 0"));
+        if !(1..=MAX_HANDSHAKE_MS).contains(&s.handshake_timeout_ms) {
+            return Err(field(
+                "server.handshake_timeout_ms",
+                format!(
+                    "{} must be from 1 to {MAX_HANDSHAKE_MS}",
+                    s.handshake_timeout_ms
+                ),
+            ));
+        }
+        if !(16..=MAX_FDB_ENTRIES).contains(&s.fdb_entries) {
+            return Err(field(
+                "server.fdb_entries",
+                format!("{} must be from 16 to {MAX_FDB_ENTRIES}", s.fdb_entries),
+            ));
+        }
+        if !(1..=super::MAX_CONNS).contains(&s.max_conns_per_uid) {
+            return Err(field(
+                "server.max_conns_per_uid",
+                format!(
+                    "{} must be from 1 to {}",
+                    s.max_conns_per_uid,
+                    super::MAX_CONNS
+                ),
+            ));
         }
         if let Some(c) = s.core {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -461,6 +499,14 @@ impl Config {
             if let Err(e) = Name::new(&a.name) {
                 return Err(field(f("name"), e.to_string()));
             }
+            if a.xen
+                && let Err(e) = crate::xen_ctl::parse_name(a.name.as_bytes())
+            {
+                return Err(field(f("name"), e.to_string()));
+            }
+            if self.apps[..i].iter().any(|b| b.name == a.name) {
+                return Err(field(f("name"), format!("'{}' is used twice", a.name)));
+            }
             if let Some(m) = &a.mac {
                 match parse_mac(m) {
                     Some(mac) => {
@@ -500,6 +546,13 @@ impl Config {
     pub fn socket_mode(&self) -> Result<u32, ConfigError> {
         let m = self.server.socket_mode.trim_start_matches("0o");
         match u32::from_str_radix(m, 8) {
+            Ok(v) if v & !WIDEST_SOCKET_MODE != 0 && v <= 0o777 => Err(field(
+                "server.socket_mode",
+                format!(
+                    "{v:#o} lets others than the owner and the group connect (or sets \
+                     execute bits): use at most \"0660\" and a socket_group"
+                ),
+            )),
             Ok(v) if v <= 0o777 => Ok(v),
             _ => Err(field(
                 "server.socket_mode",

@@ -87,6 +87,7 @@ enum Cmd {
     Stats(Sender<Vec<PortSnap>>),
 }
 
+#[derive(Clone)]
 struct PortSnap {
     id: PortId,
     name: String,
@@ -340,6 +341,8 @@ fn check_free(taken: &[(String, Mac)], name: &str, mac: Mac) -> Result<(), CtlEr
 
 /// Most control connections open at once; more are refused with `Busy`.
 pub const MAX_CONNS: usize = 256;
+/// Stats requests within this interval of a snapshot are answered from it.
+const STATS_EVERY: Duration = Duration::from_millis(20);
 
 /// How long the control thread waits for the switch thread to take a command.
 const SWITCH_REPLY: Duration = Duration::from_secs(2);
@@ -347,6 +350,8 @@ const SWITCH_REPLY: Duration = Duration::from_secs(2);
 /// The control thread's state.
 struct Control<B: GrantBackend> {
     backend: B,
+    /// The last port snapshot and when the switch took it.
+    stats_cache: Option<(Instant, Vec<PortSnap>)>,
     closer: Closer,
     policy: Policy,
     limits: PortLimits,
@@ -485,6 +490,7 @@ where
             }
         };
         self.pools_used[pool.0 as usize] = true;
+        self.stats_cache = None;
         tracing::info!(app = %name, mac = %fmt_mac(mac), port = id.0, pool = pool.0, "app attached");
         Ok(AppEntry {
             id,
@@ -497,6 +503,7 @@ where
     }
 
     fn detach(&mut self, a: AppEntry<B::Notifier>, why: &str) {
+        self.stats_cache = None;
         match self.command(|r| Cmd::Remove(a.id, r)) {
             Some(Some(port)) => {
                 // Dropped here, off the switch thread: the app's memory is unmapped now.
@@ -519,8 +526,23 @@ where
         );
     }
 
-    fn stats(&self, apps: &[(PortId, Arc<AppCounters>)]) -> StatsRepr {
+    /// The switch's port snapshot, taken at most once per [`STATS_EVERY`] (and afresh after
+    /// a port came or went): anyone who can connect may ask for stats before saying who they
+    /// are, and a flood of requests must not cost the switch thread more than one snapshot
+    /// per interval.
+    fn port_snaps(&mut self) -> Vec<PortSnap> {
+        if let Some((at, snaps)) = &self.stats_cache
+            && at.elapsed() < STATS_EVERY
+        {
+            return snaps.clone();
+        }
         let snaps = self.command(Cmd::Stats).unwrap_or_default();
+        self.stats_cache = Some((Instant::now(), snaps.clone()));
+        snaps
+    }
+
+    fn stats(&mut self, apps: &[(PortId, Arc<AppCounters>)]) -> StatsRepr {
+        let snaps = self.port_snaps();
         let ports = snaps
             .into_iter()
             .map(|s| {
@@ -754,6 +776,7 @@ where
         ^ ((std::process::id() as u64) << 32);
     let mut ctl = Control {
         backend,
+        stats_cache: None,
         closer: Closer::spawn().map_err(ServerError::CloserThread)?,
         policy: Policy {
             allowed: cfg.allowed(),
@@ -851,7 +874,21 @@ where
                         ctl.count(&r);
                         let _ = t.send(&r.to_bytes(), &[]);
                     }
-                    Ok(Some(t)) => match t.peer() {
+                    Ok(Some(mut t)) => match t.peer() {
+                        Ok(peer)
+                            if conns.iter().filter(|c| c.s.peer().uid == peer.uid).count()
+                                >= cfg.server.max_conns_per_uid =>
+                        {
+                            let r = Repr::Error {
+                                code: ErrorCode::Busy,
+                                text: format!(
+                                    "uid {} holds {} control connections already",
+                                    peer.uid, cfg.server.max_conns_per_uid
+                                ),
+                            };
+                            ctl.count(&r);
+                            let _ = t.send(&r.to_bytes(), &[]);
+                        }
                         Ok(peer) => {
                             let s = Session::new(peer, &ctl.policy, Instant::now());
                             conns.push(Conn {
