@@ -293,6 +293,8 @@ pub struct SimPort {
     remaining: u64,
     gated: bool,
     record: bool,
+    /// `verify` or `record`: every frame the sink takes is looked at.
+    frame_by_frame: bool,
     frame_len: u16,
     src: MacPattern,
     dst: MacPattern,
@@ -398,6 +400,7 @@ impl SimPort {
             remaining: cfg.limit.unwrap_or(u64::MAX),
             gated: cfg.gated,
             record: cfg.record_headers,
+            frame_by_frame: cfg.verify || cfg.record_headers,
             frame_len: cfg.frame_len as u16,
             src,
             dst: cfg.dst,
@@ -551,9 +554,10 @@ impl SimPort {
         true
     }
 
-    /// The sink's part of `tx_burst`: takes as many of `frames` as the ring has room for.
+    /// `tx_burst`, and with `macs` (as long as `frames`) `tx_burst_with_macs`: takes as
+    /// many of `frames` as the ring has room for.
     #[inline(always)]
-    fn sink(&mut self, frames: &[Frame]) -> usize {
+    fn sink(&mut self, frames: &[Frame], macs: Option<&[MacHeader]>) -> usize {
         let cap = self.ring.len();
         let space = cap - self.ring_len;
         let limit = frames.len().min(space);
@@ -561,7 +565,7 @@ impl SimPort {
         if tail >= cap {
             tail -= cap;
         }
-        if !self.verify && limit > 0 && self.readable.contains(frames[0].buf.pool()) {
+        if !self.frame_by_frame && limit > 0 && self.readable.contains(frames[0].buf.pool()) {
             // One pool for the whole burst (the common case): one pass copies the handles
             // into the free ring slots, sums the bytes and checks that every frame is of
             // the first one's pool. The slots only count once `ring_len` covers them, so a
@@ -585,12 +589,20 @@ impl SimPort {
                 return limit;
             }
         }
-        self.tx_each(frames, limit, tail)
+        self.tx_each(frames, limit, tail, macs)
     }
 
-    fn record_headers(&self, h: &[MacHeader]) {
+    /// Records the MACs frame `f` leaves with: `mac` when given, else its buffer's.
+    fn record_header(&self, f: &Frame, mac: Option<&MacHeader>) {
+        let h = mac.copied().unwrap_or_else(|| {
+            let mut h = [0u8; 12];
+            if let Some(r) = self.peers.buf(f.buf) {
+                let _ = r.read(0, &mut h);
+            }
+            h
+        });
         if let Ok(mut v) = self.probe.headers.lock() {
-            v.extend_from_slice(h);
+            v.push(h);
         }
     }
 
@@ -741,27 +753,11 @@ impl Port for SimPort {
     }
 
     fn tx_burst(&mut self, frames: &[Frame]) -> usize {
-        let n = self.sink(frames);
-        if self.record {
-            let mut got = Vec::with_capacity(n);
-            for f in &frames[..n] {
-                let mut h = [0u8; 12];
-                if let Some(r) = self.peers.buf(f.buf) {
-                    let _ = r.read(0, &mut h);
-                }
-                got.push(h);
-            }
-            self.record_headers(&got);
-        }
-        n
+        self.sink(frames, None)
     }
 
     fn tx_burst_with_macs(&mut self, frames: &[Frame], macs: &[MacHeader]) -> usize {
-        let n = self.sink(&frames[..frames.len().min(macs.len())]);
-        if self.record {
-            self.record_headers(&macs[..n]);
-        }
-        n
+        self.sink(&frames[..frames.len().min(macs.len())], Some(macs))
     }
 
     fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
@@ -866,9 +862,15 @@ impl SimPort {
         (other, bytes)
     }
 
-    /// `tx_burst` frame by frame: mixed pools, unreadable frames, verification.
+    /// `tx_burst` frame by frame: mixed pools, unreadable frames, verification, recording.
     #[inline(never)]
-    fn tx_each(&mut self, frames: &[Frame], limit: usize, mut tail: usize) -> usize {
+    fn tx_each(
+        &mut self,
+        frames: &[Frame],
+        limit: usize,
+        mut tail: usize,
+        macs: Option<&[MacHeader]>,
+    ) -> usize {
         let cap = self.ring.len();
         let mut n = limit;
         let mut bytes = 0u64;
@@ -882,6 +884,9 @@ impl SimPort {
                 self.local.unreadable += 1;
                 n = k;
                 break;
+            }
+            if self.record {
+                self.record_header(f, macs.and_then(|m| m.get(k)));
             }
             self.ring[tail] = f.buf;
             tail += 1;
