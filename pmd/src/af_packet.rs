@@ -68,7 +68,7 @@ use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, PoolTable
 
 use crate::gso::TcpV4;
 use crate::linux::{self, CtlSocket, Mmap, OpError};
-use crate::{Frame, LinkState, Mac, Port, PortStats};
+use crate::{Frame, LinkState, Mac, MacHeader, Port, PortStats};
 
 /// Errors opening an `af_packet` port.
 #[derive(Debug, thiserror::Error)]
@@ -732,6 +732,78 @@ impl AfPacketPort {
         Some(Frame::new(h, out_len as u16))
     }
 
+    /// `tx_burst`, and with `macs` `tx_burst_with_macs`: copies each frame into a ring
+    /// frame (then `macs[i]` over its first 12 bytes) and kicks the kernel once.
+    fn send(&mut self, frames: &[Frame], macs: Option<&[MacHeader]>) -> usize {
+        let mut taken = 0;
+        let mut queued = 0;
+        let max = frames.len().min(self.done_cap - self.done.len());
+        for (i, f) in frames[..max].iter().enumerate() {
+            let off = self.tx_off(self.tx_head);
+            let st = self.status(off).load(Ordering::Acquire);
+            if st == TP_STATUS_WRONG_FORMAT {
+                self.stats.errors += 1;
+            } else if st != TP_STATUS_AVAILABLE {
+                break; // ring full
+            }
+            let h = f.buf;
+            let len = f.len as usize;
+            let own = h.pool() == self.pool.id();
+            let held = !own || self.state.get(h.idx().0 as usize) == Some(&CALLER);
+            let src = self.readable.buf(h);
+            taken += 1;
+            if !held {
+                // An own-pool handle the caller does not hold: refuse, keep nothing.
+                self.stats.errors += 1;
+                continue;
+            }
+            if own {
+                self.state[h.idx().0 as usize] = DONE;
+            }
+            self.done.push(h);
+            let ok = match src {
+                Some(src) if len > 0 && len <= FRAME_SIZE - TX_DATA_OFF && len <= src.len() => {
+                    self.ring.copy_from(off + TX_DATA_OFF, &src, 0, len).is_ok()
+                        && match macs.and_then(|m| m.get(i)) {
+                            // A frame shorter than its MACs cannot carry them: refused.
+                            Some(m) => {
+                                len >= m.len() && self.ring.write(off + TX_DATA_OFF, m).is_ok()
+                            }
+                            None => true,
+                        }
+                        && self
+                            .ring
+                            .write(off + 4, &(len as u32).to_ne_bytes())
+                            .is_ok()
+                        && self
+                            .ring
+                            .write(off + 8, &(len as u32).to_ne_bytes())
+                            .is_ok()
+                }
+                _ => false,
+            };
+            if !ok {
+                self.stats.tx_dropped += 1;
+                self.stats.errors += 1;
+                continue;
+            }
+            self.status(off)
+                .store(TP_STATUS_SEND_REQUEST, Ordering::Release);
+            self.tx_head = if self.tx_head + 1 == self.tx_frames {
+                0
+            } else {
+                self.tx_head + 1
+            };
+            queued += 1;
+            self.stats.tx_packets += 1;
+            self.stats.tx_bytes += len as u64;
+        }
+        if queued > 0 {
+            self.kick();
+        }
+        taken
+    }
+
     fn kick(&mut self) {
         match linux::kick(self.sock.as_raw_fd()) {
             Ok(()) => self.kick_pending = false,
@@ -856,66 +928,15 @@ impl Port for AfPacketPort {
     }
 
     fn tx_burst(&mut self, frames: &[Frame]) -> usize {
-        let mut taken = 0;
-        let mut queued = 0;
-        let max = frames.len().min(self.done_cap - self.done.len());
-        for f in &frames[..max] {
-            let off = self.tx_off(self.tx_head);
-            let st = self.status(off).load(Ordering::Acquire);
-            if st == TP_STATUS_WRONG_FORMAT {
-                self.stats.errors += 1;
-            } else if st != TP_STATUS_AVAILABLE {
-                break; // ring full
-            }
-            let h = f.buf;
-            let len = f.len as usize;
-            let own = h.pool() == self.pool.id();
-            let held = !own || self.state.get(h.idx().0 as usize) == Some(&CALLER);
-            let src = self.readable.buf(h);
-            taken += 1;
-            if !held {
-                // An own-pool handle the caller does not hold: refuse, keep nothing.
-                self.stats.errors += 1;
-                continue;
-            }
-            if own {
-                self.state[h.idx().0 as usize] = DONE;
-            }
-            self.done.push(h);
-            let ok = match src {
-                Some(src) if len > 0 && len <= FRAME_SIZE - TX_DATA_OFF && len <= src.len() => {
-                    self.ring.copy_from(off + TX_DATA_OFF, &src, 0, len).is_ok()
-                        && self
-                            .ring
-                            .write(off + 4, &(len as u32).to_ne_bytes())
-                            .is_ok()
-                        && self
-                            .ring
-                            .write(off + 8, &(len as u32).to_ne_bytes())
-                            .is_ok()
-                }
-                _ => false,
-            };
-            if !ok {
-                self.stats.tx_dropped += 1;
-                self.stats.errors += 1;
-                continue;
-            }
-            self.status(off)
-                .store(TP_STATUS_SEND_REQUEST, Ordering::Release);
-            self.tx_head = if self.tx_head + 1 == self.tx_frames {
-                0
-            } else {
-                self.tx_head + 1
-            };
-            queued += 1;
-            self.stats.tx_packets += 1;
-            self.stats.tx_bytes += len as u64;
-        }
-        if queued > 0 {
-            self.kick();
-        }
-        taken
+        self.send(frames, None)
+    }
+
+    /// Copies each frame into the kernel's ring as `tx_burst` does, and then the MACs the
+    /// switch checked over its first 12 bytes there: the frame leaves with them, whatever
+    /// the pool's owner wrote into its buffer meanwhile.
+    fn tx_burst_with_macs(&mut self, frames: &[Frame], macs: &[MacHeader]) -> usize {
+        let n = frames.len().min(macs.len());
+        self.send(&frames[..n], Some(macs))
     }
 
     fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {

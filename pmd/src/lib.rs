@@ -74,6 +74,22 @@ impl Frame {
 /// A 48-bit Ethernet address.
 pub type Mac = [u8; 6];
 
+/// The first 12 bytes of an Ethernet header: the destination MAC, then the source MAC.
+pub type MacHeader = [u8; 12];
+
+/// What a switch enforces on every frame of a port whose frames come from an untrusted party
+/// (an app): see [`Port::admission`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// The one source MAC the port's frames may carry (unicast): the switch pins it to the
+    /// port in its FDB and learns nothing else from the port's frames.
+    pub mac: Mac,
+    /// Most frames per second the port may send; 0 for no limit.
+    pub frames_per_sec: u64,
+    /// Most bytes per second the port may send; 0 for no limit.
+    pub bytes_per_sec: u64,
+}
+
 /// Link state of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -139,11 +155,23 @@ pub trait Port: Send {
     }
 
     /// Asks the port to transmit from `pool` (another party's pool, mapped into this process
-    /// for as long as the grant lasts) without a copy. A port that can (the Intel port: it
-    /// pins the pages and records their device addresses) adds it to `tx_pools` and returns
-    /// `true`; the default cannot. Not on the burst path.
+    /// for as long as the grant lasts) without a copy. A port that can (the `af_packet` port:
+    /// it copies each frame into its kernel ring as it takes it) adds it to `tx_pools` and
+    /// returns `true`; the default cannot. A port that accepts must implement
+    /// [`Port::tx_burst_with_macs`]: the other party can rewrite its buffers at any time, so
+    /// the switch hands such frames over with the header it decided on. Not on the burst
+    /// path.
     fn grant_tx_pool(&mut self, _pool: &Pool) -> bool {
         false
+    }
+
+    /// `Some` when the port's frames come from an untrusted party (an app's port): the
+    /// switch then takes one copy of each frame's header into its own memory and makes every
+    /// decision on that copy, refuses frames whose source is not [`Admission::mac`], pins
+    /// that MAC to the port, and limits the port's rate. Read once, when the port is added;
+    /// the default, `None`, is a port whose frames the switch learns from (a NIC).
+    fn admission(&self) -> Option<Admission> {
+        None
     }
 
     /// Withdraws a grant made with `grant_tx_pool`. Returns `false` while frames of that
@@ -159,6 +187,18 @@ pub trait Port: Send {
     /// Queues frames for transmit, each from a pool in `tx_pools`; returns how many of the
     /// leading frames it took. Frames not taken stay the caller's.
     fn tx_burst(&mut self, frames: &[Frame]) -> usize;
+
+    /// [`Port::tx_burst`] for frames whose buffers another party can rewrite while the port
+    /// reads them: frame `i` leaves with `macs[i]` as its first 12 bytes (the destination
+    /// and source MAC the switch checked, from the switch's own memory), whatever its buffer
+    /// holds there by then, and the rest of it from its buffer. The switch calls it for
+    /// frames of an untrusted port ([`Port::admission`]) that it hands over by handle, so a
+    /// port that accepts [`Port::grant_tx_pool`] must implement it; `macs` is at least as
+    /// long as `frames`. Returns how many of the leading frames it took; the default takes
+    /// none.
+    fn tx_burst_with_macs(&mut self, _frames: &[Frame], _macs: &[MacHeader]) -> usize {
+        0
+    }
 
     /// Buffers whose transmission finished, for the caller to return to their owners.
     fn tx_done(&mut self, out: &mut [BufHandle]) -> usize;

@@ -32,7 +32,7 @@ use grant_pool::{
     Blocks, BufHandle, BufIdx, Pool, PoolError, PoolId, PoolLayout, PoolSet, PoolTable, Region,
 };
 
-use crate::{Frame, LinkState, Mac, Port, PortStats};
+use crate::{Frame, LinkState, Mac, MacHeader, Port, PortStats};
 
 /// EtherType of generated frames (IEEE 802 local experimental EtherType 1).
 pub const SIM_ETHERTYPE: u16 = 0x88b5;
@@ -157,6 +157,10 @@ pub struct SimConfig {
     /// `results/callgrind-switch.txt`). Off, `reclaim` still refuses handles of other pools
     /// or past the end of the pool.
     pub track_buffers: bool,
+    /// Whether the sink records the 12 MAC bytes each frame it takes leaves with
+    /// ([`SimProbe::headers`]): those [`Port::tx_burst_with_macs`] gives, else the buffer's.
+    /// For tests; off by default.
+    pub record_headers: bool,
 }
 
 impl SimConfig {
@@ -180,6 +184,7 @@ impl SimConfig {
             verify: false,
             tx_ring: 1024,
             track_buffers: true,
+            record_headers: false,
         }
     }
 }
@@ -214,6 +219,9 @@ pub struct SimProbe {
     pub hold_completions: AtomicBool,
     /// Frames a gated generator may still send.
     pub credit: AtomicU64,
+    /// With [`SimConfig::record_headers`]: the MAC bytes of every frame the sink took, in
+    /// order.
+    pub headers: std::sync::Mutex<Vec<MacHeader>>,
 }
 
 impl SimProbe {
@@ -284,6 +292,9 @@ pub struct SimPort {
     generate: bool,
     remaining: u64,
     gated: bool,
+    record: bool,
+    /// `verify` or `record`: every frame the sink takes is looked at.
+    frame_by_frame: bool,
     frame_len: u16,
     src: MacPattern,
     dst: MacPattern,
@@ -388,6 +399,8 @@ impl SimPort {
             generate: cfg.generate,
             remaining: cfg.limit.unwrap_or(u64::MAX),
             gated: cfg.gated,
+            record: cfg.record_headers,
+            frame_by_frame: cfg.verify || cfg.record_headers,
             frame_len: cfg.frame_len as u16,
             src,
             dst: cfg.dst,
@@ -541,6 +554,58 @@ impl SimPort {
         true
     }
 
+    /// `tx_burst`, and with `macs` (as long as `frames`) `tx_burst_with_macs`: takes as
+    /// many of `frames` as the ring has room for.
+    #[inline(always)]
+    fn sink(&mut self, frames: &[Frame], macs: Option<&[MacHeader]>) -> usize {
+        let cap = self.ring.len();
+        let space = cap - self.ring_len;
+        let limit = frames.len().min(space);
+        let mut tail = self.ring_head + self.ring_len;
+        if tail >= cap {
+            tail -= cap;
+        }
+        if !self.frame_by_frame && limit > 0 && self.readable.contains(frames[0].buf.pool()) {
+            // One pool for the whole burst (the common case): one pass copies the handles
+            // into the free ring slots, sums the bytes and checks that every frame is of
+            // the first one's pool. The slots only count once `ring_len` covers them, so a
+            // burst that fails the check leaves nothing behind.
+            let p0 = frames[0].buf.raw() >> 24;
+            let first = limit.min(cap - tail);
+            let a = Self::take(&mut self.ring[tail..tail + first], &frames[..first], p0);
+            let b = if first < limit {
+                Self::take(&mut self.ring[..limit - first], &frames[first..limit], p0)
+            } else {
+                (0, 0)
+            };
+            if a.0 | b.0 == 0 {
+                let bytes = a.1 + b.1;
+                self.ring_len += limit;
+                self.local.refused += (frames.len() - limit) as u64;
+                self.stats.tx_packets += limit as u64;
+                self.stats.tx_bytes += bytes;
+                self.stats.tx_dropped = self.local.refused;
+                self.publish_sink();
+                return limit;
+            }
+        }
+        self.tx_each(frames, limit, tail, macs)
+    }
+
+    /// Records the MACs frame `f` leaves with: `mac` when given, else its buffer's.
+    fn record_header(&self, f: &Frame, mac: Option<&MacHeader>) {
+        let h = mac.copied().unwrap_or_else(|| {
+            let mut h = [0u8; 12];
+            if let Some(r) = self.peers.buf(f.buf) {
+                let _ = r.read(0, &mut h);
+            }
+            h
+        });
+        if let Ok(mut v) = self.probe.headers.lock() {
+            v.push(h);
+        }
+    }
+
     fn publish_sink(&self) {
         let p = &self.probe;
         p.sunk.store(self.stats.tx_packets, Relaxed);
@@ -688,38 +753,11 @@ impl Port for SimPort {
     }
 
     fn tx_burst(&mut self, frames: &[Frame]) -> usize {
-        let cap = self.ring.len();
-        let space = cap - self.ring_len;
-        let limit = frames.len().min(space);
-        let mut tail = self.ring_head + self.ring_len;
-        if tail >= cap {
-            tail -= cap;
-        }
-        if !self.verify && limit > 0 && self.readable.contains(frames[0].buf.pool()) {
-            // One pool for the whole burst (the common case): one pass copies the handles
-            // into the free ring slots, sums the bytes and checks that every frame is of
-            // the first one's pool. The slots only count once `ring_len` covers them, so a
-            // burst that fails the check leaves nothing behind.
-            let p0 = frames[0].buf.raw() >> 24;
-            let first = limit.min(cap - tail);
-            let a = Self::take(&mut self.ring[tail..tail + first], &frames[..first], p0);
-            let b = if first < limit {
-                Self::take(&mut self.ring[..limit - first], &frames[first..limit], p0)
-            } else {
-                (0, 0)
-            };
-            if a.0 | b.0 == 0 {
-                let bytes = a.1 + b.1;
-                self.ring_len += limit;
-                self.local.refused += (frames.len() - limit) as u64;
-                self.stats.tx_packets += limit as u64;
-                self.stats.tx_bytes += bytes;
-                self.stats.tx_dropped = self.local.refused;
-                self.publish_sink();
-                return limit;
-            }
-        }
-        self.tx_each(frames, limit, tail)
+        self.sink(frames, None)
+    }
+
+    fn tx_burst_with_macs(&mut self, frames: &[Frame], macs: &[MacHeader]) -> usize {
+        self.sink(&frames[..frames.len().min(macs.len())], Some(macs))
     }
 
     fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
@@ -824,9 +862,15 @@ impl SimPort {
         (other, bytes)
     }
 
-    /// `tx_burst` frame by frame: mixed pools, unreadable frames, verification.
+    /// `tx_burst` frame by frame: mixed pools, unreadable frames, verification, recording.
     #[inline(never)]
-    fn tx_each(&mut self, frames: &[Frame], limit: usize, mut tail: usize) -> usize {
+    fn tx_each(
+        &mut self,
+        frames: &[Frame],
+        limit: usize,
+        mut tail: usize,
+        macs: Option<&[MacHeader]>,
+    ) -> usize {
         let cap = self.ring.len();
         let mut n = limit;
         let mut bytes = 0u64;
@@ -840,6 +884,9 @@ impl SimPort {
                 self.local.unreadable += 1;
                 n = k;
                 break;
+            }
+            if self.record {
+                self.record_header(f, macs.and_then(|m| m.get(k)));
             }
             self.ring[tail] = f.buf;
             tail += 1;

@@ -266,6 +266,62 @@ fn transmits_straight_from_a_readable_pool() {
     drop(mem);
 }
 
+/// Frames handed over with the MACs a switch checked leave with those MACs, whatever their
+/// buffers hold by then (the pool's owner can rewrite them at any time); the rest of each
+/// frame comes from its buffer. A frame too short to carry its MACs is refused.
+#[test]
+fn transmit_with_checked_macs_puts_those_macs_on_the_wire() {
+    if !root_or_skip("transmit_with_checked_macs_puts_those_macs_on_the_wire") {
+        return;
+    }
+    let pair = VethPair::new("pm", &[]);
+    let mut port = open(&pair, |_| {});
+    let mac = port.mac();
+    let layout = PoolLayout::new(2048, 64).expect("layout");
+    let mem = Mmap::anonymous(layout.bytes(), false).expect("pool memory");
+    let app = Pool::new(PoolId(9), layout, mem.region()).expect("app pool");
+    assert!(Port::grant_tx_pool(&mut port, &app));
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    let spoofed = [0x02, 0x66, 0x66, 0x66, 0x66, 0x66];
+    let mut frames = Vec::new();
+    let mut macs = Vec::new();
+    for i in 0..8u32 {
+        let h = app.handle(BufIdx(i)).expect("handle");
+        let want = test_frame(pair.peer_mac, mac, i, test_len(i));
+        // What the buffer holds when the port reads it: another source.
+        let mut held = want.clone();
+        held[6..12].copy_from_slice(&spoofed);
+        app.buf(h).expect("buf").write(0, &held).expect("write");
+        frames.push(Frame::new(h, want.len() as u16));
+        let mut m = [0u8; 12];
+        m.copy_from_slice(&want[..12]);
+        macs.push(m);
+    }
+    let short = app.handle(BufIdx(20)).expect("handle");
+    frames.push(Frame::new(short, 10));
+    macs.push([0x02; 12]);
+    assert_eq!(port.tx_burst_with_macs(&frames, &macs), frames.len());
+    let mut buf = vec![0u8; 2048];
+    for i in 0..8u32 {
+        let n = peer
+            .recv(&mut buf, Duration::from_secs(2))
+            .expect("frame at peer");
+        assert_eq!(
+            buf[..n],
+            test_frame(pair.peer_mac, mac, i, test_len(i))[..],
+            "frame {i} left with the checked MACs and its own bytes"
+        );
+    }
+    assert!(peer.recv(&mut buf, Duration::from_millis(200)).is_none());
+    let s = port.stats();
+    assert_eq!(s.tx_packets, 8);
+    assert_eq!(s.tx_dropped, 1, "the frame shorter than its MACs");
+    let mut done = [BufHandle::from_raw(0); 32];
+    assert_eq!(port.tx_done(&mut done), frames.len());
+    drop(port);
+    drop(mem);
+}
+
 /// With a small ring that is not polled, the kernel drops frames, and the port's counters
 /// say so: frames seen = frames delivered + frames dropped.
 #[test]

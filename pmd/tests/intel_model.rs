@@ -414,11 +414,10 @@ fn transmit_dmas_straight_from_a_registered_pool() {
     assert_eq!(done[0], h, "the app's buffer comes back to the caller");
     p.unregister_tx_pool(PoolId(3)).unwrap();
     assert_eq!(p.tx_burst(&[Frame::new(h, 300)]), 0);
-    // The same through the Port trait, as a switch holding `dyn Port` does it.
+    // Registered again, it is still in flight until completed: not yet unregistered.
+    p.register_tx_pool(&app).unwrap();
+    assert_eq!(p.tx_burst(&[Frame::new(h, 300)]), 1);
     let port: &mut dyn Port = &mut p;
-    assert!(port.grant_tx_pool(&app));
-    assert!(port.tx_pools().contains(PoolId(3)));
-    assert_eq!(port.tx_burst(&[Frame::new(h, 300)]), 1);
     assert!(!port.revoke_tx_pool(PoolId(3)), "in flight: not yet");
     assert_eq!(m.transmit(0, &mut |_| {}), 1);
     let mut done = [BufHandle::from_raw(0); 4];
@@ -433,6 +432,28 @@ fn transmit_dmas_straight_from_a_registered_pool() {
     };
     assert_eq!(p.tx_burst(&[Frame::new(own, 2049)]), 0);
     assert_eq!(p.tx_burst(&[Frame::new(own, 0)]), 0);
+}
+
+#[test]
+fn another_partys_pool_is_never_granted_for_dma() {
+    // An app's pool offered through the Port trait, as the server offers it on attach: the
+    // device would read the app's memory (header and all) long after the switch checked
+    // it, from pages the app can free. Refused, on both families; the switch copies.
+    for fam in [Family::Igb, Family::Ixgbe] {
+        let (mut p, m) = open(fam, 1);
+        let app = foreign_pool(3, 64);
+        let h = app.handle(BufIdx(5)).unwrap();
+        app.buf(h).unwrap().write(0, &frame(300, 9)).unwrap();
+        let port: &mut dyn Port = &mut p;
+        assert!(
+            !port.grant_tx_pool(&app),
+            "{fam:?}: the app's pool was granted"
+        );
+        assert!(!port.tx_pools().contains(PoolId(3)));
+        assert_eq!(port.tx_burst(&[Frame::new(h, 300)]), 0, "nothing by handle");
+        assert_eq!(m.transmit(0, &mut |_| {}), 0);
+        assert!(port.revoke_tx_pool(PoolId(3)));
+    }
 }
 
 #[test]

@@ -6,8 +6,11 @@
 //! - `rx_burst` takes frames the app queued on its **tx** ring. Each descriptor is copied out
 //!   once and checked by grant-pool's validating consumer (pool, index, length, and that the
 //!   app holds the buffer at that moment); then the frame must be at least an Ethernet
-//!   header long and its **source MAC must be the app's own**. A frame failing the last two
-//!   checks is dropped, counted (`runt`, `spoofed`) and its buffer goes back to the app.
+//!   header long (else it is dropped, counted `runt`, and its buffer goes back to the app).
+//!   The port does not look at the frame's bytes: the app can rewrite them at any time, so
+//!   the switch copies each header once and makes every decision on that copy. The port
+//!   says so with [`Port::admission`]: the app's MAC (the only source its frames may carry,
+//!   pinned to the port in the switch's FDB) and its rate limit ([`AppPort::set_rate`]).
 //! - `tx_burst` publishes frames on the app's **rx** ring. The app reads only its own pool
 //!   ([`Port::tx_pools`] is that pool alone), so the switch first copies each frame into a
 //!   buffer of the app's pool that it got from `alloc`; a full ring refuses the rest and the
@@ -25,7 +28,8 @@
 //! 2. Server → app, with a frame: on the **rx** ring.
 //! 3. Server → app, without a frame: on the **completion** ring. That is every app buffer
 //!    the switch gives back to this port with `reclaim`: a frame the app sent once the
-//!    destination finished with it (or dropped it), a refused frame (runt, spoofed), and a
+//!    destination finished with it (or the switch dropped it: spoofed, over the rate, …), a
+//!    refused frame (runt), and a
 //!    fill buffer the switch took but did not need. When the completion ring is full they
 //!    wait in a stash (one slot per buffer of the pool, allocated at attach) and go out with
 //!    the next poll.
@@ -56,7 +60,7 @@ use grant_pool::{
     BufHandle, Desc, Mapping, Notifier, Pool, PoolId, PoolSet, PortLimits, RejectCounters,
     ServerPort,
 };
-use pmd::{Frame, LinkState, Mac, Port, PortStats};
+use pmd::{Admission, Frame, LinkState, Mac, Port, PortStats};
 
 use crate::ctl::PortCounters;
 use crate::forward::{ETH_HEADER, MAX_BURST};
@@ -101,7 +105,6 @@ pub struct AppCounters {
     tx_packets: AtomicU64,
     tx_bytes: AtomicU64,
     tx_dropped: AtomicU64,
-    spoofed: AtomicU64,
     runt: AtomicU64,
     index_ahead: AtomicU64,
     bad_pool: AtomicU64,
@@ -140,18 +143,18 @@ impl AppCounters {
         self.granter_gone.load(Relaxed)
     }
 
-    /// A copy in the control protocol's shape.
+    /// A copy in the control protocol's shape. The switch's drops (spoofed frames among
+    /// them: the switch checks the source MAC) are not the port's: the server adds them.
     pub fn snapshot(&self) -> PortCounters {
         let l = |a: &AtomicU64| a.load(Relaxed);
         let mut c = PortCounters {
             rx_packets: l(&self.rx_packets),
             rx_bytes: l(&self.rx_bytes),
-            rx_dropped: l(&self.spoofed) + l(&self.runt),
+            rx_dropped: l(&self.runt),
             tx_packets: l(&self.tx_packets),
             tx_bytes: l(&self.tx_bytes),
             tx_dropped: l(&self.tx_dropped),
             errors: 0,
-            spoofed: l(&self.spoofed),
             runt: l(&self.runt),
             index_ahead: l(&self.index_ahead),
             bad_pool: l(&self.bad_pool),
@@ -160,9 +163,9 @@ impl AppCounters {
             not_held: l(&self.not_held),
             kicks_to_app: l(&self.kicks),
             kicks_from_app: l(&self.kicks_in),
+            ..PortCounters::default()
         };
-        c.errors = c.spoofed
-            + c.runt
+        c.errors = c.runt
             + c.index_ahead
             + c.bad_pool
             + c.bad_index
@@ -186,7 +189,6 @@ struct Local {
     tx_packets: u64,
     tx_bytes: u64,
     tx_dropped: u64,
-    spoofed: u64,
     runt: u64,
     ring_faults: u64,
     kicks: u64,
@@ -197,6 +199,8 @@ struct Local {
 pub struct AppPort<M: Mapping, N: Notifier> {
     name: String,
     mac: Mac,
+    /// Most frames and bytes a second the app may send (0: no limit).
+    rate: (u64, u64),
     sp: ServerPort,
     notifier: N,
     pools: [Pool; 1],
@@ -265,6 +269,7 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         Ok(Self {
             name: name.to_owned(),
             mac,
+            rate: (0, 0),
             pools: [sp.pool],
             own: PoolSet::of(pool),
             sp,
@@ -293,6 +298,13 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         Ok(layout_of(&h))
     }
 
+    /// Limits the app to `frames_per_sec` frames and `bytes_per_sec` bytes a second (0: no
+    /// limit), enforced by the switch from the port's [`Port::admission`]: set it before the
+    /// port is added.
+    pub fn set_rate(&mut self, frames_per_sec: u64, bytes_per_sec: u64) {
+        self.rate = (frames_per_sec, bytes_per_sec);
+    }
+
     /// The counters, shareable with the control thread.
     pub fn counters(&self) -> Arc<AppCounters> {
         self.shared.clone()
@@ -317,7 +329,6 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         set(&s.tx_packets, self.local.tx_packets);
         set(&s.tx_bytes, self.local.tx_bytes);
         set(&s.tx_dropped, self.local.tx_dropped);
-        set(&s.spoofed, self.local.spoofed);
         set(&s.runt, self.local.runt);
         set(&s.index_ahead, r.index_ahead + self.local.ring_faults);
         set(&s.bad_pool, r.bad_pool);
@@ -432,6 +443,14 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
         &self.pools
     }
 
+    fn admission(&self) -> Option<Admission> {
+        Some(Admission {
+            mac: self.mac,
+            frames_per_sec: self.rate.0,
+            bytes_per_sec: self.rate.1,
+        })
+    }
+
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         self.flush_comp();
         let n = out.len().min(MAX_BURST);
@@ -442,19 +461,6 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
             let h = d.buf();
             if (d.len as usize) < ETH_HEADER {
                 self.local.runt += 1;
-                self.give_back(h);
-                continue;
-            }
-            // Bytes 6..12 of the frame: its source MAC, copied out of the app's memory.
-            let mut src = [0u8; 6];
-            let read = self
-                .sp
-                .pool
-                .buf(h)
-                .ok()
-                .and_then(|r| r.read(6, &mut src).ok());
-            if read.is_none() || src != self.mac {
-                self.local.spoofed += 1;
                 self.give_back(h);
                 continue;
             }
@@ -695,6 +701,11 @@ mod tests {
         Desc::new(h, 60)
     }
 
+    /// Buffer `i` as a frame shorter than an Ethernet header.
+    fn runt(app: &grant_pool::AppPort, i: u32) -> Desc {
+        Desc::new(app.pool.handle(BufIdx(i)).unwrap(), 10)
+    }
+
     fn send(app: &mut grant_pool::AppPort, ds: &[Desc]) {
         let n = app.tx.reserve(ds.len() as u32).unwrap();
         assert_eq!(n as usize, ds.len());
@@ -714,11 +725,11 @@ mod tests {
     #[test]
     fn refused_frames_wait_for_room_on_a_full_completion_ring() {
         let (mut app, _g, mut port) = pair([8, 8, 8, 2], 32);
-        let spoofed: Vec<Desc> = (0..5).map(|i| frame(&app, i, [2, 9, 9, 9, 9, 9])).collect();
-        send(&mut app, &spoofed);
+        let runts: Vec<Desc> = (0..5).map(|i| runt(&app, i)).collect();
+        send(&mut app, &runts);
         let mut out = [Frame::new(BufHandle::from_raw(0), 0); 32];
         assert_eq!(port.rx_burst(&mut out), 0);
-        assert_eq!(port.counters().snapshot().spoofed, 5);
+        assert_eq!(port.counters().snapshot().runt, 5);
         // Two fit on the completion ring, three wait; each poll moves what fits.
         let mut back = completions(&mut app);
         assert_eq!(back.len(), 2);
@@ -734,8 +745,8 @@ mod tests {
     #[test]
     fn a_full_completion_ring_lets_the_switch_sleep_and_room_made_for_it_wakes_it() {
         let (mut app, _g, mut port) = pair([8, 8, 8, 2], 32);
-        let spoofed: Vec<Desc> = (0..5).map(|i| frame(&app, i, [2, 9, 9, 9, 9, 9])).collect();
-        send(&mut app, &spoofed);
+        let runts: Vec<Desc> = (0..5).map(|i| runt(&app, i)).collect();
+        send(&mut app, &runts);
         let mut out = [Frame::new(BufHandle::from_raw(0), 0); 32];
         port.rx_burst(&mut out);
         // Two on the completion ring, three stashed. Polling cannot move them until the app

@@ -23,15 +23,49 @@ pub enum DropReason {
     /// The copy into the destination's buffer failed: a bad buffer from the destination, a
     /// frame longer than its buffers, or memory it cannot write (egress).
     CopyFault,
+    /// From an app's port, with another source MAC than the one the app was admitted with
+    /// (ingress).
+    Spoofed,
+    /// The source MAC is a group (multicast or broadcast) address: no station sends from
+    /// one (ingress, any port).
+    GroupSource,
+    /// From an app's port, to a reserved link-local group address, 01:80:c2:00:00:00 to
+    /// 01:80:c2:00:00:0f (pause, STP, LLDP; ingress).
+    LinkLocal,
+    /// From an app's port, over the app's configured rate (ingress).
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Runt,
         DropReason::BadFrame,
         DropReason::Hairpin,
         DropReason::NoDestination,
+        DropReason::RingFull,
+        DropReason::NoBuffer,
+        DropReason::CopyFault,
+        DropReason::Spoofed,
+        DropReason::GroupSource,
+        DropReason::LinkLocal,
+        DropReason::RateLimited,
+    ];
+
+    /// The reasons counted where a frame enters the switch.
+    pub const INGRESS: [DropReason; 8] = [
+        DropReason::Runt,
+        DropReason::BadFrame,
+        DropReason::Hairpin,
+        DropReason::NoDestination,
+        DropReason::Spoofed,
+        DropReason::GroupSource,
+        DropReason::LinkLocal,
+        DropReason::RateLimited,
+    ];
+
+    /// The reasons counted where a frame leaves the switch.
+    pub const EGRESS: [DropReason; 3] = [
         DropReason::RingFull,
         DropReason::NoBuffer,
         DropReason::CopyFault,
@@ -47,6 +81,10 @@ impl DropReason {
             DropReason::RingFull => "ring_full",
             DropReason::NoBuffer => "no_buffer",
             DropReason::CopyFault => "copy_fault",
+            DropReason::Spoofed => "spoofed",
+            DropReason::GroupSource => "group_source",
+            DropReason::LinkLocal => "link_local",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }

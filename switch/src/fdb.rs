@@ -9,7 +9,21 @@
 //! station was last seen is kept in a parallel array of ticks, one per slot.
 //!
 //! The table is bounded: once it holds `max_entries` stations, new ones are not learned
-//! (their frames are flooded, as unknown unicast is) and the refusal is counted. Learning
+//! (their frames are flooded, as unknown unicast is) and the refusal is counted. So is each
+//! port ([`Fdb::set_port_limit`]): a port that has that many stations learned learns no new
+//! one, so that one port cannot fill the table for every other; the refusals are counted per
+//! port ([`Fdb::not_learned`]).
+//!
+//! **Pinned entries.** An app's port has one MAC, admitted by the server; the switch pins it
+//! to the port ([`Fdb::pin`]) and never learns from the app's frames. A pinned entry is
+//! always marked recent, never ages, and learning from another port cannot move it (the
+//! attempt is counted, `FdbStats::pinned`); it goes when its port does
+//! ([`Fdb::flush_port`]). It is marked by its tick: [`PINNED`], a value learning never
+//! records (a sighting at that tick is recorded one tick earlier), so the burst pass, which
+//! never reads ticks, is unchanged, and every path that reads a tick reads the mark with it.
+//! Pinned entries count neither against `max_entries` nor against their port's limit.
+//!
+//! Learning
 //! writes a slot only when the station moved or its recorded tick is more than 1/64 of the
 //! aging time old, so a busy station's entry is rewritten about 64 times per aging period,
 //! not on every frame; an entry therefore lasts from `age - age/64` to `age` ticks after its
@@ -51,11 +65,24 @@ pub const MAC_MASK: u64 = (1 << 48) - 1;
 /// What [`Fdb::learn_and_look_up`] reports for a destination it does not know (or a group
 /// address): not a port number.
 pub const UNKNOWN: u16 = u16::MAX;
+/// What [`Fdb::learn_and_look_up`] reports for a frame whose source is a group address (no
+/// station sends from one: the frame is to be dropped). Ports at or above this number are
+/// not ports for the burst calls.
+pub const GROUP_SOURCE: u16 = u16::MAX - 3;
+/// The tick of a pinned entry (learning records no sighting at this tick).
+pub const PINNED: u32 = u32::MAX;
 
 /// An entry's recent bit (where the MAC's I/G bit lands, 0 in every stored MAC).
 const RECENT: u64 = 1 << 16;
 /// An empty slot.
 const EMPTY: u64 = u64::MAX;
+
+/// The tick learning records for a sighting at `now`: `now`, except that [`PINNED`] is
+/// recorded one tick earlier (the entry then lasts a tick less).
+#[inline(always)]
+fn stamp(now: u32) -> u32 {
+    if now == PINNED { now - 1 } else { now }
+}
 
 /// The MAC part of an entry for unicast `mac`: the MAC in the top 48 bits (whatever `mac`
 /// holds above its 48 bits falls off), the recent bit and port 0.
@@ -123,6 +150,10 @@ pub struct FdbStats {
     pub aged: u64,
     /// Group source addresses refused for learning.
     pub bad_source: u64,
+    /// New stations not learned because their port had its most stations learned.
+    pub port_full: u64,
+    /// Sightings of a pinned MAC on another port than its own (not learned).
+    pub pinned: u64,
 }
 
 /// What [`Fdb::learn`] did.
@@ -141,6 +172,24 @@ pub enum Learned {
     Full,
     /// A group address cannot be a source; not learned.
     BadSource,
+    /// The port has its most stations learned already; not learned.
+    PortFull,
+    /// The MAC is pinned to another port; not learned.
+    Pinned,
+}
+
+/// Why [`Fdb::pin`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PinError {
+    /// A group or zero MAC cannot be a station's.
+    #[error("a group or zero MAC cannot be pinned")]
+    NotUnicast,
+    /// The MAC is pinned to another port already.
+    #[error("the MAC is pinned to port {0} already")]
+    Taken(u16),
+    /// The table has no room left even for pinned entries.
+    #[error("the forwarding table has no room for another pinned MAC")]
+    Full,
 }
 
 /// The forwarding database. See the module docs.
@@ -170,6 +219,14 @@ pub struct Fdb {
     /// still holds.
     generation: u64,
     stats: FdbStats,
+    /// Pinned entries in the table.
+    pinned: usize,
+    /// Most stations learned per port (`usize::MAX`: no limit but the table's).
+    port_limit: usize,
+    /// Per port: learned (not pinned) entries in the table; grown on demand.
+    on_port: Vec<u32>,
+    /// Per port: new stations not learned because of the port's limit; grown on demand.
+    refused_on: Vec<u64>,
 }
 
 impl Fdb {
@@ -207,7 +264,104 @@ impl Fdb {
             sweep_at: 0,
             generation: 0,
             stats: FdbStats::default(),
+            pinned: 0,
+            port_limit: usize::MAX,
+            on_port: Vec::new(),
+            refused_on: Vec::new(),
         }
+    }
+
+    /// Limits every port to `most` learned stations (at least 1; pinned entries do not
+    /// count). A port over a new, lower limit keeps its stations until they age.
+    pub fn set_port_limit(&mut self, most: usize) {
+        self.port_limit = most.max(1);
+    }
+
+    /// The most stations one port may have learned.
+    pub fn port_limit(&self) -> usize {
+        self.port_limit
+    }
+
+    /// Stations learned on `port` (pinned entries not counted; aged ones until swept).
+    pub fn learned_on(&self, port: u16) -> usize {
+        self.on_port.get(port as usize).copied().unwrap_or(0) as usize
+    }
+
+    /// New stations seen on `port` but not learned because of its limit, so far.
+    pub fn not_learned(&self, port: u16) -> u64 {
+        self.refused_on.get(port as usize).copied().unwrap_or(0)
+    }
+
+    /// Pins unicast `mac` to `port`: the entry never ages, is always answered from the
+    /// burst pass, and learning cannot move it; [`Fdb::flush_port`] removes it. A station of
+    /// that MAC learned on some port is taken over. Refused for a MAC pinned elsewhere, or
+    /// when the table (which holds `max_entries` learned stations, filled to at most half)
+    /// is three-quarters full.
+    pub fn pin(&mut self, mac: MacKey, port: u16) -> Result<(), PinError> {
+        let mac = mac & MAC_MASK;
+        if is_group(mac) || mac == 0 || port >= GROUP_SOURCE {
+            return Err(PinError::NotUnicast);
+        }
+        let bits = mac_bits(mac);
+        let i = self.find(bits);
+        let e = self.slots[i];
+        if e == EMPTY {
+            if self.len + 1 > self.slots.len() / 4 * 3 {
+                return Err(PinError::Full);
+            }
+            self.len += 1;
+        } else if self.ticks[i] == PINNED {
+            if e as u16 != port {
+                return Err(PinError::Taken(e as u16));
+            }
+            return Ok(());
+        } else {
+            self.count_off(e as u16);
+        }
+        self.slots[i] = bits | RECENT | port as u64;
+        self.ticks[i] = PINNED;
+        self.pinned += 1;
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Whether `mac` is pinned, and to which port.
+    pub fn pinned_to(&self, mac: MacKey) -> Option<u16> {
+        let i = self.find(mac_bits(mac & MAC_MASK));
+        (self.slots[i] != EMPTY && self.ticks[i] == PINNED).then_some(self.slots[i] as u16)
+    }
+
+    /// Counts a learned entry on `port` gone.
+    #[inline]
+    fn count_off(&mut self, port: u16) {
+        if let Some(c) = self.on_port.get_mut(port as usize) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// Counts a learned entry on `port` added.
+    #[inline]
+    fn count_on(&mut self, port: u16) {
+        let p = port as usize;
+        if p >= self.on_port.len() {
+            self.on_port.resize(p + 1, 0);
+        }
+        self.on_port[p] += 1;
+    }
+
+    /// Whether `port` may learn another station (and counts the refusal when not).
+    #[inline]
+    fn port_has_room(&mut self, port: u16) -> bool {
+        if self.learned_on(port) < self.port_limit {
+            return true;
+        }
+        let p = port as usize;
+        if p >= self.refused_on.len() {
+            self.refused_on.resize(p + 1, 0);
+        }
+        self.refused_on[p] += 1;
+        self.stats.port_full += 1;
+        false
     }
 
     /// Stations in the table (aged ones included until swept).
@@ -255,7 +409,8 @@ impl Fdb {
 
     #[inline]
     fn alive(&self, i: usize, now: u32) -> bool {
-        now.wrapping_sub(self.ticks[i]) <= self.age
+        let t = self.ticks[i];
+        now.wrapping_sub(t) <= self.age || t == PINNED
     }
 
     /// The slot holding the unicast MAC whose entry bits are `bits`, or the empty slot
@@ -290,7 +445,7 @@ impl Fdb {
         let keep = self.refresh - self.window_len;
         for (e, &t) in self.slots.iter_mut().zip(self.ticks.iter()) {
             if *e != EMPTY {
-                let recent = now.wrapping_sub(t) <= keep && *e as u16 != UNKNOWN;
+                let recent = (now.wrapping_sub(t) <= keep || t == PINNED) && *e as u16 != UNKNOWN;
                 *e = (*e & !RECENT) | if recent { RECENT } else { 0 };
             }
         }
@@ -327,7 +482,8 @@ impl Fdb {
     /// `(destination, source)` pair in `frames`, learns the source (when `learn`; as
     /// [`Fdb::learn`]) and writes to `out` the port the destination was last seen on, or
     /// [`UNKNOWN`] (as [`Fdb::lookup`]; group destinations are [`UNKNOWN`]). The answers are
-    /// those of learning and looking up frame by frame.
+    /// those of learning and looking up frame by frame, except that a frame whose source is
+    /// a group address is answered [`GROUP_SOURCE`] (learning or not).
     ///
     /// A pass that writes nothing checks each frame's source (recent on `port`) and answers
     /// its destination, both from their home slots; it has no dependency from one frame to
@@ -414,9 +570,9 @@ impl Fdb {
         let want = RECENT | port as u64;
         for k in from..out.len() {
             let (dst, src) = keys(k);
-            let mut miss = dst & 1;
+            let mut miss = (dst | src) & 1;
             if LEARN {
-                miss |= (slots[home(src)] ^ (mac_bits(src) | want)) | (src & 1);
+                miss |= slots[home(src)] ^ (mac_bits(src) | want);
             }
             let x = slots[home(dst)] ^ (mac_bits(dst) | RECENT);
             miss |= x >> 16;
@@ -429,7 +585,8 @@ impl Fdb {
     }
 
     /// One frame the pass could not answer: learns its source (when `learn`), then
-    /// answers its destination, exactly as frame-by-frame learning and lookup do.
+    /// answers its destination, exactly as frame-by-frame learning and lookup do; a group
+    /// source is answered [`GROUP_SOURCE`].
     #[cold]
     #[inline(never)]
     fn learn_then_look_up(
@@ -442,6 +599,9 @@ impl Fdb {
     ) -> u16 {
         if learn {
             self.learn(src, port, now);
+        }
+        if is_group(src) {
+            return GROUP_SOURCE;
         }
         self.lookup(dst, now).unwrap_or(UNKNOWN)
     }
@@ -462,7 +622,7 @@ impl Fdb {
         let (sb, db) = (mac_bits(src), mac_bits(dst));
         let s = self.slots[self.home(sb) & self.mask];
         let x = self.slots[self.home(db) & self.mask] ^ (db | RECENT);
-        let fresh = !learn || (s == sb | RECENT | port as u64 && !is_group(src));
+        let fresh = !is_group(src) && (!learn || s == sb | RECENT | port as u64);
         if fresh && x <= 0xffff && !is_group(dst) && port != UNKNOWN && self.in_window(now) {
             return (x as u16, true);
         }
@@ -482,22 +642,37 @@ impl Fdb {
         let i = self.find(bits);
         let e = self.slots[i];
         let learned = if e == EMPTY {
-            if self.len >= self.max {
+            if self.len - self.pinned >= self.max {
                 self.stats.full += 1;
                 return Learned::Full;
             }
-            self.ticks[i] = now;
+            if !self.port_has_room(port) {
+                return Learned::PortFull;
+            }
+            self.count_on(port);
+            self.ticks[i] = stamp(now);
             self.len += 1;
             self.stats.learned += 1;
             self.generation += 1;
             Learned::New
+        } else if self.ticks[i] == PINNED {
+            if e as u16 != port {
+                self.stats.pinned += 1;
+                return Learned::Pinned;
+            }
+            return Learned::Fresh;
         } else if e as u16 != port {
-            self.ticks[i] = now;
+            if !self.port_has_room(port) {
+                return Learned::PortFull;
+            }
+            self.count_off(e as u16);
+            self.count_on(port);
+            self.ticks[i] = stamp(now);
             self.stats.moves += 1;
             self.generation += 1;
             Learned::Moved(e as u16)
         } else if now.wrapping_sub(self.ticks[i]) > self.refresh {
-            self.ticks[i] = now;
+            self.ticks[i] = stamp(now);
             self.generation += 1;
             Learned::Refreshed
         } else {
@@ -514,6 +689,11 @@ impl Fdb {
     fn remove_at(&mut self, i: usize) {
         let mask = self.mask;
         let mut hole = i & mask;
+        if self.ticks[hole] == PINNED {
+            self.pinned -= 1;
+        } else {
+            self.count_off(self.slots[hole] as u16);
+        }
         let mut j = hole;
         loop {
             j = (j + 1) & mask;
@@ -571,7 +751,8 @@ impl Fdb {
             .filter(|&i| self.slots[i] != EMPTY && self.alive(i, now))
             .map(|i| {
                 let e = self.slots[i];
-                let age = now.wrapping_sub(self.ticks[i]);
+                let t = self.ticks[i];
+                let age = if t == PINNED { 0 } else { now.wrapping_sub(t) };
                 (key_mac(entry_mac(e) >> 16), e as u16, age)
             })
             .collect()
@@ -687,7 +868,9 @@ mod tests {
             let mut want = Vec::new();
             for &(dst, src) in &frames {
                 b.learn(src, port, tick);
-                want.push(if is_group(dst) {
+                want.push(if is_group(src) {
+                    GROUP_SOURCE
+                } else if is_group(dst) {
                     UNKNOWN
                 } else {
                     b.lookup(dst, tick).unwrap_or(UNKNOWN)
@@ -716,7 +899,9 @@ mod tests {
                 assert_eq!(one.learn_and_look_up_one(7, 0, true, dst, src), (got, true));
             }
             b.learn(src, 7, 40);
-            let want = if is_group(dst) {
+            let want = if is_group(src) {
+                GROUP_SOURCE
+            } else if is_group(dst) {
                 UNKNOWN
             } else {
                 b.lookup(dst, 40).unwrap_or(UNKNOWN)
@@ -788,13 +973,16 @@ mod tests {
         assert_eq!(f.lookup(twin, 0), None);
         let mut out = [0u16; 2];
         f.learn_and_look_up(2, 0, true, &[(twin, mac(5)), (mac(5), twin)], &mut out);
-        assert_eq!(out, [UNKNOWN, 2]);
+        assert_eq!(out, [UNKNOWN, GROUP_SOURCE], "a group source is refused");
         assert_eq!(f.stats().bad_source, 1);
         assert_eq!(
             f.learn_and_look_up_one(2, 0, true, twin, mac(5)),
             (UNKNOWN, false)
         );
-        assert_eq!(f.learn_and_look_up_one(3, 0, true, mac(5), twin).0, 2);
+        assert_eq!(
+            f.learn_and_look_up_one(3, 0, true, mac(5), twin).0,
+            GROUP_SOURCE
+        );
         assert_eq!(f.stats().bad_source, 2);
         assert_eq!(f.len(), 1);
     }
@@ -845,6 +1033,9 @@ mod tests {
                     .map(|&(dst, src)| {
                         if learn {
                             b.learn(src, port, tick);
+                        }
+                        if is_group(src) {
+                            return GROUP_SOURCE;
                         }
                         b.lookup(dst, tick).unwrap_or(UNKNOWN)
                     })
@@ -900,6 +1091,102 @@ mod tests {
                 "{x:x}"
             );
         }
+    }
+
+    #[test]
+    fn a_pinned_mac_never_moves_never_ages_and_goes_with_its_port() {
+        let mut f = Fdb::new(64, 100);
+        // Learned from a wire port first; then the app holding it attaches.
+        assert_eq!(f.learn(mac(1), 3, 0), Learned::New);
+        f.pin(mac(1), 7).expect("pinned");
+        assert_eq!(f.lookup(mac(1), 0), Some(7));
+        assert_eq!(f.learned_on(3), 0, "the learned entry was taken over");
+        assert_eq!(f.pinned_to(mac(1)), Some(7));
+        // Wire frames claiming the MAC move it on no path.
+        assert_eq!(f.learn(mac(1), 3, 10), Learned::Pinned);
+        let mut out = [0u16; 2];
+        f.learn_and_look_up(3, 20, true, &[(mac(2), mac(1)), (mac(1), mac(2))], &mut out);
+        assert_eq!(out, [UNKNOWN, 7]);
+        assert_eq!(f.learn_and_look_up_one(4, 20, true, mac(2), mac(1)).0, 3);
+        assert_eq!(f.stats().pinned, 3);
+        assert_eq!(f.stats().moves, 0);
+        assert_eq!(f.lookup(mac(1), 20), Some(7));
+        // It never ages, and the burst pass answers it in any window without a write.
+        for now in [1_000u32, 1_000_000, u32::MAX - 5, 3] {
+            f.sweep(now, 1 << 20);
+            assert_eq!(f.lookup(mac(1), now), Some(7), "at {now}");
+            let generation = f.generation();
+            f.learn_and_look_up_one(5, now, false, mac(1), mac(9));
+            assert_eq!(
+                f.learn_and_look_up_one(5, now, false, mac(1), mac(9)),
+                (7, true),
+                "at {now}"
+            );
+            let mut out = [0u16; 1];
+            f.learn_and_look_up(5, now, false, &[(mac(1), mac(9))], &mut out);
+            assert_eq!(out, [7]);
+            assert!(f.generation() - generation <= 1, "only a new window writes");
+        }
+        // It cannot be pinned elsewhere; nor can a group address be pinned.
+        assert_eq!(f.pin(mac(1), 8), Err(PinError::Taken(7)));
+        assert_eq!(f.pin(mac(1), 7), Ok(()));
+        assert_eq!(f.pin(mac(2) | 1, 8), Err(PinError::NotUnicast));
+        // It leaves with its port; then it is learned as any station.
+        f.flush_port(7);
+        assert_eq!(f.lookup(mac(1), 3), None);
+        assert!(f.is_empty());
+        assert_eq!(f.learn(mac(1), 3, 3), Learned::New);
+    }
+
+    #[test]
+    fn pinned_entries_need_no_room_among_learned_ones_and_a_sighting_at_the_pin_tick_ages() {
+        let mut f = Fdb::new(4, 100);
+        for i in 0..4 {
+            assert_eq!(f.learn(mac(i), 1, 0), Learned::New);
+        }
+        assert_eq!(f.learn(mac(4), 1, 0), Learned::Full);
+        for p in 0..4 {
+            f.pin(mac(100 + p), 10 + p as u16).expect("room for pins");
+        }
+        assert_eq!(f.len(), 8);
+        // A sighting at the tick that marks pins is recorded a tick earlier: it ages.
+        let mut g = Fdb::new(4, 100);
+        assert_eq!(g.learn(mac(1), 1, PINNED), Learned::New);
+        assert_eq!(g.lookup(mac(1), PINNED), Some(1));
+        assert_eq!(g.lookup(mac(1), 99), None, "aged: it was no pin");
+    }
+
+    #[test]
+    fn a_port_learns_at_most_its_limit_and_counts_the_rest() {
+        let mut f = Fdb::new(1000, 100);
+        f.set_port_limit(10);
+        for i in 0..15 {
+            f.learn(mac(i), 1, 0);
+        }
+        assert_eq!(f.learned_on(1), 10);
+        assert_eq!(f.not_learned(1), 5);
+        assert_eq!(f.stats().port_full, 5);
+        assert_eq!(f.lookup(mac(12), 0), None, "flooded, not learned");
+        // Other ports are not limited by port 1's stations.
+        assert_eq!(f.learn(mac(100), 2, 0), Learned::New);
+        // A station moving onto a port at its limit stays where it was.
+        assert_eq!(f.learn(mac(100), 1, 1), Learned::PortFull);
+        assert_eq!(f.lookup(mac(100), 1), Some(2));
+        // The burst call counts the same way.
+        let frames: Vec<(MacKey, MacKey)> = (20..30).map(|i| (mac(100), mac(i))).collect();
+        let mut out = vec![0u16; frames.len()];
+        f.learn_and_look_up(1, 2, true, &frames, &mut out);
+        assert!(out.iter().all(|&d| d == 2));
+        assert_eq!(f.not_learned(1), 16);
+        assert_eq!(f.learned_on(1), 10);
+        // Aging frees the port's room.
+        f.sweep(200, 1 << 20);
+        assert_eq!(f.learned_on(1), 0);
+        assert_eq!(f.learn(mac(12), 1, 200), Learned::New);
+        // Moves off a port free its room too.
+        assert_eq!(f.learn(mac(12), 3, 201), Learned::Moved(1));
+        assert_eq!(f.learned_on(1), 0);
+        assert_eq!(f.learned_on(3), 1);
     }
 
     #[test]

@@ -33,6 +33,15 @@
 //! copied straight from the receive array into buffers the destination allocates, the
 //! originals going back to their owner as one slice.
 //!
+//! **Untrusted ports.** A port with an [`Admission`] (an app's) can rewrite its buffers at
+//! any time, so its bursts take a path of their own (`Switch::forward_admitted`, chosen once
+//! per burst): each frame's 12 MAC bytes are copied once into the switch's own memory, and
+//! that copy is all that is looked at (source = the admitted MAC, which is pinned to the
+//! port in the FDB, so nothing is learned; destination not a reserved link-local group; the
+//! port's rate) and all that leaves: a copy gets the checked bytes written over its first
+//! 12, and a frame handed over by handle goes with them ([`Port::tx_burst_with_macs`]). On
+//! every port a frame with a group source address is dropped.
+//!
 //! Buffers going back to their owners are gathered per owner and returned with one `reclaim`
 //! call each (a burst from one pool, the common case, is returned as the very slice it
 //! arrived in). Every port call is per burst, never per frame; the per-frame work is a few
@@ -43,10 +52,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use grant_pool::{BlockBurst, Blocks, BufHandle, Pool, PoolId, PoolSet, Region};
-use pmd::{Frame, Port};
+use pmd::{Admission, Frame, MacHeader, Port};
 
 use crate::counters::{DropReason, PortCounters, bump};
-use crate::fdb::{Fdb, FdbStats, MAC_MASK, MacKey, UNKNOWN, is_group};
+use crate::fdb::{
+    Fdb, FdbStats, GROUP_SOURCE, MAC_MASK, MacKey, PinError, UNKNOWN, is_group, mac_key,
+};
 use crate::run::{IdleConfig, Waker};
 
 /// The most frames forwarded per burst.
@@ -59,8 +70,16 @@ pub const ETH_HEADER: usize = 14;
 const FLOOD: u16 = UNKNOWN;
 const DROPPED: u16 = u16::MAX - 1;
 const HAIRPIN: u16 = u16::MAX - 2;
+/// A frame with a group source address: dropped.
+const GROUP_SRC: u16 = GROUP_SOURCE;
 /// Destinations at or above this are not ports.
-const FLOOD_OR_DROP: u16 = HAIRPIN;
+const FLOOD_OR_DROP: u16 = GROUP_SRC;
+const _: () = assert!(MAX_PORTS < FLOOD_OR_DROP as usize);
+/// The reserved link-local group addresses 01:80:c2:00:00:00 to 01:80:c2:00:00:0f (pause,
+/// STP, LLDP, 802.1X: IEEE 802.1Q table 8-1) as [`MacKey`]s: `key & LINK_LOCAL_MASK ==
+/// LINK_LOCAL`.
+const LINK_LOCAL: MacKey = 0x00c2_8001;
+const LINK_LOCAL_MASK: MacKey = MAC_MASK & !(0xf << 40);
 const NO_OWNER: u16 = u16::MAX;
 const POOLS: usize = 256;
 /// FDB slots the aging sweep may visit per tick (millisecond) of the switch's clock.
@@ -116,6 +135,10 @@ pub struct SwitchConfig {
     pub aging: Duration,
     /// Whether source MACs are learned (off: every frame is flooded).
     pub learning: bool,
+    /// Most stations one port may have learned (0: no limit but `fdb_entries`); new
+    /// stations beyond it are not learned and are counted ([`Fdb::not_learned`]). Ports with
+    /// an [`Admission`] learn nothing: their one MAC is pinned.
+    pub max_stations_per_port: usize,
     /// The core the run loop pins itself to, if any.
     pub core: Option<usize>,
     /// Adaptive idle of the run loop.
@@ -131,6 +154,7 @@ impl Default for SwitchConfig {
             fdb_entries: 8192,
             aging: Duration::from_secs(300),
             learning: true,
+            max_stations_per_port: 0,
             core: None,
             idle: IdleConfig::default(),
             clock: Clock::Monotonic,
@@ -170,6 +194,14 @@ pub enum SwitchError {
     /// The run loop could not pin itself.
     #[error("cannot pin the switch to core {0}: no such core or affinity refused")]
     Pin(usize),
+    /// An untrusted port's admitted MAC cannot be pinned to it.
+    #[error("port {port}: its MAC cannot be pinned: {why}")]
+    Admission {
+        /// The port's name.
+        port: String,
+        /// Why.
+        why: PinError,
+    },
 }
 
 /// What the switch knows about one pool: enough to check a handle and find its bytes.
@@ -218,6 +250,10 @@ struct DestQueue {
     copies: usize,
     /// Pools the destination reads (cached `Port::tx_pools`).
     tx_pools: PoolSet,
+    /// For a burst of an untrusted port: entry `j`'s checked MACs.
+    macs: [MacHeader; MAX_BURST],
+    /// For a burst of an untrusted port: some entry goes by handle (with its MACs).
+    by_handle: bool,
 }
 
 impl DestQueue {
@@ -228,6 +264,8 @@ impl DestQueue {
             copy: [0; MAX_BURST / 64],
             copies: 0,
             tx_pools,
+            macs: [[0; 12]; MAX_BURST],
+            by_handle: false,
         }
     }
 }
@@ -235,6 +273,144 @@ impl DestQueue {
 pub(crate) struct Slot {
     pub(crate) port: Box<dyn Port>,
     counters: Arc<PortCounters>,
+    /// The port has an [`Admission`]: its bursts take `Switch::forward_admitted`.
+    admitted: bool,
+}
+
+/// A token bucket on the switch's clock (ticks of a millisecond): `rate` units a second,
+/// holding up to a tenth of a second's worth, and never less than `floor` units. Tokens are
+/// kept in thousandths of a unit, so a tick adds exactly `rate` of them.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: u64,
+    depth: u64,
+    level: u64,
+}
+
+impl Bucket {
+    /// A full bucket for `rate` units a second; `None` for a rate of 0 (no limit).
+    fn new(rate: u64, floor: u64) -> Option<Self> {
+        let depth = (rate / 10).max(floor).saturating_mul(1000);
+        (rate > 0).then_some(Self {
+            rate,
+            depth,
+            level: depth,
+        })
+    }
+
+    fn refill(&mut self, ticks: u64) {
+        self.level = self
+            .level
+            .saturating_add(ticks.saturating_mul(self.rate))
+            .min(self.depth);
+    }
+
+    fn has(&self, units: u64) -> bool {
+        self.level >= units.saturating_mul(1000)
+    }
+
+    fn take(&mut self, units: u64) {
+        self.level = self.level.saturating_sub(units.saturating_mul(1000));
+    }
+}
+
+/// Least depth of a frame bucket, in frames.
+const RATE_FLOOR_FRAMES: u64 = 64;
+/// Least depth of a byte bucket, in bytes (the largest frame).
+const RATE_FLOOR_BYTES: u64 = 64 * 1024;
+
+/// What the switch keeps for a port with an [`Admission`].
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    /// The admitted source MAC.
+    key: MacKey,
+    frames: Option<Bucket>,
+    bytes: Option<Bucket>,
+    /// The tick the buckets were last filled at.
+    at: u32,
+}
+
+impl Admitted {
+    fn new(a: &Admission, now: u32) -> Self {
+        Self {
+            key: mac_key(&a.mac),
+            frames: Bucket::new(a.frames_per_sec, RATE_FLOOR_FRAMES),
+            bytes: Bucket::new(a.bytes_per_sec, RATE_FLOOR_BYTES),
+            at: now,
+        }
+    }
+
+    /// Tops the buckets up for the ticks since the last call.
+    #[inline]
+    fn refill(&mut self, now: u32) {
+        let ticks = now.wrapping_sub(self.at) as u64;
+        self.at = now;
+        for b in [&mut self.frames, &mut self.bytes].into_iter().flatten() {
+            b.refill(ticks);
+        }
+    }
+
+    /// Takes a frame of `len` bytes out of the buckets; `false` (nothing taken) when one
+    /// of them is short.
+    #[inline]
+    fn admit(&mut self, len: u32) -> bool {
+        let ok =
+            self.frames.is_none_or(|b| b.has(1)) && self.bytes.is_none_or(|b| b.has(len as u64));
+        if ok {
+            if let Some(b) = &mut self.frames {
+                b.take(1);
+            }
+            if let Some(b) = &mut self.bytes {
+                b.take(len as u64);
+            }
+        }
+        ok
+    }
+}
+
+/// Frames of one burst dropped at its ingress port, by reason.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ingress {
+    runt: u64,
+    bad: u64,
+    hairpin: u64,
+    nodest: u64,
+    group_source: u64,
+    spoofed: u64,
+    link_local: u64,
+    rate_limited: u64,
+}
+
+impl Ingress {
+    #[inline]
+    fn any(&self) -> bool {
+        (self.runt
+            | self.bad
+            | self.hairpin
+            | self.nodest
+            | self.group_source
+            | self.spoofed
+            | self.link_local
+            | self.rate_limited)
+            != 0
+    }
+
+    fn count(&self, c: &PortCounters) {
+        for (reason, k) in [
+            (DropReason::Runt, self.runt),
+            (DropReason::BadFrame, self.bad),
+            (DropReason::Hairpin, self.hairpin),
+            (DropReason::NoDestination, self.nodest),
+            (DropReason::GroupSource, self.group_source),
+            (DropReason::Spoofed, self.spoofed),
+            (DropReason::LinkLocal, self.link_local),
+            (DropReason::RateLimited, self.rate_limited),
+        ] {
+            if k > 0 {
+                c.add_drop(reason, k);
+            }
+        }
+    }
 }
 
 /// An ingress port's last one-run burst: its header, tick and FDB generation, and where
@@ -340,6 +516,10 @@ pub struct Switch {
     sweep_credit: usize,
     rx: Box<[Frame; MAX_BURST]>,
     dests: Box<[u16; MAX_BURST]>,
+    /// For a burst of an untrusted port: each frame's 12 MAC bytes, copied once.
+    heads: Box<[MacHeader; MAX_BURST]>,
+    /// Per port: its admission state, for ports with an [`Admission`].
+    admitted: Vec<Option<Admitted>>,
     /// Per ingress port: its last one-run burst and where it went.
     memo: Vec<Memo>,
     scratch: Box<[Frame; MAX_BURST]>,
@@ -358,6 +538,10 @@ impl Switch {
             return Err(SwitchError::Burst(cfg.burst));
         }
         let age = cfg.aging.as_millis().min(u32::MAX as u128 / 2) as u32;
+        let mut fdb = Fdb::new(cfg.fdb_entries, age);
+        if cfg.max_stations_per_port > 0 {
+            fdb.set_port_limit(cfg.max_stations_per_port);
+        }
         Ok(Self {
             burst: cfg.burst,
             learning: cfg.learning,
@@ -367,7 +551,7 @@ impl Switch {
             queues: Vec::new(),
             flood: Vec::new(),
             pools: Box::new([NO_POOL; POOLS]),
-            fdb: Fdb::new(cfg.fdb_entries, age),
+            fdb,
             clock: cfg.clock,
             epoch: Instant::now(),
             now: 0,
@@ -376,6 +560,8 @@ impl Switch {
             sweep_credit: 0,
             rx: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             dests: Box::new([FLOOD; MAX_BURST]),
+            heads: Box::new([[0; 12]; MAX_BURST]),
+            admitted: Vec::new(),
             memo: Vec::new(),
             scratch: Box::new([Frame::new(BufHandle::from_raw(0), 0); MAX_BURST]),
             done: Box::new([BufHandle::from_raw(0); MAX_BURST]),
@@ -425,11 +611,23 @@ impl Switch {
                 self.ports.push(None);
                 self.queues.push(DestQueue::new(PoolSet::EMPTY));
                 self.memo.push(NO_MEMO);
+                self.admitted.push(None);
                 self.returns.stash.push(Vec::with_capacity(STASH));
                 self.ports.len() - 1
             }
             None => return Err(SwitchError::TooManyPorts),
         };
+        // An untrusted port's MAC is its own from now on, before anything else changes.
+        let admission = port.admission();
+        if let Some(a) = &admission {
+            self.fdb
+                .pin(mac_key(&a.mac), idx as u16)
+                .map_err(|why| SwitchError::Admission {
+                    port: port.name().to_string(),
+                    why,
+                })?;
+        }
+        self.admitted[idx] = admission.map(|a| Admitted::new(&a, self.now));
         for pool in mine {
             let layout = pool.layout();
             let shift = layout.buf_size.trailing_zeros();
@@ -448,6 +646,7 @@ impl Switch {
         self.ports[idx] = Some(Slot {
             port,
             counters: Arc::new(PortCounters::default()),
+            admitted: admission.is_some(),
         });
         Ok(PortId(idx as u16))
     }
@@ -473,6 +672,7 @@ impl Switch {
         self.flood.retain(|&p| p != id.0);
         self.queues[i] = DestQueue::new(PoolSet::EMPTY);
         self.memo[i] = NO_MEMO;
+        self.admitted[i] = None;
         Some(slot.port)
     }
 
@@ -568,7 +768,11 @@ impl Switch {
                 .rx_burst(&mut self.rx[..self.burst])
                 .min(self.burst);
             if n > 0 {
-                self.forward(p, n);
+                if slot.admitted {
+                    self.forward_admitted(p, n);
+                } else {
+                    self.forward(p, n);
+                }
                 total += n;
             }
         }
@@ -596,11 +800,11 @@ impl Switch {
         }
     }
 
-    /// Forwards `self.rx[..n]`, received on port `inp`.
+    /// Forwards `self.rx[..n]`, received on port `inp`, a port the switch learns from.
     fn forward(&mut self, inp: usize, n: usize) {
         let inp16 = inp as u16;
         let now = self.now;
-        let (mut runt, mut bad, mut hairpin) = (0u64, 0, 0);
+        let (mut runt, mut bad) = (0u64, 0);
         let first_pool = self.rx[0].buf.raw() >> 24;
         let ps = self.pools[first_pool as usize];
         let rx = &self.rx[..n];
@@ -695,6 +899,112 @@ impl Switch {
                 }
             }
         }
+        let drops = Ingress {
+            runt,
+            bad,
+            ..Ingress::default()
+        };
+        self.deliver::<false>(inp, n, single, first_pool, mixed, drops);
+    }
+
+    /// Forwards `self.rx[..n]`, received on port `inp`, whose frames come from an untrusted
+    /// party (see the module docs): each frame's 12 MAC bytes are copied once into
+    /// `self.heads`, and every decision on the frame, and every header it leaves with, is
+    /// that copy. Nothing is learned (the port's admitted MAC is pinned to it); a frame is
+    /// dropped when its source is a group address or not the admitted MAC, when it is sent
+    /// to a reserved link-local group (01:80:c2:00:00:0x: pause, STP, LLDP), or when it is
+    /// over the port's rate.
+    #[inline(never)]
+    fn forward_admitted(&mut self, inp: usize, n: usize) {
+        let inp16 = inp as u16;
+        let now = self.now;
+        let mut drops = Ingress::default();
+        let Some(adm) = self.admitted.get_mut(inp).and_then(Option::as_mut) else {
+            return;
+        };
+        adm.refill(now);
+        let first_pool = self.rx[0].buf.raw() >> 24;
+        let mut mixed = 0u32;
+        let pools = &*self.pools;
+        for i in 0..n {
+            let f = self.rx[i];
+            let ps = &pools[f.buf.pool().0 as usize];
+            mixed |= (f.buf.raw() >> 24) ^ first_pool;
+            let Some((mem, off)) = ps.buf(f.buf) else {
+                // Not a buffer anyone owns: nothing to give back.
+                drops.bad += 1;
+                self.dests[i] = DROPPED;
+                continue;
+            };
+            let mut hdr: MacHeader = [0; 12];
+            let len = f.len as u32;
+            let d = if ps.owner != inp16 {
+                // Only its own buffers may come from an untrusted port.
+                drops.bad += 1;
+                DROPPED
+            } else if len.wrapping_sub(ETH_HEADER as u32) > ps.size.wrapping_sub(ETH_HEADER as u32)
+            {
+                if len < ETH_HEADER as u32 {
+                    drops.runt += 1;
+                } else {
+                    drops.bad += 1;
+                }
+                DROPPED
+            } else if mem.read(off, &mut hdr).is_err() {
+                drops.bad += 1;
+                DROPPED
+            } else {
+                // The one read of the header: from here on only `hdr` is looked at.
+                self.heads[i] = hdr;
+                let (w0, w1) = split12(&hdr);
+                let (dst, src) = mac_pair(w0, w1);
+                if is_group(src) {
+                    drops.group_source += 1;
+                    DROPPED
+                } else if src != adm.key {
+                    drops.spoofed += 1;
+                    DROPPED
+                } else if dst & LINK_LOCAL_MASK == LINK_LOCAL {
+                    drops.link_local += 1;
+                    DROPPED
+                } else if !adm.admit(len) {
+                    drops.rate_limited += 1;
+                    DROPPED
+                } else if is_group(dst) {
+                    FLOOD
+                } else {
+                    match self.fdb.lookup(dst, now) {
+                        Some(p) if p == inp16 => HAIRPIN,
+                        Some(p) => p,
+                        None => FLOOD,
+                    }
+                }
+            };
+            if d == DROPPED {
+                self.free_after.push(f.buf);
+            }
+            self.dests[i] = d;
+        }
+        self.deliver::<true>(inp, n, None, first_pool, mixed, drops);
+    }
+
+    /// Pass 2 of a burst whose destinations pass 1 wrote to `self.dests` (or, when
+    /// `single`, found to be all the same): delivers every frame under the delivery rule,
+    /// counts the burst at its ingress port and returns every buffer no destination keeps.
+    /// With `ADMITTED` (a burst of an untrusted port) every copy carries the frame's checked
+    /// header from `self.heads`, and every frame handed over by handle goes with it
+    /// ([`Port::tx_burst_with_macs`]).
+    #[inline(always)]
+    fn deliver<const ADMITTED: bool>(
+        &mut self,
+        inp: usize,
+        n: usize,
+        single: Option<u16>,
+        first_pool: u32,
+        mixed: u32,
+        mut drops: Ingress,
+    ) {
+        let inp16 = inp as u16;
         let (d0, differ) = match single {
             Some(d) => (d, 0),
             None => {
@@ -712,7 +1022,7 @@ impl Switch {
         {
             // The whole burst goes to one destination that cannot read its pool: copy it
             // straight from the receive array, then return the originals as one slice.
-            self.copy_burst(inp, d0 as usize, n);
+            self.copy_burst::<ADMITTED>(inp, d0 as usize, n);
             return;
         }
         if uniform
@@ -729,7 +1039,13 @@ impl Switch {
             let Some(Some(slot)) = self.ports.get_mut(d0 as usize) else {
                 return;
             };
-            let sent = slot.port.tx_burst(&self.rx[..n]).min(n);
+            let sent = if ADMITTED {
+                slot.port
+                    .tx_burst_with_macs(&self.rx[..n], &self.heads[..n])
+            } else {
+                slot.port.tx_burst(&self.rx[..n])
+            }
+            .min(n);
             bump(&slot.counters.tx, sent as u64);
             if sent < n {
                 slot.counters
@@ -748,32 +1064,43 @@ impl Switch {
         if let Some(d) = single {
             self.dests[..n].fill(d);
         }
-        let (mut flooded, mut nodest) = (0u64, 0u64);
+        let mut flooded = 0u64;
         for i in 0..n {
             let f = self.rx[i];
             let d = self.dests[i];
-            if d == DROPPED {
-                continue;
-            }
-            if d == HAIRPIN {
-                hairpin += 1;
-                self.free_after.push(f.buf);
-                continue;
-            }
-            if d == FLOOD {
-                flooded += 1;
-                if !self.flood_frame(inp16, f) {
-                    nodest += 1;
+            if d >= FLOOD_OR_DROP {
+                match d {
+                    FLOOD => {
+                        flooded += 1;
+                        let hdr = if ADMITTED { self.heads[i] } else { [0; 12] };
+                        if !self.flood_frame::<ADMITTED>(inp16, f, &hdr) {
+                            drops.nodest += 1;
+                        }
+                    }
+                    HAIRPIN => {
+                        drops.hairpin += 1;
+                        self.free_after.push(f.buf);
+                    }
+                    GROUP_SRC => {
+                        drops.group_source += 1;
+                        self.free_after.push(f.buf);
+                    }
+                    // Counted, and its buffer on its way back, in pass 1.
+                    _ => {}
                 }
                 continue;
             }
             let Some(q) = self.queues.get_mut(d as usize) else {
-                bad += 1;
+                drops.bad += 1;
                 self.free_after.push(f.buf);
                 continue;
             };
             if q.n == 0 {
                 self.active.push(d);
+            }
+            if ADMITTED {
+                q.macs[q.n] = self.heads[i];
+                q.by_handle |= q.tx_pools.contains(f.buf.pool());
             }
             q.frames[q.n] = f;
             q.n += 1;
@@ -785,11 +1112,8 @@ impl Switch {
             if flooded > 0 {
                 bump(&c.flooded, flooded);
             }
-            if runt + bad + hairpin + nodest > 0 {
-                c.add_drop(DropReason::Runt, runt);
-                c.add_drop(DropReason::BadFrame, bad);
-                c.add_drop(DropReason::Hairpin, hairpin);
-                c.add_drop(DropReason::NoDestination, nodest);
+            if drops.any() {
+                drops.count(c);
             }
         }
         let mixed = mixed != 0;
@@ -802,7 +1126,7 @@ impl Switch {
             if q.copies == 0 && !mixed && q.tx_pools.contains(PoolId(first_pool)) {
                 continue;
             }
-            self.make_copies(d);
+            self.make_copies::<ADMITTED>(d);
         }
 
         // Pass 2b: one tx_burst per destination.
@@ -817,7 +1141,14 @@ impl Switch {
                 }
                 continue;
             };
-            let sent = slot.port.tx_burst(&q.frames[..queued]).min(queued);
+            let sent = if ADMITTED && q.by_handle {
+                slot.port
+                    .tx_burst_with_macs(&q.frames[..queued], &q.macs[..queued])
+            } else {
+                slot.port.tx_burst(&q.frames[..queued])
+            }
+            .min(queued);
+            q.by_handle = false;
             bump(&slot.counters.tx, sent as u64);
             if sent < queued {
                 slot.counters
@@ -840,8 +1171,9 @@ impl Switch {
     }
 
     /// Delivers `self.rx[..n]` (all from `inp`, all to `d`, which cannot read their pool)
-    /// by copying each frame once into a buffer `d` allocates.
-    fn copy_burst(&mut self, inp: usize, d: usize, n: usize) {
+    /// by copying each frame once into a buffer `d` allocates (with `ADMITTED`, each copy
+    /// with its checked header from `self.heads`).
+    fn copy_burst<const ADMITTED: bool>(&mut self, inp: usize, d: usize, n: usize) {
         if let Some(Some(slot)) = self.ports.get(inp) {
             bump(&slot.counters.rx, n as u64);
         }
@@ -850,17 +1182,34 @@ impl Switch {
         };
         let got = slot.port.alloc(&mut self.allocated[..n]).min(n);
         let (mut out, mut fault) = (0, 0u64);
-        for (f, &c) in self.rx[..got].iter().zip(&self.allocated[..got]) {
-            if copy_frame(&self.pools, *f, c) {
-                self.scratch[out] = Frame {
-                    buf: c,
-                    len: f.len,
-                    meta: f.meta,
-                };
-                out += 1;
-            } else {
-                fault += 1;
-                self.returns.put(&self.pools, c);
+        if ADMITTED {
+            let frames = self.rx[..got].iter().zip(&self.allocated[..got]);
+            for ((f, &c), hdr) in frames.zip(self.heads.iter()) {
+                if copy_frame_as(&self.pools, *f, c, hdr) {
+                    self.scratch[out] = Frame {
+                        buf: c,
+                        len: f.len,
+                        meta: f.meta,
+                    };
+                    out += 1;
+                } else {
+                    fault += 1;
+                    self.returns.put(&self.pools, c);
+                }
+            }
+        } else {
+            for (f, &c) in self.rx[..got].iter().zip(&self.allocated[..got]) {
+                if copy_frame(&self.pools, *f, c) {
+                    self.scratch[out] = Frame {
+                        buf: c,
+                        len: f.len,
+                        meta: f.meta,
+                    };
+                    out += 1;
+                } else {
+                    fault += 1;
+                    self.returns.put(&self.pools, c);
+                }
             }
         }
         let sent = slot.port.tx_burst(&self.scratch[..out]).min(out);
@@ -885,8 +1234,9 @@ impl Switch {
     }
 
     /// Queues a flooded frame to every port but `inp`: the original handle to the first
-    /// that can read its pool, a copy to the others. Returns whether any port gets it.
-    fn flood_frame(&mut self, inp: u16, f: Frame) -> bool {
+    /// that can read its pool, a copy to the others (with `ADMITTED`, each entry with the
+    /// frame's checked header `hdr`). Returns whether any port gets it.
+    fn flood_frame<const ADMITTED: bool>(&mut self, inp: u16, f: Frame, hdr: &MacHeader) -> bool {
         let pool = f.buf.pool();
         let mut given = false;
         let mut any = false;
@@ -904,8 +1254,12 @@ impl Switch {
             let j = q.n;
             q.frames[j] = f;
             q.n += 1;
+            if ADMITTED {
+                q.macs[j] = *hdr;
+            }
             if !given && q.tx_pools.contains(pool) {
                 given = true;
+                q.by_handle |= ADMITTED;
             } else {
                 q.copy[j / 64] |= 1 << (j % 64);
                 q.copies += 1;
@@ -918,9 +1272,10 @@ impl Switch {
     }
 
     /// Replaces the entries of destination `d` that it cannot read (or that are flooded
-    /// copies) with copies in buffers it allocates. Originals of unicast frames copied here
-    /// go back to their owners at the end of the burst.
-    fn make_copies(&mut self, d: usize) {
+    /// copies) with copies in buffers it allocates (with `ADMITTED`, each copy with the
+    /// entry's checked header). Originals of unicast frames copied here go back to their
+    /// owners at the end of the burst.
+    fn make_copies<const ADMITTED: bool>(&mut self, d: usize) {
         let q = &mut self.queues[d];
         let needs = |q: &DestQueue, j: usize| {
             q.copy[j / 64] & (1 << (j % 64)) != 0 || !q.tx_pools.contains(q.frames[j].buf.pool())
@@ -940,6 +1295,9 @@ impl Switch {
             let flooded = q.copy[j / 64] & (1 << (j % 64)) != 0;
             if !flooded && q.tx_pools.contains(f.buf.pool()) {
                 q.frames[w] = f;
+                if ADMITTED {
+                    q.macs[w] = q.macs[j];
+                }
                 w += 1;
                 continue;
             }
@@ -953,12 +1311,20 @@ impl Switch {
             }
             let c = self.allocated[k];
             k += 1;
-            if copy_frame(&self.pools, f, c) {
+            let ok = if ADMITTED {
+                copy_frame_as(&self.pools, f, c, &q.macs[j])
+            } else {
+                copy_frame(&self.pools, f, c)
+            };
+            if ok {
                 q.frames[w] = Frame {
                     buf: c,
                     len: f.len,
                     meta: f.meta,
                 };
+                if ADMITTED {
+                    q.macs[w] = q.macs[j];
+                }
                 w += 1;
                 copied += 1;
             } else {
@@ -991,6 +1357,17 @@ fn copy_frame(pools: &[PoolSlot; POOLS], f: Frame, to: BufHandle) -> bool {
     len <= dp.size as usize && dst.copy_from(doff, &src, soff, len).is_ok()
 }
 
+/// [`copy_frame`], then `hdr` (the frame's checked MACs, from the switch's memory) over the
+/// copy's first 12 bytes, whatever the original held there while it was copied.
+fn copy_frame_as(pools: &[PoolSlot; POOLS], f: Frame, to: BufHandle, hdr: &MacHeader) -> bool {
+    if !copy_frame(pools, f, to) {
+        return false;
+    }
+    let dp = &pools[to.pool().0 as usize];
+    dp.buf(to)
+        .is_some_and(|(dst, doff)| dst.write(doff, hdr).is_ok())
+}
+
 /// Learning and lookup for one burst from one ingress port.
 struct Lookup<'a> {
     fdb: &'a mut Fdb,
@@ -1002,13 +1379,16 @@ struct Lookup<'a> {
 
 impl Lookup<'_> {
     /// Learns the source of a header whose first 12 bytes are `w0`, `w1` (little-endian)
-    /// and returns where the frame goes: a port, `FLOOD` or `HAIRPIN`.
+    /// and returns where the frame goes: a port, `FLOOD`, `HAIRPIN` or `GROUP_SRC`.
     #[inline(never)]
     fn decide(&mut self, w0: u64, w1: u32) -> u16 {
         let (dst, src) = mac_pair(w0, w1);
         if self.learning && src != self.last_src {
             self.last_src = src;
             self.fdb.learn(src, self.inp, self.now);
+        }
+        if is_group(src) {
+            return GROUP_SRC;
         }
         let d = if is_group(dst) {
             FLOOD
@@ -1107,6 +1487,16 @@ fn pools_differ(bufs: &[BufHandle], p0: u32) -> u32 {
 #[inline]
 fn mac_pair(w0: u64, w1: u32) -> (MacKey, MacKey) {
     (w0 & MAC_MASK, (w0 >> 48) | ((w1 as u64) << 16))
+}
+
+/// The 12 MAC bytes of a header as little-endian words (the second in the low 32 bits).
+#[inline]
+fn split12(h: &MacHeader) -> (u64, u32) {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 4];
+    a.copy_from_slice(&h[..8]);
+    b.copy_from_slice(&h[8..]);
+    (u64::from_le_bytes(a), u32::from_le_bytes(b))
 }
 
 /// The first 16 header bytes as two little-endian words.

@@ -526,7 +526,9 @@ fn spoofed_source_macs_are_dropped_and_counted() {
     let s = wait_stats(&srv, "5 spoofed and 1 runt", |s| {
         port(s, A.0).is_some_and(|p| p.counters.spoofed == 5 && p.counters.runt == 1)
     });
-    assert_eq!(port(&s, A.0).expect("a").counters.rx_packets, 0);
+    let c = port(&s, A.0).expect("a").counters;
+    assert_eq!(c.rx_dropped, 6, "{c:?}");
+    assert_eq!(c.errors, 6, "{c:?}");
     // The refused buffers come back on A's completion ring.
     let before = a.free.len();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -540,6 +542,88 @@ fn spoofed_source_macs_are_dropped_and_counted() {
         "no spoofed frame delivered"
     );
     check_forwarding(&mut a, &mut b, b"honest");
+}
+
+#[test]
+fn frames_over_an_apps_rate_or_to_link_local_groups_are_dropped_and_counted() {
+    let dir = test_dir("rate");
+    // 10 frames a second: a bucket of 64 frames (the least), then 10 a second.
+    let cfg = config_text(
+        &dir.join("ctl.sock"),
+        &[A, B],
+        "app_max_frames_per_sec = 10",
+    );
+    let srv = ServerProc::start(&dir, &cfg);
+    let mut a = TestApp::connect(&srv.socket, A.0, A.1).expect("a attaches");
+    let mut b = TestApp::connect(&srv.socket, B.0, B.1).expect("b attaches");
+    // An LLDP frame and a pause frame: never forwarded.
+    a.send(mac("01:80:c2:00:00:0e"), b"lldp");
+    a.send(mac("01:80:c2:00:00:01"), b"pause");
+    let s = wait_stats(&srv, "2 link-local frames", |s| {
+        port(s, A.0).is_some_and(|p| p.counters.link_local == 2)
+    });
+    assert_eq!(port(&s, A.0).expect("a").counters.errors, 2);
+    // 200 frames at once: at most the bucket's 64 and what 10 a second adds pass.
+    let dst = b.mac;
+    let mut sent = 0;
+    while sent < 200 {
+        let k = (200 - sent).min(100);
+        let ds: Vec<Desc> = (0..k)
+            .map(|_| {
+                let i = a.free.pop().expect("free buffer");
+                let h = a.handle(i);
+                let mut f = dst.to_vec();
+                f.extend_from_slice(&a.mac);
+                f.extend_from_slice(&ETHERTYPE);
+                f.extend_from_slice(b"rate");
+                f.resize(60, 0);
+                a.pool.buf(h).expect("buf").write(0, &f).expect("write");
+                Desc::new(h, 60)
+            })
+            .collect();
+        a.push_tx_many(&ds);
+        sent += k;
+        wait_stats(&srv, "the batch taken", |s| {
+            port(s, A.0).is_some_and(|p| p.counters.rx_packets as usize >= sent + 2)
+        });
+        a.poll();
+    }
+    let s = wait_stats(&srv, "frames over the rate counted", |s| {
+        port(s, A.0).is_some_and(|p| p.counters.rate_limited >= 100)
+    });
+    let c = port(&s, A.0).expect("a").counters;
+    assert!(c.rate_limited <= 200 - 64, "{c:?}");
+    let mut got = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        got += b
+            .poll()
+            .iter()
+            .filter(|f| f.get(14..18) == Some(b"rate"))
+            .count() as u64;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        got,
+        200 - c.rate_limited,
+        "every frame within the rate arrived"
+    );
+    assert!(
+        b.poll().iter().all(|f| f.get(14..18) != Some(b"lldp")),
+        "a link-local frame arrived"
+    );
+    // `ferrite stats` shows them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["stats", "--socket"])
+        .arg(&srv.socket)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = format!(
+        "{} dropped: group_source 0 link_local 2 rate_limited {}",
+        A.0, c.rate_limited
+    );
+    assert!(text.contains(&line), "missing {line:?}:\n{text}");
 }
 
 #[test]

@@ -157,6 +157,73 @@ fn bad_configs_are_refused_naming_the_field() {
 }
 
 #[test]
+fn rate_limits_and_station_limits_are_read_and_checked() {
+    let text = GOOD.replacen(
+        "burst = 32",
+        "burst = 32\nfdb_entries = 1000\napp_max_frames_per_sec = 5000",
+        1,
+    );
+    let text = text.replacen(
+        r#"name = "web""#,
+        "name = \"web\"\nmax_bytes_per_sec = 125000000",
+        1,
+    );
+    let c = Config::parse(&text, "rates.toml").expect("config with limits");
+    assert_eq!(c.app_rates().of("web"), (5000, 125_000_000));
+    assert_eq!(c.app_rates().of("other"), (5000, 0), "the [server] default");
+    assert_eq!(c.max_stations_per_port(), 500, "half the table by default");
+    let c = Config::parse(GOOD, "good.toml").expect("good config");
+    assert_eq!(
+        c.app_rates().of("web"),
+        (0, 0),
+        "no limit unless configured"
+    );
+
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "burst = 32",
+            "burst = 32\napp_max_bytes_per_sec = 100",
+            "server.app_max_bytes_per_sec: 100 must be 0 (no limit) or from 1024",
+        ),
+        (
+            "burst = 32",
+            "burst = 32\napp_max_frames_per_sec = 2000000000",
+            "server.app_max_frames_per_sec: 2000000000 must be 0 (no limit) or at most",
+        ),
+        (
+            r#"name = "web""#,
+            "name = \"web\"\nmax_bytes_per_sec = 10",
+            "apps[0].max_bytes_per_sec",
+        ),
+        (
+            r#"name = "web""#,
+            "name = \"web\"\nmax_frames_per_sec = -1",
+            "max_frames_per_sec",
+        ),
+        (
+            "burst = 32",
+            "burst = 32\nfdb_entries = 100\nmax_stations_per_port = 101",
+            "server.max_stations_per_port: 101 must be from 1 to fdb_entries (100)",
+        ),
+        (
+            "burst = 32",
+            "burst = 32\nmax_stations_per_port = 0",
+            "server.max_stations_per_port",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = GOOD.replacen(from, to, 1);
+        match Config::parse(&text, "bad.toml") {
+            Ok(_) => panic!("accepted a config with {to:?}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains(want), "{to:?}: message {msg:?} lacks {want:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_missing_file_says_which() {
     let e = Config::load("/nonexistent/ferrite.toml".as_ref()).expect_err("no file");
     assert!(e.to_string().contains("/nonexistent/ferrite.toml"), "{e}");

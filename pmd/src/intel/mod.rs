@@ -18,11 +18,15 @@
 //!   for the device in tests and in the callgrind benchmark. ixgbe has only ever run against
 //!   this model; igb runs for real on QEMU's `igb` device (tests/qemu-igb).
 //!
-//! Transmit DMAs straight from other pools (an app's) once they are registered with
+//! Transmit DMAs straight from other pools of trusted memory once they are registered with
 //! [`IntelPort::register_tx_pool`]: each buffer's device address is computed once, at
 //! registration, after the pool's pages are pinned. Without an IOMMU that is sound only
-//! because the pages are pinned for as long as they are registered (see [`dma`]); with VFIO
-//! and an IOMMU the registration would instead map the pool with `VFIO_IOMMU_MAP_DMA`.
+//! because the pages are pinned for as long as they are registered (see [`dma`]). An app's
+//! pool is never granted ([`crate::Port::grant_tx_pool`] refuses): the device would read
+//! the frame's header, and the app's memory, long after the switch checked them, so the
+//! switch copies app frames once into the port's own buffers instead. Granting them would
+//! take VFIO with a real IOMMU (the app's pages mapped, and so held, by the IOMMU) and
+//! header split on transmit (a first descriptor for the checked header, in server memory).
 //!
 //! What this module must never do: let the device DMA to memory that is not pinned and
 //! registered; panic on anything the device or a peer wrote; allocate on the burst path.

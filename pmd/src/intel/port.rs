@@ -289,8 +289,10 @@ impl<R: Regs> IntelPort<R> {
         self.free.len()
     }
 
-    /// Lets the device transmit straight from `pool` (e.g. an app's pool mapped into this
-    /// process): pins its pages and records each buffer's device address once.
+    /// Lets the device transmit straight from `pool`, memory of this process that no other
+    /// party can write or unmap (a benchmark's, another port's): pins its pages and records
+    /// each buffer's device address once. Never an app's pool ([`Port::grant_tx_pool`]
+    /// refuses those).
     ///
     /// Without an IOMMU this is sound only while the pages stay pinned, which they do until
     /// [`IntelPort::unregister_tx_pool`] or the port is dropped; the pool's mapping must
@@ -458,18 +460,21 @@ impl<R: Regs> Port for IntelPort<R> {
         core::slice::from_ref(&self.pool)
     }
 
+    /// Refused: a pool granted through the `Port` trait is another party's (an app's), and
+    /// the device would read it by DMA at a time of its own, long after the switch checked
+    /// the frame. The party could rewrite the header in between (a spoofed frame on the
+    /// wire), or free the memory (a process that punches its memfd leaves a device without
+    /// an IOMMU reading freed host memory: pinning keeps the pages, not the process's hold
+    /// on them). The switch therefore copies such frames once into the port's own DMA
+    /// buffers, with the header it checked. Trusted memory of this process can still be
+    /// registered with [`IntelPort::register_tx_pool`].
     fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
-        match self.register_tx_pool(pool) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(
-                    "{}: cannot transmit from pool {}: {e}",
-                    self.name,
-                    pool.id().0
-                );
-                false
-            }
-        }
+        tracing::debug!(
+            "{}: pool {} not granted: frames of another party's pool are copied into the port's DMA buffers",
+            self.name,
+            pool.id().0
+        );
+        false
     }
 
     fn revoke_tx_pool(&mut self, pool: PoolId) -> bool {

@@ -160,6 +160,16 @@ fn table(s: &StatsRepr) -> String {
             c.not_held
         );
     }
+    for p in &s.ports {
+        let c = &p.counters;
+        if c.group_source + c.link_local + c.rate_limited + c.not_learned > 0 {
+            let _ = writeln!(
+                o,
+                "  {} dropped: group_source {} link_local {} rate_limited {}; stations not learned {}",
+                p.name, c.group_source, c.link_local, c.rate_limited, c.not_learned
+            );
+        }
+    }
     let rej: Vec<String> = s
         .rejections
         .iter()

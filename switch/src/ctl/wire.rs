@@ -244,7 +244,7 @@ pub struct RejectEntry {
 }
 
 /// Number of counters per port in a stats reply.
-pub const PORT_COUNTERS: usize = 16;
+pub const PORT_COUNTERS: usize = 20;
 
 /// Per-port counters as reported over the control socket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -282,6 +282,15 @@ pub struct PortCounters {
     /// Times the server found the app's doorbell rung (kicks that arrive while one is
     /// pending merge, so this is at most the app's own count).
     pub kicks_from_app: u64,
+    /// Frames dropped because their source MAC was a group address (any port).
+    pub group_source: u64,
+    /// App frames dropped because they were sent to a reserved link-local group address
+    /// (01:80:c2:00:00:00 to 01:80:c2:00:00:0f).
+    pub link_local: u64,
+    /// App frames dropped because the app was over its rate.
+    pub rate_limited: u64,
+    /// New stations seen on the port but not learned: the port had its most stations.
+    pub not_learned: u64,
 }
 
 impl PortCounters {
@@ -303,6 +312,10 @@ impl PortCounters {
             self.not_held,
             self.kicks_to_app,
             self.kicks_from_app,
+            self.group_source,
+            self.link_local,
+            self.rate_limited,
+            self.not_learned,
         ]
     }
 
@@ -324,6 +337,10 @@ impl PortCounters {
             not_held: a[13],
             kicks_to_app: a[14],
             kicks_from_app: a[15],
+            group_source: a[16],
+            link_local: a[17],
+            rate_limited: a[18],
+            not_learned: a[19],
         }
     }
 }
@@ -979,6 +996,10 @@ mod tests {
                     not_held: 14,
                     kicks_to_app: 15,
                     kicks_from_app: 16,
+                    group_source: 17,
+                    link_local: 18,
+                    rate_limited: 19,
+                    not_learned: 20,
                     ..Default::default()
                 },
             }],

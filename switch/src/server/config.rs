@@ -7,9 +7,12 @@
 //! socket_group = 1000                # its group (gid), optional
 //! core = 1                           # pin the switch to this core, optional
 //! burst = 32
-//! handshake_timeout_ms = 2000         # 1 to 60000
-//! fdb_entries = 8192                  # stations the FDB holds, 16 to 1048576
-//! max_conns_per_uid = 16              # control connections one uid may hold open
+//! handshake_timeout_ms = 2000       # 1 to 60000
+//! fdb_entries = 8192                 # stations the switch learns, in all: 16 to 1048576
+//! max_conns_per_uid = 16             # control connections one uid may hold open
+//! max_stations_per_port = 4096       # stations one port may have learned (default: half)
+//! app_max_frames_per_sec = 0         # every app's rate limit, 0: none (an [[apps]] entry
+//! app_max_bytes_per_sec = 0          #   may set its own: max_frames/bytes_per_sec)
 //!
 //! [limits]                           # what an app's grant may ask for
 //! max_ring = 4096
@@ -27,6 +30,8 @@
 //! uid = 1000                         # and/or gid
 //! name = "web"
 //! mac = "02:00:00:00:00:01"          # optional: any unicast MAC when absent
+//! max_frames_per_sec = 100000        # optional: this app's rate limit (0: none)
+//! max_bytes_per_sec = 125000000      # optional
 //!
 //! [xen]                              # apps in Xen domains, over xenstore (docs/xen.md)
 //! enable = true
@@ -160,6 +165,17 @@ pub struct ServerSection {
     /// Control connections one uid may hold open at once.
     #[serde(default = "default_conns_per_uid")]
     pub max_conns_per_uid: usize,
+    /// Most stations one port may have learned (default: half of `fdb_entries`), so that
+    /// no port can fill the table for the others; an app's port learns only its own MAC.
+    pub max_stations_per_port: Option<usize>,
+    /// Most frames a second each app may send, unless its `[[apps]]` entry says otherwise
+    /// (0: no limit).
+    #[serde(default)]
+    pub app_max_frames_per_sec: u64,
+    /// Most bytes a second each app may send, unless its `[[apps]]` entry says otherwise
+    /// (0: no limit).
+    #[serde(default)]
+    pub app_max_bytes_per_sec: u64,
 }
 
 fn default_socket() -> PathBuf {
@@ -199,6 +215,9 @@ impl Default for ServerSection {
             handshake_timeout_ms: default_timeout(),
             fdb_entries: default_fdb(),
             max_conns_per_uid: default_conns_per_uid(),
+            max_stations_per_port: None,
+            app_max_frames_per_sec: 0,
+            app_max_bytes_per_sec: 0,
         }
     }
 }
@@ -291,6 +310,57 @@ pub struct AppSection {
     /// gid applies.
     #[serde(default)]
     pub xen: bool,
+    /// Most frames a second the app may send (0: no limit); `[server]
+    /// app_max_frames_per_sec` when absent.
+    pub max_frames_per_sec: Option<u64>,
+    /// Most bytes a second the app may send (0: no limit); `[server]
+    /// app_max_bytes_per_sec` when absent.
+    pub max_bytes_per_sec: Option<u64>,
+}
+
+/// Highest frame rate limit accepted (frames a second).
+pub const MAX_FRAMES_PER_SEC: u64 = 1_000_000_000;
+/// Highest byte rate limit accepted (bytes a second: 8 Tbit/s).
+pub const MAX_BYTES_PER_SEC: u64 = 1_000_000_000_000;
+/// Lowest non-zero byte rate limit accepted (bytes a second).
+pub const MIN_BYTES_PER_SEC: u64 = 1024;
+
+/// Checks a rate limit pair; `at` names the fields (`server.app_max` or `apps[2].max`).
+fn check_rate(at: &str, frames: u64, bytes: u64) -> Result<(), ConfigError> {
+    if frames > MAX_FRAMES_PER_SEC {
+        return Err(field(
+            format!("{at}_frames_per_sec"),
+            format!("{frames} must be 0 (no limit) or at most {MAX_FRAMES_PER_SEC}"),
+        ));
+    }
+    if bytes != 0 && !(MIN_BYTES_PER_SEC..=MAX_BYTES_PER_SEC).contains(&bytes) {
+        return Err(field(
+            format!("{at}_bytes_per_sec"),
+            format!(
+                "{bytes} must be 0 (no limit) or from {MIN_BYTES_PER_SEC} to {MAX_BYTES_PER_SEC} \
+                 bytes a second (a limit in bits a second is 8 times this)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Each app's rate limit, as frames and bytes a second (0: no limit).
+#[derive(Debug, Clone, Default)]
+pub struct AppRates {
+    default: (u64, u64),
+    by_name: Vec<(String, (u64, u64))>,
+}
+
+impl AppRates {
+    /// The limit of the app named `name`: its `[[apps]]` entry's (the first with that
+    /// name), else the `[server]` default.
+    pub fn of(&self, name: &str) -> (u64, u64) {
+        self.by_name
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.default, |(_, r)| *r)
+    }
 }
 
 /// The port backends this server knows.
@@ -372,6 +442,25 @@ impl Config {
                 ),
             ));
         }
+        if s.fdb_entries == 0 {
+            return Err(field("server.fdb_entries", "must be above 0"));
+        }
+        if let Some(m) = s.max_stations_per_port
+            && (m == 0 || m > s.fdb_entries)
+        {
+            return Err(field(
+                "server.max_stations_per_port",
+                format!(
+                    "{m} must be from 1 to fdb_entries ({}): the most stations one port may have learned",
+                    s.fdb_entries
+                ),
+            ));
+        }
+        check_rate(
+            "server.app_max",
+            s.app_max_frames_per_sec,
+            s.app_max_bytes_per_sec,
+        )?;
         if let Some(c) = s.core {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
             if c >= n {
@@ -507,6 +596,11 @@ impl Config {
             if self.apps[..i].iter().any(|b| b.name == a.name) {
                 return Err(field(f("name"), format!("'{}' is used twice", a.name)));
             }
+            check_rate(
+                &f("max"),
+                a.max_frames_per_sec.unwrap_or(0),
+                a.max_bytes_per_sec.unwrap_or(0),
+            )?;
             if let Some(m) = &a.mac {
                 match parse_mac(m) {
                     Some(mac) => {
@@ -531,6 +625,34 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Most stations one port may have learned.
+    pub fn max_stations_per_port(&self) -> usize {
+        self.server
+            .max_stations_per_port
+            .unwrap_or(self.server.fdb_entries / 2)
+            .max(1)
+    }
+
+    /// Each app's rate limit.
+    pub fn app_rates(&self) -> AppRates {
+        let s = &self.server;
+        let default = (s.app_max_frames_per_sec, s.app_max_bytes_per_sec);
+        AppRates {
+            default,
+            by_name: self
+                .apps
+                .iter()
+                .map(|a| {
+                    let r = (
+                        a.max_frames_per_sec.unwrap_or(default.0),
+                        a.max_bytes_per_sec.unwrap_or(default.1),
+                    );
+                    (a.name.clone(), r)
+                })
+                .collect(),
+        }
     }
 
     /// The Xen apps' admissions: (name, MAC when fixed).

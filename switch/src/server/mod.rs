@@ -94,6 +94,8 @@ struct PortSnap {
     mac: Mac,
     stats: PortStats,
     sw: PortCountersSnapshot,
+    /// New stations the port sent from that the FDB did not learn (the port's limit).
+    not_learned: u64,
 }
 
 /// An app's pool granted to NIC ports for transmit without a copy.
@@ -270,6 +272,7 @@ impl SwitchSide {
                                 mac: p.mac(),
                                 stats: p.stats(),
                                 sw: sw.counters(id)?.snapshot(),
+                                not_learned: sw.fdb().not_learned(id.0),
                             })
                         })
                         .collect();
@@ -364,6 +367,8 @@ struct Control<B: GrantBackend> {
     nics: Vec<(PortId, String)>,
     rejections: [u64; ErrorCode::ALL.len()],
     buf: Vec<u8>,
+    /// Each app's rate limit, enforced by the switch.
+    rates: config::AppRates,
 }
 
 impl<B: GrantBackend> Control<B>
@@ -464,7 +469,7 @@ where
             .map_err(|e| bad_mem(e.to_string()))?,
         };
         let notifier = Arc::new(notifier);
-        let port = AppPort::new(
+        let mut port = AppPort::new(
             name,
             mac,
             mapping,
@@ -475,6 +480,8 @@ where
             self.first.clone(),
         )
         .map_err(|e| bad_mem(e.to_string()))?;
+        let (fps, bps) = self.rates.of(name);
+        port.set_rate(fps, bps);
         let counters = port.counters();
         let id = match self.command(|r| Cmd::Add(Box::new(port), r)) {
             Some(Ok(id)) => id,
@@ -546,23 +553,9 @@ where
         let ports = snaps
             .into_iter()
             .map(|s| {
-                let ingress: u64 = [
-                    DropReason::Runt,
-                    DropReason::BadFrame,
-                    DropReason::Hairpin,
-                    DropReason::NoDestination,
-                ]
-                .iter()
-                .map(|r| s.sw.dropped(*r))
-                .sum();
-                let egress: u64 = [
-                    DropReason::RingFull,
-                    DropReason::NoBuffer,
-                    DropReason::CopyFault,
-                ]
-                .iter()
-                .map(|r| s.sw.dropped(*r))
-                .sum();
+                let sum = |rs: &[DropReason]| rs.iter().map(|r| s.sw.dropped(*r)).sum::<u64>();
+                let ingress = sum(&DropReason::INGRESS);
+                let egress = sum(&DropReason::EGRESS);
                 let app = apps.iter().find(|a| a.0 == s.id);
                 let mut c = match app {
                     Some(a) => a.1.snapshot(),
@@ -578,6 +571,16 @@ where
                 };
                 c.rx_dropped += ingress;
                 c.tx_dropped = egress;
+                // The switch checks an app's frames' headers (its copy of them): its refusals
+                // are the app's rejections.
+                c.spoofed += s.sw.dropped(DropReason::Spoofed);
+                c.group_source = s.sw.dropped(DropReason::GroupSource);
+                c.link_local = s.sw.dropped(DropReason::LinkLocal);
+                c.rate_limited = s.sw.dropped(DropReason::RateLimited);
+                c.not_learned = s.not_learned;
+                if app.is_some() {
+                    c.errors += c.spoofed + c.group_source + c.link_local;
+                }
                 PortStatsRepr {
                     port: s.id.0,
                     app: app.is_some(),
@@ -716,6 +719,7 @@ where
     let mut sw = Switch::new(SwitchConfig {
         burst: cfg.server.burst,
         fdb_entries: cfg.server.fdb_entries,
+        max_stations_per_port: cfg.max_stations_per_port(),
         core: cfg.server.core,
         idle: IdleConfig {
             housekeeping_polls: 256,
@@ -796,6 +800,7 @@ where
         nics,
         rejections: [0; ErrorCode::ALL.len()],
         buf: vec![0; crate::ctl::wire::MAX_APP_MSG],
+        rates: cfg.app_rates(),
     };
     tracing::info!(
         socket = %cfg.server.socket.display(),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use grant_pool::{BufHandle, Pool, PoolId, PoolSet};
-use pmd::{Frame, LinkState, Mac, Port, PortStats};
+use pmd::{Admission, Frame, LinkState, Mac, MacHeader, Port, PortStats};
 
 use super::config::{PortSection, parse_mac};
 use crate::app_port::FirstFrame;
@@ -125,6 +125,21 @@ impl Marked {
             withdrawn: PoolSet::EMPTY,
         }
     }
+
+    /// Records the server's first forwarded frame once `sent` frames went out.
+    #[inline]
+    fn mark(&mut self, sent: usize) {
+        if sent > 0 && !self.marked {
+            self.marked = true;
+            if self.first.mark() {
+                tracing::info!(
+                    port = %self.inner.name(),
+                    ms = self.first.get().unwrap_or(0) as f64 / 1e6,
+                    "first frame forwarded"
+                );
+            }
+        }
+    }
 }
 
 impl Port for Marked {
@@ -173,18 +188,17 @@ impl Port for Marked {
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         self.inner.rx_burst(out)
     }
+    fn admission(&self) -> Option<Admission> {
+        self.inner.admission()
+    }
     fn tx_burst(&mut self, frames: &[Frame]) -> usize {
         let n = self.inner.tx_burst(frames);
-        if n > 0 && !self.marked {
-            self.marked = true;
-            if self.first.mark() {
-                tracing::info!(
-                    port = %self.inner.name(),
-                    ms = self.first.get().unwrap_or(0) as f64 / 1e6,
-                    "first frame forwarded"
-                );
-            }
-        }
+        self.mark(n);
+        n
+    }
+    fn tx_burst_with_macs(&mut self, frames: &[Frame], macs: &[MacHeader]) -> usize {
+        let n = self.inner.tx_burst_with_macs(frames, macs);
+        self.mark(n);
         n
     }
     fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
