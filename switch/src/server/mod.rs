@@ -21,7 +21,10 @@
 //! reconnect, grant their memory afresh and the FDB relearns.
 
 pub mod config;
+pub mod notify;
 pub mod ports;
+pub mod standby;
+pub mod supervise;
 mod xen;
 
 use std::os::fd::OwnedFd;
@@ -691,10 +694,15 @@ where
     let (tx, rx) = crossbeam_channel::unbounded::<Cmd>();
     let sw_stop = stop.clone();
     let mut side = SwitchSide::new(nics.iter().map(|(id, _)| *id).collect());
+    let manager = notify::Notifier::from_env();
+    let mut watchdog = notify::Watchdog::from_env(manager.as_ref());
     let switch_thread = std::thread::Builder::new()
         .name("ferrite-switch".into())
         .spawn(move || {
-            let r = sw.run_with(&sw_stop, |s| side.housekeeping(s, &rx));
+            let r = sw.run_paced(&sw_stop, |s| {
+                side.housekeeping(s, &rx);
+                watchdog.as_mut().map(notify::Watchdog::tick)
+            });
             for id in sw.port_ids() {
                 if let (Some(p), Some(c)) = (sw.port(id), sw.counters(id)) {
                     let c = c.snapshot();
@@ -760,6 +768,13 @@ where
     } else {
         None
     };
+    if let Some(m) = &manager {
+        m.ready(&format!(
+            "serving {} ports on {}",
+            ctl.nics.len(),
+            cfg.server.socket.display()
+        ));
+    }
     let mut conns: Vec<Conn<B::Notifier>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         if switch_thread.is_finished() {
@@ -862,6 +877,9 @@ where
                 i += 1;
             }
         }
+    }
+    if let Some(m) = &manager {
+        m.stopping();
     }
     if let Some(x) = xen.as_mut() {
         x.close(&mut ctl);
