@@ -399,18 +399,12 @@ fn reattaches_after_the_holder_is_killed() {
     // SIGKILL: no destructor runs.
     // SAFETY: signals our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    // `ip netns exec` execs the test binary, so the killed pid is the holder itself. At
+    // once, as a spare taking over does: the kernel is still tearing the holder down and
+    // holds its link and queue for a while; opening waits for them.
+    let mut port = open(&pair, AttachMode::Native, BindMode::Copy)
+        .unwrap_or_else(|e| panic!("reattach after SIGKILL: {e}"));
     let _ = child.wait();
-    // `ip netns exec` execs the test binary, so the killed pid is the holder itself.
-    let t0 = std::time::Instant::now();
-    let mut port = loop {
-        match open(&pair, AttachMode::Native, BindMode::Copy) {
-            Ok(p) => break p,
-            Err(AfXdpError::XdpBusy { .. }) if t0.elapsed() < Duration::from_secs(5) => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(e) => panic!("reattach after SIGKILL: {e}"),
-        }
-    };
     let pool = port.pool();
     let mac = port.mac();
     let peer = pair.peer_socket(TEST_ETHERTYPE);
@@ -431,6 +425,19 @@ fn holder_process() {
     let mut cfg = AfXdpConfig::new(&ifname.to_string_lossy(), PoolId(1));
     cfg.bind = BindMode::Copy;
     let _port = AfXdpPort::open(cfg).expect("holder opens the port");
+    // The kernel releases a dead process's files from the highest number down, and each
+    // packet socket's release waits for an RCU grace period: like a server's other sockets,
+    // these keep the link and queue held for a while after the holder is killed.
+    let _slow: Vec<std::os::fd::OwnedFd> = (0..4)
+        .map(|_| {
+            // SAFETY: plain socket(2); the result is checked before it is owned.
+            let fd =
+                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+            assert!(fd >= 0, "socket(AF_PACKET)");
+            // SAFETY: `fd` is a fresh descriptor nothing else owns.
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        })
+        .collect();
     println!("holder attached");
     std::thread::sleep(Duration::from_secs(30));
 }

@@ -294,6 +294,11 @@ const CALLER: u8 = 3;
 
 /// Fill ring refill batch.
 const FILL_BATCH: u32 = 64;
+/// How long opening a port waits for a queue or an interface's XDP hook still held by a
+/// process that has just died.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Time between attempts while waiting so.
+const BUSY_STEP: std::time::Duration = std::time::Duration::from_millis(1);
 /// Handles bounced back through `tx_done` (frames refused by `tx_burst`).
 const BOUNCE_CAP: usize = 1024;
 
@@ -510,14 +515,13 @@ impl AfXdpPort {
                 Ok(())
             }
         };
-        // A socket of a killed process releases its queue from a kernel work item, shortly
-        // after the process is gone: a restarted server retries EBUSY for a bounded time.
-        const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+        // A socket of a killed process releases its queue while the kernel tears that
+        // process down: a restarted server retries EBUSY for a bounded time.
         let t0 = std::time::Instant::now();
         let bind = |flags: u16| loop {
             match bind(flags) {
                 Err(e) if e.errno() == Some(libc::EBUSY) && t0.elapsed() < BUSY_WAIT => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(BUSY_STEP);
                 }
                 r => return r,
             }
