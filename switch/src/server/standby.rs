@@ -170,4 +170,79 @@ mod tests {
         ServerLock::take(&socket).expect("free again");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Set in the process `lock_holder_process` runs as.
+    const HOLDER_DIR: &str = "FERRITE_TEST_LOCK_HOLDER_DIR";
+
+    /// Not a test on its own: the server stand-in that
+    /// `the_lock_comes_free_before_a_killed_holder_is_torn_down` starts and kills. It takes
+    /// the lock, then opens packet sockets, whose release each waits for an RCU grace period
+    /// (as a server's NIC sockets do).
+    #[test]
+    fn lock_holder_process() {
+        let Some(dir) = std::env::var_os(HOLDER_DIR) else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        let _lock = ServerLock::take(&dir.join("ctl.sock")).expect("lock");
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+        // A marker the test can see (in /proc/net/unix) until it is released: after the
+        // packet sockets, which come later in the descriptor table.
+        let marker = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None)
+            .expect("marker socket");
+        let name = SocketAddrUnix::new_abstract_name(marker_name(&dir).as_bytes()).expect("name");
+        rustix::net::bind(&marker, &name).expect("bind marker");
+        let _slow: Vec<_> = (0..16)
+            .map(|_| rustix::net::socket(AddressFamily::PACKET, SocketType::RAW, None))
+            .collect::<Result<_, _>>()
+            .expect("packet sockets");
+        println!("holder ready");
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_lock_comes_free_before_a_killed_holder_is_torn_down() {
+        use std::io::BufRead;
+        if !rustix::process::geteuid().is_root() {
+            eprintln!(
+                "the_lock_comes_free_before_a_killed_holder_is_torn_down: needs root (packet sockets); skipped"
+            );
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("ferrite-lock-kill-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--exact",
+                "server::standby::tests::lock_holder_process",
+                "--nocapture",
+            ])
+            .env(HOLDER_DIR, &dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn holder");
+        let out = child.stdout.take().expect("stdout");
+        let ready = std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("holder ready"));
+        assert!(ready, "the holder took the lock");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+        let lock = ServerLock::wait(&dir.join("ctl.sock")).expect("lock");
+        // The holder is still being torn down: its marker socket is not released yet.
+        let sockets = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+        let marker = format!("@{}", marker_name(&dir));
+        let _ = child.wait();
+        drop(lock);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            sockets.lines().any(|l| l.ends_with(&marker)),
+            "the lock came free only after the killed holder's sockets were released"
+        );
+    }
+
+    fn marker_name(dir: &Path) -> String {
+        format!("ferrite-lock-marker{}", dir.display())
+    }
 }
