@@ -378,3 +378,45 @@ fn a_server_that_cannot_start_is_restarted_with_backoff_not_in_a_hot_loop() {
     kill(sup.pid(), Signal::TERM);
     assert!(sup.wait_exit(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn a_listener_whose_server_holds_no_lock_is_replaced() {
+    // What a spare finds when it takes over: the lock is free, but the killed server's
+    // listener still accepts connections while the kernel tears that process down.
+    let dir = test_dir("sup-linger");
+    let socket = dir.join("ctl.sock");
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let lingering =
+        rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).expect("socket");
+    rustix::net::bind(&lingering, &SocketAddrUnix::new(&socket).expect("addr")).expect("bind");
+    rustix::net::listen(&lingering, 4).expect("listen");
+    assert!(SeqPacket::connect(&socket).is_ok(), "it accepts");
+    let cfg = dir.join("ferrite.toml");
+    std::fs::write(&cfg, config_text(&socket, &[A, B], "")).expect("config");
+    let mut srv = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .args(["serve", "--config"])
+            .arg(&cfg),
+        &dir,
+    );
+    // Connecting and reading credentials never waits on the old listener (a stats request
+    // to it would wait for ever).
+    wait_for(
+        "the new server on the socket",
+        Duration::from_secs(20),
+        || {
+            assert!(
+                srv.child.try_wait().expect("try_wait").is_none(),
+                "the server exited: {}",
+                srv.log()
+            );
+            (server_pid(&socket) == Some(srv.pid())).then_some(())
+        },
+    );
+    let mut a = TestApp::connect(&socket, A.0, A.1).expect("a attaches");
+    let mut b = TestApp::connect(&socket, B.0, B.1).expect("b attaches");
+    check_forwarding(&mut a, &mut b, b"on the new socket");
+    kill(srv.pid(), Signal::TERM);
+    let st = srv.wait_exit(Duration::from_secs(10));
+    assert!(st.success(), "{}", srv.log());
+}
