@@ -349,6 +349,13 @@ impl AfXdpPort {
     /// Opens the port: maps the UMEM, creates and binds the socket, attaches (or shares) the
     /// program and fills the fill ring. Runs in the calling thread's network namespace.
     pub fn open(cfg: AfXdpConfig) -> Result<Self, AfXdpError> {
+        Self::prepare(cfg)?.activate()
+    }
+
+    /// Makes the port's UMEM (registered with a new XDP socket, so its pages are pinned) and
+    /// rings, without attaching a program to the interface or binding the socket to its
+    /// queue; [`PreparedAfXdp::activate`] does both.
+    pub fn prepare(cfg: AfXdpConfig) -> Result<PreparedAfXdp, AfXdpError> {
         if cfg.buf_size != 2048 && cfg.buf_size != 4096 {
             return Err(AfXdpError::Config(format!(
                 "buf_size {} must be 2048 or 4096 (UMEM chunk sizes)",
@@ -375,14 +382,10 @@ impl AfXdpPort {
         }
         let layout = PoolLayout::new(cfg.buf_size, cfg.bufs)
             .map_err(|e| AfXdpError::Config(e.to_string()))?;
-        let ifindex = linux::ifindex(&cfg.ifname)
-            .ok_or_else(|| AfXdpError::InterfaceNotFound(cfg.ifname.clone()))?;
+        if linux::ifindex(&cfg.ifname).is_none() {
+            return Err(AfXdpError::InterfaceNotFound(cfg.ifname.clone()));
+        }
         let ctl = CtlSocket::new(&cfg.ifname)?;
-        let promisc = if cfg.promiscuous {
-            Some(linux::PromiscGuard::new(ifindex)?)
-        } else {
-            None
-        };
 
         // UMEM: count chunks, plus a spare page so the shifted last pool buffer is mapped.
         let umem_len = cfg.buf_size * cfg.bufs;
@@ -461,6 +464,68 @@ impl AfXdpPort {
         )?;
         let rx = map_ring(&off.rx, libc::XDP_PGOFF_RX_RING, 16, "mmap(rx ring)")?;
         let tx = map_ring(&off.tx, libc::XDP_PGOFF_TX_RING, 16, "mmap(tx ring)")?;
+        Ok(PreparedAfXdp {
+            cfg,
+            ctl,
+            umem,
+            pool,
+            xsk,
+            fill,
+            comp,
+            rx,
+            tx,
+        })
+    }
+}
+
+/// A port with its UMEM and rings made but no program attached and its socket not bound:
+/// it receives and sends nothing. A warm spare server prepares its ports so, while another
+/// process serves the interface, and activates them when it takes over.
+pub struct PreparedAfXdp {
+    cfg: AfXdpConfig,
+    ctl: CtlSocket,
+    umem: Mmap,
+    pool: Pool,
+    xsk: OwnedFd,
+    fill: XskRing,
+    comp: XskRing,
+    rx: XskRing,
+    tx: XskRing,
+}
+
+impl std::fmt::Debug for PreparedAfXdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedAfXdp")
+            .field("ifname", &self.cfg.ifname)
+            .field("queue", &self.cfg.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedAfXdp {
+    /// Attaches the program (or joins the shared one) and binds the socket to its queue
+    /// (the interface looked up again: it may have been recreated); waits a bounded time
+    /// for a program and a queue that a process killed a moment ago still holds.
+    pub fn activate(self) -> Result<AfXdpPort, AfXdpError> {
+        let Self {
+            cfg,
+            ctl,
+            umem,
+            pool,
+            xsk,
+            fill,
+            comp,
+            rx,
+            tx,
+        } = self;
+        let ifindex = linux::ifindex(&cfg.ifname)
+            .ok_or_else(|| AfXdpError::InterfaceNotFound(cfg.ifname.clone()))?;
+        let promisc = if cfg.promiscuous {
+            Some(linux::PromiscGuard::new(ifindex)?)
+        } else {
+            None
+        };
+        let raw = xsk.as_raw_fd();
 
         // Program first (the socket is bound to a device with XDP set up).
         let program = match &cfg.program {
@@ -572,7 +637,7 @@ impl AfXdpPort {
         };
         program.insert(cfg.queue, raw)?;
 
-        let mut port = Self {
+        let mut port = AfXdpPort {
             name: format!("af_xdp:{}:{}", cfg.ifname, cfg.queue),
             ifname: cfg.ifname.clone(),
             queue: cfg.queue,
@@ -613,7 +678,9 @@ impl AfXdpPort {
         }
         Ok(port)
     }
+}
 
+impl AfXdpPort {
     /// The port's pool (its UMEM), to register with the switch. Valid while the port lives.
     pub fn pool(&self) -> Pool {
         self.pool
