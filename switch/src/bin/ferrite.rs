@@ -14,7 +14,7 @@ use switch::ctl::{Client, StatsRepr};
 use switch::server::notify::Notifier;
 use switch::server::standby::ServerLock;
 use switch::server::supervise::{SuperviseConfig, follow_supervisor, supervise};
-use switch::server::{Config, serve};
+use switch::server::{Config, ports, serve_prepared};
 
 /// The Ferrite network server.
 #[derive(Parser)]
@@ -34,8 +34,9 @@ enum Cmd {
         /// Check the configuration and exit.
         #[arg(long)]
         check: bool,
-        /// Start as a warm spare: load the configuration, then wait until the server of its
-        /// control socket stops (whatever stops it) and take over.
+        /// Start as a warm spare: load the configuration and make the ports ready (memory,
+        /// rings, sockets; no NIC taken), then wait until the server of the control socket
+        /// stops (whatever stops it) and take over.
         #[arg(long)]
         standby: bool,
     },
@@ -64,7 +65,7 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         restart_window_ms: u64,
         /// Time from a server's readiness to the start of the next spare, in ms.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 20)]
         standby_delay_ms: u64,
     },
     /// Print every port's counters from a running server.
@@ -102,6 +103,18 @@ fn main() -> ExitCode {
                 println!("{}: ok", config.display());
                 return ExitCode::SUCCESS;
             }
+            // A warm spare makes its ports ready (memory, rings, sockets) before it waits.
+            let prepared = if standby {
+                match ports::prepare_all(&cfg) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("ferrite: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
             let _lock = match take_over(&cfg, standby) {
                 Ok(l) => l,
                 Err(e) => {
@@ -109,7 +122,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match serve(&cfg, Arc::new(AtomicBool::new(false))) {
+            match serve_prepared(&cfg, Arc::new(AtomicBool::new(false)), prepared) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ferrite: {e}");

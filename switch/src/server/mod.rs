@@ -626,16 +626,27 @@ where
 /// Runs the server described by `cfg` until SIGTERM/SIGINT or until `stop` is set: on the
 /// `xen` grant backend when `[xen] enable` is set, else on `shm`.
 pub fn serve(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), ServerError> {
+    serve_prepared(cfg, stop, Vec::new())
+}
+
+/// [`serve`] with the configured ports a warm spare made ready before it took over
+/// ([`ports::prepare_all`] of the same `cfg`): they are only activated.
+pub fn serve_prepared(
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    prepared: Vec<ports::Prepared>,
+) -> Result<(), ServerError> {
     #[cfg(target_os = "linux")]
     if cfg.xen.enable {
         let be = grant_pool::xen::XenBackend::open()
             .map_err(|e| ServerError::XenBackend(e.to_string()))?;
-        return serve_with(cfg, stop, be);
+        return serve_on(cfg, stop, be, prepared);
     }
-    serve_with(
+    serve_on(
         cfg,
         stop,
         grant_pool::shm::ShmBackend::new(DomId::SELF_HOST),
+        prepared,
     )
 }
 
@@ -644,6 +655,19 @@ pub fn serve_with<B: GrantBackend>(
     cfg: &Config,
     stop: Arc<AtomicBool>,
     backend: B,
+) -> Result<(), ServerError>
+where
+    B::Mapping: 'static,
+    B::Notifier: 'static,
+{
+    serve_on(cfg, stop, backend, Vec::new())
+}
+
+fn serve_on<B: GrantBackend>(
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    backend: B,
+    prepared: Vec<ports::Prepared>,
 ) -> Result<(), ServerError>
 where
     B::Mapping: 'static,
@@ -671,9 +695,13 @@ where
     })?;
     let mut pools_used = [false; 256];
     let mut nics = Vec::new();
+    let mut prepared = prepared.into_iter();
     for (i, p) in cfg.ports.iter().enumerate() {
         let pool = PoolId(i as u8);
-        let port = ports::open(i, p, pool)?;
+        let port = match prepared.next() {
+            Some(w) => w.activate()?,
+            None => ports::open(i, p, pool)?,
+        };
         let own = port.own_pools();
         for (k, used) in pools_used.iter_mut().enumerate() {
             if own.contains(PoolId(k as u8)) {

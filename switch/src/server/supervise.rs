@@ -11,12 +11,14 @@
 //! - the child does not say `READY=1` within the start timeout (likewise).
 //!
 //! **Warm spare** (`--standby`). A second child, `ferrite serve --standby`, starts a moment
-//! after the primary is ready, loads and checks the configuration, and blocks on the
-//! server's lock ([`super::standby`]), which the primary holds for its life. The kernel
-//! drops the lock the instant the primary dies, so the spare takes over with no round
-//! through the supervisor: it binds the control socket, opens the ports and says
-//! `READY=1`; the supervisor then starts the next spare. A primary killed while no spare
-//! is waiting is restarted cold.
+//! (`standby_delay`) after the primary is ready, loads the configuration, prepares its
+//! ports ([`super::ports::prepare_all`]: pools, rings and sockets made, no NIC taken) and
+//! blocks on the server's lock ([`super::standby`]), which the primary holds for its life.
+//! The kernel drops the lock first thing when the primary dies, so the spare takes over
+//! with no round through the supervisor: it binds the control socket, activates its ports
+//! (binds them to their interfaces; an AF_XDP queue it waits for until the kernel has
+//! released the dead server's) and says `READY=1`; the supervisor then starts the next
+//! spare. A primary killed while no spare is waiting is restarted cold.
 //!
 //! **Crash loops.** Every death of a child is recorded; when `restart_burst` of them fall
 //! within `restart_window`, the next start waits, 500 ms at first and twice as long for
@@ -88,7 +90,7 @@ pub struct SuperviseConfig {
 
 impl SuperviseConfig {
     /// Defaults for `exe` running the server on `config`: a 1 s watchdog, 30 s to start,
-    /// 5 s to stop, a crash loop at 5 deaths in 10 s, a spare 100 ms after a takeover.
+    /// 5 s to stop, a crash loop at 5 deaths in 10 s, a spare 20 ms after a takeover.
     pub fn new(exe: PathBuf, config: PathBuf) -> Self {
         Self {
             exe,
@@ -99,7 +101,7 @@ impl SuperviseConfig {
             stop_timeout: Duration::from_secs(5),
             restart_burst: 5,
             restart_window: Duration::from_secs(10),
-            standby_delay: Duration::from_millis(100),
+            standby_delay: Duration::from_millis(20),
         }
     }
 }
