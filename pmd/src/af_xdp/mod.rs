@@ -353,8 +353,9 @@ impl AfXdpPort {
     }
 
     /// Makes the port's UMEM (registered with a new XDP socket, so its pages are pinned) and
-    /// rings, without attaching a program to the interface or binding the socket to its
-    /// queue; [`PreparedAfXdp::activate`] does both.
+    /// rings and (when configured) holds the interface promiscuous, without attaching a
+    /// program to the interface or binding the socket to its queue;
+    /// [`PreparedAfXdp::activate`] does both.
     pub fn prepare(cfg: AfXdpConfig) -> Result<PreparedAfXdp, AfXdpError> {
         if cfg.buf_size != 2048 && cfg.buf_size != 4096 {
             return Err(AfXdpError::Config(format!(
@@ -382,10 +383,16 @@ impl AfXdpPort {
         }
         let layout = PoolLayout::new(cfg.buf_size, cfg.bufs)
             .map_err(|e| AfXdpError::Config(e.to_string()))?;
-        if linux::ifindex(&cfg.ifname).is_none() {
-            return Err(AfXdpError::InterfaceNotFound(cfg.ifname.clone()));
-        }
+        let ifindex = linux::ifindex(&cfg.ifname)
+            .ok_or_else(|| AfXdpError::InterfaceNotFound(cfg.ifname.clone()))?;
         let ctl = CtlSocket::new(&cfg.ifname)?;
+        // Promiscuity is counted per holder: a spare's does not disturb the serving port's,
+        // and taking it here spares the takeover a wait for the RTNL lock.
+        let promisc = if cfg.promiscuous {
+            Some(linux::PromiscGuard::new(ifindex)?)
+        } else {
+            None
+        };
 
         // UMEM: count chunks, plus a spare page so the shifted last pool buffer is mapped.
         let umem_len = cfg.buf_size * cfg.bufs;
@@ -467,6 +474,7 @@ impl AfXdpPort {
         Ok(PreparedAfXdp {
             cfg,
             ctl,
+            promisc,
             umem,
             pool,
             xsk,
@@ -484,6 +492,7 @@ impl AfXdpPort {
 pub struct PreparedAfXdp {
     cfg: AfXdpConfig,
     ctl: CtlSocket,
+    promisc: Option<linux::PromiscGuard>,
     umem: Mmap,
     pool: Pool,
     xsk: OwnedFd,
@@ -510,6 +519,7 @@ impl PreparedAfXdp {
         let Self {
             cfg,
             ctl,
+            promisc,
             umem,
             pool,
             xsk,
@@ -520,11 +530,6 @@ impl PreparedAfXdp {
         } = self;
         let ifindex = linux::ifindex(&cfg.ifname)
             .ok_or_else(|| AfXdpError::InterfaceNotFound(cfg.ifname.clone()))?;
-        let promisc = if cfg.promiscuous {
-            Some(linux::PromiscGuard::new(ifindex)?)
-        } else {
-            None
-        };
         let raw = xsk.as_raw_fd();
 
         // Program first (the socket is bound to a device with XDP set up).
