@@ -18,7 +18,10 @@
 //! last buffers: only then is the port removed and its memory unmapped.
 //!
 //! The server keeps no state that a new handshake cannot rebuild: when it restarts, apps
-//! reconnect, grant their memory afresh and the FDB relearns.
+//! reconnect, grant their memory afresh and the FDB relearns. Under a service manager it
+//! reports readiness and feeds a watchdog from the switch thread ([`notify`]); [`supervise`]
+//! is Ferrite's own manager, and [`standby`] the lock that keeps one server per control
+//! socket and lets a warm spare take over.
 
 pub mod config;
 pub mod notify;

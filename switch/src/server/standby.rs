@@ -1,10 +1,13 @@
 //! One server per control socket, and the warm spare that waits to be it.
 //!
 //! `ferrite serve` holds an exclusive `flock(2)` on `<socket>.lock` (next to the control
-//! socket) for as long as it runs. The kernel drops the lock the moment the holder dies,
-//! whatever kills it, so the lock says which process may bind the control socket and open
-//! the NICs, and nothing else has to: a server that finds it taken refuses to start, and a
-//! warm spare (`ferrite serve --standby`) blocks on it and takes over when it is dropped.
+//! socket) for as long as it runs. The kernel drops the lock as the holder dies, whatever
+//! kills it, and before the holder's other files (the lock sits at the top of the descriptor
+//! table), so the lock says which process may bind the control socket and take the NICs,
+//! and nothing else has to: a server that finds it taken refuses to start, and a warm spare
+//! (`ferrite serve --standby`) blocks on it and takes over when it is dropped. The holder
+//! replaces whatever control socket it finds ([`ServerLock::clear_socket`]): the lock proves
+//! that no server listens there, though a killed one's listener may linger a moment.
 //!
 //! The file is never removed: a spare blocked on the lock of a removed file would take over
 //! while a server holding a lock on a new file runs.
@@ -122,8 +125,8 @@ impl ServerLock {
 /// `file` moved to the highest descriptor number the process may have, when it can be.
 ///
 /// The kernel releases a dead process's files from the highest number down, so the lock is
-/// dropped first, before the sockets, whose release waits for RCU grace periods (tens of
-/// milliseconds on a busy machine): a spare starts its takeover while they go.
+/// dropped first, before the sockets, whose release waits for RCU grace periods: a spare
+/// starts its takeover while they go.
 fn on_top(file: File) -> File {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
