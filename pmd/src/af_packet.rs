@@ -257,9 +257,66 @@ impl std::fmt::Debug for AfPacketPort {
     }
 }
 
+/// A port with its socket, rings and pool made but not yet bound to the interface: it
+/// receives and sends nothing. A warm spare server prepares its ports so, while another
+/// process serves the interface, and binds them when it takes over.
+pub struct PreparedAfPacket {
+    port: AfPacketPort,
+    ifname: String,
+    promiscuous: bool,
+}
+
+impl std::fmt::Debug for PreparedAfPacket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedAfPacket")
+            .field("ifname", &self.ifname)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedAfPacket {
+    /// Binds the socket to its interface (looked up again: it may have been recreated):
+    /// from now on it receives every frame there and may send.
+    pub fn activate(self) -> Result<AfPacketPort, AfPacketError> {
+        let ifindex = linux::ifindex(&self.ifname)
+            .ok_or_else(|| AfPacketError::InterfaceNotFound(self.ifname.clone()))?;
+        let raw = self.port.sock.as_raw_fd();
+        let sll = libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as u16,
+            sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+            sll_ifindex: ifindex as i32,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 0,
+            sll_addr: [0; 8],
+        };
+        // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
+        let r = unsafe {
+            libc::bind(
+                raw,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                core::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(linux::os_err("bind(AF_PACKET)").into());
+        }
+        if self.promiscuous {
+            linux::add_promisc_membership(raw, ifindex)?;
+        }
+        Ok(self.port)
+    }
+}
+
 impl AfPacketPort {
     /// Opens the port on `cfg.ifname` in the calling thread's network namespace.
     pub fn open(cfg: AfPacketConfig) -> Result<Self, AfPacketError> {
+        Self::prepare(cfg)?.activate()
+    }
+
+    /// Makes the port's socket, rings and pool without binding it to the interface (which
+    /// must exist); [`PreparedAfPacket::activate`] binds it.
+    pub fn prepare(cfg: AfPacketConfig) -> Result<PreparedAfPacket, AfPacketError> {
         let layout = PoolLayout::new(cfg.buf_size, cfg.bufs)
             .map_err(|e| AfPacketError::Config(e.to_string()))?;
         let (rx_frame_size, rx_per_block) = (FRAME_SIZE, FRAMES_PER_BLOCK);
@@ -273,8 +330,9 @@ impl AfPacketPort {
                 )));
             }
         }
-        let ifindex = linux::ifindex(&cfg.ifname)
-            .ok_or_else(|| AfPacketError::InterfaceNotFound(cfg.ifname.clone()))?;
+        if linux::ifindex(&cfg.ifname).is_none() {
+            return Err(AfPacketError::InterfaceNotFound(cfg.ifname.clone()));
+        }
         let ctl = CtlSocket::new(&cfg.ifname)?;
 
         // Protocol 0 until the rings exist, so nothing queues on the socket before that.
@@ -371,30 +429,6 @@ impl AfPacketPort {
         let rings = Mmap::socket_ring(raw, len, 0, "mmap(PACKET_RX_RING + PACKET_TX_RING)")?;
         let ring = rings.region();
 
-        let sll = libc::sockaddr_ll {
-            sll_family: libc::AF_PACKET as u16,
-            sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
-            sll_ifindex: ifindex as i32,
-            sll_hatype: 0,
-            sll_pkttype: 0,
-            sll_halen: 0,
-            sll_addr: [0; 8],
-        };
-        // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
-        let r = unsafe {
-            libc::bind(
-                raw,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                core::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(linux::os_err("bind(AF_PACKET)").into());
-        }
-        if cfg.promiscuous {
-            linux::add_promisc_membership(raw, ifindex)?;
-        }
-
         let pool_mem = Mmap::anonymous(layout.bytes(), false)?;
         let pool = Pool::new(cfg.pool_id, layout, pool_mem.region())
             .map_err(|e| AfPacketError::Config(e.to_string()))?;
@@ -415,7 +449,7 @@ impl AfPacketPort {
                 );
             }
         }
-        Ok(Self {
+        let port = Self {
             name: format!("af_packet:{}", cfg.ifname),
             sock,
             ctl,
@@ -447,6 +481,11 @@ impl AfPacketPort {
             done_cap,
             stats: PortStats::default(),
             kernel: Cell::new(PacketKernelStats::default()),
+        };
+        Ok(PreparedAfPacket {
+            port,
+            ifname: cfg.ifname,
+            promiscuous: cfg.promiscuous,
         })
     }
 

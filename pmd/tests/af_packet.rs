@@ -477,3 +477,38 @@ fn frames_stay_intact_when_the_peer_reads_late() {
     let pool = port.pool();
     assert_eq!(late_reader_run(&pair, &mut port, &pool, 3000), 3000);
 }
+
+/// A warm spare's port: prepared while another port serves the interface, it takes no frame
+/// off it; once activated it receives what arrives from then on.
+#[test]
+fn a_prepared_port_takes_nothing_until_it_is_activated() {
+    if !root_or_skip("a_prepared_port_takes_nothing_until_it_is_activated") {
+        return;
+    }
+    let pair = VethPair::new("pw", &[]);
+    let mut serving = open(&pair, |_| {});
+    let (pool, mac) = (serving.pool(), serving.mac());
+    let c = AfPacketConfig::new(&pair.port_if, PoolId(6));
+    let prepared = pair
+        .in_port_ns(move || AfPacketPort::prepare(c))
+        .expect("prepare");
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    for i in 0..4 {
+        peer.send(&test_frame(mac, pair.peer_mac, i, 100));
+    }
+    let got = collect(&mut serving, &pool, 4, Duration::from_secs(5));
+    assert_eq!(got.len(), 4, "the serving port gets every frame");
+    drop(serving);
+    let mut port = pair
+        .in_port_ns(move || prepared.activate())
+        .expect("activate");
+    let pool = port.pool();
+    for i in 10..14 {
+        peer.send(&test_frame(mac, pair.peer_mac, i, 100));
+    }
+    let got = collect(&mut port, &pool, 5, Duration::from_secs(2));
+    let want: Vec<Vec<u8>> = (10..14)
+        .map(|i| test_frame(mac, pair.peer_mac, i, 100))
+        .collect();
+    assert_eq!(got, want, "only the frames sent after the activation");
+}

@@ -399,18 +399,12 @@ fn reattaches_after_the_holder_is_killed() {
     // SIGKILL: no destructor runs.
     // SAFETY: signals our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    // `ip netns exec` execs the test binary, so the killed pid is the holder itself. At
+    // once, as a spare taking over does: the kernel is still tearing the holder down and
+    // holds its link and queue for a while; opening waits for them.
+    let mut port = open(&pair, AttachMode::Native, BindMode::Copy)
+        .unwrap_or_else(|e| panic!("reattach after SIGKILL: {e}"));
     let _ = child.wait();
-    // `ip netns exec` execs the test binary, so the killed pid is the holder itself.
-    let t0 = std::time::Instant::now();
-    let mut port = loop {
-        match open(&pair, AttachMode::Native, BindMode::Copy) {
-            Ok(p) => break p,
-            Err(AfXdpError::XdpBusy { .. }) if t0.elapsed() < Duration::from_secs(5) => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(e) => panic!("reattach after SIGKILL: {e}"),
-        }
-    };
     let pool = port.pool();
     let mac = port.mac();
     let peer = pair.peer_socket(TEST_ETHERTYPE);
@@ -431,6 +425,19 @@ fn holder_process() {
     let mut cfg = AfXdpConfig::new(&ifname.to_string_lossy(), PoolId(1));
     cfg.bind = BindMode::Copy;
     let _port = AfXdpPort::open(cfg).expect("holder opens the port");
+    // The kernel releases a dead process's files from the highest number down, and each
+    // packet socket's release waits for an RCU grace period: like a server's other sockets,
+    // these keep the link and queue held for a while after the holder is killed.
+    let _slow: Vec<std::os::fd::OwnedFd> = (0..4)
+        .map(|_| {
+            // SAFETY: plain socket(2); the result is checked before it is owned.
+            let fd =
+                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+            assert!(fd >= 0, "socket(AF_PACKET)");
+            // SAFETY: `fd` is a fresh descriptor nothing else owns.
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        })
+        .collect();
     println!("holder attached");
     std::thread::sleep(Duration::from_secs(30));
 }
@@ -553,4 +560,41 @@ fn frames_stay_intact_when_the_peer_reads_late() {
     let mut port = pair.in_port_ns(move || AfXdpPort::open(cfg)).expect("open");
     let pool = port.pool();
     assert_eq!(late_reader_run(&pair, &mut port, &pool, 3000), 3000);
+}
+
+/// A warm spare's port: prepared while another port serves the queue, it takes no frame off
+/// it; once the other is gone and it is activated, it receives what arrives from then on.
+#[test]
+fn a_prepared_port_takes_nothing_until_it_is_activated() {
+    if !root_or_skip("a_prepared_port_takes_nothing_until_it_is_activated") {
+        return;
+    }
+    let pair = VethPair::new("xw", &[]);
+    let mut serving = open(&pair, AttachMode::Generic, BindMode::Copy).expect("serving port");
+    let (pool, mac) = (serving.pool(), serving.mac());
+    let mut cfg = AfXdpConfig::new(&pair.port_if, PoolId(8));
+    cfg.attach = AttachMode::Generic;
+    cfg.bind = BindMode::Copy;
+    let prepared = pair
+        .in_port_ns(move || AfXdpPort::prepare(cfg))
+        .expect("prepare");
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    for i in 0..4 {
+        peer.send(&test_frame(mac, pair.peer_mac, i, 100));
+    }
+    let got = collect(&mut serving, &pool, 4, Duration::from_secs(5));
+    assert_eq!(got.len(), 4, "the serving port gets every frame");
+    drop(serving);
+    let mut port = pair
+        .in_port_ns(move || prepared.activate())
+        .expect("activate");
+    let pool = port.pool();
+    for i in 10..14 {
+        peer.send(&test_frame(mac, pair.peer_mac, i, 100));
+    }
+    let got = collect(&mut port, &pool, 5, Duration::from_secs(2));
+    let want: Vec<Vec<u8>> = (10..14)
+        .map(|i| test_frame(mac, pair.peer_mac, i, 100))
+        .collect();
+    assert_eq!(got, want, "only the frames sent after the activation");
 }

@@ -6,7 +6,8 @@
 //! AF_PACKET socket, an app port's doorbell with need-wakeup armed by
 //! [`pmd::Port::prepare_wait`]) and on the [`Waker`]'s eventfd, so a frame from any side, or
 //! a control thread with work for the switch, wakes it within a scheduler wakeup. The sleep
-//! lasts up to `sleep`. While some port cannot be waited on (the in-memory and Intel ports
+//! lasts up to `sleep`, and ends by the time the housekeeping hook names, if it names one
+//! (a watchdog it feeds, [`Switch::run_paced`]). While some port cannot be waited on (the in-memory and Intel ports
 //! are pure pollers) the loop first yields the core for `yield_polls` rounds and then sleeps
 //! for at most `park`; a port with work pending that polling will not show
 //! ([`pmd::Port::wants_poll`]) keeps the loop yielding instead of sleeping.
@@ -20,7 +21,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 
@@ -119,6 +120,19 @@ impl Switch {
         stop: &AtomicBool,
         mut housekeeping: impl FnMut(&mut Switch),
     ) -> Result<(), SwitchError> {
+        self.run_paced(stop, |s| {
+            housekeeping(s);
+            None
+        })
+    }
+
+    /// [`Switch::run_with`] with a hook that also says by when it must run again (a
+    /// watchdog it feeds): the sleep that follows it ends by then.
+    pub fn run_paced(
+        &mut self,
+        stop: &AtomicBool,
+        mut housekeeping: impl FnMut(&mut Switch) -> Option<Instant>,
+    ) -> Result<(), SwitchError> {
         if let Some(core) = self.core {
             let id = core_affinity::get_core_ids()
                 .and_then(|ids| ids.into_iter().find(|c| c.id == core))
@@ -152,9 +166,9 @@ impl Switch {
                 // Marked asleep first, so that work handed over from here on rings the
                 // waker rather than waiting for the sleep to time out.
                 self.waker.parked.store(true, Ordering::SeqCst);
-                housekeeping(self);
+                let due = housekeeping(self);
                 if !stop.load(Ordering::SeqCst) {
-                    self.sleep(&idle);
+                    self.sleep(&idle, due);
                 }
                 self.waker.parked.store(false, Ordering::SeqCst);
                 self.waker.drain();
@@ -174,9 +188,9 @@ impl Switch {
                 .all(|s| s.port.wait_fd().is_some())
     }
 
-    /// Sleeps until a port has input, the waker rings, or the timeout passes. Not on the
-    /// burst path (it allocates its poll set).
-    fn sleep(&mut self, idle: &IdleConfig) {
+    /// Sleeps until a port has input, the waker rings, the timeout passes or `due` comes.
+    /// Not on the burst path (it allocates its poll set).
+    fn sleep(&mut self, idle: &IdleConfig, due: Option<Instant>) {
         let mut ready = false;
         for slot in self.ports.iter_mut().flatten() {
             ready |= slot.port.prepare_wait();
@@ -196,11 +210,64 @@ impl Switch {
                 None => every = false,
             }
         }
-        let t = if every { idle.sleep } else { idle.park };
+        let mut t = if every { idle.sleep } else { idle.park };
+        if let Some(due) = due {
+            t = t.min(due.saturating_duration_since(Instant::now()));
+        }
         let ts = rustix::time::Timespec {
             tv_sec: t.as_secs() as i64,
             tv_nsec: t.subsec_nanos() as i64,
         };
         let _ = rustix::event::poll(&mut fds, Some(&ts));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+    use crate::forward::SwitchConfig;
+
+    #[test]
+    fn a_sleeping_loop_comes_back_by_the_time_its_hook_names() {
+        // Sleeps of an hour and no port: only the hook's deadline ends a sleep.
+        let mut sw = Switch::new(SwitchConfig {
+            idle: IdleConfig {
+                spin_polls: 0,
+                yield_polls: 0,
+                park: Duration::from_secs(3600),
+                sleep: Duration::from_secs(3600),
+                housekeeping_polls: 0,
+            },
+            ..SwitchConfig::default()
+        })
+        .expect("switch");
+        let waker = sw.waker();
+        let stop = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU32::new(0));
+        let (s, c) = (stop.clone(), calls.clone());
+        let t = std::thread::spawn(move || {
+            sw.run_paced(&s, |_| {
+                if c.fetch_add(1, Ordering::SeqCst) + 1 >= 5 {
+                    s.store(true, Ordering::SeqCst);
+                }
+                Some(Instant::now() + Duration::from_millis(1))
+            })
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Release a loop stuck in its hour-long sleep, so that the test fails rather than hangs.
+        stop.store(true, Ordering::SeqCst);
+        waker.wake();
+        t.join().expect("joined").expect("ran");
+        assert!(
+            calls.load(Ordering::SeqCst) >= 5,
+            "the hook ran {} times: the sleep outlasted its deadline",
+            calls.load(Ordering::SeqCst)
+        );
     }
 }

@@ -66,11 +66,14 @@ fi
 
 # ---- the Ferrite binaries (static) ---------------------------------------------------
 log "building the Ferrite server, apps and xen_probe (static)"
-(cd "$REPO" && CARGO_TARGET_DIR="$W/target" RUSTFLAGS="-C target-feature=+crt-static" \
+# One target directory per source tree: cargo judges freshness by file times, so two trees
+# sharing one would each take the other's build of a crate as current.
+TGT="$W/target-$(printf '%s' "$REPO" | sha1sum | cut -c1-12)"
+(cd "$REPO" && CARGO_TARGET_DIR="$TGT" RUSTFLAGS="-C target-feature=+crt-static" \
   CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=0 \
   cargo build -q --release --target x86_64-unknown-linux-gnu -p switch --example xen_probe --bin ferrite \
     -p apps --bin ferrite-http --bin ferrite-bulk --bin ferrite-echo)
-REL="$W/target/x86_64-unknown-linux-gnu/release"
+REL="$TGT/x86_64-unknown-linux-gnu/release"
 BIN="$REL/examples/xen_probe"
 APPS="$REL/ferrite-http $REL/ferrite-bulk $REL/ferrite-echo"
 for b in "$BIN" "$REL/ferrite" $APPS; do
@@ -108,7 +111,7 @@ cp "$REPO/tests/xen/ferrite.toml" rd0/etc/ferrite.toml
 # The reference SHA-256 of the app-to-app stream, computed here on the host (a hash computed
 # inside a TCG guest has come out wrong now and then; the bytes on the wire were right).
 BULK_BYTES=${FERRITE_BULK_BYTES:-4000000}
-(cd "$REPO" && CARGO_TARGET_DIR="$W/target" CARGO_PROFILE_RELEASE_LTO=false \
+(cd "$REPO" && CARGO_TARGET_DIR="$TGT" CARGO_PROFILE_RELEASE_LTO=false \
   cargo run -q --release -p apps --example pattern_sha -- "$BULK_BYTES") > rd0/etc/bulk.sha256
 grep -qE '^[0-9a-f]{64}$' rd0/etc/bulk.sha256 || { echo "pattern_sha gave no digest" >&2; exit 1; }
 for b in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do

@@ -1,37 +1,83 @@
-//! Restart to first forwarded frame (root; veth in test namespaces).
+//! Kill to first forwarded frame (root; veth in test namespaces).
 //!
 //! The Linux peer streams TCP into a `ferrite-bulk` sink in an app domain; the benchmark
-//! SIGKILLs the Ferrite server in the middle of the stream and starts it again, `--restarts`
-//! times per backend. For each restart it records the new server's own measure of the time
-//! from its start to the first frame it forwarded (`ferrite stats`: "first frame forwarded"),
-//! and the time from the kill to that frame. After the last restart the stream must still be
-//! moving (the same TCP connection), or the backend's row says it failed.
+//! SIGKILLs the Ferrite server in the middle of the stream, at a random moment, `--restarts`
+//! times per backend and mode, and the server comes back:
+//!
+//! - `harness`: the benchmark starts `ferrite serve` again itself, as soon as the old one is
+//!   reaped;
+//! - `supervise`: `ferrite supervise` notices the death and starts a new server;
+//! - `standby`: `ferrite supervise --standby`: a warm spare, started and waiting on the
+//!   server's lock, takes over the moment the server dies.
+//!
+//! For each kill it records, from the new server's `ferrite stats` answer (its uptime and its
+//! first forwarded frame, both on its monotonic clock, which is the benchmark's), the time from
+//! the kill to the first frame the new server forwarded, and the new server's own time from
+//! its start to that frame. After the last kill the stream must still be moving (the same TCP
+//! connection), or the row says it failed.
 //!
 //! Writes `results/restart.json` and `results/restart.md` and prints the table.
 //!
-//! Usage: `restart [--restarts N] [--out DIR] [--backends af_xdp,af_packet]` (root).
+//! Usage: `restart [--restarts N] [--out DIR] [--backends af_xdp,af_packet]
+//! [--modes harness,supervise,standby] [--jitter-ms MS]` (root).
 #![forbid(unsafe_code)]
 
 #[path = "../../../apps/tests/netns/mod.rs"]
 mod netns;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netns::ferrite::{AppSpec, Backend, Server};
 use netns::{Bg, Offloads, PEER_IP, Topology};
 use perf::report::{Machine, Table};
 use serde::Serialize;
+use switch::ctl::transport::SeqPacket;
+use switch::ctl::{Client, StatsRepr, Transport};
 
 /// TCP port of the bulk sink.
 const BULK_PORT: u16 = 5201;
 /// Bytes acknowledged between restarts: the stream is moving when the server is killed.
 const BETWEEN: u64 = 20 * 1000 * 1000;
 
+/// How the server comes back after a kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    /// The benchmark starts the server again.
+    Harness,
+    /// `ferrite supervise`.
+    Supervise,
+    /// `ferrite supervise --standby`.
+    Standby,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "harness" => Some(Self::Harness),
+            "supervise" => Some(Self::Supervise),
+            "standby" => Some(Self::Standby),
+            _ => None,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Harness => "harness restarts it",
+            Self::Supervise => "ferrite supervise",
+            Self::Standby => "ferrite supervise --standby",
+        }
+    }
+}
+
 struct Opts {
     restarts: usize,
     out: PathBuf,
     backends: Vec<String>,
+    modes: Vec<Mode>,
+    jitter: Duration,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
@@ -39,6 +85,14 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         restarts: 5,
         out: PathBuf::from("results"),
         backends: vec!["af_xdp".into(), "af_packet".into()],
+        modes: vec![Mode::Harness, Mode::Supervise, Mode::Standby],
+        jitter: Duration::from_millis(1000),
+    };
+    let list = |v: String| -> Vec<String> {
+        v.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -46,12 +100,16 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         match a.as_str() {
             "--restarts" => o.restarts = val()?.parse().map_err(|e| format!("--restarts: {e}"))?,
             "--out" => o.out = PathBuf::from(val()?),
-            "--backends" => {
-                o.backends = val()?
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
+            "--backends" => o.backends = list(val()?),
+            "--modes" => {
+                o.modes = list(val()?)
+                    .iter()
+                    .map(|m| Mode::parse(m).ok_or(format!("unknown mode {m}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--jitter-ms" => {
+                o.jitter =
+                    Duration::from_millis(val()?.parse().map_err(|e| format!("--jitter-ms: {e}"))?)
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -62,13 +120,14 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// One backend's figures.
+/// One backend's and mode's figures.
 #[derive(Debug, Clone, Serialize)]
 struct Row {
     backend: String,
-    /// Per restart: ms from the new server's start to its first forwarded frame.
+    mode: Mode,
+    /// Per kill: ms from the new server's start to its first forwarded frame.
     start_to_first_ms: Vec<f64>,
-    /// Per restart: ms from the SIGKILL to the new server's first forwarded frame.
+    /// Per kill: ms from the SIGKILL to the new server's first forwarded frame.
     kill_to_first_ms: Vec<f64>,
     /// Empty when every restart worked and the stream carried on.
     failure: String,
@@ -83,10 +142,77 @@ fn bytes_acked(t: &Topology, dst: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn measure(backend: Backend, restarts: usize, row: &mut Row) -> Result<(), String> {
+/// A stats answer and the instant it was read.
+fn stats(socket: &Path) -> Option<(StatsRepr, Instant)> {
+    let s = Client::connect(socket).and_then(|mut c| c.stats()).ok()?;
+    Some((s, Instant::now()))
+}
+
+/// The pid of the process listening on the control socket (its `SO_PEERCRED`).
+fn server_pid(socket: &Path) -> Option<i32> {
+    SeqPacket::connect(socket).ok()?.peer().ok().map(|p| p.pid)
+}
+
+/// Who restarts the server.
+enum Restarter {
+    /// The benchmark, through the topology's server handle.
+    Harness,
+    /// `ferrite supervise` (the topology's own server stopped).
+    Supervisor(Bg),
+}
+
+/// A xorshift64 generator seeded from the clock.
+fn rng() -> impl FnMut(u64) -> u64 {
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    move |n| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n.max(1)
+    }
+}
+
+fn measure(
+    backend: Backend,
+    mode: Mode,
+    restarts: usize,
+    jitter: Duration,
+    row: &mut Row,
+) -> Result<(), String> {
     let t = Topology::new(Offloads::Off, 1500);
     let app = AppSpec::numbered("bulk", 1);
     let mut srv = Server::start(&t, backend, std::slice::from_ref(&app));
+    let mut by = Restarter::Harness;
+    if mode != Mode::Harness {
+        srv.kill();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", t.s.name()])
+            .arg(&srv.bin)
+            .arg("supervise")
+            .arg("--config")
+            .arg(&srv.config)
+            // Kills come faster than a crash loop's default threshold.
+            .args(["--restart-burst", "1000000"])
+            .env("RUST_LOG", "info");
+        if mode == Mode::Standby {
+            cmd.arg("--standby");
+        }
+        let _ = std::fs::remove_file(&srv.socket);
+        let sup = Bg::spawn("supervise", t.dir.path(), &mut cmd);
+        netns::wait_until("the supervised server", Duration::from_secs(20), || {
+            stats(&srv.socket).is_some()
+        })
+        .map_err(|e| format!("{e}; log: {}", sup.log()))?;
+        by = Restarter::Supervisor(sup);
+    }
+    let log = |by: &Restarter, srv: &Server| match by {
+        Restarter::Harness => srv.log(),
+        Restarter::Supervisor(b) => b.log(),
+    };
     let sink = srv.app("ferrite-bulk", &app, &[&format!("--listen={BULK_PORT}")]);
     netns::wait_reachable(&t, &app.ip, Duration::from_secs(20))
         .map_err(|e| format!("{e}; app log: {}", sink.log()))?;
@@ -104,17 +230,54 @@ fn measure(backend: Backend, restarts: usize, row: &mut Row) -> Result<(), Strin
             bytes_acked(&t, &app.ip).is_some_and(|b| b >= from + BETWEEN)
         })
     };
+    let mut rnd = rng();
     let result = (|| {
         moved(0, "the stream to start")?;
         for i in 0..restarts {
             let before = bytes_acked(&t, &app.ip).unwrap_or(0);
-            srv.kill();
-            let killed = Instant::now();
-            let started = srv.restart();
-            let first = srv.wait_first_frame(Duration::from_secs(30));
+            let (old, _) = stats(&srv.socket).ok_or("no stats from the running server")?;
+            std::thread::sleep(Duration::from_micros(rnd(jitter.as_micros() as u64 + 1)));
+            let killed = match &by {
+                Restarter::Harness => {
+                    let at = Instant::now();
+                    srv.kill();
+                    srv.restart();
+                    at
+                }
+                Restarter::Supervisor(_) => {
+                    let pid = server_pid(&srv.socket).ok_or("no server on the socket")?;
+                    let pid = rustix::process::Pid::from_raw(pid).ok_or("pid 0")?;
+                    let at = Instant::now();
+                    rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+                        .map_err(|e| format!("kill: {e}"))?;
+                    at
+                }
+            };
+            // The new server's first frame, on the shared monotonic clock: the answer's
+            // arrival minus the server's uptime is (a little after) its start.
+            let mut got = None;
+            netns::wait_until(
+                "the new server's first frame",
+                Duration::from_secs(30),
+                || {
+                    got = stats(&srv.socket)
+                        .filter(|(s, _)| s.instance != old.instance && s.first_frame_ns.is_some());
+                    if got.is_none() {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    got.is_some()
+                },
+            )?;
+            let (s, at) = got.ok_or("no stats")?;
+            let first = Duration::from_nanos(s.first_frame_ns.unwrap_or(0));
+            let start = at - Duration::from_nanos(s.uptime_ns);
             row.start_to_first_ms.push(first.as_secs_f64() * 1e3);
-            row.kill_to_first_ms
-                .push((started.duration_since(killed) + first).as_secs_f64() * 1e3);
+            row.kill_to_first_ms.push(
+                (start + first)
+                    .saturating_duration_since(killed)
+                    .as_secs_f64()
+                    * 1e3,
+            );
             moved(
                 before,
                 &format!("the stream to carry on after restart {}", i + 1),
@@ -123,13 +286,25 @@ fn measure(backend: Backend, restarts: usize, row: &mut Row) -> Result<(), Strin
         Ok(())
     })();
     sender.kill();
-    result.map_err(|e: String| format!("{e}; app log: {}", sink.log()))
+    if let Restarter::Supervisor(sup) = &mut by {
+        sup.signal("TERM");
+        let _ = sup.wait_exit(Duration::from_secs(20));
+    }
+    result.map_err(|e: String| {
+        format!(
+            "{e}; app log: {}; server log: {}",
+            sink.log(),
+            log(&by, &srv)
+        )
+    })
 }
 
-fn median(v: &[f64]) -> Option<f64> {
+/// The `p`-quantile (nearest rank).
+fn quantile(v: &[f64], p: f64) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied()
+    let i = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1)) - 1;
+    s.get(i).copied()
 }
 
 fn max(v: &[f64]) -> Option<f64> {
@@ -158,49 +333,53 @@ fn main() {
     let machine = Machine::detect();
     let mut rows = Vec::new();
     for name in &o.backends {
-        let mut row = Row {
-            backend: name.clone(),
-            start_to_first_ms: Vec::new(),
-            kill_to_first_ms: Vec::new(),
-            failure: String::new(),
-        };
-        let r = Backend::parse(name)
-            .ok_or_else(|| format!("unknown backend {name}"))
-            .and_then(|b| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    measure(b, o.restarts, &mut row)
-                }))
-                .unwrap_or_else(|_| Err("setup failed (see above)".into()))
-            });
-        if let Err(e) = r {
-            row.failure = e.lines().next().unwrap_or("").to_string();
+        for &mode in &o.modes {
+            let mut row = Row {
+                backend: name.clone(),
+                mode,
+                start_to_first_ms: Vec::new(),
+                kill_to_first_ms: Vec::new(),
+                failure: String::new(),
+            };
+            let r = Backend::parse(name)
+                .ok_or_else(|| format!("unknown backend {name}"))
+                .and_then(|b| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        measure(b, mode, o.restarts, o.jitter, &mut row)
+                    }))
+                    .unwrap_or_else(|_| Err("setup failed (see above)".into()))
+                });
+            if let Err(e) = r {
+                row.failure = e.lines().next().unwrap_or("").to_string();
+            }
+            eprintln!("{row:?}");
+            rows.push(row);
         }
-        eprintln!("{row:?}");
-        rows.push(row);
     }
 
     let fmt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "n/a".into());
     let mut t = Table::new([
         "backend",
-        "restarts",
-        "start -> first frame, median ms",
+        "restarted by",
+        "kills",
+        "kill -> first frame p50 ms",
+        "p99 ms",
         "max ms",
-        "kill -> first frame, median ms",
-        "max ms",
-        "goal",
+        "start -> first frame p50 ms",
         "note",
     ]);
     for r in &rows {
+        let k = &r.kill_to_first_ms;
         t.push([
             r.backend.clone(),
-            r.start_to_first_ms.len().to_string(),
-            fmt(median(&r.start_to_first_ms)),
-            fmt(max(&r.start_to_first_ms)),
-            fmt(median(&r.kill_to_first_ms)),
-            fmt(max(&r.kill_to_first_ms)),
-            "< 100 ms (start -> first frame)".to_string(),
+            r.mode.label().to_string(),
+            k.len().to_string(),
+            fmt(quantile(k, 0.5)),
+            fmt(quantile(k, 0.99)),
+            fmt(max(k)),
+            fmt(quantile(&r.start_to_first_ms, 0.5)),
             if r.failure.is_empty() {
-                "the stream carried on after every restart".to_string()
+                "the stream carried on after every kill".to_string()
             } else {
                 format!("failed: {}", r.failure)
             },
@@ -214,22 +393,29 @@ fn main() {
     }
     let json = serde_json::json!({
         "machine": machine,
-        "restarts_per_backend": o.restarts,
+        "restarts_per_row": o.restarts,
+        "jitter_ms": o.jitter.as_secs_f64() * 1e3,
         "rows": rows,
     });
     let md = format!(
-        "# Restart to first forwarded frame\n\n\
+        "# Kill to first forwarded frame\n\n\
          Machine: {}\n\nCommand: `{}`\n\n\
          The Linux peer streams TCP (`socat` from `/dev/zero`) into a `ferrite-bulk` sink in an \
          app domain over veth; the Ferrite server (switch thread pinned to core 1) is SIGKILLed \
-         and started again {} times per backend, with {} MB acknowledged between restarts. \
-         \"start -> first frame\" is the new server's own measure (from its start to the first \
-         frame it forwarded, `ferrite stats`); \"kill -> first frame\" adds the time from the \
-         kill to the new process's spawn (the harness waits for nothing in between).\n\n{}",
+         {} times per row, each time once {} MB more have been acknowledged and after a \
+         further random 0 to {} ms. It comes back in one of three ways: the benchmark starts \
+         `ferrite serve` again as soon as the old one is reaped (\"harness restarts it\"), \
+         `ferrite supervise` restarts it, or `ferrite supervise --standby`'s warm spare (started \
+         beforehand, configuration loaded, blocked on the server's lock) takes over. \
+         \"kill -> first frame\" runs from the SIGKILL to the first frame the new server \
+         forwarded (taken from its `ferrite stats` answer: uptime and first frame, on the \
+         monotonic clock the benchmark shares); \"start -> first frame\" is the new server's \
+         own measure from the start of its `serve` (for a spare: from its takeover).\n\n{}",
         machine.summary(),
         machine.command,
         o.restarts,
         BETWEEN / 1_000_000,
+        o.jitter.as_millis(),
         t.to_markdown(),
     );
     let json = serde_json::to_string_pretty(&json).unwrap_or_default();

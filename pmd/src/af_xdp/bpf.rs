@@ -184,10 +184,24 @@ impl XdpProgram {
         put_u32(&mut a, 4, ifindex);
         put_u32(&mut a, 8, BPF_XDP);
         put_u32(&mut a, 12, flags);
-        let link = match owned_fd(
-            bpf(BPF_LINK_CREATE, &mut a),
-            "bpf(BPF_LINK_CREATE, BPF_XDP)",
-        ) {
+        // The link of a server killed a moment ago is released while the kernel tears that
+        // process down: a server taking over retries for a bounded time.
+        let t0 = std::time::Instant::now();
+        let link = loop {
+            match owned_fd(
+                bpf(BPF_LINK_CREATE, &mut a),
+                "bpf(BPF_LINK_CREATE, BPF_XDP)",
+            ) {
+                Err(e)
+                    if matches!(e.errno(), Some(libc::EBUSY | libc::EEXIST))
+                        && t0.elapsed() < super::BUSY_WAIT =>
+                {
+                    std::thread::sleep(super::BUSY_STEP);
+                }
+                r => break r,
+            }
+        };
+        let link = match link {
             Ok(l) => l,
             Err(e) => {
                 return Err(match e.errno() {

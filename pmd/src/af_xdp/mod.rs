@@ -294,6 +294,11 @@ const CALLER: u8 = 3;
 
 /// Fill ring refill batch.
 const FILL_BATCH: u32 = 64;
+/// How long opening a port waits for a queue or an interface's XDP hook still held by a
+/// process that has just died.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Time between attempts while waiting so.
+const BUSY_STEP: std::time::Duration = std::time::Duration::from_millis(1);
 /// Handles bounced back through `tx_done` (frames refused by `tx_burst`).
 const BOUNCE_CAP: usize = 1024;
 
@@ -344,6 +349,14 @@ impl AfXdpPort {
     /// Opens the port: maps the UMEM, creates and binds the socket, attaches (or shares) the
     /// program and fills the fill ring. Runs in the calling thread's network namespace.
     pub fn open(cfg: AfXdpConfig) -> Result<Self, AfXdpError> {
+        Self::prepare(cfg)?.activate()
+    }
+
+    /// Makes the port's UMEM (registered with a new XDP socket, so its pages are pinned) and
+    /// rings and (when configured) holds the interface promiscuous, without attaching a
+    /// program to the interface or binding the socket to its queue;
+    /// [`PreparedAfXdp::activate`] does both.
+    pub fn prepare(cfg: AfXdpConfig) -> Result<PreparedAfXdp, AfXdpError> {
         if cfg.buf_size != 2048 && cfg.buf_size != 4096 {
             return Err(AfXdpError::Config(format!(
                 "buf_size {} must be 2048 or 4096 (UMEM chunk sizes)",
@@ -373,6 +386,8 @@ impl AfXdpPort {
         let ifindex = linux::ifindex(&cfg.ifname)
             .ok_or_else(|| AfXdpError::InterfaceNotFound(cfg.ifname.clone()))?;
         let ctl = CtlSocket::new(&cfg.ifname)?;
+        // Promiscuity is counted per holder: a spare's does not disturb the serving port's,
+        // and taking it here spares the takeover a wait for the RTNL lock.
         let promisc = if cfg.promiscuous {
             Some(linux::PromiscGuard::new(ifindex)?)
         } else {
@@ -456,6 +471,66 @@ impl AfXdpPort {
         )?;
         let rx = map_ring(&off.rx, libc::XDP_PGOFF_RX_RING, 16, "mmap(rx ring)")?;
         let tx = map_ring(&off.tx, libc::XDP_PGOFF_TX_RING, 16, "mmap(tx ring)")?;
+        Ok(PreparedAfXdp {
+            cfg,
+            ctl,
+            promisc,
+            umem,
+            pool,
+            xsk,
+            fill,
+            comp,
+            rx,
+            tx,
+        })
+    }
+}
+
+/// A port with its UMEM and rings made but no program attached and its socket not bound:
+/// it receives and sends nothing. A warm spare server prepares its ports so, while another
+/// process serves the interface, and activates them when it takes over.
+pub struct PreparedAfXdp {
+    cfg: AfXdpConfig,
+    ctl: CtlSocket,
+    promisc: Option<linux::PromiscGuard>,
+    umem: Mmap,
+    pool: Pool,
+    xsk: OwnedFd,
+    fill: XskRing,
+    comp: XskRing,
+    rx: XskRing,
+    tx: XskRing,
+}
+
+impl std::fmt::Debug for PreparedAfXdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedAfXdp")
+            .field("ifname", &self.cfg.ifname)
+            .field("queue", &self.cfg.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedAfXdp {
+    /// Attaches the program (or joins the shared one) and binds the socket to its queue
+    /// (the interface looked up again: it may have been recreated); waits a bounded time
+    /// for a program and a queue that a process killed a moment ago still holds.
+    pub fn activate(self) -> Result<AfXdpPort, AfXdpError> {
+        let Self {
+            cfg,
+            ctl,
+            promisc,
+            umem,
+            pool,
+            xsk,
+            fill,
+            comp,
+            rx,
+            tx,
+        } = self;
+        let ifindex = linux::ifindex(&cfg.ifname)
+            .ok_or_else(|| AfXdpError::InterfaceNotFound(cfg.ifname.clone()))?;
+        let raw = xsk.as_raw_fd();
 
         // Program first (the socket is bound to a device with XDP set up).
         let program = match &cfg.program {
@@ -510,14 +585,13 @@ impl AfXdpPort {
                 Ok(())
             }
         };
-        // A socket of a killed process releases its queue from a kernel work item, shortly
-        // after the process is gone: a restarted server retries EBUSY for a bounded time.
-        const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+        // A socket of a killed process releases its queue while the kernel tears that
+        // process down: a restarted server retries EBUSY for a bounded time.
         let t0 = std::time::Instant::now();
         let bind = |flags: u16| loop {
             match bind(flags) {
                 Err(e) if e.errno() == Some(libc::EBUSY) && t0.elapsed() < BUSY_WAIT => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(BUSY_STEP);
                 }
                 r => return r,
             }
@@ -568,7 +642,7 @@ impl AfXdpPort {
         };
         program.insert(cfg.queue, raw)?;
 
-        let mut port = Self {
+        let mut port = AfXdpPort {
             name: format!("af_xdp:{}:{}", cfg.ifname, cfg.queue),
             ifname: cfg.ifname.clone(),
             queue: cfg.queue,
@@ -609,7 +683,9 @@ impl AfXdpPort {
         }
         Ok(port)
     }
+}
 
+impl AfXdpPort {
     /// The port's pool (its UMEM), to register with the switch. Valid while the port lives.
     pub fn pool(&self) -> Pool {
         self.pool

@@ -1,16 +1,20 @@
-//! `ferrite`: the network server (`ferrite serve --config FILE`) and its counters
-//! (`ferrite stats`).
+//! `ferrite`: the network server (`ferrite serve --config FILE`), its supervisor
+//! (`ferrite supervise --config FILE`) and its counters (`ferrite stats`).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use switch::ctl::wire::fmt_mac;
 use switch::ctl::{Client, StatsRepr};
-use switch::server::{Config, serve};
+use switch::server::notify::Notifier;
+use switch::server::standby::ServerLock;
+use switch::server::supervise::{SuperviseConfig, follow_supervisor, supervise};
+use switch::server::{Config, ports, serve_prepared};
 
 /// The Ferrite network server.
 #[derive(Parser)]
@@ -30,6 +34,39 @@ enum Cmd {
         /// Check the configuration and exit.
         #[arg(long)]
         check: bool,
+        /// Start as a warm spare: load the configuration and make the ports ready (memory,
+        /// rings, sockets; no NIC taken), then wait until the server of the control socket
+        /// stops (whatever stops it) and take over.
+        #[arg(long)]
+        standby: bool,
+    },
+    /// Run the server as a child and restart it at once when it dies or its watchdog pings
+    /// stop (for hosts without systemd). SIGTERM stops the server and the supervisor.
+    Supervise {
+        /// The server's TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Keep a warm spare waiting to take over the moment the server dies.
+        #[arg(long)]
+        standby: bool,
+        /// Watchdog period given to the server, in ms (it pings at half of it).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+        watchdog_ms: u64,
+        /// How long the server may take to get ready, in ms.
+        #[arg(long, default_value_t = 30_000)]
+        start_timeout_ms: u64,
+        /// How long the server may take to stop after SIGTERM before it is killed, in ms.
+        #[arg(long, default_value_t = 5000)]
+        stop_timeout_ms: u64,
+        /// This many deaths within the window make a crash loop: restarts back off.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        restart_burst: u32,
+        /// The crash-loop window, in ms.
+        #[arg(long, default_value_t = 10_000)]
+        restart_window_ms: u64,
+        /// Time from a server's readiness to the start of the next spare, in ms.
+        #[arg(long, default_value_t = 20)]
+        standby_delay_ms: u64,
     },
     /// Print every port's counters from a running server.
     Stats {
@@ -49,7 +86,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Serve { config, check } => {
+        Cmd::Serve {
+            config,
+            check,
+            standby,
+        } => {
+            follow_supervisor();
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -61,10 +103,69 @@ fn main() -> ExitCode {
                 println!("{}: ok", config.display());
                 return ExitCode::SUCCESS;
             }
-            match serve(&cfg, Arc::new(AtomicBool::new(false))) {
+            // A warm spare makes its ports ready (memory, rings, sockets) before it waits.
+            let prepared = if standby {
+                match ports::prepare_all(&cfg) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("ferrite: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let _lock = match take_over(&cfg, standby) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("ferrite: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match serve_prepared(&cfg, Arc::new(AtomicBool::new(false)), prepared) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ferrite: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Supervise {
+            config,
+            standby,
+            watchdog_ms,
+            start_timeout_ms,
+            stop_timeout_ms,
+            restart_burst,
+            restart_window_ms,
+            standby_delay_ms,
+        } => {
+            if let Err(e) = Config::load(&config) {
+                eprintln!("ferrite: {e}");
+                return ExitCode::from(2);
+            }
+            let exe = match std::env::current_exe() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("ferrite supervise: cannot find the ferrite binary: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let ms = Duration::from_millis;
+            let sc = SuperviseConfig {
+                standby,
+                watchdog: ms(watchdog_ms),
+                start_timeout: ms(start_timeout_ms),
+                stop_timeout: ms(stop_timeout_ms),
+                restart_burst,
+                restart_window: ms(restart_window_ms),
+                standby_delay: ms(standby_delay_ms),
+                ..SuperviseConfig::new(exe, config)
+            };
+            match supervise(sc, Arc::new(AtomicBool::new(false))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferrite supervise: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -83,6 +184,27 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Takes the server's lock: at once, or (a warm spare) once the server holding it is gone.
+fn take_over(
+    cfg: &Config,
+    standby: bool,
+) -> Result<ServerLock, switch::server::standby::LockError> {
+    if !standby {
+        let l = ServerLock::take(&cfg.server.socket)?;
+        l.clear_socket(&cfg.server.socket)?;
+        return Ok(l);
+    }
+    let lock = ServerLock::path_for(&cfg.server.socket);
+    tracing::info!(lock = %lock.display(), "standby: waiting for the server to stop");
+    if let Some(m) = Notifier::from_env() {
+        m.status("standby: waiting for the server to stop");
+    }
+    let l = ServerLock::wait(&cfg.server.socket)?;
+    tracing::info!("standby: the server stopped; taking over");
+    l.clear_socket(&cfg.server.socket)?;
+    Ok(l)
 }
 
 /// An app port's kick count; NICs have no doorbell.

@@ -18,11 +18,17 @@
 //! last buffers: only then is the port removed and its memory unmapped.
 //!
 //! The server keeps no state that a new handshake cannot rebuild: when it restarts, apps
-//! reconnect, grant their memory afresh and the FDB relearns.
+//! reconnect, grant their memory afresh and the FDB relearns. Under a service manager it
+//! reports readiness and feeds a watchdog from the switch thread ([`notify`]); [`supervise`]
+//! is Ferrite's own manager, and [`standby`] the lock that keeps one server per control
+//! socket and lets a warm spare take over.
 
 mod closer;
 pub mod config;
+pub mod notify;
 pub mod ports;
+pub mod standby;
+pub mod supervise;
 mod xen;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -683,16 +689,27 @@ where
 /// Runs the server described by `cfg` until SIGTERM/SIGINT or until `stop` is set: on the
 /// `xen` grant backend when `[xen] enable` is set, else on `shm`.
 pub fn serve(cfg: &Config, stop: Arc<AtomicBool>) -> Result<(), ServerError> {
+    serve_prepared(cfg, stop, Vec::new())
+}
+
+/// [`serve`] with the configured ports a warm spare made ready before it took over
+/// ([`ports::prepare_all`] of the same `cfg`): they are only activated.
+pub fn serve_prepared(
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    prepared: Vec<ports::Prepared>,
+) -> Result<(), ServerError> {
     #[cfg(target_os = "linux")]
     if cfg.xen.enable {
         let be = grant_pool::xen::XenBackend::open()
             .map_err(|e| ServerError::XenBackend(e.to_string()))?;
-        return serve_with(cfg, stop, be);
+        return serve_on(cfg, stop, be, prepared);
     }
-    serve_with(
+    serve_on(
         cfg,
         stop,
         grant_pool::shm::ShmBackend::new(DomId::SELF_HOST),
+        prepared,
     )
 }
 
@@ -701,6 +718,19 @@ pub fn serve_with<B: GrantBackend>(
     cfg: &Config,
     stop: Arc<AtomicBool>,
     backend: B,
+) -> Result<(), ServerError>
+where
+    B::Mapping: 'static,
+    B::Notifier: 'static,
+{
+    serve_on(cfg, stop, backend, Vec::new())
+}
+
+fn serve_on<B: GrantBackend>(
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    backend: B,
+    prepared: Vec<ports::Prepared>,
 ) -> Result<(), ServerError>
 where
     B::Mapping: 'static,
@@ -729,9 +759,13 @@ where
     })?;
     let mut pools_used = [false; 256];
     let mut nics = Vec::new();
+    let mut prepared = prepared.into_iter();
     for (i, p) in cfg.ports.iter().enumerate() {
         let pool = PoolId(i as u8);
-        let port = ports::open(i, p, pool)?;
+        let port = match prepared.next() {
+            Some(w) => w.activate()?,
+            None => ports::open(i, p, pool)?,
+        };
         let own = port.own_pools();
         for (k, used) in pools_used.iter_mut().enumerate() {
             if own.contains(PoolId(k as u8)) {
@@ -752,10 +786,15 @@ where
     let (tx, rx) = crossbeam_channel::unbounded::<Cmd>();
     let sw_stop = stop.clone();
     let mut side = SwitchSide::new(nics.iter().map(|(id, _)| *id).collect());
+    let manager = notify::Notifier::from_env();
+    let mut watchdog = notify::Watchdog::from_env(manager.as_ref());
     let switch_thread = std::thread::Builder::new()
         .name("ferrite-switch".into())
         .spawn(move || {
-            let r = sw.run_with(&sw_stop, |s| side.housekeeping(s, &rx));
+            let r = sw.run_paced(&sw_stop, |s| {
+                side.housekeeping(s, &rx);
+                watchdog.as_mut().map(notify::Watchdog::tick)
+            });
             for id in sw.port_ids() {
                 if let (Some(p), Some(c)) = (sw.port(id), sw.counters(id)) {
                     let c = c.snapshot();
@@ -824,6 +863,13 @@ where
     } else {
         None
     };
+    if let Some(m) = &manager {
+        m.ready(&format!(
+            "serving {} ports on {}",
+            ctl.nics.len(),
+            cfg.server.socket.display()
+        ));
+    }
     let mut conns: Vec<Conn<B::Notifier>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         if switch_thread.is_finished() {
@@ -946,6 +992,9 @@ where
                 i += 1;
             }
         }
+    }
+    if let Some(m) = &manager {
+        m.stopping();
     }
     if let Some(x) = xen.as_mut() {
         x.close(&mut ctl);

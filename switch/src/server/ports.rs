@@ -24,6 +24,60 @@ pub struct PortOpenError {
 
 /// Opens port `i` of the config with pool id `pool`.
 pub fn open(i: usize, p: &PortSection, pool: PoolId) -> Result<Box<dyn Port>, PortOpenError> {
+    prepare(i, p, pool)?.activate()
+}
+
+/// A configured port made ready without holding its NIC: its memory, rings and sockets
+/// exist, but it is not bound to its interface (or, for `intel`, the device is not opened).
+/// What a warm spare holds while another server runs.
+pub struct Prepared {
+    index: usize,
+    name: String,
+    backend: String,
+    kind: Kind,
+}
+
+enum Kind {
+    /// Holds nothing another server needs (`sim`).
+    Ready(Box<dyn Port>),
+    AfPacket(pmd::af_packet::PreparedAfPacket),
+    AfXdp(pmd::af_xdp::PreparedAfXdp),
+    /// The device's registers are the server's alone: opened at activation.
+    Intel(pmd::intel::IntelConfig),
+}
+
+impl Prepared {
+    /// Takes the NIC: binds the port to its interface or opens the device.
+    pub fn activate(self) -> Result<Box<dyn Port>, PortOpenError> {
+        let (index, name, backend) = (self.index, self.name, self.backend);
+        let err = |m: String| PortOpenError {
+            index,
+            name,
+            backend,
+            message: m,
+        };
+        match self.kind {
+            Kind::Ready(p) => Ok(p),
+            Kind::AfPacket(p) => Ok(Box::new(p.activate().map_err(|e| err(e.to_string()))?)),
+            Kind::AfXdp(p) => Ok(Box::new(p.activate().map_err(|e| err(e.to_string()))?)),
+            Kind::Intel(c) => Ok(Box::new(
+                pmd::intel::IntelPort::open(&c).map_err(|e| err(e.to_string()))?,
+            )),
+        }
+    }
+}
+
+/// Prepares every configured port, each with the pool id of its place in `cfg.ports`.
+pub fn prepare_all(cfg: &super::Config) -> Result<Vec<Prepared>, PortOpenError> {
+    cfg.ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| prepare(i, p, PoolId(i as u8)))
+        .collect()
+}
+
+/// Prepares port `i` of the config with pool id `pool` (see [`Prepared`]).
+pub fn prepare(i: usize, p: &PortSection, pool: PoolId) -> Result<Prepared, PortOpenError> {
     let err = |m: String| PortOpenError {
         index: i,
         name: p.name.clone(),
@@ -31,7 +85,7 @@ pub fn open(i: usize, p: &PortSection, pool: PoolId) -> Result<Box<dyn Port>, Po
         message: m,
     };
     let ifname = p.ifname.clone().unwrap_or_default();
-    match p.backend.as_str() {
+    let kind = match p.backend.as_str() {
         "sim" => {
             let mac = p
                 .mac
@@ -53,7 +107,7 @@ pub fn open(i: usize, p: &PortSection, pool: PoolId) -> Result<Box<dyn Port>, Po
             if let Some(b) = p.bufs {
                 c.spare_bufs = b;
             }
-            Ok(Box::new(
+            Kind::Ready(Box::new(
                 pmd::sim::SimPort::new(c).map_err(|e| err(e.to_string()))?,
             ))
         }
@@ -65,9 +119,9 @@ pub fn open(i: usize, p: &PortSection, pool: PoolId) -> Result<Box<dyn Port>, Po
             if let Some(b) = p.buf_size {
                 c.buf_size = b;
             }
-            Ok(Box::new(
-                pmd::af_packet::AfPacketPort::open(c).map_err(|e| err(e.to_string()))?,
-            ))
+            Kind::AfPacket(
+                pmd::af_packet::AfPacketPort::prepare(c).map_err(|e| err(e.to_string()))?,
+            )
         }
         "af_xdp" => {
             let mut c = pmd::af_xdp::AfXdpConfig::new(&ifname, pool);
@@ -80,9 +134,7 @@ pub fn open(i: usize, p: &PortSection, pool: PoolId) -> Result<Box<dyn Port>, Po
             if let Some(b) = p.buf_size {
                 c.buf_size = b;
             }
-            Ok(Box::new(
-                pmd::af_xdp::AfXdpPort::open(c).map_err(|e| err(e.to_string()))?,
-            ))
+            Kind::AfXdp(pmd::af_xdp::AfXdpPort::prepare(c).map_err(|e| err(e.to_string()))?)
         }
         "intel" => {
             let mut c = pmd::intel::IntelConfig {
@@ -93,12 +145,16 @@ pub fn open(i: usize, p: &PortSection, pool: PoolId) -> Result<Box<dyn Port>, Po
             if let Some(b) = p.bufs {
                 c.bufs = b as u32;
             }
-            Ok(Box::new(
-                pmd::intel::IntelPort::open(&c).map_err(|e| err(e.to_string()))?,
-            ))
+            Kind::Intel(c)
         }
-        other => Err(err(format!("unknown backend '{other}'"))),
-    }
+        other => return Err(err(format!("unknown backend '{other}'"))),
+    };
+    Ok(Prepared {
+        index: i,
+        name: p.name.clone(),
+        backend: p.backend.clone(),
+        kind,
+    })
 }
 
 /// A configured port as the switch sees it: the port itself, plus the mark of the server's
