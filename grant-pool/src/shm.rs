@@ -263,29 +263,41 @@ impl ShmGrant {
     /// Live mappings: claimed slots whose process still runs with the recorded start time.
     /// Slots of dead mappers are freed as they are found.
     pub fn live_mappings(&self) -> u32 {
-        let mut n = 0;
-        for i in 0..CTL_SLOTS {
-            let pid_a = self.ctl_map.atomic_u32(slot_off(i));
-            let pid = pid_a.load(Ordering::Acquire);
-            if pid == 0 {
-                continue;
-            }
-            let start = self
-                .ctl_map
-                .atomic_u64(slot_off(i) + 8)
-                .load(Ordering::Acquire);
-            match start_time(pid) {
-                // The start time is written after the pid; 0 means "claiming right now".
-                Some(t) if t == start || start == 0 => n += 1,
-                _ => {
-                    // Dead (or a different process reusing the pid): free the slot unless it
-                    // changed under us.
-                    let _ = pid_a.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
-                }
+        sweep_slots(&self.ctl_map)
+    }
+}
+
+/// Counts the claimed slots of `ctl_map` whose process still runs with the recorded start
+/// time, and frees the others (dead mappers, or other processes that took their pids).
+fn sweep_slots(ctl_map: &Mmap) -> u32 {
+    let mut n = 0;
+    for i in 0..CTL_SLOTS {
+        let pid_a = ctl_map.atomic_u32(slot_off(i));
+        let pid = pid_a.load(Ordering::Acquire);
+        if pid == 0 {
+            continue;
+        }
+        let start = ctl_map.atomic_u64(slot_off(i) + 8).load(Ordering::Acquire);
+        match start_time(pid) {
+            // The start time is written after the pid; 0 means "claiming right now".
+            Some(t) if t == start || start == 0 => n += 1,
+            // Free the slot unless it changed under us.
+            _ => {
+                let _ = pid_a.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
             }
         }
-        n
     }
+    n
+}
+
+/// Claims a free slot of `ctl_map` for `pid`.
+fn claim_slot(ctl_map: &Mmap, pid: u32) -> Option<usize> {
+    (0..CTL_SLOTS).find(|&i| {
+        ctl_map
+            .atomic_u32(slot_off(i))
+            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    })
 }
 
 impl Grant for ShmGrant {
@@ -487,12 +499,12 @@ impl GrantBackend for ShmBackend {
         // Claim a slot before mapping, so the granter never sees "unmapped" while we map.
         let pid = std::process::id();
         let start = start_time(pid).unwrap_or(0);
-        let slot = (0..CTL_SLOTS)
-            .find(|&i| {
-                ctl_map
-                    .atomic_u32(slot_off(i))
-                    .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
+        // Mappers that died without unmapping (a killed server, each time it is restarted)
+        // leave their slots claimed until someone sweeps them: when none is free, we do.
+        let slot = claim_slot(&ctl_map, pid)
+            .or_else(|| {
+                sweep_slots(&ctl_map);
+                claim_slot(&ctl_map, pid)
             })
             .ok_or_else(|| GrantError::BadAttachments("no free mapper slot".into()))?;
         ctl_map

@@ -124,6 +124,53 @@ fn child_maps_and_hangs() {
     std::process::exit(3);
 }
 
+/// A mapper killed while mapped leaves its slots in the control page claimed; a server
+/// restarted many times must still map the grant (the slots of the dead are taken over).
+#[test]
+fn slots_of_killed_mappers_are_taken_over() {
+    let be = ShmBackend::new(APP);
+    let g = be.grant(SERVER, 1, Access::ReadWrite).expect("grant");
+    let (mut child, sock) = common::spawn_child("child_claims_every_slot_and_hangs");
+    shm::send_fds(sock.as_fd(), &encode(g.refs()), &g.attachments()).expect("send");
+    let (msg, _) = recv(&sock);
+    let held: usize = std::str::from_utf8(&msg)
+        .ok()
+        .and_then(|m| m.strip_prefix("full "))
+        .and_then(|n| n.parse().ok())
+        .expect("the child reports how many slots it holds");
+    assert!(held > 1, "the child holds {held} slots");
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    let fds: Vec<OwnedFd> = g
+        .attachments()
+        .iter()
+        .map(|fd| fd.try_clone_to_owned().expect("dup"))
+        .collect();
+    let m = ShmBackend::new(SERVER)
+        .map(APP, g.refs(), Access::ReadWrite, &fds)
+        .expect("the slots of a killed mapper are free again");
+    assert!(g.is_mapped().expect("state"));
+    drop(m);
+    assert!(!g.is_mapped().expect("state"));
+}
+
+#[test]
+fn child_claims_every_slot_and_hangs() {
+    let Some(sock) = common::child_sock("child_claims_every_slot_and_hangs") else {
+        return;
+    };
+    let (msg, fds) = recv(&sock);
+    let be = ShmBackend::new(SERVER);
+    let mut maps = Vec::new();
+    while let Ok(m) = be.map(APP, &decode(&msg), Access::ReadWrite, &fds) {
+        maps.push(m);
+        assert!(maps.len() <= 4096, "the control page has no slot limit");
+    }
+    shm::send_fds(sock.as_fd(), format!("full {}", maps.len()).as_bytes(), &[]).expect("send");
+    std::thread::sleep(Duration::from_secs(30));
+    std::process::exit(3);
+}
+
 #[test]
 fn end_access_fails_while_mapped_and_succeeds_after_unmap() {
     let be = ShmBackend::new(APP);
