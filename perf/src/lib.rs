@@ -1,4 +1,5 @@
 //! Ferrite's benchmarks: shared table, JSON and SVG output for `results/`.
 #![forbid(unsafe_code)]
 
+pub mod kill;
 pub mod report;

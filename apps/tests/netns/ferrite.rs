@@ -168,6 +168,31 @@ impl Server {
         self.launch()
     }
 
+    /// Replaces the server with `ferrite supervise` over the same configuration (with a warm
+    /// spare when `standby`), allowing any number of restarts; returns the supervisor once a
+    /// server it started answers on the control socket.
+    pub fn supervise(&mut self, standby: bool) -> Result<Bg, String> {
+        self.kill();
+        let _ = std::fs::remove_file(&self.socket);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns])
+            .arg(&self.bin)
+            .arg("supervise")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--restart-burst", "1000000"])
+            .env("RUST_LOG", "info");
+        if standby {
+            cmd.arg("--standby");
+        }
+        let sup = Bg::spawn("supervise", &self.dir, &mut cmd);
+        super::wait_until("the supervised server", Duration::from_secs(20), || {
+            self.try_stats().is_some()
+        })
+        .map_err(|e| format!("{e}; supervisor log: {}", sup.log()))?;
+        Ok(sup)
+    }
+
     /// Whether the server process is running.
     pub fn alive(&mut self) -> bool {
         self.proc.as_mut().is_some_and(Bg::alive)

@@ -25,16 +25,14 @@
 #[path = "../../../apps/tests/netns/mod.rs"]
 mod netns;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use netns::ferrite::{AppSpec, Backend, Server};
 use netns::{Bg, Offloads, PEER_IP, Topology};
+use perf::kill::{Rng, kill_server, quantile, stats, wait_first_frame};
 use perf::report::{Machine, Table};
 use serde::Serialize;
-use switch::ctl::transport::SeqPacket;
-use switch::ctl::{Client, StatsRepr, Transport};
 
 /// TCP port of the bulk sink.
 const BULK_PORT: u16 = 5201;
@@ -142,38 +140,12 @@ fn bytes_acked(t: &Topology, dst: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// A stats answer and the instant it was read.
-fn stats(socket: &Path) -> Option<(StatsRepr, Instant)> {
-    let s = Client::connect(socket).and_then(|mut c| c.stats()).ok()?;
-    Some((s, Instant::now()))
-}
-
-/// The pid of the process listening on the control socket (its `SO_PEERCRED`).
-fn server_pid(socket: &Path) -> Option<i32> {
-    SeqPacket::connect(socket).ok()?.peer().ok().map(|p| p.pid)
-}
-
 /// Who restarts the server.
 enum Restarter {
     /// The benchmark, through the topology's server handle.
     Harness,
     /// `ferrite supervise` (the topology's own server stopped).
     Supervisor(Bg),
-}
-
-/// A xorshift64 generator seeded from the clock.
-fn rng() -> impl FnMut(u64) -> u64 {
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-        | 1;
-    move |n| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n.max(1)
-    }
 }
 
 fn measure(
@@ -188,26 +160,7 @@ fn measure(
     let mut srv = Server::start(&t, backend, std::slice::from_ref(&app));
     let mut by = Restarter::Harness;
     if mode != Mode::Harness {
-        srv.kill();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", t.s.name()])
-            .arg(&srv.bin)
-            .arg("supervise")
-            .arg("--config")
-            .arg(&srv.config)
-            // Kills come faster than a crash loop's default threshold.
-            .args(["--restart-burst", "1000000"])
-            .env("RUST_LOG", "info");
-        if mode == Mode::Standby {
-            cmd.arg("--standby");
-        }
-        let _ = std::fs::remove_file(&srv.socket);
-        let sup = Bg::spawn("supervise", t.dir.path(), &mut cmd);
-        netns::wait_until("the supervised server", Duration::from_secs(20), || {
-            stats(&srv.socket).is_some()
-        })
-        .map_err(|e| format!("{e}; log: {}", sup.log()))?;
-        by = Restarter::Supervisor(sup);
+        by = Restarter::Supervisor(srv.supervise(mode == Mode::Standby)?);
     }
     let log = |by: &Restarter, srv: &Server| match by {
         Restarter::Harness => srv.log(),
@@ -230,13 +183,13 @@ fn measure(
             bytes_acked(&t, &app.ip).is_some_and(|b| b >= from + BETWEEN)
         })
     };
-    let mut rnd = rng();
+    let mut rng = Rng::from_clock();
     let result = (|| {
         moved(0, "the stream to start")?;
         for i in 0..restarts {
             let before = bytes_acked(&t, &app.ip).unwrap_or(0);
             let (old, _) = stats(&srv.socket).ok_or("no stats from the running server")?;
-            std::thread::sleep(Duration::from_micros(rnd(jitter.as_micros() as u64 + 1)));
+            std::thread::sleep(rng.up_to(jitter));
             let killed = match &by {
                 Restarter::Harness => {
                     let at = Instant::now();
@@ -244,40 +197,14 @@ fn measure(
                     srv.restart();
                     at
                 }
-                Restarter::Supervisor(_) => {
-                    let pid = server_pid(&srv.socket).ok_or("no server on the socket")?;
-                    let pid = rustix::process::Pid::from_raw(pid).ok_or("pid 0")?;
-                    let at = Instant::now();
-                    rustix::process::kill_process(pid, rustix::process::Signal::KILL)
-                        .map_err(|e| format!("kill: {e}"))?;
-                    at
-                }
+                Restarter::Supervisor(_) => kill_server(&srv.socket)?,
             };
-            // The new server's first frame, on the shared monotonic clock: the answer's
-            // arrival minus the server's uptime is (a little after) its start.
-            let mut got = None;
-            netns::wait_until(
-                "the new server's first frame",
-                Duration::from_secs(30),
-                || {
-                    got = stats(&srv.socket)
-                        .filter(|(s, _)| s.instance != old.instance && s.first_frame_ns.is_some());
-                    if got.is_none() {
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    got.is_some()
-                },
-            )?;
-            let (s, at) = got.ok_or("no stats")?;
-            let first = Duration::from_nanos(s.first_frame_ns.unwrap_or(0));
-            let start = at - Duration::from_nanos(s.uptime_ns);
-            row.start_to_first_ms.push(first.as_secs_f64() * 1e3);
-            row.kill_to_first_ms.push(
-                (start + first)
-                    .saturating_duration_since(killed)
-                    .as_secs_f64()
-                    * 1e3,
-            );
+            let (start, first) =
+                wait_first_frame(&srv.socket, old.instance, Duration::from_secs(30))?;
+            row.start_to_first_ms
+                .push((first - start).as_secs_f64() * 1e3);
+            row.kill_to_first_ms
+                .push(first.saturating_duration_since(killed).as_secs_f64() * 1e3);
             moved(
                 before,
                 &format!("the stream to carry on after restart {}", i + 1),
@@ -297,14 +224,6 @@ fn measure(
             log(&by, &srv)
         )
     })
-}
-
-/// The `p`-quantile (nearest rank).
-fn quantile(v: &[f64], p: f64) -> Option<f64> {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let i = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1)) - 1;
-    s.get(i).copied()
 }
 
 fn max(v: &[f64]) -> Option<f64> {
