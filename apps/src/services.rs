@@ -199,7 +199,8 @@ pub struct BulkSink {
     tcp: Listeners,
     hash: bool,
     once: bool,
-    cur: Option<(Instant, Option<Instant>, u64, Sha256)>,
+    /// The transfer being received: its socket, start, last byte, bytes, hash so far.
+    cur: Option<(SocketHandle, Instant, Option<Instant>, u64, Sha256)>,
     /// Finished transfers.
     pub reports: Vec<BulkReport>,
     /// Bytes received in the current transfer so far (for progress).
@@ -223,7 +224,9 @@ impl BulkSink {
         buf: usize,
     ) -> Self {
         Self {
-            tcp: Listeners::new(sockets, port, 1, buf),
+            // One transfer at a time, and a second socket listening meanwhile: a client
+            // that connects while the last connection is still closing is not refused.
+            tcp: Listeners::new(sockets, port, 2, buf),
             hash,
             once,
             cur: None,
@@ -236,14 +239,23 @@ impl BulkSink {
 impl Service for BulkSink {
     fn poll(&mut self, sockets: &mut SocketSet<'static>, now: Instant) -> bool {
         let mut worked = false;
-        let h = self.tcp.handles[0];
-        let s = sockets.get_mut::<tcp::Socket>(h);
-        let fresh = matches!(s.state(), tcp::State::SynReceived | tcp::State::Established);
-        if fresh && self.cur.is_none() && !self.done() {
-            self.cur = Some((now, None, 0, Sha256::new()));
-            self.progress = 0;
+        if self.cur.is_none() && !self.done() {
+            let fresh = self.tcp.handles.iter().copied().find(|&h| {
+                // A client may have sent everything, FIN included, while it waited: the
+                // sink closes what it has read, so CloseWait means not read yet.
+                let state = sockets.get::<tcp::Socket>(h).state();
+                matches!(
+                    state,
+                    tcp::State::SynReceived | tcp::State::Established | tcp::State::CloseWait
+                )
+            });
+            if let Some(h) = fresh {
+                self.cur = Some((h, now, None, 0, Sha256::new()));
+                self.progress = 0;
+            }
         }
-        if let Some((start, last, bytes, hasher)) = self.cur.as_mut() {
+        if let Some((h, start, last, bytes, hasher)) = self.cur.as_mut() {
+            let s = sockets.get_mut::<tcp::Socket>(*h);
             let hash = self.hash;
             while s.can_recv() {
                 let n = s
@@ -275,7 +287,7 @@ impl Service for BulkSink {
                 );
             if finished {
                 s.close();
-                if let Some((start, last, bytes, hasher)) = self.cur.take() {
+                if let Some((_, start, last, bytes, hasher)) = self.cur.take() {
                     let secs = last.unwrap_or(now).duration_since(start).as_secs_f64();
                     self.reports.push(BulkReport {
                         role: "sink",

@@ -234,6 +234,61 @@ fn tcp_bulk_and_udp_echo_round_trip_through_two_ring_ports() {
     assert_eq!(da.bad_desc + db.bad_desc, 0);
 }
 
+/// A client that connects while the sink is busy with another transfer is not refused: it
+/// is taken once the first transfer ends (the sink keeps a socket listening all along, so a
+/// connection that is still closing never leaves the port without a listener).
+#[test]
+fn a_bulk_sink_takes_a_second_client_that_connects_during_a_transfer() {
+    let (mut a, mut sa) = make(1, 1);
+    let (mut b, mut sb) = make(2, 2);
+    let sink_port = 5001;
+    let mut sink = BulkSink::new(&mut b.sockets, sink_port, true, false);
+    let total = 256 * 1024;
+    let mut srcs: Vec<BulkSource> = (0..2u16)
+        .map(|i| {
+            let mut src = BulkSource::new(
+                &mut a.sockets,
+                endpoint(Ipv4Address::new(10, 9, 0, 2), sink_port),
+                Amount::Bytes(total),
+                7 + u64::from(i),
+                true,
+            );
+            src.connect(a.iface.context(), &mut a.sockets, 40000 + i)
+                .expect("connect");
+            src
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let mut ms = 0;
+    while !(srcs.iter().all(|s| s.done()) && sink.reports.len() == 2)
+        && srcs.iter().all(|s| s.error.is_none())
+    {
+        assert!(
+            ms < 60_000,
+            "transfers did not finish in 60 s of stack time: the sink reported {}",
+            sink.reports.len()
+        );
+        step(&mut a, &mut sa, &mut b, &mut sb, ms);
+        let now = t0 + std::time::Duration::from_millis(ms as u64);
+        for s in &mut srcs {
+            s.poll(&mut a.sockets, now);
+        }
+        sink.poll(&mut b.sockets, now);
+        ms += 1;
+    }
+    for s in &srcs {
+        assert_eq!(s.error, None, "a client was refused");
+    }
+    let mut sent: Vec<String> = srcs
+        .iter()
+        .map(|s| s.report.clone().expect("source report").sha256)
+        .collect();
+    let mut got: Vec<String> = sink.reports.iter().map(|r| r.sha256.clone()).collect();
+    sent.sort();
+    got.sort();
+    assert_eq!(sent, got, "each transfer arrives whole");
+}
+
 #[test]
 fn frames_are_built_in_place_in_the_pool_buffer() {
     let (mut a, mut sa) = make(3, 1);

@@ -253,6 +253,8 @@ fn inbound(
 ) -> Transfers {
     let mut r = Transfers::default();
     let mut n = 0;
+    // Connections the sink has seen through: its reports come in this order.
+    let mut delivered = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let mut sender = Bg::spawn(
@@ -271,9 +273,10 @@ fn inbound(
                 continue;
             }
         }
+        delivered += 1;
         let mut got = None;
         let _ = netns::wait_until("the sink's report", Duration::from_secs(60), || {
-            got = bulk_reports(&sink.log(), "sink").get(n - 1).cloned();
+            got = bulk_reports(&sink.log(), "sink").get(delivered - 1).cloned();
             got.is_some()
         });
         match got {
