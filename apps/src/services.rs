@@ -61,10 +61,13 @@ pub fn udp_socket(packets: usize) -> udp::Socket<'static> {
 }
 
 /// `n` TCP sockets listening on one port, re-listening as connections end, so that up to `n`
-/// clients are served at once.
+/// clients are served at once; with spares, a socket is added whenever none listens (every
+/// socket is busy or still closing), up to `n + spares`.
 #[derive(Debug)]
 pub struct Listeners {
     port: u16,
+    buf: usize,
+    max: usize,
     /// The sockets.
     pub handles: Vec<SocketHandle>,
 }
@@ -72,23 +75,43 @@ pub struct Listeners {
 impl Listeners {
     /// Adds `n` sockets of `buf` bytes listening on `port`.
     pub fn new(sockets: &mut SocketSet<'static>, port: u16, n: usize, buf: usize) -> Self {
-        let handles = (0..n)
-            .map(|_| {
-                let mut s = tcp_socket(buf);
-                let _ = s.listen(port);
-                sockets.add(s)
-            })
-            .collect();
-        Self { port, handles }
+        let mut l = Self {
+            port,
+            buf,
+            max: n,
+            handles: Vec::with_capacity(n),
+        };
+        for _ in 0..n {
+            l.add(sockets);
+        }
+        l
     }
 
-    /// Puts every socket whose connection ended back to listening.
-    pub fn relisten(&self, sockets: &mut SocketSet<'static>) {
+    /// Allows up to `spares` more sockets, each added when no socket listens.
+    pub fn with_spares(mut self, spares: usize) -> Self {
+        self.max = self.handles.len() + spares;
+        self
+    }
+
+    fn add(&mut self, sockets: &mut SocketSet<'static>) {
+        let mut s = tcp_socket(self.buf);
+        let _ = s.listen(self.port);
+        self.handles.push(sockets.add(s));
+    }
+
+    /// Puts every socket whose connection ended back to listening, and adds a spare when
+    /// none listens.
+    pub fn relisten(&mut self, sockets: &mut SocketSet<'static>) {
+        let mut listening = false;
         for &h in &self.handles {
             let s = sockets.get_mut::<tcp::Socket>(h);
             if s.state() == tcp::State::Closed {
                 let _ = s.listen(self.port);
             }
+            listening |= s.state() == tcp::State::Listen;
+        }
+        if !listening && self.handles.len() < self.max {
+            self.add(sockets);
         }
     }
 }
@@ -193,6 +216,9 @@ fn hex(d: &[u8]) -> String {
 /// Bytes per TCP socket buffer of the bulk services.
 pub const BULK_BUF: usize = 1024 * 1024;
 
+/// Sockets a [`BulkSink`] may add to keep listening while finished connections close.
+const SINK_SPARES: usize = 6;
+
 /// Receives TCP connections on a port, counting and hashing each until the peer closes.
 #[derive(Debug)]
 pub struct BulkSink {
@@ -224,9 +250,9 @@ impl BulkSink {
         buf: usize,
     ) -> Self {
         Self {
-            // One transfer at a time, and a second socket listening meanwhile: a client
-            // that connects while the last connection is still closing is not refused.
-            tcp: Listeners::new(sockets, port, 2, buf),
+            // One transfer at a time, and a socket listening meanwhile: a client that
+            // connects while earlier connections are still closing is not refused.
+            tcp: Listeners::new(sockets, port, 2, buf).with_spares(SINK_SPARES),
             hash,
             once,
             cur: None,

@@ -276,7 +276,9 @@ fn inbound(
         delivered += 1;
         let mut got = None;
         let _ = netns::wait_until("the sink's report", Duration::from_secs(60), || {
-            got = bulk_reports(&sink.log(), "sink").get(delivered - 1).cloned();
+            got = bulk_reports(&sink.log(), "sink")
+                .get(delivered - 1)
+                .cloned();
             got.is_some()
         });
         match got {
