@@ -8,6 +8,9 @@
 
 pub mod af_packet;
 pub mod af_xdp;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gso;
 pub mod intel;
 pub mod linux;

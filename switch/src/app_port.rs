@@ -321,6 +321,15 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         self.sp.holders.count(grant_pool::Holder::SERVER)
     }
 
+    /// For the fuzz harnesses (`fuzzing` feature): buffers waiting in the stash for room on
+    /// the completion ring, and the times the server tried to hand back a buffer it did not
+    /// hold (a double hand-out caught by the holder table).
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub fn fuzz_accounting(&self) -> (usize, u64) {
+        (self.stash.len(), self.sp.own_errors)
+    }
+
     fn publish(&mut self) {
         let r: RejectCounters = self.sp.rejects();
         let s = &self.shared;

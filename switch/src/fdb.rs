@@ -233,8 +233,6 @@ impl Fdb {
     /// A table holding at most `max_entries` stations (at least 1), forgetting a station
     /// `age` ticks after it was last seen.
     pub fn new(max_entries: usize, age: u32) -> Self {
-        let max = max_entries.clamp(1, 1 << 26);
-        let cap = (max * 2).next_power_of_two().max(16);
         let seed = {
             // Per-table seed from the address of a stack value and the time: not secret, only
             // different between switches and runs.
@@ -243,10 +241,25 @@ impl Fdb {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
             let local = 0u8;
-            // The low 16 bits stay clear, so that the seeded key of a MAC is the seeded MAC
-            // shifted (see `key_home`).
-            (t ^ (&local as *const u8 as u64).rotate_left(32)) & !0xffff
+            t ^ (&local as *const u8 as u64).rotate_left(32)
         };
+        Self::with_seed(max_entries, age, seed)
+    }
+
+    /// [`Fdb::new`] with the hash seed given, for the fuzz harnesses (`fuzzing` feature):
+    /// a run that found a fault repeats it exactly.
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub fn with_fixed_seed(max_entries: usize, age: u32, seed: u64) -> Self {
+        Self::with_seed(max_entries, age, seed)
+    }
+
+    fn with_seed(max_entries: usize, age: u32, seed: u64) -> Self {
+        let max = max_entries.clamp(1, 1 << 26);
+        let cap = (max * 2).next_power_of_two().max(16);
+        // The low 16 bits stay clear, so that the seeded key of a MAC is the seeded MAC
+        // shifted (see `key_home`).
+        let seed = seed & !0xffff;
         let refresh = age >> 6;
         Self {
             slots: vec![EMPTY; cap].into_boxed_slice(),

@@ -215,7 +215,8 @@ pub fn parse_mac(v: &[u8]) -> Result<[u8; 6], XenCtlError> {
     }
     let mut m = [0u8; 6];
     for (i, part) in v.split(|&c| c == b':').enumerate() {
-        if i >= 6 || part.len() != 2 {
+        // Two hex digits (`from_str_radix` alone would take a sign: "+f").
+        if i >= 6 || part.len() != 2 || !part.iter().all(u8::is_ascii_hexdigit) {
             return Err(bad());
         }
         let s = std::str::from_utf8(part).map_err(|_| bad())?;
@@ -889,6 +890,13 @@ pub struct Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mac_with_a_sign_is_refused() {
+        // `from_str_radix` would read "+0" as a hex pair.
+        assert!(parse_mac(b"02:00:00:+0:00:0a").is_err());
+        assert!(AttachRequest::parse(b"3 1 02:00:00:00:+0:0a 7 100,101").is_err());
+    }
 
     #[test]
     fn fields_are_parsed_strictly() {

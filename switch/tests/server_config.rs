@@ -334,3 +334,32 @@ fn xen_apps_are_admitted_by_name_and_mac_only_with_xen_enabled() {
         "xen.max_refs",
     );
 }
+
+#[test]
+fn macs_and_modes_with_a_sign_are_refused() {
+    // `from_str_radix` takes a leading '+': "+0" read as a hex pair, "+660" as an octal
+    // mode. Neither is what the fields document (six hex pairs; octal digits).
+    let refused = |from: &str, to: &str| {
+        let text = GOOD.replace(from, to);
+        match Config::parse(&text, "t.toml") {
+            Err(ConfigError::Field { field, .. }) => field,
+            other => panic!("{to:?} accepted: {other:?}"),
+        }
+    };
+    assert_eq!(
+        refused("\"02:00:00:00:00:01\"", "\"02:00:00:+0:00:01\""),
+        "apps[0].mac"
+    );
+    assert_eq!(
+        refused("\"02:fe:00:00:00:01\"", "\"02:fe:00:00:00:+1\""),
+        "ports[0].mac"
+    );
+    assert_eq!(
+        refused("socket_mode = \"0660\"", "socket_mode = \"+660\""),
+        "server.socket_mode"
+    );
+    assert_eq!(
+        refused("socket_mode = \"0660\"", "socket_mode = \"0o0o660\""),
+        "server.socket_mode"
+    );
+}

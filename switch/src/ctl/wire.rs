@@ -764,10 +764,14 @@ impl Repr {
                 for c in pe.chunks_exact(size_of::<PortEntry>()) {
                     let e = PortEntry::read_from_bytes(c).map_err(|_| malformed("port entry"))?;
                     let n = (e.name_len as usize).min(NAME_MAX);
+                    // Strict, as error texts are: a lossy reading could grow the name past
+                    // NAME_MAX, and the value would not survive being sent on.
+                    let name = core::str::from_utf8(&e.name[..n])
+                        .map_err(|_| malformed("port name is not UTF-8"))?;
                     ports.push(PortStatsRepr {
                         port: e.port.get(),
                         app: e.kind == 1,
-                        name: String::from_utf8_lossy(&e.name[..n]).into_owned(),
+                        name: name.to_owned(),
                         mac: e.mac,
                         counters: PortCounters::from_array(e.counters.map(|v| v.get())),
                     });
@@ -811,8 +815,8 @@ impl Repr {
 
     /// Serialises the message (header included) into a new buffer.
     ///
-    /// Error texts are cut at [`TEXT_MAX`] bytes (on a character boundary), stats replies at
-    /// [`MAX_STATS_PORTS`] ports.
+    /// Error texts are cut at [`TEXT_MAX`] bytes and port names at [`NAME_MAX`] (each on a
+    /// character boundary), stats replies at [`MAX_STATS_PORTS`] ports.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.buffer_len());
         let h = Header {
@@ -906,7 +910,10 @@ impl Repr {
                 out.extend_from_slice(h.as_bytes());
                 for p in ports {
                     let mut name = [0u8; NAME_MAX];
-                    let n = p.name.len().min(NAME_MAX);
+                    let mut n = p.name.len().min(NAME_MAX);
+                    while !p.name.is_char_boundary(n) {
+                        n -= 1;
+                    }
                     name[..n].copy_from_slice(&p.name.as_bytes()[..n]);
                     let e = PortEntry {
                         port: p.port.into(),
@@ -1085,6 +1092,45 @@ mod tests {
         let mut b = good.clone();
         b[HEADER_LEN + 7] = 1; // reserved
         assert_eq!(code_of(&b), ErrorCode::Malformed);
+    }
+
+    #[test]
+    fn a_stats_reply_port_name_that_is_not_utf8_is_refused() {
+        let mut b = Repr::StatsReply(StatsRepr {
+            ports: vec![PortStatsRepr {
+                port: 1,
+                app: false,
+                name: "a".repeat(NAME_MAX),
+                mac: [2, 0, 0, 0, 0, 2],
+                counters: PortCounters::default(),
+            }],
+            ..Default::default()
+        })
+        .to_bytes();
+        // Every byte of the name 0xff: read as replacement characters it would be three
+        // times as long, re-emitted cut at 32 bytes, and parse to another name.
+        let at = HEADER_LEN + size_of::<StatsHead>() + 4;
+        b[at..at + NAME_MAX].fill(0xff);
+        assert_eq!(code_of(&b), ErrorCode::Malformed);
+    }
+
+    #[test]
+    fn a_long_port_name_is_cut_on_a_character_boundary() {
+        let r = Repr::StatsReply(StatsRepr {
+            ports: vec![PortStatsRepr {
+                port: 1,
+                app: true,
+                name: format!("a{}", "\u{e9}".repeat(20)), // 41 bytes
+                mac: [2, 0, 0, 0, 0, 2],
+                counters: PortCounters::default(),
+            }],
+            ..Default::default()
+        });
+        let Ok(Repr::StatsReply(s)) = Repr::from_bytes(&r.to_bytes()) else {
+            panic!("the reply parses");
+        };
+        // 32 bytes would end inside the 16th 'é'.
+        assert_eq!(s.ports[0].name, format!("a{}", "\u{e9}".repeat(15)));
     }
 
     proptest::proptest! {

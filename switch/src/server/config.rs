@@ -372,7 +372,8 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut parts = s.split(':');
     for b in &mut m {
         let p = parts.next()?;
-        if p.len() != 2 {
+        // Two hex digits (`from_str_radix` alone would take a sign: "+f").
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
         *b = u8::from_str_radix(p, 16).ok()?;
@@ -666,8 +667,15 @@ impl Config {
 
     /// The control socket's permission bits.
     pub fn socket_mode(&self) -> Result<u32, ConfigError> {
-        let m = self.server.socket_mode.trim_start_matches("0o");
-        match u32::from_str_radix(m, 8) {
+        let m = self.server.socket_mode.as_str();
+        let m = m.strip_prefix("0o").unwrap_or(m);
+        // Octal digits only (`from_str_radix` alone would take a sign: "+660").
+        let digits = if m.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
+            m
+        } else {
+            ""
+        };
+        match u32::from_str_radix(digits, 8) {
             Ok(v) if v & !WIDEST_SOCKET_MODE != 0 && v <= 0o777 => Err(field(
                 "server.socket_mode",
                 format!(
