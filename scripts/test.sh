@@ -26,4 +26,9 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "cargo-nextest not found; install it with: cargo install cargo-nextest --locked" >&2
   exit 1
 fi
-cargo nextest run --workspace --release --no-fail-fast
+# Release code with overflow checks on (profile `test-release`).
+cargo nextest run --workspace --cargo-profile test-release --no-fail-fast
+
+step "loom models of the shared rings"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test --release -p grant-pool --lib loom

@@ -118,9 +118,12 @@ fn server_bin() -> Option<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut c = Command::new(cargo);
     c.args(["build", "-q", "-p", "switch", "--bin", "ferrite"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        c.arg("--release");
-    }
+    // The profile this binary was built with: its directory's name (`debug` is `dev`).
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        None | Some("debug") => "dev",
+        Some(name) => name,
+    };
+    c.args(["--profile", profile]);
     if let Some(t) = dir.parent() {
         c.env("CARGO_TARGET_DIR", t);
     }

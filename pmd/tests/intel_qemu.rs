@@ -47,9 +47,12 @@ fn build_examples(dir: &Path) {
         "--example",
         "intel_diag_responder",
     ]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        c.arg("--release");
-    }
+    // The profile this binary was built with: its directory's name (`debug` is `dev`).
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        None | Some("debug") => "dev",
+        Some(name) => name,
+    };
+    c.args(["--profile", profile]);
     if let Some(target) = dir.parent() {
         c.env("CARGO_TARGET_DIR", target);
     }

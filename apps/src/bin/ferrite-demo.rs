@@ -351,9 +351,12 @@ fn server_bin(a: &DemoArgs) -> Result<PathBuf, String> {
     println!("building the server (cargo build -p switch --bin ferrite) ...");
     let mut c = Command::new(cargo);
     c.args(["build", "-p", "switch", "--bin", "ferrite"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        c.arg("--release");
-    }
+    // The profile this binary was built with: its directory's name (`debug` is `dev`).
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        None | Some("debug") => "dev",
+        Some(name) => name,
+    };
+    c.args(["--profile", profile]);
     if let Some(target) = dir.parent() {
         c.env("CARGO_TARGET_DIR", target);
     }

@@ -531,9 +531,12 @@ pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut c = Command::new(cargo);
     c.args(["build", "-p", package, "--bin", name]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        c.arg("--release");
-    }
+    // The profile this binary was built with: its directory's name (`debug` is `dev`).
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        None | Some("debug") => "dev",
+        Some(name) => name,
+    };
+    c.args(["--profile", profile]);
     if let Some(target) = dir.parent() {
         c.env("CARGO_TARGET_DIR", target);
     }
