@@ -1,5 +1,5 @@
 #!/bin/sh
-# A coverage-guided campaign on one harness: fuzz/run.sh TARGET SECONDS [JOBS]
+# A coverage-guided campaign on one harness: fuzz/run.sh TARGET SECONDS
 #
 # Builds fuzz/src/bin/afl.rs with `cargo afl` (AFL++ instrumentation, overflow checks and
 # debug assertions on) in its own target directory, runs afl-fuzz on TARGET for SECONDS
