@@ -1182,34 +1182,23 @@ impl Switch {
         };
         let got = slot.port.alloc(&mut self.allocated[..n]).min(n);
         let (mut out, mut fault) = (0, 0u64);
-        if ADMITTED {
-            let frames = self.rx[..got].iter().zip(&self.allocated[..got]);
-            for ((f, &c), hdr) in frames.zip(self.heads.iter()) {
-                if copy_frame_as(&self.pools, *f, c, hdr) {
-                    self.scratch[out] = Frame {
-                        buf: c,
-                        len: f.len,
-                        meta: f.meta,
-                    };
-                    out += 1;
-                } else {
-                    fault += 1;
-                    self.returns.put(&self.pools, c);
-                }
-            }
-        } else {
-            for (f, &c) in self.rx[..got].iter().zip(&self.allocated[..got]) {
-                if copy_frame(&self.pools, *f, c) {
-                    self.scratch[out] = Frame {
-                        buf: c,
-                        len: f.len,
-                        meta: f.meta,
-                    };
-                    out += 1;
-                } else {
-                    fault += 1;
-                    self.returns.put(&self.pools, c);
-                }
+        let frames = self.rx[..got].iter().zip(&self.allocated[..got]);
+        for ((f, &c), hdr) in frames.zip(self.heads.iter()) {
+            let copied = if ADMITTED {
+                copy_frame_as(&self.pools, *f, c, hdr)
+            } else {
+                copy_frame(&self.pools, *f, c)
+            };
+            if copied {
+                self.scratch[out] = Frame {
+                    buf: c,
+                    len: f.len,
+                    meta: f.meta,
+                };
+                out += 1;
+            } else {
+                fault += 1;
+                self.returns.put(&self.pools, c);
             }
         }
         let sent = slot.port.tx_burst(&self.scratch[..out]).min(out);
