@@ -33,9 +33,13 @@ pub struct DomainArgs {
     /// Descriptors per ring (a power of two).
     #[arg(long, default_value_t = 1024)]
     pub ring_size: u32,
-    /// Buffers (2 KiB each) in the app's pool.
-    #[arg(long, default_value_t = 4096)]
-    pub buffers: usize,
+    /// Buffers in the app's pool [default: 512 of 64 KiB, 4096 of 2 KiB].
+    #[arg(long)]
+    pub buffers: Option<usize>,
+    /// Bytes per buffer: 65536 (the default; TCP segments of up to 64 KiB go whole, the
+    /// server or NIC cuts them) or 2048 (one Ethernet frame each; the default with --xen).
+    #[arg(long)]
+    pub buf_size: Option<usize>,
     /// Microseconds of idle busy-polling before sleeping on the server's doorbell (0: sleep
     /// as soon as idle). Worth raising only when the app has a core of its own; where the
     /// server and apps share cores, spinning steals the core the next frame needs.
@@ -78,7 +82,21 @@ impl DomainArgs {
     pub fn config(&self) -> Result<DomainConfig, String> {
         let mut c = DomainConfig::new(self.socket.clone(), self.name.clone(), self.net()?);
         c.ring_size = self.ring_size;
-        c.buf_count = self.buffers;
+        let large = grant_pool::pool::MAX_BUF_SIZE;
+        c.buf_size = self
+            .buf_size
+            .unwrap_or(if self.xen.is_some() { 2048 } else { large });
+        if !c.buf_size.is_power_of_two() || !(2048..=large).contains(&c.buf_size) {
+            return Err(format!(
+                "--buf-size {} must be a power of two from 2048 to {large}",
+                c.buf_size
+            ));
+        }
+        c.buf_count = self.buffers.unwrap_or(if c.buf_size > 2048 {
+            crate::domain::LARGE_BUFS
+        } else {
+            crate::domain::SMALL_BUFS
+        });
         c.busy_poll = Duration::from_micros(self.busy_poll_us);
         if !(self.connect_timeout >= 0.0 && self.connect_timeout < 1e6) {
             return Err("--connect-timeout must be a number of seconds".into());

@@ -12,12 +12,24 @@
 //! over, another pool, or a bad length is counted in [`DeviceStats`] and skipped; a ring whose
 //! indices are impossible detaches the device (the app then re-handshakes).
 //!
+//! Offloads: a pool of buffers larger than an Ethernet frame (64 KiB by default) lets the
+//! stack hand the device TCP segments of up to a buffer (smoltcp's segmentation offload);
+//! each goes out as one frame with its segment size in the descriptor
+//! ([`offload::FrameMeta`]), and the server, the kernel or the NIC cuts it where the path
+//! needs MTU-sized frames. TCP checksums are left partial on transmit (the device writes the
+//! pseudo-header sum; whoever cuts or puts the frame on a wire completes it) and, on receive,
+//! verified here only for frames the server did not mark verified or partial (made on this
+//! host), so that no byte is summed twice.
+//!
 //! The hot path (receive, transmit, flush) allocates nothing: the free list and the receive
 //! batch are sized once.
 
+use core::num::NonZeroUsize;
 use grant_pool::lend::{LendError, OwnPool};
 use grant_pool::{BufHandle, Desc, Grant, Notifier, RingConsumer, RingError, RingProducer};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+
+use offload::FrameMeta;
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 /// Descriptors taken from the rx ring or the completion ring in one go.
@@ -25,6 +37,10 @@ pub const BATCH: usize = 64;
 
 /// Smallest frame accepted on receive: an Ethernet header.
 const MIN_FRAME: usize = 14;
+/// An Ethernet frame of a 1500-byte MTU.
+const ETH_MTU_FRAME: usize = 1514;
+/// The largest frame a descriptor's 16-bit length can carry.
+const MAX_FRAME: usize = u16::MAX as usize;
 
 /// Counters of a [`RingDevice`], all monotonic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -43,6 +59,10 @@ pub struct DeviceStats {
     pub bad_desc: u64,
     /// Doorbells rung towards the server.
     pub kicks: u64,
+    /// TCP frames dropped on receive for a wrong checksum.
+    pub rx_bad_csum: u64,
+    /// Frames queued whole as TCP segments larger than one MTU (segmentation offload).
+    pub tx_gso: u64,
     /// Times the device was detached from a server (its death or a ring it corrupted).
     pub detaches: u64,
 }
@@ -128,6 +148,11 @@ pub struct RingDevice<G: Grant, N: Notifier> {
     notifier: Option<N>,
     stats: DeviceStats,
     mtu: usize,
+    /// The largest frame: the wire's MTU, or a whole buffer with segmentation offload.
+    max_frame: usize,
+    /// TCP frames dropped on receive for a wrong checksum (kept apart from `stats`, which
+    /// the transmit token of a receive borrows).
+    bad_csum: u64,
     error: Option<DeviceError>,
 }
 
@@ -143,11 +168,14 @@ impl<G: Grant, N: Notifier> core::fmt::Debug for RingDevice<G, N> {
 }
 
 impl<G: Grant, N: Notifier> RingDevice<G, N> {
-    /// A detached device over `pool`. Frames up to the pool's buffer size, at most 1514 bytes
-    /// (an Ethernet MTU of 1500).
+    /// A detached device over `pool`. Frames on the wire up to the pool's buffer size, at most
+    /// 1514 bytes (an Ethernet MTU of 1500); TCP segments up to a whole buffer (at most
+    /// 65 535 bytes) when a buffer holds more than that.
     pub fn new(pool: OwnPool<G>) -> Self {
         let count = pool.pool().layout().count;
-        let mtu = pool.pool().layout().buf_size.min(1514);
+        let buf_size = pool.pool().layout().buf_size;
+        let mtu = buf_size.min(ETH_MTU_FRAME);
+        let max_frame = buf_size.min(MAX_FRAME);
         Self {
             pool,
             rx: None,
@@ -164,12 +192,14 @@ impl<G: Grant, N: Notifier> RingDevice<G, N> {
                 completion: None,
                 pending: 0,
                 free: Vec::with_capacity(count),
-                scratch: vec![0; mtu],
+                scratch: vec![0; max_frame],
                 dirty: false,
             },
             notifier: None,
             stats: DeviceStats::default(),
             mtu,
+            max_frame,
+            bad_csum: 0,
             error: None,
         }
     }
@@ -190,7 +220,10 @@ impl<G: Grant, N: Notifier> RingDevice<G, N> {
 
     /// Counters so far.
     pub fn stats(&self) -> DeviceStats {
-        self.stats
+        DeviceStats {
+            rx_bad_csum: self.bad_csum,
+            ..self.stats
+        }
     }
 
     /// Whether rings are attached.
@@ -412,7 +445,7 @@ impl<G: Grant, N: Notifier> RingDevice<G, N> {
             match self.pool.take_back(h) {
                 Ok(()) => {
                     let len = d.len as usize;
-                    if (MIN_FRAME..=buf_size.min(self.mtu)).contains(&len) {
+                    if (MIN_FRAME..=buf_size.min(self.max_frame)).contains(&len) {
                         self.rx_batch[kept] = d;
                         kept += 1;
                     } else {
@@ -492,6 +525,8 @@ pub struct RxToken<'a, G: Grant> {
     pool: &'a OwnPool<G>,
     fill: &'a mut FillSide,
     desc: Desc,
+    /// Frames dropped for a wrong checksum.
+    bad_csum: &'a mut u64,
 }
 
 /// A transmit slot: a free buffer of the app's pool, written in place.
@@ -499,6 +534,37 @@ pub struct TxToken<'a, G: Grant> {
     pool: &'a OwnPool<G>,
     tx: &'a mut TxSide,
     stats: &'a mut DeviceStats,
+    /// The segment size smoltcp asked for (0: one segment).
+    gso_size: u16,
+}
+
+/// Whether `b` is not a TCP frame, or one whose checksums are right.
+fn tcp_checksum_ok(b: &[u8]) -> bool {
+    match offload::csum::L4::parse(b, b.len()) {
+        Some(l4) if l4.proto == 6 => offload::csum::verify(b) == Some(true),
+        _ => true,
+    }
+}
+
+/// Leaves the TCP checksum of the frame the stack built in `b` partial (the pseudo-header
+/// sum: the stack computes no TCP checksum, see [`RingDevice`]'s capabilities) and returns
+/// the frame's metadata: partial, with `gso_size` when the frame holds more than one
+/// segment. Anything but TCP goes as the stack built it.
+fn finish_tx(b: &mut [u8], gso_size: u16) -> FrameMeta {
+    match offload::csum::L4::parse(b, b.len()) {
+        Some(l4) if l4.proto == 6 => {
+            let _ = offload::csum::set_pseudo_header_sum(b);
+            let payload = l4
+                .len
+                .saturating_sub(((b[l4.start + 12] >> 4) as usize) * 4);
+            FrameMeta::partial(if payload > gso_size as usize {
+                gso_size
+            } else {
+                0
+            })
+        }
+        _ => FrameMeta::NONE,
+    }
 }
 
 impl<G: Grant> phy::RxToken for RxToken<'_, G> {
@@ -511,9 +577,16 @@ impl<G: Grant> phy::RxToken for RxToken<'_, G> {
         // so the lend is not refused; were it, the stack would see an empty frame (dropped as
         // malformed) rather than anything else.
         let mut f = Some(f);
-        let lent = self
-            .pool
-            .lend(h, self.desc.len as usize, |b| f.take().map(|g| g(b)));
+        let meta = FrameMeta::from_bits(self.desc.meta);
+        let bad = self.bad_csum;
+        let lent = self.pool.lend(h, self.desc.len as usize, |b| {
+            if !meta.needs_no_verify() && !tcp_checksum_ok(b) {
+                // Dropped: the stack sees an empty frame, which it discards as malformed.
+                *bad += 1;
+                return f.take().map(|g| g(&[]));
+            }
+            f.take().map(|g| g(b))
+        });
         let r = match (lent, f.take()) {
             (Ok(Some(r)), _) => r,
             (_, Some(g)) => g(&[]),
@@ -553,7 +626,13 @@ impl<G: Grant> phy::TxToken for TxToken<'_, G> {
             return r;
         };
         let mut f = Some(f);
-        let lent = self.pool.lend_mut(h, len, |b| f.take().map(|g| g(b)));
+        let gso_size = self.gso_size;
+        let mut meta = FrameMeta::NONE;
+        let lent = self.pool.lend_mut(h, len, |b| {
+            let r = f.take().map(|g| g(&mut *b));
+            meta = finish_tx(b, gso_size);
+            r
+        });
         let r = match (lent, f.take()) {
             (Ok(Some(r)), _) => r,
             (_, Some(g)) => {
@@ -570,9 +649,14 @@ impl<G: Grant> phy::TxToken for TxToken<'_, G> {
         match self.pool.hand_over(h) {
             Ok(()) => {
                 if let Some(ring) = self.tx.ring.as_mut() {
-                    ring.write(self.tx.pending, Desc::new(h, len as u16));
+                    let d = Desc {
+                        meta: meta.bits(),
+                        ..Desc::new(h, len as u16)
+                    };
+                    ring.write(self.tx.pending, d);
                     self.tx.pending += 1;
                 }
+                self.stats.tx_gso += u64::from(meta.gso_size() != 0);
                 self.stats.tx_frames += 1;
                 self.stats.tx_bytes += len as u64;
             }
@@ -582,6 +666,10 @@ impl<G: Grant> phy::TxToken for TxToken<'_, G> {
             }
         }
         r
+    }
+
+    fn set_meta(&mut self, meta: phy::PacketMeta) {
+        self.gso_size = meta.segmentation_offload_size.map_or(0, |s| s.get());
     }
 }
 
@@ -611,9 +699,23 @@ impl<G: Grant, N: Notifier> Device for RingDevice<G, N> {
             fill,
             tx,
             stats,
+            bad_csum,
             ..
         } = self;
-        Some((RxToken { pool, fill, desc }, TxToken { pool, tx, stats }))
+        Some((
+            RxToken {
+                pool,
+                fill,
+                desc,
+                bad_csum,
+            },
+            TxToken {
+                pool,
+                tx,
+                stats,
+                gso_size: 0,
+            },
+        ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
@@ -624,6 +726,7 @@ impl<G: Grant, N: Notifier> Device for RingDevice<G, N> {
             pool: &self.pool,
             tx: &mut self.tx,
             stats: &mut self.stats,
+            gso_size: 0,
         })
     }
 
@@ -632,6 +735,12 @@ impl<G: Grant, N: Notifier> Device for RingDevice<G, N> {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.mtu;
         caps.max_burst_size = Some(BATCH);
+        // TCP checksums are left partial on transmit and verified by the device on receive
+        // (see the module docs); IPv4, UDP and ICMP are the stack's as usual.
+        caps.checksum.tcp = Checksum::None;
+        if self.max_frame > self.mtu {
+            caps.segmentation.tcpv4 = NonZeroUsize::new(self.max_frame);
+        }
         caps
     }
 }

@@ -94,8 +94,11 @@ pub struct DomainConfig {
     pub net: NetConfig,
     /// Descriptors per ring (power of two).
     pub ring_size: u32,
-    /// Buffers in the pool (2 KiB each).
+    /// Buffers in the pool.
     pub buf_count: usize,
+    /// Bytes per buffer (a power of two). Above an Ethernet frame (2048), the stack sends TCP
+    /// segments of up to a buffer whole (segmentation offload) and takes large ones whole.
+    pub buf_size: usize,
     /// How long the loop busy-polls without traffic before it arms need-wakeup and sleeps.
     pub busy_poll: Duration,
     /// Longest sleep while idle.
@@ -108,6 +111,14 @@ pub struct DomainConfig {
     pub xen_server: Option<u16>,
 }
 
+/// Buffers in an app's pool by default: 64 KiB each (32 MiB reserved, committed only as
+/// frames touch it; a grant names each of its pages, and one grant message holds at most
+/// 16 372 of them).
+pub const LARGE_BUFS: usize = 512;
+/// Buffers in an app's pool of 2 KiB buffers (frames of one MTU, no segmentation offload:
+/// a Xen app's grant holds at most 64 MiB).
+pub const SMALL_BUFS: usize = 4096;
+
 impl DomainConfig {
     /// Defaults for everything but the socket, name and addresses.
     pub fn new(socket: PathBuf, name: String, net: NetConfig) -> Self {
@@ -116,7 +127,8 @@ impl DomainConfig {
             name,
             net,
             ring_size: 1024,
-            buf_count: 4096,
+            buf_count: LARGE_BUFS,
+            buf_size: grant_pool::pool::MAX_BUF_SIZE,
             busy_poll: Duration::ZERO,
             max_sleep: Duration::from_millis(100),
             first_connect: Duration::from_secs(10),
@@ -317,7 +329,11 @@ impl AppDomain {
         let t0 = std::time::Instant::now();
         // Times from t0 at the end of each step, for the ATTACH line.
         let mut steps: Vec<(&str, Duration)> = Vec::new();
-        let layout = PortLayout::simple(cfg.ring_size, cfg.buf_count)?;
+        let layout = PortLayout::new(
+            [cfg.ring_size; 4],
+            grant_pool::PoolLayout::new(cfg.buf_size, cfg.buf_count)
+                .map_err(grant_pool::port::PortError::from)?,
+        )?;
         // Xen: the grant devices and the xenstore connection first (no round trip: the app
         // writes its nodes by relative paths and needs its domain id only if the answer
         // does not come through the port), then the grants.
@@ -559,6 +575,11 @@ impl AppDomain {
                 self.cfg.buf_count as u64,
             ),
             ("max_mem", limits.max_mem, l.bytes() as u64),
+            (
+                "max_buf_size",
+                limits.max_buf_size as u64,
+                self.cfg.buf_size as u64,
+            ),
         ];
         for (what, max, want) in checks {
             if want > max {

@@ -50,7 +50,7 @@ pub fn check_bounds(c: &Config) {
     assert!(l.max_ring.is_power_of_two() && (2..=1 << 20).contains(&l.max_ring));
     for b in [l.min_buf_size, l.max_buf_size] {
         assert!(
-            b.is_power_of_two() && (256..=4096).contains(&b),
+            b.is_power_of_two() && (256..=grant_pool::pool::MAX_BUF_SIZE as u32).contains(&b),
             "buffer size {b}"
         );
     }

@@ -14,6 +14,9 @@ pub const PAGE_SIZE: usize = 4096;
 pub const MAX_POOLS: usize = 256;
 /// Largest number of buffers one pool can hold.
 pub const MAX_BUFS: usize = 1 << 24;
+/// The largest buffer: one holds a 64 KiB TCP segment whole (a frame is at most 65 535
+/// bytes: lengths are 16 bits).
+pub const MAX_BUF_SIZE: usize = 1 << 16;
 
 /// A pool's number, unique within one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,8 +91,8 @@ pub struct PoolLayout {
 /// A pool layout or a handle that does not fit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
-    /// The buffer size is not a power of two in 256..=4096.
-    #[error("buffer size {0} must be a power of two between 256 and 4096")]
+    /// The buffer size is not a power of two in 256..=[`MAX_BUF_SIZE`].
+    #[error("buffer size {0} must be a power of two between 256 and {MAX_BUF_SIZE}")]
     BufSize(usize),
     /// Too many or zero buffers.
     #[error("buffer count {0} must be between 1 and {MAX_BUFS}")]
@@ -126,7 +129,7 @@ pub enum PoolError {
 impl PoolLayout {
     /// A validated layout.
     pub fn new(buf_size: usize, count: usize) -> Result<Self, PoolError> {
-        if !buf_size.is_power_of_two() || !(256..=PAGE_SIZE).contains(&buf_size) {
+        if !buf_size.is_power_of_two() || !(256..=MAX_BUF_SIZE).contains(&buf_size) {
             return Err(PoolError::BufSize(buf_size));
         }
         if count == 0 || count > MAX_BUFS {
@@ -538,7 +541,14 @@ mod tests {
     #[test]
     fn layouts_are_validated() {
         assert_eq!(PoolLayout::new(1000, 4), Err(PoolError::BufSize(1000)));
-        assert_eq!(PoolLayout::new(8192, 4), Err(PoolError::BufSize(8192)));
+        assert_eq!(
+            PoolLayout::new(1 << 17, 4),
+            Err(PoolError::BufSize(1 << 17))
+        );
+        assert!(
+            PoolLayout::new(1 << 16, 4).is_ok(),
+            "64 KiB buffers hold a TSO segment"
+        );
         assert_eq!(PoolLayout::new(2048, 0), Err(PoolError::Count(0)));
         let l = PoolLayout::new(2048, 3).expect("ok");
         assert_eq!(l.pages(), 2, "three 2 KiB buffers round up to two pages");

@@ -342,12 +342,20 @@ pub struct RejectCounters {
     pub bad_len: u64,
     /// Descriptors naming a buffer the producer does not hold.
     pub not_held: u64,
+    /// Descriptors whose offload metadata makes no sense for the frame
+    /// ([`offload::FrameMeta::check`]).
+    pub bad_meta: u64,
 }
 
 impl RejectCounters {
     /// All rejections.
     pub fn total(&self) -> u64 {
-        self.index_ahead + self.bad_pool + self.bad_index + self.bad_len + self.not_held
+        self.index_ahead
+            + self.bad_pool
+            + self.bad_index
+            + self.bad_len
+            + self.not_held
+            + self.bad_meta
     }
 
     /// The sum of two sets of counters.
@@ -358,6 +366,7 @@ impl RejectCounters {
             bad_index: self.bad_index + o.bad_index,
             bad_len: self.bad_len + o.bad_len,
             not_held: self.not_held + o.not_held,
+            bad_meta: self.bad_meta + o.bad_meta,
         }
     }
 }
@@ -428,6 +437,13 @@ impl CheckedConsumer {
         }
         if self.layout.check_len(d.len as usize).is_err() {
             self.rejects.bad_len += 1;
+            return false;
+        }
+        if offload::FrameMeta::from_bits(d.meta)
+            .check(d.len as usize)
+            .is_err()
+        {
+            self.rejects.bad_meta += 1;
             return false;
         }
         if holders.transfer(h.idx(), from, to).is_err() {
@@ -718,10 +734,20 @@ mod tests {
         let huge_index = Desc {
             handle: (POOL.0 as u32) << 24 | 0x00ff_ffff,
             len: 0,
-            flags: 0,
+            meta: 0,
         };
         let too_long = desc(2, 2049);
         let max_len = desc(3, 2048);
+        let meta = |i, len, bits| Desc {
+            meta: bits,
+            ..desc(i, len)
+        };
+        // A segment size not below the frame, one without a partial checksum, partial and
+        // verified at once; then a frame of several segments, which passes.
+        let gso_too_big = meta(5, 1000, offload::FrameMeta::partial(1000).bits());
+        let gso_not_partial = meta(6, 2000, 1000);
+        let contradictory = meta(7, 100, 0xc000);
+        let tso = meta(8, 2000, offload::FrameMeta::partial(1000).bits());
         push(
             &mut app.tx,
             &[
@@ -732,11 +758,15 @@ mod tests {
                 too_long,
                 max_len,
                 desc(1, 60),
+                gso_too_big,
+                gso_not_partial,
+                contradictory,
+                tso,
             ],
         );
         let mut out = [Desc::default(); 16];
-        assert_eq!(srv.take_tx(&mut out), 2, "buffers 1 and 3 are accepted");
-        assert_eq!(&out[..2], &[desc(1, 60), max_len]);
+        assert_eq!(srv.take_tx(&mut out), 3, "buffers 1, 3 and 8 are accepted");
+        assert_eq!(&out[..3], &[desc(1, 60), max_len, tso]);
         let r = srv.tx.rejects();
         assert_eq!(
             r,
@@ -746,6 +776,7 @@ mod tests {
                 bad_index: 2,
                 bad_len: 1,
                 not_held: 1, // buffer 1 offered a second time while the server holds it
+                bad_meta: 3,
             }
         );
         assert_eq!(

@@ -23,7 +23,7 @@ use crate::region::OutOfBounds;
 #[cfg(not(loom))]
 use crate::region::Region;
 
-/// One ring entry: a buffer handle and the frame length in it.
+/// One ring entry: a buffer handle, the frame length in it and the frame's offload metadata.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
@@ -33,8 +33,9 @@ pub struct Desc {
     pub handle: u32,
     /// Bytes of frame in the buffer (0 for an empty buffer on fill and completion rings).
     pub len: u16,
-    /// Reserved; producers write 0.
-    pub flags: u16,
+    /// The frame's offload metadata ([`offload::FrameMeta`]'s bits): 0 for a plain frame and
+    /// on fill and completion rings.
+    pub meta: u16,
 }
 const _: () = assert!(core::mem::size_of::<Desc>() == 8);
 
@@ -45,7 +46,7 @@ impl Desc {
         Self {
             handle: h.raw(),
             len,
-            flags: 0,
+            meta: 0,
         }
     }
 
@@ -559,7 +560,7 @@ mod tests {
         Desc {
             handle: v,
             len: (v % 2048) as u16,
-            flags: 0,
+            meta: 0,
         }
     }
 
@@ -801,7 +802,7 @@ mod loom_model {
         Desc {
             handle: v,
             len: v as u16,
-            flags: 0,
+            meta: 0,
         }
     }
 

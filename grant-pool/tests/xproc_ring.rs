@@ -23,7 +23,7 @@ fn desc(i: u64) -> Desc {
     Desc {
         handle: i as u32,
         len: (i >> 32) as u16 ^ (i as u16),
-        flags: (i >> 48) as u16,
+        meta: (i >> 48) as u16,
     }
 }
 

@@ -33,25 +33,37 @@
 //! reaches the difference in cost is small.
 //!
 //! VLAN tags the kernel moved out of the frame (receive VLAN offload) are put back during the
-//! receive copy. A frame whose TCP/UDP checksum the sending host left to offload
-//! (`TP_STATUS_CSUMNOTREADY`: a Linux peer on veth with `tx` offload on) gets its checksum
-//! completed in software, as a NIC would have done.
+//! receive copy. A frame whose TCP/UDP checksum the sending host left to offload (a Linux
+//! peer on veth with `tx` offload on) goes on with its checksum partial, as its virtio header
+//! says, and is completed only for a destination that needs it.
 //!
-//! # Super-frames
+//! # Offloads and super-frames
+//!
+//! The socket speaks `PACKET_VNET_HDR`: a `virtio_net_hdr` sits before every frame both
+//! ways, saying whether its checksum is partial or verified and, for a frame larger than the
+//! MTU, its segment size. Received frames carry that in their [`offload::FrameMeta`]; frames
+//! sent with a partial checksum or a segment size go to the kernel so, and it (or the veth
+//! peer, which takes them whole) completes and cuts them.
 //!
 //! The kernel hands a packet socket frames larger than the MTU when segmentation was left to
-//! later: a veth peer with TSO/GSO on (Linux's default) sends TCP frames of up to 64 KiB, and
-//! GRO merges segments received on a real NIC. The ring's frames stay 2 KiB (a ring of
+//! later: a veth peer with TSO/GSO on (Linux's default) sends TCP frames of up to 64 KiB,
+//! and GRO merges segments received on a real NIC. The ring's frames stay 2 KiB (a ring of
 //! 64 KiB frames would hold an eighth as many frames in the same memory); with
 //! [`AfPacketConfig::super_frames`] (the default) the socket sets `PACKET_COPY_THRESH`, so
 //! the kernel also queues a frame too large for a ring frame, whole, on the socket's receive
 //! queue and flags its (truncated) ring frame `TP_STATUS_COPY`. The port then reads the whole
-//! frame with one `recv` into a 64 KiB buffer of its own, and cuts a TCP/IPv4 super-frame
-//! into segments of the interface's MTU in software, as the kernel's GSO does
-//! ([`crate::gso`]): headers rewritten, both checksums computed (which also completes a
-//! checksum the sender left partial). Any other oversized frame (UDP or IPv6 super-frames,
-//! VLAN-tagged ones) is dropped and counted. Without it every super-frame is dropped; run the
-//! peer with `tso` and `gso` off then (`ethtool -K <peer> tso off gso off`).
+//! frame with one `recvmsg` straight into a buffer of its pool, whose buffers are 64 KiB for
+//! that, and hands it on whole: the switch cuts it only for a destination that cannot take it
+//! ([`crate::TxOffloads`]). A VLAN-tagged super-frame is dropped and counted (its tag is not
+//! in the frame). Without super-frames every one is dropped; run the peer with `tso` and
+//! `gso` off then (`ethtool -K <peer> tso off gso off`).
+//!
+//! A mapped transmit ring takes every `send` on its socket, so a frame too large for a ring
+//! frame goes out through a second packet socket that only sends (bound with protocol 0, it
+//! receives nothing), after the ring's pending frames, so that order is kept. The port takes
+//! frames of up to 64 KiB whole when the interface has TCP segmentation offload on (veth by
+//! default; the kernel drops, rather than cuts, a frame that bypasses the qdisc and would
+//! need cutting), else the switch cuts them first.
 //!
 //! A packet socket sees frames alongside the kernel's own stack, it does not take them from
 //! it: give the interface no IP addresses, or the kernel will answer ARP and ICMP for them
@@ -66,7 +78,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, PoolTable, Region};
 
-use crate::gso::TcpV4;
 use crate::linux::{self, CtlSocket, Mmap, OpError};
 use crate::{Frame, LinkState, Mac, MacHeader, Port, PortStats};
 
@@ -116,12 +127,12 @@ pub struct AfPacketConfig {
     pub pool_id: PoolId,
     /// Buffers in the port's pool.
     pub bufs: usize,
-    /// Buffer size of the pool (a power of two, 256..=4096).
+    /// Buffer size of the pool (a power of two, 256..=65536; 65536 with `super_frames`).
     pub buf_size: usize,
     /// Frames in the kernel receive ring (a multiple of 32).
     pub rx_frames: u32,
     /// Receive frames of up to 64 KiB (GSO/GRO super-frames, through the socket's receive
-    /// queue) and cut TCP/IPv4 ones into MTU-sized segments.
+    /// queue), whole, into 64 KiB buffers.
     pub super_frames: bool,
     /// Frames in the kernel transmit ring (a multiple of 32).
     pub tx_frames: u32,
@@ -132,14 +143,15 @@ pub struct AfPacketConfig {
 }
 
 impl AfPacketConfig {
-    /// Defaults for `ifname`: a pool of 4096 buffers of 2 KiB, 4096 receive and 1024
-    /// transmit ring frames, super-frames, promiscuous, qdisc bypass.
+    /// Defaults for `ifname`: a pool of 4096 buffers of 64 KiB (256 MiB reserved, committed
+    /// only as frames touch it), 4096 receive and 1024 transmit ring frames, super-frames,
+    /// promiscuous, qdisc bypass.
     pub fn new(ifname: &str, pool_id: PoolId) -> Self {
         Self {
             ifname: ifname.to_owned(),
             pool_id,
             bufs: 4096,
-            buf_size: 2048,
+            buf_size: grant_pool::pool::MAX_BUF_SIZE,
             rx_frames: 4096,
             super_frames: true,
             tx_frames: 1024,
@@ -163,23 +175,38 @@ pub struct PacketKernelStats {
 const TPACKET_V2: i32 = 1;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
-const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const TP_STATUS_AVAILABLE: u32 = 0;
 const TP_STATUS_SEND_REQUEST: u32 = 1;
 const TP_STATUS_WRONG_FORMAT: u32 = 1 << 2;
 /// Offset of frame data in a V2 transmit frame: `TPACKET2_HDRLEN - sizeof(sockaddr_ll)`.
+/// With `PACKET_VNET_HDR` the data is the `virtio_net_hdr`, then the frame.
 const TX_DATA_OFF: usize = 32;
+/// Offset of the frame in a transmit ring frame.
+const TX_FRAME_OFF: usize = TX_DATA_OFF + VNET_LEN;
+/// The largest frame a transmit ring frame holds.
+const TX_RING_MAX: usize = FRAME_SIZE - TX_FRAME_OFF;
+/// `PACKET_VNET_HDR`.
+const PACKET_VNET_HDR: i32 = 15;
+/// `sizeof(struct virtio_net_hdr)`.
+const VNET_LEN: usize = 10;
+const VNET_F_NEEDS_CSUM: u8 = 1;
+const VNET_F_DATA_VALID: u8 = 2;
+const VNET_GSO_TCPV4: u8 = 1;
+const VNET_GSO_TCPV6: u8 = 4;
+const VNET_GSO_ECN: u8 = 0x80;
+/// Send buffer asked for on the socket that sends super-frames.
+const SUPER_SNDBUF: i32 = 8 << 20;
+/// Header bytes of a frame read to describe it to the kernel: Ethernet (with a VLAN tag),
+/// IPv6 or IPv4 with options, and TCP with options.
+const HEAD: usize = 18 + 60 + 60;
 /// `sizeof(struct tpacket2_hdr)`.
 const HDR_LEN: usize = 32;
 /// Ring frame size: one Ethernet frame plus the V2 header and alignment.
 const FRAME_SIZE: usize = 2048;
 /// Frames per ring block (64 KiB blocks).
 const FRAMES_PER_BLOCK: u32 = 32;
-/// Room for one super-frame read from the socket's receive queue (64 KiB of IP packet
-/// plus link headers).
-const SUPER_FRAME_MAX: usize = 65536 + 64;
 /// `TP_STATUS_COPY`: the frame was too large for a ring frame; the whole of it waits on the
 /// socket's receive queue.
 const TP_STATUS_COPY: u32 = 1 << 1;
@@ -217,6 +244,8 @@ const DONE: u8 = 2;
 pub struct AfPacketPort {
     name: String,
     sock: OwnedFd,
+    /// Sends the frames too large for a transmit ring frame (see the module docs).
+    big_sock: OwnedFd,
     ctl: CtlSocket,
     _rings: Mmap,
     ring: Region,
@@ -227,14 +256,10 @@ pub struct AfPacketPort {
     rx_ring_len: usize,
     tx_frames: u32,
     rx_head: u32,
-    /// Largest IP packet of a segment cut from a super-frame (the MTU, or less when a pool
-    /// buffer is smaller).
-    max_l3: usize,
-    /// The super-frame being cut into segments (in `big`); its ring frame (at `rx_head`)
-    /// goes back to the kernel once the last segment is out.
-    split: Option<Split>,
-    /// A super-frame read from the socket's receive queue (empty without super-frames).
-    big: Vec<u8>,
+    /// Read super-frames from the receive queue.
+    super_frames: bool,
+    /// What the port takes whole on transmit.
+    offloads: crate::TxOffloads,
     tx_head: u32,
     kick_pending: bool,
     _pool_mem: Mmap,
@@ -301,6 +326,22 @@ impl PreparedAfPacket {
         if r < 0 {
             return Err(linux::os_err("bind(AF_PACKET)").into());
         }
+        // The sending socket: protocol 0, so it receives nothing.
+        let send_only = libc::sockaddr_ll {
+            sll_protocol: 0,
+            ..sll
+        };
+        // SAFETY: `send_only` is a valid sockaddr_ll and its size is passed.
+        let r = unsafe {
+            libc::bind(
+                self.port.big_sock.as_raw_fd(),
+                (&send_only as *const libc::sockaddr_ll).cast(),
+                core::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(linux::os_err("bind(AF_PACKET, sending socket)").into());
+        }
         if self.promiscuous {
             linux::add_promisc_membership(raw, ifindex)?;
         }
@@ -319,6 +360,13 @@ impl AfPacketPort {
     pub fn prepare(cfg: AfPacketConfig) -> Result<PreparedAfPacket, AfPacketError> {
         let layout = PoolLayout::new(cfg.buf_size, cfg.bufs)
             .map_err(|e| AfPacketError::Config(e.to_string()))?;
+        if cfg.super_frames && cfg.buf_size < grant_pool::pool::MAX_BUF_SIZE {
+            return Err(AfPacketError::Config(format!(
+                "super_frames needs buffers of {} bytes (buf_size is {})",
+                grant_pool::pool::MAX_BUF_SIZE,
+                cfg.buf_size
+            )));
+        }
         let (rx_frame_size, rx_per_block) = (FRAME_SIZE, FRAMES_PER_BLOCK);
         for (what, n, per) in [
             ("rx_frames", cfg.rx_frames, rx_per_block),
@@ -347,6 +395,58 @@ impl AfPacketPort {
         let sock = linux::owned_fd(fd as i64, "socket(AF_PACKET)")?;
         let raw = sock.as_raw_fd();
         let sol = libc::SOL_PACKET;
+        let one: i32 = 1;
+        // Before the rings: the kernel refuses it once they exist.
+        linux::setsockopt(
+            raw,
+            sol,
+            PACKET_VNET_HDR,
+            &one,
+            "setsockopt(PACKET_VNET_HDR)",
+        )?;
+        // SAFETY: plain socket(2); checked below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        let big_sock = linux::owned_fd(fd as i64, "socket(AF_PACKET, sending socket)")?;
+        let big = big_sock.as_raw_fd();
+        linux::setsockopt(
+            big,
+            sol,
+            PACKET_VNET_HDR,
+            &one,
+            "setsockopt(PACKET_VNET_HDR)",
+        )?;
+        if cfg.qdisc_bypass {
+            linux::setsockopt(
+                big,
+                sol,
+                libc::PACKET_QDISC_BYPASS,
+                &one,
+                "setsockopt(PACKET_QDISC_BYPASS)",
+            )?;
+        }
+        if linux::setsockopt(
+            big,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            &SUPER_SNDBUF,
+            "setsockopt(SO_SNDBUFFORCE)",
+        )
+        .is_err()
+        {
+            let _ = linux::setsockopt(
+                big,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &SUPER_SNDBUF,
+                "setsockopt(SO_SNDBUF)",
+            );
+        }
         linux::setsockopt(
             raw,
             sol,
@@ -354,7 +454,6 @@ impl AfPacketPort {
             &TPACKET_V2,
             "setsockopt(PACKET_VERSION, TPACKET_V2)",
         )?;
-        let one: i32 = 1;
         if cfg.qdisc_bypass {
             linux::setsockopt(
                 raw,
@@ -436,10 +535,16 @@ impl AfPacketPort {
         readable.insert(pool);
         let done_cap = cfg.tx_frames as usize * 2;
         let mtu = ctl.mtu().ok();
-        let max_l3 = (mtu.unwrap_or(1500) as usize).min(cfg.buf_size - crate::gso::ETH);
-        if let Some(mtu) = mtu {
-            // Receive frames start 66 bytes into a ring frame (V2 header, address, alignment).
-            let max = (FRAME_SIZE - RX_DATA_OFF).min(cfg.buf_size);
+        let offloads = crate::TxOffloads {
+            max_gso_frame: if ctl.tso() { u16::MAX as u32 } else { 0 },
+            partial_csum: true,
+        };
+        if let Some(mtu) = mtu
+            && !cfg.super_frames
+        {
+            // Receive frames start 76 bytes into a ring frame (V2 header, address, alignment,
+            // virtio header).
+            let max = (FRAME_SIZE - RX_DATA_OFF - VNET_LEN).min(cfg.buf_size);
             if mtu as usize + 18 > max {
                 tracing::warn!(
                     ifname = %cfg.ifname,
@@ -452,6 +557,7 @@ impl AfPacketPort {
         let port = Self {
             name: format!("af_packet:{}", cfg.ifname),
             sock,
+            big_sock,
             ctl,
             _rings: rings,
             ring,
@@ -462,13 +568,8 @@ impl AfPacketPort {
             rx_ring_len,
             tx_frames: cfg.tx_frames,
             rx_head: 0,
-            max_l3,
-            split: None,
-            big: if cfg.super_frames {
-                vec![0; SUPER_FRAME_MAX]
-            } else {
-                Vec::new()
-            },
+            super_frames: cfg.super_frames,
+            offloads,
             tx_head: 0,
             kick_pending: false,
             _pool_mem: pool_mem,
@@ -576,104 +677,67 @@ impl AfPacketPort {
         u16::from_ne_bytes(b)
     }
 
-    /// Copies one received ring frame into a pool buffer, or starts cutting it into
-    /// segments.
-    #[inline]
-    fn take_rx(&mut self, off: usize, status: u32) -> Rx {
-        match self.copy_rx(off, status) {
-            Some(f) => Rx::Frame(f),
-            None => match self.split.take() {
-                Some(s) => Rx::Split(s),
-                None => Rx::Drop,
+    /// Reads the super-frame whose truncated copy is the ring frame at hand (`len` bytes)
+    /// from the socket's receive queue, whole, into a free pool buffer, with its virtio
+    /// header. The frame is taken off the queue in any case, so that the queue stays in step
+    /// with the ring; `None` drops it (no super-frames, no buffer, a VLAN tag that is not in
+    /// the frame, a length that is not the ring's).
+    fn take_super(&mut self, len: usize, vlan: bool) -> Option<Frame> {
+        let idx = if self.super_frames {
+            self.free.pop()
+        } else {
+            None
+        };
+        let base = idx.map_or(0, |i| self.pool.offset(BufIdx(i)));
+        let cap = match idx {
+            Some(_) => self.pool.layout().buf_size.min(u16::MAX as usize),
+            None => 0,
+        };
+        let mut vnet = [0u8; VNET_LEN];
+        let mut iov = [
+            libc::iovec {
+                iov_base: vnet.as_mut_ptr().cast(),
+                iov_len: VNET_LEN,
             },
-        }
-    }
-
-    /// Reads the super-frame whose truncated copy is the ring frame at hand from the
-    /// socket's receive queue into `big` and, when it is TCP/IPv4 of `len` bytes, makes it
-    /// `self.split`. Returns whether it did. The frame is taken off the queue in any case,
-    /// so the queue stays in step with the ring; a VLAN-tagged one is dropped (its tag is
-    /// not in the frame).
-    fn start_split(&mut self, len: usize, vlan: bool) -> bool {
-        if self.big.is_empty() {
-            return false;
-        }
-        // Why this is sound: `big` is an initialised buffer of `big.len()` bytes owned by
-        // this port; the kernel writes at most that many. MSG_TRUNC makes it return the
-        // frame's real length, so a frame larger than the buffer is detected below.
-        // SAFETY: a buffer of ours, its length, and a socket we own (reasoning above).
+            libc::iovec {
+                iov_base: self.pool.region().as_ptr().wrapping_add(base).cast(),
+                iov_len: cap,
+            },
+        ];
+        // SAFETY: an all-zero msghdr is valid; the iovecs are set below.
+        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = 2;
+        // Why this is sound: the first iovec is `vnet`, a local array of VNET_LEN bytes; the
+        // second is `cap` bytes at buffer `idx` of the port's own pool, which lies inside
+        // the pool's mapping (`offset` of an index below the count, `cap` at most the buffer
+        // size), is held by the port (taken off the free list) and is read by no one else
+        // until it is handed out; with no buffer, `cap` is 0 and nothing is written there.
+        // MSG_TRUNC makes the call return the frame's real length, so a frame larger than
+        // the buffer is detected below.
+        // SAFETY: valid iovecs into memory this port owns, a socket we own (reasoning above).
         let n = unsafe {
-            libc::recv(
+            libc::recvmsg(
                 self.sock.as_raw_fd(),
-                self.big.as_mut_ptr().cast(),
-                self.big.len(),
+                &mut msg,
                 libc::MSG_DONTWAIT | libc::MSG_TRUNC,
             )
         };
-        if n < 0 || n as usize != len || vlan {
-            return false;
+        let idx = idx?;
+        if n < VNET_LEN as isize || n as usize - VNET_LEN != len || len > cap || vlan {
+            self.free.push(idx);
+            return None;
         }
-        let head = &self.big[..len.min(crate::gso::ETH + 120)];
-        match TcpV4::parse(head, len, self.max_l3) {
-            Some(t) => {
-                self.split = Some(Split { len, t, next: 0 });
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Cuts the super-frame in `self.split` into segments, one pool buffer each, as many as
-    /// `out` and the free buffers allow; `self.split` is `None` once the last one is out.
-    fn cut(&mut self, out: &mut [Frame]) -> usize {
-        let Some(mut sp) = self.split.take() else {
-            return 0;
-        };
-        let h = sp.t.header_len();
-        let mut got = 0;
-        // Bounded by `out` and by the segment count.
-        while got < out.len() && sp.next < sp.t.segments() {
-            let Some(idx) = self.free.pop() else { break };
-            let k = sp.next;
-            sp.next += 1;
-            let n = sp.t.segment_payload(k);
-            // h + n <= ETH + max_l3 <= buf_size <= 4096 (checked at open).
-            let mut tmp = [0u8; 4096];
-            let Some(seg) = tmp.get_mut(..h + n) else {
-                self.free.push(idx);
-                self.stats.errors += 1;
-                continue;
-            };
-            let base = self.pool.offset(BufIdx(idx));
-            let at = h + k * sp.t.mss;
-            let ok = match (self.big.get(..h), self.big.get(at..at + n)) {
-                (Some(hdr), Some(data)) if at + n <= sp.len => {
-                    seg[..h].copy_from_slice(hdr);
-                    seg[h..].copy_from_slice(data);
-                    true
-                }
-                _ => false,
-            } && sp.t.finish(seg, k)
-                && self.pool.region().write(base, seg).is_ok();
-            let handle = BufHandle::new(self.pool.id(), BufIdx(idx));
-            match handle {
-                Some(handle) if ok => {
-                    self.state[idx as usize] = CALLER;
-                    self.stats.rx_packets += 1;
-                    self.stats.rx_bytes += (h + n) as u64;
-                    out[got] = Frame::new(handle, (h + n) as u16);
-                    got += 1;
-                }
-                _ => {
-                    self.free.push(idx);
-                    self.stats.errors += 1;
-                }
-            }
-        }
-        if sp.next < sp.t.segments() {
-            self.split = Some(sp);
-        }
-        got
+        let meta = Vnet::parse(&vnet).meta(len);
+        self.state[idx as usize] = CALLER;
+        let h = BufHandle::new(self.pool.id(), BufIdx(idx))?;
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += len as u64;
+        Some(Frame {
+            buf: h,
+            len: len as u16,
+            meta: meta.bits(),
+        })
     }
 
     /// Hands the ring frame at `rx_head` back to the kernel and moves on.
@@ -688,8 +752,8 @@ impl AfPacketPort {
         };
     }
 
-    /// Copies one received ring frame into a pool buffer. `None` drops it, unless it left a
-    /// super-frame to cut in `self.split`.
+    /// Copies one received ring frame into a pool buffer (or reads the super-frame it stands
+    /// for); `None` drops it.
     #[inline]
     fn copy_rx(&mut self, off: usize, status: u32) -> Option<Frame> {
         // The V2 header after the status word, copied out once: tp_len, tp_snaplen, tp_mac.
@@ -705,16 +769,18 @@ impl AfPacketPort {
         let out_len = snap + if vlan { 4 } else { 0 };
         if status & TP_STATUS_COPY != 0 {
             // Too large for a ring frame: the whole frame waits on the receive queue.
-            if self.start_split(len, vlan) {
-                return None;
+            let f = self.take_super(len, vlan);
+            if f.is_none() {
+                self.stats.errors += 1;
+                self.stats.rx_dropped += 1;
             }
-            self.stats.errors += 1;
-            self.stats.rx_dropped += 1;
-            return None;
+            return f;
         }
+        let mut vnet = [0u8; VNET_LEN];
         if snap != len
             || snap < 14
-            || mac < HDR_LEN
+            || mac < HDR_LEN + VNET_LEN
+            || self.ring.read(off + mac - VNET_LEN, &mut vnet).is_err()
             || mac + snap > self.rx_frame_size
             || out_len > self.pool.layout().buf_size
             || out_len > u16::MAX as usize
@@ -753,40 +819,43 @@ impl AfPacketPort {
             self.stats.errors += 1;
             return None;
         }
-        if status & TP_STATUS_CSUMNOTREADY != 0 {
-            // A locally generated frame whose TCP/UDP checksum the sender left to offload
-            // (veth from a peer with `tx` offload on): complete it, as a NIC would have.
-            let mut tmp = [0u8; 4096 + 4];
-            if let Some(b) = tmp.get_mut(..out_len)
-                && dst.read(base, b).is_ok()
-                && complete_l4_checksum(b)
-            {
-                let _ = dst.write(base, b);
-            }
-        }
+        // A locally generated frame whose checksum the sender left to offload (veth from a
+        // peer with `tx` offload on) says so in its virtio header (and in
+        // TP_STATUS_CSUMNOTREADY): it goes on partial, completed only for a destination
+        // that needs it.
+        let meta = Vnet::parse(&vnet).meta(out_len);
         self.state[idx as usize] = CALLER;
         let h = BufHandle::new(self.pool.id(), BufIdx(idx))?;
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += out_len as u64;
-        Some(Frame::new(h, out_len as u16))
+        Some(Frame {
+            buf: h,
+            len: out_len as u16,
+            meta: meta.bits(),
+        })
     }
 
     /// `tx_burst`, and with `macs` `tx_burst_with_macs`: copies each frame into a ring
-    /// frame (then `macs[i]` over its first 12 bytes) and kicks the kernel once.
+    /// frame after its virtio header (then `macs[i]` over its first 12 bytes) and kicks the
+    /// kernel once; a frame too large for a ring frame goes out on its own (`send_large`),
+    /// after the ring's pending frames.
     fn send(&mut self, frames: &[Frame], macs: Option<&[MacHeader]>) -> usize {
         let mut taken = 0;
         let mut queued = 0;
         let max = frames.len().min(self.done_cap - self.done.len());
         for (i, f) in frames[..max].iter().enumerate() {
+            let len = f.len as usize;
+            let large = len > TX_RING_MAX;
             let off = self.tx_off(self.tx_head);
-            let st = self.status(off).load(Ordering::Acquire);
-            if st == TP_STATUS_WRONG_FORMAT {
-                self.stats.errors += 1;
-            } else if st != TP_STATUS_AVAILABLE {
-                break; // ring full
+            if !large {
+                let st = self.status(off).load(Ordering::Acquire);
+                if st == TP_STATUS_WRONG_FORMAT {
+                    self.stats.errors += 1;
+                } else if st != TP_STATUS_AVAILABLE {
+                    break; // ring full
+                }
             }
             let h = f.buf;
-            let len = f.len as usize;
             let own = h.pool() == self.pool.id();
             let held = !own || self.state.get(h.idx().0 as usize) == Some(&CALLER);
             let src = self.readable.buf(h);
@@ -800,27 +869,51 @@ impl AfPacketPort {
                 self.state[h.idx().0 as usize] = DONE;
             }
             self.done.push(h);
-            let ok = match src {
-                Some(src) if len > 0 && len <= FRAME_SIZE - TX_DATA_OFF && len <= src.len() => {
-                    self.ring.copy_from(off + TX_DATA_OFF, &src, 0, len).is_ok()
-                        && match macs.and_then(|m| m.get(i)) {
-                            // A frame shorter than its MACs cannot carry them: refused.
-                            Some(m) => {
-                                len >= m.len() && self.ring.write(off + TX_DATA_OFF, m).is_ok()
-                            }
-                            None => true,
-                        }
-                        && self
-                            .ring
-                            .write(off + 4, &(len as u32).to_ne_bytes())
-                            .is_ok()
-                        && self
-                            .ring
-                            .write(off + 8, &(len as u32).to_ne_bytes())
-                            .is_ok()
-                }
-                _ => false,
+            let mac = macs.and_then(|m| m.get(i));
+            let meta = offload::FrameMeta::from_bits(f.meta);
+            let Some(src) = src.filter(|s| len >= 14 && len <= s.len()) else {
+                self.stats.tx_dropped += 1;
+                self.stats.errors += 1;
+                continue;
             };
+            if large {
+                if queued > 0 {
+                    // The ring's frames go first: they were before this one.
+                    self.kick();
+                    queued = 0;
+                }
+                if self.send_large(&src, len, mac, meta) {
+                    self.stats.tx_packets += 1;
+                    self.stats.tx_bytes += len as u64;
+                } else {
+                    self.stats.tx_dropped += 1;
+                }
+                continue;
+            }
+            let data = off + TX_FRAME_OFF;
+            let mut head = [0u8; HEAD];
+            let hl = len.min(HEAD);
+            let ok = self.ring.copy_from(data, &src, 0, len).is_ok()
+                && match mac {
+                    Some(m) => self.ring.write(data, m).is_ok(),
+                    None => true,
+                }
+                && (f.meta == 0 || self.ring.read(data, &mut head[..hl]).is_ok())
+                && self
+                    .ring
+                    .write(
+                        off + TX_DATA_OFF,
+                        &Vnet::for_tx(&head[..hl], len, meta).bytes(),
+                    )
+                    .is_ok()
+                && self
+                    .ring
+                    .write(off + 4, &((len + VNET_LEN) as u32).to_ne_bytes())
+                    .is_ok()
+                && self
+                    .ring
+                    .write(off + 8, &((len + VNET_LEN) as u32).to_ne_bytes())
+                    .is_ok();
             if !ok {
                 self.stats.tx_dropped += 1;
                 self.stats.errors += 1;
@@ -843,6 +936,54 @@ impl AfPacketPort {
         taken
     }
 
+    /// Sends the `len`-byte frame at the start of `src` (with `mac` over its first 12 bytes)
+    /// whole through the sending socket, its virtio header made from `meta`. The headers go
+    /// from a copy in this port's memory, so the header the kernel gets is the one described;
+    /// the rest straight from `src`. Returns whether the kernel took it.
+    fn send_large(
+        &mut self,
+        src: &Region,
+        len: usize,
+        mac: Option<&MacHeader>,
+        meta: offload::FrameMeta,
+    ) -> bool {
+        let mut head = [0u8; HEAD];
+        let h = len.min(HEAD);
+        if src.read(0, &mut head[..h]).is_err() {
+            return false;
+        }
+        if let Some(m) = mac {
+            head[..12].copy_from_slice(m);
+        }
+        let vnet = Vnet::for_tx(&head[..h], len, meta).bytes();
+        let iov = [
+            libc::iovec {
+                iov_base: vnet.as_ptr() as *mut libc::c_void,
+                iov_len: VNET_LEN,
+            },
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: h,
+            },
+            libc::iovec {
+                iov_base: src.as_ptr().wrapping_add(h).cast(),
+                iov_len: len - h,
+            },
+        ];
+        // SAFETY: an all-zero msghdr is valid; the iovecs are set below.
+        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len();
+        // Why this is sound: the kernel only reads through the iovecs: two local arrays of
+        // the lengths given, and `len - h` bytes of `src` from offset `h`, inside the region
+        // (`len <= src.len()`, checked by the caller), which stays mapped while the port may
+        // read its pool. Its owner may rewrite those bytes meanwhile; the kernel copies
+        // whatever they hold, and the headers it acts on came from the copy above.
+        // SAFETY: valid read-only iovecs, a socket we own (reasoning above).
+        let n = unsafe { libc::sendmsg(self.big_sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+        n == (VNET_LEN + len) as isize
+    }
+
     fn kick(&mut self) {
         match linux::kick(self.sock.as_raw_fd()) {
             Ok(()) => self.kick_pending = false,
@@ -859,21 +1000,105 @@ impl AfPacketPort {
 
 static ZERO: AtomicU32 = AtomicU32::new(0);
 
-/// A super-frame (in the port's `big` buffer) being cut into segments.
-#[derive(Debug, Clone, Copy)]
-struct Split {
-    /// Its length.
-    len: usize,
-    t: TcpV4,
-    /// The next segment to cut.
-    next: usize,
+/// `struct virtio_net_hdr`, in the host's byte order, which `PACKET_VNET_HDR` puts before
+/// every frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Vnet {
+    flags: u8,
+    gso_type: u8,
+    hdr_len: u16,
+    gso_size: u16,
+    csum_start: u16,
+    csum_offset: u16,
 }
 
-/// What became of a received ring frame.
-enum Rx {
-    Frame(Frame),
-    Split(Split),
-    Drop,
+impl Vnet {
+    fn parse(b: &[u8; VNET_LEN]) -> Self {
+        let w = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Self {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: w(2),
+            gso_size: w(4),
+            csum_start: w(6),
+            csum_offset: w(8),
+        }
+    }
+
+    fn bytes(&self) -> [u8; VNET_LEN] {
+        let mut b = [0u8; VNET_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        let words = [
+            self.hdr_len,
+            self.gso_size,
+            self.csum_start,
+            self.csum_offset,
+        ];
+        for (i, v) in words.into_iter().enumerate() {
+            b[2 + 2 * i..4 + 2 * i].copy_from_slice(&v.to_ne_bytes());
+        }
+        b
+    }
+
+    /// What the kernel says of a received frame of `len` bytes: its checksum partial or
+    /// verified, and a TCP segment size when it holds more than one segment. (The checksum's
+    /// place is the one its headers give: whoever completes it parses them.)
+    fn meta(&self, len: usize) -> offload::FrameMeta {
+        let gso = match self.gso_type & !VNET_GSO_ECN {
+            VNET_GSO_TCPV4 | VNET_GSO_TCPV6
+                if (self.gso_size as usize) < len && self.gso_size <= offload::MAX_GSO_SIZE =>
+            {
+                self.gso_size
+            }
+            _ => 0,
+        };
+        if self.flags & VNET_F_NEEDS_CSUM != 0 {
+            offload::FrameMeta::partial(gso)
+        } else if self.flags & VNET_F_DATA_VALID != 0 {
+            offload::FrameMeta::VERIFIED.with_gso(gso)
+        } else {
+            offload::FrameMeta::NONE.with_gso(gso)
+        }
+    }
+
+    /// The header to send a frame of `len` bytes whose headers are `head` with `meta`: the
+    /// checksum's start and offset where its headers put them, and for a TCP frame of more
+    /// than one segment its type and segment size. A frame whose headers this does not
+    /// understand goes with an empty header (the kernel sends it as it is, or refuses a
+    /// frame over the MTU).
+    fn for_tx(head: &[u8], len: usize, meta: offload::FrameMeta) -> Self {
+        let mut v = Self::default();
+        if meta == offload::FrameMeta::NONE {
+            return v;
+        }
+        let Some(l4) = offload::csum::L4::parse(head, len) else {
+            return v;
+        };
+        if meta.is_partial() {
+            v.flags = VNET_F_NEEDS_CSUM;
+            v.csum_start = l4.start as u16;
+            v.csum_offset = l4.csum_offset as u16;
+        }
+        let gso = meta.gso_size();
+        if gso != 0 && l4.proto == 6 && (gso as usize) < len {
+            let Some(&[off_flags, tcp_flags]) = head.get(l4.start + 12..l4.start + 14) else {
+                return v;
+            };
+            let v6 = [12, 16]
+                .iter()
+                .any(|&at| head.get(at..at + 2) == Some(&[0x86, 0xdd][..]));
+            let ecn = if tcp_flags & 0x80 != 0 {
+                VNET_GSO_ECN
+            } else {
+                0
+            };
+            v.gso_type = if v6 { VNET_GSO_TCPV6 } else { VNET_GSO_TCPV4 } | ecn;
+            v.gso_size = gso;
+            v.hdr_len = (l4.start + (off_flags >> 4) as usize * 4) as u16;
+        }
+        v
+    }
 }
 
 impl Port for AfPacketPort {
@@ -909,6 +1134,10 @@ impl Port for AfPacketPort {
 
     /// The port only reads a frame (to copy it into the kernel's ring), so it can transmit
     /// from any pool mapped into this process: always granted.
+    fn tx_offloads(&self) -> crate::TxOffloads {
+        self.offloads
+    }
+
     fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
         if pool.id() == self.pool.id() {
             return false; // another pool under the port's own id: refuse
@@ -926,40 +1155,18 @@ impl Port for AfPacketPort {
 
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         let mut got = 0;
-        // Bounded by the ring: each step hands one ring frame back to the kernel (a
-        // super-frame once its last segment is out, which may be in a later burst).
-        let limit = out.len().min(self.rx_frames as usize);
-        let mut seen = 0;
-        // With no free buffer the frame stays in the ring (the kernel counts the drop if the
-        // ring fills), rather than being dropped here.
+        // Bounded by `out`: each step hands one ring frame back to the kernel. With no free
+        // buffer the frame stays in the ring (the kernel counts the drop if the ring fills),
+        // rather than being dropped here.
         while got < out.len() && !self.free.is_empty() {
-            if self.split.is_some() {
-                got += self.cut(&mut out[got..]);
-                if self.split.is_some() {
-                    break; // `out` is full or the buffers ran out: continue next burst
-                }
-                self.release_rx();
-                continue;
-            }
-            if seen >= limit {
-                break;
-            }
             let off = self.rx_off(self.rx_head);
             let st = self.status(off).load(Ordering::Acquire);
             if st & TP_STATUS_USER == 0 {
                 break;
             }
-            seen += 1;
-            match self.take_rx(off, st) {
-                Rx::Frame(f) => {
-                    out[got] = f;
-                    got += 1;
-                }
-                Rx::Split(s) => {
-                    self.split = Some(s);
-                    continue; // cut it above; the ring frame is released after
-                }
-                Rx::Drop => {}
+            if let Some(f) = self.copy_rx(off, st) {
+                out[got] = f;
+                got += 1;
             }
             self.release_rx();
         }
@@ -1023,172 +1230,16 @@ impl Port for AfPacketPort {
     }
 
     fn wants_poll(&self) -> bool {
-        // Buffers to hand back, a transmit kick the kernel refused for now, or segments of a
-        // super-frame still to cut.
-        !self.done.is_empty() || self.kick_pending || self.split.is_some()
+        // Buffers to hand back, or a transmit kick the kernel refused for now.
+        !self.done.is_empty() || self.kick_pending
     }
 
     fn prepare_wait(&mut self) -> bool {
-        if self.split.is_some() {
-            return true;
-        }
         let off = self.rx_off(self.rx_head);
         self.status(off).load(Ordering::Acquire) & TP_STATUS_USER != 0
     }
 
     fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         Some(self.sock.as_fd())
-    }
-}
-
-/// One's-complement sum of `data` added to `sum` (not folded).
-fn sum16(mut sum: u32, data: &[u8]) -> u32 {
-    let mut c = data.chunks_exact(2);
-    for w in &mut c {
-        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
-    }
-    if let [b] = c.remainder() {
-        sum += (*b as u32) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Fills in the TCP or UDP checksum of an Ethernet frame carrying IPv4 or IPv6 (behind at
-/// most one VLAN tag). Returns whether it changed the frame. Every offset is checked against
-/// the frame; anything it does not understand is left alone.
-pub(crate) fn complete_l4_checksum(f: &mut [u8]) -> bool {
-    let mut l3 = 14;
-    let mut et = match f.get(12..14) {
-        Some(e) => u16::from_be_bytes([e[0], e[1]]),
-        None => return false,
-    };
-    if et == 0x8100 || et == 0x88a8 {
-        et = match f.get(16..18) {
-            Some(e) => u16::from_be_bytes([e[0], e[1]]),
-            None => return false,
-        };
-        l3 = 18;
-    }
-    let (proto, l4, l4_len, pseudo) = match et {
-        0x0800 => {
-            let Some(h) = f.get(l3..l3 + 20) else {
-                return false;
-            };
-            let ihl = (h[0] & 0x0f) as usize * 4;
-            let tot = u16::from_be_bytes([h[2], h[3]]) as usize;
-            if h[0] >> 4 != 4 || ihl < 20 || tot < ihl || l3 + tot > f.len() {
-                return false;
-            }
-            let proto = h[9];
-            let len = tot - ihl;
-            let mut p = sum16(0, &h[12..20]);
-            p += proto as u32 + len as u32;
-            (proto, l3 + ihl, len, p)
-        }
-        0x86dd => {
-            let Some(h) = f.get(l3..l3 + 40) else {
-                return false;
-            };
-            let len = u16::from_be_bytes([h[4], h[5]]) as usize;
-            if l3 + 40 + len > f.len() {
-                return false;
-            }
-            let proto = h[6];
-            let mut p = sum16(0, &h[8..40]);
-            p += proto as u32 + len as u32;
-            (proto, l3 + 40, len, p)
-        }
-        _ => return false,
-    };
-    let at = match proto {
-        6 if l4_len >= 20 => l4 + 16,
-        17 if l4_len >= 8 => l4 + 6,
-        _ => return false,
-    };
-    f[at] = 0;
-    f[at + 1] = 0;
-    let mut c = fold(sum16(pseudo, &f[l4..l4 + l4_len]));
-    if proto == 17 && c == 0 {
-        c = 0xffff;
-    }
-    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::complete_l4_checksum;
-
-    fn verify(f: &[u8], l3: usize) -> bool {
-        // Sum over pseudo header and segment must fold to zero.
-        let ihl = (f[l3] & 0x0f) as usize * 4;
-        let tot = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]) as usize;
-        let mut s = super::sum16(0, &f[l3 + 12..l3 + 20]);
-        s += f[l3 + 9] as u32 + (tot - ihl) as u32;
-        super::fold(super::sum16(s, &f[l3 + ihl..l3 + tot])) == 0
-    }
-
-    fn ipv4_tcp(vlan: bool, payload: usize) -> Vec<u8> {
-        let mut f = vec![0u8; 12];
-        if vlan {
-            f.extend_from_slice(&[0x81, 0x00, 0, 5]);
-        }
-        f.extend_from_slice(&[0x08, 0x00]);
-        let tot = (20 + 20 + payload) as u16;
-        f.extend_from_slice(&[
-            0x45,
-            0,
-            (tot >> 8) as u8,
-            tot as u8,
-            0,
-            1,
-            0,
-            0,
-            64,
-            6,
-            0,
-            0,
-        ]);
-        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-        f.extend_from_slice(&[
-            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 2, 0xff, 0xff,
-        ]);
-        f.extend_from_slice(&[0xde, 0xad, 0, 0]); // checksum garbage, urgent
-        f.extend((0..payload).map(|i| (i * 13) as u8));
-        f
-    }
-
-    #[test]
-    fn completes_tcp_over_ipv4_with_and_without_vlan() {
-        for vlan in [false, true] {
-            for payload in [0, 1, 7, 1000] {
-                let mut f = ipv4_tcp(vlan, payload);
-                let l3 = if vlan { 18 } else { 14 };
-                assert!(!verify(&f, l3));
-                assert!(complete_l4_checksum(&mut f));
-                assert!(verify(&f, l3), "vlan {vlan} payload {payload}");
-            }
-        }
-    }
-
-    #[test]
-    fn leaves_what_it_does_not_understand_alone() {
-        let mut f = ipv4_tcp(false, 10);
-        f[16] = 0xff; // total length beyond the frame
-        let before = f.clone();
-        assert!(!complete_l4_checksum(&mut f));
-        assert_eq!(f, before);
-        let mut arp = vec![0u8; 42];
-        arp[12] = 0x08;
-        arp[13] = 0x06;
-        assert!(!complete_l4_checksum(&mut arp));
-        assert!(!complete_l4_checksum(&mut [0u8; 5]));
     }
 }

@@ -7,8 +7,8 @@
 /// segment with its headers rewritten, or `Err(k)` when segment `k` could not be finished.
 pub fn gso_segments(frame: &[u8], max_l3: usize) -> Option<Result<Vec<Vec<u8>>, usize>> {
     let len = frame.len();
-    let head = &frame[..len.min(crate::gso::ETH + 120)];
-    let t = crate::gso::TcpV4::parse(head, len, max_l3)?;
+    let head = &frame[..len.min(offload::ETH + 120)];
+    let t = offload::gso::TcpV4::parse(head, len, max_l3)?;
     let h = t.header_len();
     let mut segs = Vec::with_capacity(t.segments());
     for k in 0..t.segments() {
@@ -30,10 +30,10 @@ pub fn gso_segments(frame: &[u8], max_l3: usize) -> Option<Result<Vec<Vec<u8>>, 
 /// Whether the frame's TCP/UDP checksum field holds the pseudo-header sum alone (what the
 /// AF_XDP port checks before completing a checksum left to offload).
 pub fn holds_pseudo_header_sum(head: &[u8], len: usize) -> bool {
-    crate::gso::holds_pseudo_header_sum(head, len)
+    offload::csum::holds_pseudo_header_sum(head, len)
 }
 
 /// The Internet checksum of `b` with `sum` added (the ports' `fold(sum16(sum, b))`).
 pub fn checksum(sum: u32, b: &[u8]) -> u16 {
-    crate::gso::fold(crate::gso::sum16(sum, b))
+    offload::csum::fold(offload::csum::sum16(sum, b))
 }

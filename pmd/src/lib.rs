@@ -11,7 +11,7 @@ pub mod af_xdp;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod gso;
+
 pub mod intel;
 pub mod linux;
 pub mod sim;
@@ -124,6 +124,38 @@ pub struct PortStats {
     pub errors: u64,
 }
 
+/// What a port takes whole on transmit ([`Port::tx_offloads`]), beyond frames of one segment
+/// with complete checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxOffloads {
+    /// The longest frame carrying a segment size (`offload::FrameMeta::gso_size`) the port
+    /// takes whole; a longer one is cut into segments by the switch.
+    pub max_gso_frame: u32,
+    /// Whether the port takes frames whose TCP/UDP checksum is partial.
+    pub partial_csum: bool,
+}
+
+impl TxOffloads {
+    /// Nothing beyond plain frames.
+    pub const NONE: Self = Self {
+        max_gso_frame: 0,
+        partial_csum: false,
+    };
+    /// Every frame as it is: large ones up to 64 KiB and partial checksums.
+    pub const ALL: Self = Self {
+        max_gso_frame: u16::MAX as u32,
+        partial_csum: true,
+    };
+
+    /// Whether a frame of `len` bytes with metadata `meta` goes to the port as it is.
+    #[inline]
+    pub fn takes(&self, len: u16, meta: u16) -> bool {
+        let m = offload::FrameMeta::from_bits(meta);
+        (m.gso_size() == 0 || u32::from(len) <= self.max_gso_frame)
+            && (!m.is_partial() || self.partial_csum)
+    }
+}
+
 /// The burst interface every port implements.
 ///
 /// Buffer ownership: a handle returned by `rx_burst` or `alloc` belongs to the caller; a
@@ -157,13 +189,21 @@ pub trait Port: Send {
         &[]
     }
 
+    /// What the port takes whole on transmit beyond plain frames (see [`TxOffloads`]);
+    /// the switch cuts or completes the rest in the copy it makes for the port. The default
+    /// takes neither large frames nor partial checksums.
+    fn tx_offloads(&self) -> TxOffloads {
+        TxOffloads::NONE
+    }
+
     /// Asks the port to transmit from `pool` (another party's pool, mapped into this process
     /// for as long as the grant lasts) without a copy. A port that can (the `af_packet` port:
     /// it copies each frame into its kernel ring as it takes it) adds it to `tx_pools` and
     /// returns `true`; the default cannot. A port that accepts must implement
     /// [`Port::tx_burst_with_macs`]: the other party can rewrite its buffers at any time, so
-    /// the switch hands such frames over with the header it decided on. Not on the burst
-    /// path.
+    /// the switch hands such frames over with the header it decided on; and it must take
+    /// every frame as it is ([`TxOffloads::ALL`]), since frames that go by handle are not
+    /// copied, and so not cut or completed, on the way. Not on the burst path.
     fn grant_tx_pool(&mut self, _pool: &Pool) -> bool {
         false
     }

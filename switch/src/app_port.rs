@@ -60,7 +60,7 @@ use grant_pool::{
     BufHandle, Desc, Mapping, Notifier, Pool, PoolId, PoolSet, PortLimits, RejectCounters,
     ServerPort,
 };
-use pmd::{Admission, Frame, LinkState, Mac, Port, PortStats};
+use pmd::{Admission, Frame, LinkState, Mac, Port, PortStats, TxOffloads};
 
 use crate::ctl::PortCounters;
 use crate::forward::{ETH_HEADER, MAX_BURST};
@@ -111,6 +111,7 @@ pub struct AppCounters {
     bad_index: AtomicU64,
     bad_len: AtomicU64,
     not_held: AtomicU64,
+    bad_meta: AtomicU64,
     /// Buffers the server itself could not hand back (a server bug if ever non-zero).
     own_errors: AtomicU64,
     /// Times the server rang the app's doorbell.
@@ -161,6 +162,7 @@ impl AppCounters {
             bad_index: l(&self.bad_index),
             bad_len: l(&self.bad_len),
             not_held: l(&self.not_held),
+            bad_meta: l(&self.bad_meta),
             kicks_to_app: l(&self.kicks),
             kicks_from_app: l(&self.kicks_in),
             ..PortCounters::default()
@@ -171,6 +173,7 @@ impl AppCounters {
             + c.bad_index
             + c.bad_len
             + c.not_held
+            + c.bad_meta
             + l(&self.own_errors);
         c
     }
@@ -344,6 +347,7 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         set(&s.bad_index, r.bad_index);
         set(&s.bad_len, r.bad_len);
         set(&s.not_held, r.not_held);
+        set(&s.bad_meta, r.bad_meta);
         set(&s.own_errors, self.sp.own_errors);
         set(&s.kicks, self.local.kicks);
         set(&s.kicks_in, self.local.kicks_in);
@@ -452,6 +456,15 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
         &self.pools
     }
 
+    fn tx_offloads(&self) -> TxOffloads {
+        // The app's stack takes segments up to a buffer whole and verifies only what is
+        // neither partial nor verified.
+        TxOffloads {
+            max_gso_frame: self.pools[0].layout().buf_size.min(u16::MAX as usize) as u32,
+            partial_csum: true,
+        }
+    }
+
     fn admission(&self) -> Option<Admission> {
         Some(Admission {
             mac: self.mac,
@@ -473,7 +486,11 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
                 self.give_back(h);
                 continue;
             }
-            out[k] = Frame::new(h, d.len);
+            out[k] = Frame {
+                buf: h,
+                len: d.len,
+                meta: d.meta,
+            };
             self.local.rx_packets += 1;
             self.local.rx_bytes += d.len as u64;
             k += 1;
@@ -507,7 +524,10 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
     fn tx_burst(&mut self, frames: &[Frame]) -> usize {
         let n = frames.len().min(MAX_BURST);
         for (d, f) in self.descs[..n].iter_mut().zip(frames) {
-            *d = Desc::new(f.buf, f.len);
+            *d = Desc {
+                meta: f.meta,
+                ..Desc::new(f.buf, f.len)
+            };
         }
         let used = match self.sp.give_rx(&self.descs[..n]) {
             Ok(u) => u,

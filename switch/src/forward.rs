@@ -52,7 +52,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use grant_pool::{BlockBurst, Blocks, BufHandle, Pool, PoolId, PoolSet, Region};
-use pmd::{Admission, Frame, MacHeader, Port};
+use offload::FrameMeta;
+use offload::gso::TcpV4;
+use pmd::{Admission, Frame, MacHeader, Port, TxOffloads};
 
 use crate::counters::{DropReason, PortCounters, bump};
 use crate::fdb::{
@@ -254,10 +256,15 @@ struct DestQueue {
     macs: [MacHeader; MAX_BURST],
     /// For a burst of an untrusted port: some entry goes by handle (with its MACs).
     by_handle: bool,
+    /// What the destination takes as it is (cached `Port::tx_offloads`).
+    offloads: TxOffloads,
+    /// Some entry is a frame the destination does not take as it is: it is cut or
+    /// completed as it is copied (`Switch::make_copies_offloaded`).
+    work: bool,
 }
 
 impl DestQueue {
-    fn new(tx_pools: PoolSet) -> Self {
+    fn new(tx_pools: PoolSet, offloads: TxOffloads) -> Self {
         Self {
             frames: [Frame::new(BufHandle::from_raw(0), 0); MAX_BURST],
             n: 0,
@@ -266,7 +273,23 @@ impl DestQueue {
             tx_pools,
             macs: [[0; 12]; MAX_BURST],
             by_handle: false,
+            offloads,
+            work: false,
         }
+    }
+
+    /// Queues `f` (with its checked MACs `hdr` for a burst of an untrusted port) and returns
+    /// its entry.
+    #[inline(always)]
+    fn push<const ADMITTED: bool>(&mut self, f: Frame, hdr: &MacHeader) -> usize {
+        let j = self.n;
+        self.frames[j] = f;
+        if ADMITTED {
+            self.macs[j] = *hdr;
+        }
+        self.work |= f.meta != 0 && !self.offloads.takes(f.len, f.meta);
+        self.n += 1;
+        j
     }
 }
 
@@ -527,6 +550,12 @@ pub struct Switch {
     allocated: Box<[BufHandle; MAX_BURST]>,
     active: Vec<u16>,
     free_after: Vec<BufHandle>,
+    /// A frame being cut or completed (`make_copies_offloaded`): the whole frame, then one
+    /// segment at a time.
+    whole: Vec<u8>,
+    segment: Vec<u8>,
+    /// The entries `make_copies_offloaded` makes, with their MACs.
+    made: Vec<(Frame, MacHeader)>,
     returns: Returns,
     pub(crate) waker: Arc<Waker>,
 }
@@ -568,6 +597,9 @@ impl Switch {
             allocated: Box::new([BufHandle::from_raw(0); MAX_BURST]),
             active: Vec::with_capacity(MAX_PORTS),
             free_after: Vec::with_capacity(MAX_BURST),
+            whole: vec![0; u16::MAX as usize],
+            segment: Vec::with_capacity(u16::MAX as usize),
+            made: Vec::with_capacity(MAX_BURST),
             returns: Returns {
                 stash: Vec::new(),
                 owners: Vec::with_capacity(MAX_PORTS),
@@ -609,7 +641,8 @@ impl Switch {
             Some(i) => i,
             None if self.ports.len() < MAX_PORTS => {
                 self.ports.push(None);
-                self.queues.push(DestQueue::new(PoolSet::EMPTY));
+                self.queues
+                    .push(DestQueue::new(PoolSet::EMPTY, TxOffloads::NONE));
                 self.memo.push(NO_MEMO);
                 self.admitted.push(None);
                 self.returns.stash.push(Vec::with_capacity(STASH));
@@ -640,7 +673,7 @@ impl Switch {
                 owner: idx as u16,
             };
         }
-        self.queues[idx] = DestQueue::new(port.tx_pools());
+        self.queues[idx] = DestQueue::new(port.tx_pools(), port.tx_offloads());
         self.memo[idx] = NO_MEMO;
         self.flood.push(idx as u16);
         self.ports[idx] = Some(Slot {
@@ -670,7 +703,7 @@ impl Switch {
             }
         }
         self.flood.retain(|&p| p != id.0);
-        self.queues[i] = DestQueue::new(PoolSet::EMPTY);
+        self.queues[i] = DestQueue::new(PoolSet::EMPTY, TxOffloads::NONE);
         self.memo[i] = NO_MEMO;
         self.admitted[i] = None;
         Some(slot.port)
@@ -680,6 +713,7 @@ impl Switch {
     pub fn refresh_port(&mut self, id: PortId) {
         if let Some(Some(slot)) = self.ports.get(id.0 as usize) {
             self.queues[id.0 as usize].tx_pools = slot.port.tx_pools();
+            self.queues[id.0 as usize].offloads = slot.port.tx_offloads();
         }
     }
 
@@ -1015,10 +1049,12 @@ impl Switch {
 
         let uniform = differ == 0 && d0 < FLOOD_OR_DROP && mixed == 0;
         if uniform
-            && self
-                .queues
-                .get(d0 as usize)
-                .is_some_and(|q| !q.tx_pools.contains(PoolId(first_pool as u8)))
+            && self.queues.get(d0 as usize).is_some_and(|q| {
+                !q.tx_pools.contains(PoolId(first_pool as u8))
+                    && self.rx[..n]
+                        .iter()
+                        .all(|f| f.meta == 0 || q.offloads.takes(f.len, f.meta))
+            })
         {
             // The whole burst goes to one destination that cannot read its pool: copy it
             // straight from the receive array, then return the originals as one slice.
@@ -1026,10 +1062,13 @@ impl Switch {
             return;
         }
         if uniform
-            && self
-                .queues
-                .get(d0 as usize)
-                .is_some_and(|q| q.tx_pools.contains(PoolId(first_pool as u8)))
+            && self.queues.get(d0 as usize).is_some_and(|q| {
+                q.tx_pools.contains(PoolId(first_pool as u8))
+                    && (q.offloads == TxOffloads::ALL
+                        || self.rx[..n]
+                            .iter()
+                            .all(|f| f.meta == 0 || q.offloads.takes(f.len, f.meta)))
+            })
         {
             // The whole burst goes to one destination that reads its pool: hand it over as
             // it came in.
@@ -1099,11 +1138,9 @@ impl Switch {
                 self.active.push(d);
             }
             if ADMITTED {
-                q.macs[q.n] = self.heads[i];
                 q.by_handle |= q.tx_pools.contains(f.buf.pool());
             }
-            q.frames[q.n] = f;
-            q.n += 1;
+            q.push::<ADMITTED>(f, &self.heads[i]);
         }
 
         if let Some(Some(slot)) = self.ports.get(inp) {
@@ -1123,6 +1160,10 @@ impl Switch {
         for a in 0..self.active.len() {
             let d = self.active[a] as usize;
             let q = &mut self.queues[d];
+            if q.work {
+                self.make_copies_offloaded::<ADMITTED>(d);
+                continue;
+            }
             if q.copies == 0 && !mixed && q.tx_pools.contains(PoolId(first_pool)) {
                 continue;
             }
@@ -1240,12 +1281,7 @@ impl Switch {
             if q.n == 0 {
                 self.active.push(d);
             }
-            let j = q.n;
-            q.frames[j] = f;
-            q.n += 1;
-            if ADMITTED {
-                q.macs[j] = *hdr;
-            }
+            let j = q.push::<ADMITTED>(f, hdr);
             if !given && q.tx_pools.contains(pool) {
                 given = true;
                 q.by_handle |= ADMITTED;
@@ -1332,6 +1368,177 @@ impl Switch {
             self.returns.flush(&mut self.ports);
         }
     }
+}
+
+impl Switch {
+    /// [`Switch::make_copies`] for a destination some of whose entries it does not take as
+    /// they are (`TxOffloads`): a frame larger than it takes is cut into segments of the
+    /// frame's segment size, and a partial checksum it cannot take is completed, in the copy
+    /// made for it. Each such frame is read into the switch's memory once (with its checked
+    /// MACs), cut or completed there, and written out; taken only by bursts that carry
+    /// such frames. Entries beyond what one burst holds go out early, in order.
+    fn make_copies_offloaded<const ADMITTED: bool>(&mut self, d: usize) {
+        let Self {
+            queues,
+            ports,
+            pools,
+            free_after,
+            whole,
+            segment,
+            made,
+            returns,
+            ..
+        } = self;
+        let q = &mut queues[d];
+        let Some(Some(slot)) = ports.get_mut(d) else {
+            return;
+        };
+        made.clear();
+        let (mut copied, mut nobuf, mut fault) = (0u64, 0u64, 0u64);
+        let mut by_handle = false;
+        for j in 0..q.n {
+            let f = q.frames[j];
+            let hdr = q.macs[j];
+            let flooded = q.copy[j / 64] & (1 << (j % 64)) != 0;
+            if !flooded && q.tx_pools.contains(f.buf.pool()) && q.offloads.takes(f.len, f.meta) {
+                by_handle = true;
+                made.push((f, hdr));
+                continue;
+            }
+            if !flooded {
+                free_after.push(f.buf);
+            }
+            let len = f.len as usize;
+            let frame = &mut whole[..len];
+            let read = pools[f.buf.pool().0 as usize]
+                .buf(f.buf)
+                .is_some_and(|(src, off)| src.read(off, frame).is_ok());
+            if !read || len < ETH_HEADER {
+                fault += 1;
+                continue;
+            }
+            if ADMITTED {
+                frame[..12].copy_from_slice(&hdr);
+            }
+            let mut meta = FrameMeta::from_bits(f.meta);
+            let cut = meta.gso_size() != 0 && u32::from(f.len) > q.offloads.max_gso_frame;
+            if !cut {
+                if meta.is_partial() && !q.offloads.partial_csum {
+                    offload::csum::complete_l4_checksum(frame);
+                    meta = meta.completed();
+                }
+                match put(pools, slot, frame, meta) {
+                    Some(c) => {
+                        made.push((c, hdr));
+                        copied += 1;
+                    }
+                    None => nobuf += 1,
+                }
+            } else {
+                let head = &frame[..len.min(ETH_HEADER + 120)];
+                let Some(t) = TcpV4::parse_mss(head, len, meta.gso_size() as usize) else {
+                    // Marked for segmentation, but not a TCP/IPv4 frame this can cut.
+                    fault += 1;
+                    continue;
+                };
+                let h = t.header_len();
+                for k in 0..t.segments() {
+                    let at = h + k * t.mss;
+                    segment.clear();
+                    segment.extend_from_slice(&frame[..h]);
+                    segment.extend_from_slice(&frame[at..at + t.segment_payload(k)]);
+                    if !t.finish(segment, k) {
+                        fault += 1;
+                        break;
+                    }
+                    let Some(c) = put(pools, slot, segment, FrameMeta::SEGMENT) else {
+                        nobuf += 1;
+                        break;
+                    };
+                    made.push((c, hdr));
+                    copied += 1;
+                    if made.len() == MAX_BURST {
+                        send_early::<ADMITTED>(slot, made, by_handle, pools, returns);
+                    }
+                }
+            }
+            if made.len() == MAX_BURST {
+                send_early::<ADMITTED>(slot, made, by_handle, pools, returns);
+            }
+        }
+        for (k, (f, hdr)) in made.iter().enumerate() {
+            q.frames[k] = *f;
+            q.macs[k] = *hdr;
+        }
+        q.n = made.len();
+        q.by_handle = ADMITTED && by_handle;
+        q.copy = [0; MAX_BURST / 64];
+        q.copies = 0;
+        q.work = false;
+        let c = &slot.counters;
+        bump(&c.tx_copied, copied);
+        if nobuf + fault > 0 {
+            c.add_drop(DropReason::NoBuffer, nobuf);
+            c.add_drop(DropReason::CopyFault, fault);
+        }
+        returns.flush(ports);
+    }
+}
+
+/// Writes `bytes` into a buffer `slot`'s port allocates; the frame, or `None` when it has
+/// no buffer (or the write fails: the buffer goes back).
+fn put(pools: &[PoolSlot; POOLS], slot: &mut Slot, bytes: &[u8], meta: FrameMeta) -> Option<Frame> {
+    let mut c = [BufHandle::from_raw(0)];
+    if slot.port.alloc(&mut c) != 1 {
+        return None;
+    }
+    let dp = &pools[c[0].pool().0 as usize];
+    let ok = bytes.len() <= dp.size as usize
+        && dp
+            .buf(c[0])
+            .is_some_and(|(dst, off)| dst.write(off, bytes).is_ok());
+    if !ok {
+        slot.port.reclaim(&c);
+        return None;
+    }
+    Some(Frame {
+        buf: c[0],
+        len: bytes.len() as u16,
+        meta: meta.bits(),
+    })
+}
+
+/// Sends `made` (a full burst of `make_copies_offloaded`'s entries) to `slot`'s port now, so
+/// that the entries after it keep their order; counts it as pass 2b would.
+fn send_early<const ADMITTED: bool>(
+    slot: &mut Slot,
+    made: &mut Vec<(Frame, MacHeader)>,
+    by_handle: bool,
+    pools: &[PoolSlot; POOLS],
+    returns: &mut Returns,
+) {
+    let mut frames = [Frame::new(BufHandle::from_raw(0), 0); MAX_BURST];
+    let mut macs = [[0u8; 12]; MAX_BURST];
+    for (k, (f, h)) in made.iter().enumerate() {
+        frames[k] = *f;
+        macs[k] = *h;
+    }
+    let n = made.len();
+    let sent = if ADMITTED && by_handle {
+        slot.port.tx_burst_with_macs(&frames[..n], &macs[..n])
+    } else {
+        slot.port.tx_burst(&frames[..n])
+    }
+    .min(n);
+    bump(&slot.counters.tx, sent as u64);
+    if sent < n {
+        slot.counters
+            .add_drop(DropReason::RingFull, (n - sent) as u64);
+        for f in &frames[sent..n] {
+            returns.put(pools, f.buf);
+        }
+    }
+    made.clear();
 }
 
 /// Copies frame `f` into buffer `to`; false when `to` is not a buffer the switch knows, the

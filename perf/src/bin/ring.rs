@@ -153,7 +153,7 @@ fn desc(i: u64) -> Desc {
     Desc {
         handle: i as u32,
         len: (i >> 32) as u16,
-        flags: 0,
+        meta: 0,
     }
 }
 
@@ -210,7 +210,7 @@ fn produce(
             let stop = Desc {
                 handle: 0,
                 len: 0,
-                flags: STOP,
+                meta: STOP,
             };
             p.write(0, stop);
             p.publish(1);
@@ -237,7 +237,7 @@ fn consume(c: &mut RingConsumer, batch: u32) -> Result<(u64, u64), String> {
         for i in 0..k {
             let d = c.read(i);
             if d != desc(next) {
-                if d.flags == STOP {
+                if d.meta == STOP {
                     c.release(i + 1);
                     let ns = first.map_or(0, |t| t.elapsed().as_nanos() as u64);
                     return Ok((next, ns));

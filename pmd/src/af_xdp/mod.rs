@@ -772,13 +772,13 @@ impl AfXdpPort {
         let base = self.pool.offset(BufIdx(idx));
         let mut head = [0u8; 118];
         let h = &mut head[..len.min(118)];
-        if buf.read(base, h).is_err() || !crate::gso::holds_pseudo_header_sum(h, len) {
+        if buf.read(base, h).is_err() || !offload::csum::holds_pseudo_header_sum(h, len) {
             return;
         }
         let mut tmp = [0u8; 4096];
         if let Some(f) = tmp.get_mut(..len)
             && buf.read(base, f).is_ok()
-            && crate::af_packet::complete_l4_checksum(f)
+            && offload::csum::complete_l4_checksum(f)
         {
             let _ = buf.write(base, f);
             self.completed += 1;

@@ -338,6 +338,20 @@ impl CtlSocket {
         ch[5].max(ch[8])
     }
 
+    /// Whether TCP segmentation offload is on for the interface (`ETHTOOL_GTSO`); false
+    /// when the driver does not say.
+    pub fn tso(&self) -> bool {
+        const ETHTOOL_GTSO: u32 = 0x1e;
+        // struct ethtool_value: cmd, data.
+        let mut v = [ETHTOOL_GTSO, 0u32];
+        let mut r = self.req();
+        let p = (v.as_mut_ptr() as usize).to_ne_bytes();
+        r.data[..8].copy_from_slice(&p);
+        self.ioctl(SIOCETHTOOL, &mut r, "ioctl(SIOCETHTOOL, ETHTOOL_GTSO)")
+            .is_ok()
+            && v[1] != 0
+    }
+
     /// The interface's MTU.
     pub fn mtu(&self) -> Result<u32, OpError> {
         let mut r = self.req();

@@ -271,7 +271,7 @@ fn table(s: &StatsRepr) -> String {
         let c = &p.counters;
         let _ = writeln!(
             o,
-            "  {} rejected: spoofed {} runt {} index_ahead {} bad_pool {} bad_index {} bad_len {} not_held {}",
+            "  {} rejected: spoofed {} runt {} index_ahead {} bad_pool {} bad_index {} bad_len {} not_held {} bad_meta {}",
             p.name,
             c.spoofed,
             c.runt,
@@ -279,7 +279,8 @@ fn table(s: &StatsRepr) -> String {
             c.bad_pool,
             c.bad_index,
             c.bad_len,
-            c.not_held
+            c.not_held,
+            c.bad_meta
         );
     }
     for p in &s.ports {

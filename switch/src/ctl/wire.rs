@@ -17,7 +17,7 @@ use super::ErrorCode;
 /// First four bytes of every message: `FRCP` (Ferrite control protocol).
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FRCP");
 /// The protocol version this code speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest message an app may send (a grant of about 16 Ki pages, 64 MiB, fits).
 pub const MAX_APP_MSG: usize = 64 * 1024;
 /// Largest message the server sends (a stats reply for [`MAX_STATS_PORTS`] ports).
@@ -244,7 +244,7 @@ pub struct RejectEntry {
 }
 
 /// Number of counters per port in a stats reply.
-pub const PORT_COUNTERS: usize = 20;
+pub const PORT_COUNTERS: usize = 21;
 
 /// Per-port counters as reported over the control socket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -291,6 +291,8 @@ pub struct PortCounters {
     pub rate_limited: u64,
     /// New stations seen on the port but not learned: the port had its most stations.
     pub not_learned: u64,
+    /// Descriptors whose offload metadata makes no sense for their frame.
+    pub bad_meta: u64,
 }
 
 impl PortCounters {
@@ -316,6 +318,7 @@ impl PortCounters {
             self.link_local,
             self.rate_limited,
             self.not_learned,
+            self.bad_meta,
         ]
     }
 
@@ -341,6 +344,7 @@ impl PortCounters {
             link_local: a[17],
             rate_limited: a[18],
             not_learned: a[19],
+            bad_meta: a[20],
         }
     }
 }

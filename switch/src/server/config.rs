@@ -17,7 +17,7 @@
 //! [limits]                           # what an app's grant may ask for
 //! max_ring = 4096
 //! max_bufs = 65536
-//! buf_sizes = [2048]                 # min and max buffer size (one value: exactly that)
+//! buf_sizes = [2048, 65536]          # min and max buffer size (one value: exactly that)
 //! max_mem_mb = 256
 //!
 //! [[ports]]
@@ -247,7 +247,7 @@ fn default_max_bufs() -> u32 {
     65536
 }
 fn default_buf_sizes() -> Vec<u32> {
-    vec![2048]
+    vec![2048, grant_pool::pool::MAX_BUF_SIZE as u32]
 }
 fn default_max_mem() -> u64 {
     256
@@ -496,10 +496,13 @@ impl Config {
             }
         };
         for v in [lo, hi] {
-            if !v.is_power_of_two() || !(256..=4096).contains(&v) {
+            if !v.is_power_of_two() || !(256..=grant_pool::pool::MAX_BUF_SIZE as u32).contains(&v) {
                 return Err(field(
                     "limits.buf_sizes",
-                    format!("{v} must be a power of two from 256 to 4096"),
+                    format!(
+                        "{v} must be a power of two from 256 to {}",
+                        grant_pool::pool::MAX_BUF_SIZE
+                    ),
                 ));
             }
         }
@@ -556,11 +559,14 @@ impl Config {
                 }
             }
             if let Some(b) = p.buf_size
-                && (!b.is_power_of_two() || !(256..=4096).contains(&b))
+                && (!b.is_power_of_two() || !(256..=grant_pool::pool::MAX_BUF_SIZE).contains(&b))
             {
                 return Err(field(
                     f("buf_size"),
-                    format!("{b} must be a power of two from 256 to 4096"),
+                    format!(
+                        "{b} must be a power of two from 256 to {}",
+                        grant_pool::pool::MAX_BUF_SIZE
+                    ),
                 ));
             }
             if let Some(b) = p.bufs

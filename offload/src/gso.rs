@@ -1,5 +1,4 @@
-//! Offloads done in software: segmentation of TCP/IPv4 super-frames, as the kernel's GSO
-//! does, and recognising a checksum the sender left to offload.
+//! Segmentation of TCP/IPv4 super-frames in software, as the kernel's GSO does.
 //!
 //! A Linux host hands a packet socket frames larger than the MTU when segmentation is left
 //! to later: a veth peer with TSO/GSO on sends 64 KiB TCP frames, and GRO merges received
@@ -13,12 +12,12 @@
 //! Everything here works on byte slices and checks every offset; it never panics on a
 //! malformed frame, it refuses it (`None`).
 
-/// Length of an Ethernet header without VLAN tags.
-pub(crate) const ETH: usize = 14;
+use crate::ETH;
+use crate::csum::{fold, sum16};
 
 /// Where the headers of a TCP/IPv4 frame are and what the segments start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TcpV4 {
+pub struct TcpV4 {
     /// IPv4 header length.
     ihl: usize,
     /// TCP header length.
@@ -37,7 +36,7 @@ impl TcpV4 {
     /// headers are in `head` (at least the first `ETH + 60 + 60` bytes of the frame, or the
     /// whole frame when shorter) and whose length is `len`; each segment is at most `max_l3`
     /// bytes of IP packet. `None` for anything else.
-    pub(crate) fn parse(head: &[u8], len: usize, max_l3: usize) -> Option<Self> {
+    pub fn parse(head: &[u8], len: usize, max_l3: usize) -> Option<Self> {
         if head.get(12..14)? != [0x08, 0x00] {
             return None;
         }
@@ -75,18 +74,29 @@ impl TcpV4 {
         })
     }
 
+    /// [`TcpV4::parse`] for segments of `mss` payload bytes each (the segment size a frame's
+    /// metadata gives), whatever the IP packet length this makes.
+    pub fn parse_mss(head: &[u8], len: usize, mss: usize) -> Option<Self> {
+        let mut t = Self::parse(head, len, usize::MAX / 2)?;
+        if mss == 0 {
+            return None;
+        }
+        t.mss = mss;
+        Some(t)
+    }
+
     /// Bytes of headers (Ethernet, IPv4, TCP) at the start of the frame and of each segment.
-    pub(crate) fn header_len(&self) -> usize {
+    pub fn header_len(&self) -> usize {
         ETH + self.ihl + self.thl
     }
 
     /// Number of segments the frame becomes.
-    pub(crate) fn segments(&self) -> usize {
+    pub fn segments(&self) -> usize {
         self.payload.div_ceil(self.mss)
     }
 
     /// Payload bytes of segment `k`, which starts `k * mss` bytes into the payload.
-    pub(crate) fn segment_payload(&self, k: usize) -> usize {
+    pub fn segment_payload(&self, k: usize) -> usize {
         self.payload.saturating_sub(k * self.mss).min(self.mss)
     }
 
@@ -94,7 +104,7 @@ impl TcpV4 {
     /// `k`'s payload, `header_len() + segment_payload(k)` bytes) for segment `k`, with both
     /// checksums computed. Returns `false` (and leaves `seg` partly written) when `seg` is
     /// not that length.
-    pub(crate) fn finish(&self, seg: &mut [u8], k: usize) -> bool {
+    pub fn finish(&self, seg: &mut [u8], k: usize) -> bool {
         let n = self.segment_payload(k);
         let last = k + 1 == self.segments();
         if n == 0 || seg.len() != self.header_len() + n {
@@ -132,92 +142,10 @@ impl TcpV4 {
     }
 }
 
-/// Whether the TCP or UDP checksum field of an Ethernet frame carrying IPv4 or IPv6 (behind
-/// at most one VLAN tag) holds the folded pseudo-header sum alone: what Linux leaves there
-/// for the device to finish (`CHECKSUM_PARTIAL`) when it sends with checksum offload, as a
-/// veth peer with `tx` offload on does. `head` is the start of the frame (up to its first
-/// 118 bytes), `len` its length. A complete checksum has that value only by a 1-in-65536
-/// chance, and completing a correct checksum leaves it as it was.
-pub(crate) fn holds_pseudo_header_sum(head: &[u8], len: usize) -> bool {
-    let (mut l3, mut et) = match head.get(12..14) {
-        Some(e) => (ETH, u16::from_be_bytes([e[0], e[1]])),
-        None => return false,
-    };
-    if et == 0x8100 || et == 0x88a8 {
-        et = match head.get(16..18) {
-            Some(e) => u16::from_be_bytes([e[0], e[1]]),
-            None => return false,
-        };
-        l3 = ETH + 4;
-    }
-    let (proto, l4, pseudo) = match et {
-        0x0800 => {
-            let Some(h) = head.get(l3..l3 + 20) else {
-                return false;
-            };
-            let ihl = (h[0] & 0x0f) as usize * 4;
-            let tot = u16::from_be_bytes([h[2], h[3]]) as usize;
-            let frag = u16::from_be_bytes([h[6], h[7]]);
-            if h[0] >> 4 != 4 || ihl < 20 || tot < ihl || l3 + tot > len || frag & 0x3fff != 0 {
-                return false;
-            }
-            (
-                h[9],
-                l3 + ihl,
-                sum16(0, &h[12..20]) + h[9] as u32 + (tot - ihl) as u32,
-            )
-        }
-        0x86dd => {
-            let Some(h) = head.get(l3..l3 + 40) else {
-                return false;
-            };
-            let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
-            if l3 + 40 + plen > len {
-                return false;
-            }
-            (
-                h[6],
-                l3 + 40,
-                sum16(0, &h[8..40]) + h[6] as u32 + plen as u32,
-            )
-        }
-        _ => return false,
-    };
-    let at = match proto {
-        6 => l4 + 16,
-        17 => l4 + 6,
-        _ => return false,
-    };
-    match head.get(at..at + 2) {
-        Some(c) => u16::from_be_bytes([c[0], c[1]]) == !fold(pseudo),
-        None => false,
-    }
-}
-
-/// The ones' complement sum of `b` as big-endian 16-bit words, added to `sum` (unfolded).
-pub(crate) fn sum16(mut sum: u32, b: &[u8]) -> u32 {
-    let mut it = b.chunks_exact(2);
-    for w in &mut it {
-        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
-    }
-    if let [x] = it.remainder() {
-        sum += (*x as u32) << 8;
-    }
-    // Fold early enough that a 64 KiB frame cannot overflow.
-    (sum & 0xffff) + (sum >> 16)
-}
-
-/// Folds a sum to 16 bits and complements it: the checksum field's value.
-pub(crate) fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::csum::holds_pseudo_header_sum;
 
     /// A TCP/IPv4 frame with `payload` bytes of a counting pattern and the given flags.
     fn frame(payload: usize, flags: u8, tot_field: bool) -> Vec<u8> {
