@@ -40,6 +40,10 @@ pub struct DomainArgs {
     /// server or NIC cuts them) or 2048 (one Ethernet frame each; the default with --xen).
     #[arg(long)]
     pub buf_size: Option<usize>,
+    /// IP MTU on the wire: 1500, or up to 9000 for jumbo frames (the interface the server's
+    /// port is on needs the same MTU).
+    #[arg(long, default_value_t = 1500)]
+    pub mtu: usize,
     /// Microseconds of idle busy-polling before sleeping on the server's doorbell (0: sleep
     /// as soon as idle). Worth raising only when the app has a core of its own; where the
     /// server and apps share cores, spinning steals the core the next frame needs.
@@ -92,6 +96,13 @@ impl DomainArgs {
                 c.buf_size
             ));
         }
+        if !(576..=9000).contains(&self.mtu) || self.mtu + 14 > c.buf_size {
+            return Err(format!(
+                "--mtu {} must be from 576 to 9000 and fit a buffer ({} bytes)",
+                self.mtu, c.buf_size
+            ));
+        }
+        c.mtu = self.mtu;
         c.buf_count = self.buffers.unwrap_or(if c.buf_size > 2048 {
             crate::domain::LARGE_BUFS
         } else {

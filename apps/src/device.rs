@@ -37,8 +37,8 @@ pub const BATCH: usize = 64;
 
 /// Smallest frame accepted on receive: an Ethernet header.
 const MIN_FRAME: usize = 14;
-/// An Ethernet frame of a 1500-byte MTU.
-const ETH_MTU_FRAME: usize = 1514;
+/// An Ethernet header (no VLAN tag).
+const ETH_HEADER: usize = 14;
 /// The largest frame a descriptor's 16-bit length can carry.
 const MAX_FRAME: usize = u16::MAX as usize;
 
@@ -168,13 +168,18 @@ impl<G: Grant, N: Notifier> core::fmt::Debug for RingDevice<G, N> {
 }
 
 impl<G: Grant, N: Notifier> RingDevice<G, N> {
-    /// A detached device over `pool`. Frames on the wire up to the pool's buffer size, at most
-    /// 1514 bytes (an Ethernet MTU of 1500); TCP segments up to a whole buffer (at most
-    /// 65 535 bytes) when a buffer holds more than that.
+    /// A detached device over `pool` for an IP MTU of 1500 ([`RingDevice::with_mtu`]).
     pub fn new(pool: OwnPool<G>) -> Self {
+        Self::with_mtu(pool, 1500)
+    }
+
+    /// A detached device over `pool`: frames on the wire of up to `ip_mtu` bytes of IP
+    /// packet (and at most a buffer), and TCP segments up to a whole buffer (at most 65 535
+    /// bytes) when a buffer holds more than that.
+    pub fn with_mtu(pool: OwnPool<G>, ip_mtu: usize) -> Self {
         let count = pool.pool().layout().count;
         let buf_size = pool.pool().layout().buf_size;
-        let mtu = buf_size.min(ETH_MTU_FRAME);
+        let mtu = buf_size.min(ip_mtu + ETH_HEADER);
         let max_frame = buf_size.min(MAX_FRAME);
         Self {
             pool,

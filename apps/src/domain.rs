@@ -99,6 +99,8 @@ pub struct DomainConfig {
     /// Bytes per buffer (a power of two). Above an Ethernet frame (2048), the stack sends TCP
     /// segments of up to a buffer whole (segmentation offload) and takes large ones whole.
     pub buf_size: usize,
+    /// The IP MTU on the wire (1500; up to 9000 for jumbo frames, within a buffer).
+    pub mtu: usize,
     /// How long the loop busy-polls without traffic before it arms need-wakeup and sleeps.
     pub busy_poll: Duration,
     /// Longest sleep while idle.
@@ -129,6 +131,7 @@ impl DomainConfig {
             ring_size: 1024,
             buf_count: LARGE_BUFS,
             buf_size: grant_pool::pool::MAX_BUF_SIZE,
+            mtu: 1500,
             busy_poll: Duration::ZERO,
             max_sleep: Duration::from_millis(100),
             first_connect: Duration::from_secs(10),
@@ -397,7 +400,7 @@ impl AppDomain {
             steps.push(("request sent", t0.elapsed()));
         }
         let pool = OwnPool::new(grant, layout.pool_off(), PoolId(0), layout.pool())?;
-        let mut device = RingDevice::new(pool);
+        let mut device = RingDevice::with_mtu(pool, cfg.mtu);
         let epoch = std::time::Instant::now();
         let s = seed();
         let iface = stack::interface(&cfg.net, &mut device, smoltcp::time::Instant::ZERO, s);

@@ -60,6 +60,7 @@ use crate::counters::{DropReason, PortCounters, bump};
 use crate::fdb::{
     Fdb, FdbStats, GROUP_SOURCE, MAC_MASK, MacKey, PinError, UNKNOWN, is_group, mac_key,
 };
+use crate::gro::Merge;
 use crate::run::{IdleConfig, Waker};
 
 /// The most frames forwarded per burst.
@@ -89,6 +90,9 @@ const SWEEP_PER_TICK: usize = 64;
 /// The most slots one poll sweeps (bounds the time one poll spends on it).
 const SWEEP_STEP: usize = 256;
 const STASH: usize = 2 * MAX_BURST;
+/// A destination taking frames of at least this many bytes gets the TCP segments of a burst
+/// coalesced ([`crate::gro`]).
+const GRO_MIN: u32 = 16 * 1024;
 
 /// A port's number within a switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1058,7 +1062,11 @@ impl Switch {
         {
             // The whole burst goes to one destination that cannot read its pool: copy it
             // straight from the receive array, then return the originals as one slice.
-            self.copy_burst::<ADMITTED>(inp, d0 as usize, n);
+            if !ADMITTED && self.queues[d0 as usize].offloads.max_gso_frame >= GRO_MIN {
+                self.copy_burst_gro(inp, d0 as usize, n);
+            } else {
+                self.copy_burst::<ADMITTED>(inp, d0 as usize, n);
+            }
             return;
         }
         if uniform
@@ -1261,6 +1269,115 @@ impl Switch {
         }
         self.returns
             .give(&self.pools, &mut self.ports, &self.done[..n]);
+    }
+
+    /// [`Switch::copy_burst`] for a burst from a trusted port to a destination that takes
+    /// large frames: consecutive segments of one TCP flow are coalesced into one frame as they
+    /// are copied ([`crate::gro`]). Each frame is read once into the switch's memory (where
+    /// its checksums are verified, if nobody has) and written once into its destination.
+    fn copy_burst_gro(&mut self, inp: usize, d: usize, n: usize) {
+        if let Some(Some(slot)) = self.ports.get(inp) {
+            bump(&slot.counters.rx, n as u64);
+        }
+        let cap = (self.queues[d].offloads.max_gso_frame as usize).min(u16::MAX as usize);
+        let Self {
+            ports,
+            pools,
+            rx,
+            allocated,
+            scratch,
+            done,
+            whole,
+            returns,
+            ..
+        } = self;
+        let Some(Some(slot)) = ports.get_mut(d) else {
+            return;
+        };
+        let got = slot.port.alloc(&mut allocated[..n]).min(n);
+        let cap = cap.min(
+            allocated[..got]
+                .first()
+                .map_or(0, |c| pools[c.pool().0 as usize].size as usize),
+        );
+        let (mut out, mut fault, mut merged) = (0, 0u64, 0u64);
+        let mut m: Option<Merge> = None;
+        for (f, &c) in rx[..got].iter().zip(&allocated[..got]) {
+            let len = f.len as usize;
+            let bytes = &mut whole[..len];
+            let read = pools[f.buf.pool().0 as usize]
+                .buf(f.buf)
+                .is_some_and(|(src, off)| src.read(off, bytes).is_ok());
+            let meta = FrameMeta::from_bits(f.meta);
+            if read && let Some(r) = m.as_mut().and_then(|m| m.take(bytes, meta)) {
+                let at = m.as_ref().map_or(0, |m| m.len) - r.len();
+                let into = m.as_ref().map(|m| m.buf);
+                if into
+                    .and_then(|b| pools[b.pool().0 as usize].buf(b))
+                    .is_some_and(|(dst, off)| dst.write(off + at, &bytes[r]).is_ok())
+                {
+                    merged += 1;
+                    returns.put(pools, c);
+                    continue;
+                }
+                // The merge's buffer refused the write: it cannot be trusted to hold the
+                // frame any more.
+                fault += 1;
+                returns.put(pools, c);
+                if let Some(m) = m.take() {
+                    scratch[m.slot].len = 0;
+                }
+                continue;
+            }
+            finish_merge(&mut m, pools, &mut scratch[..]);
+            let dp = &pools[c.pool().0 as usize];
+            let copied = read
+                && len <= dp.size as usize
+                && dp
+                    .buf(c)
+                    .is_some_and(|(dst, off)| dst.write(off, bytes).is_ok());
+            if !copied {
+                fault += 1;
+                returns.put(pools, c);
+                continue;
+            }
+            scratch[out] = Frame {
+                buf: c,
+                len: f.len,
+                meta: f.meta,
+            };
+            m = Merge::start(bytes, meta, out, c, cap);
+            out += 1;
+        }
+        finish_merge(&mut m, pools, &mut scratch[..]);
+        // A merge whose buffer failed leaves an empty entry: drop it here.
+        let mut w = 0;
+        for k in 0..out {
+            if scratch[k].len == 0 {
+                returns.put(pools, scratch[k].buf);
+            } else {
+                scratch[w] = scratch[k];
+                w += 1;
+            }
+        }
+        let out = w;
+        let sent = slot.port.tx_burst(&scratch[..out]).min(out);
+        let c = &slot.counters;
+        bump(&c.tx, sent as u64 + merged);
+        bump(&c.tx_copied, out as u64 + merged);
+        if sent < out || got < n || fault > 0 {
+            c.add_drop(DropReason::RingFull, (out - sent) as u64);
+            c.add_drop(DropReason::NoBuffer, (n - got) as u64);
+            c.add_drop(DropReason::CopyFault, fault);
+            for f in &scratch[sent..out] {
+                returns.put(pools, f.buf);
+            }
+        }
+        returns.flush(ports);
+        for (h, f) in done.iter_mut().zip(&rx[..n]) {
+            *h = f.buf;
+        }
+        returns.give(pools, ports, &done[..n]);
     }
 
     /// Queues a flooded frame to every port but `inp`: the original handle to the first
@@ -1482,6 +1599,22 @@ impl Switch {
             c.add_drop(DropReason::CopyFault, fault);
         }
         returns.flush(ports);
+    }
+}
+
+/// Ends merge `m`: writes the merged frame's headers into its buffer and its length and
+/// metadata into its output entry (`scratch[m.slot]`).
+fn finish_merge(m: &mut Option<Merge>, pools: &[PoolSlot; POOLS], scratch: &mut [Frame]) {
+    let Some(mut m) = m.take() else {
+        return;
+    };
+    let (slot, buf, len) = (m.slot, m.buf, m.len);
+    if let Some((head, meta)) = m.finish() {
+        let ok = pools[buf.pool().0 as usize]
+            .buf(buf)
+            .is_some_and(|(dst, off)| dst.write(off, head).is_ok());
+        scratch[slot].len = if ok { len as u16 } else { 0 };
+        scratch[slot].meta = meta.bits();
     }
 }
 

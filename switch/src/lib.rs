@@ -13,6 +13,7 @@ pub mod xenstore;
 pub mod counters;
 pub mod fdb;
 pub mod forward;
+pub(crate) mod gro;
 pub mod run;
 
 pub use counters::{DropReason, PortCounters, PortCountersSnapshot};
