@@ -339,25 +339,50 @@ impl Service for BulkSink {
     }
 }
 
-/// A deterministic byte stream (xorshift64), so that sender and receiver can both hash it
-/// and a test can recompute it.
+/// A deterministic byte stream (xorshift64, eight bytes a step), so that sender and receiver
+/// can both hash it and a test can recompute it. The stream does not depend on how it is cut
+/// into `fill` calls.
 #[derive(Debug, Clone)]
-pub struct Pattern(u64);
+pub struct Pattern {
+    state: u64,
+    /// The current word's bytes not handed out yet (the last `left` of `word`).
+    word: [u8; 8],
+    left: usize,
+}
 
 impl Pattern {
     /// The stream for `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(seed | 1)
+        Self {
+            state: seed | 1,
+            word: [0; 8],
+            left: 0,
+        }
+    }
+
+    #[inline]
+    fn step(&mut self) -> [u8; 8] {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state.to_le_bytes()
     }
 
     /// Fills `buf` with the next bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            let b = self.0.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
+        let first = self.left.min(buf.len());
+        buf[..first].copy_from_slice(&self.word[8 - self.left..8 - self.left + first]);
+        self.left -= first;
+        let mut chunks = buf[first..].chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            chunk.copy_from_slice(&self.step());
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            self.word = self.step();
+            let n = rest.len();
+            rest.copy_from_slice(&self.word[..n]);
+            self.left = 8 - n;
         }
     }
 }
@@ -380,9 +405,6 @@ pub struct BulkSource {
     amount: Amount,
     hash: bool,
     pattern: Pattern,
-    chunk: Vec<u8>,
-    /// Unsent tail of `chunk`: `chunk[chunk_off..]`.
-    chunk_off: usize,
     hasher: Sha256,
     started: Option<Instant>,
     sent: u64,
@@ -417,8 +439,6 @@ impl BulkSource {
             amount,
             hash,
             pattern: Pattern::new(seed),
-            chunk: vec![0; 64 * 1024],
-            chunk_off: 64 * 1024,
             hasher: Sha256::new(),
             started: None,
             sent: 0,
@@ -473,24 +493,22 @@ impl Service for BulkSource {
                     worked = true;
                     break;
                 }
-                if self.chunk_off == self.chunk.len() {
-                    self.pattern.fill(&mut self.chunk);
-                    self.chunk_off = 0;
-                }
-                let end = (self.chunk_off as u64)
-                    .saturating_add(left)
-                    .min(self.chunk.len() as u64) as usize;
+                // The pattern is written straight into the socket's send buffer: the only
+                // copy after it is the stack's, into the frame.
+                let (pattern, hasher, hash) = (&mut self.pattern, &mut self.hasher, self.hash);
                 let n = s
-                    .send_slice(&self.chunk[self.chunk_off..end])
+                    .send(|free| {
+                        let n = free.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        pattern.fill(&mut free[..n]);
+                        if hash {
+                            hasher.update(&free[..n]);
+                        }
+                        (n, n)
+                    })
                     .unwrap_or_default();
                 if n == 0 {
                     break;
                 }
-                if self.hash {
-                    self.hasher
-                        .update(&self.chunk[self.chunk_off..self.chunk_off + n]);
-                }
-                self.chunk_off += n;
                 self.sent += n as u64;
                 worked = true;
             }
@@ -789,5 +807,20 @@ mod tests {
         c.fill(&mut z);
         assert_eq!(x, y);
         assert_ne!(x, z);
+    }
+
+    #[test]
+    fn the_pattern_does_not_depend_on_how_it_is_cut() {
+        let mut whole = vec![0u8; 1000];
+        Pattern::new(7).fill(&mut whole);
+        let mut p = Pattern::new(7);
+        let mut cut = vec![0u8; 1000];
+        let mut at = 0;
+        for n in [0, 1, 3, 8, 13, 64, 5, 906] {
+            p.fill(&mut cut[at..at + n]);
+            at += n;
+        }
+        assert_eq!(at, 1000);
+        assert_eq!(cut, whole);
     }
 }

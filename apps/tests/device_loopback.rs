@@ -129,7 +129,10 @@ fn forward(from: &mut ServerSide, to: &mut ServerSide) -> (usize, Option<[u8; 6]
                 .buf(fill[i].buf())
                 .expect("checked fill buffer");
             dst.copy_from(0, &src, 0, tx[i].len as usize).expect("copy");
-            rx[i] = Desc::new(fill[i].buf(), tx[i].len);
+            rx[i] = Desc {
+                meta: tx[i].meta,
+                ..Desc::new(fill[i].buf(), tx[i].len)
+            };
         }
     }
     // Frames with no fill buffer on the other side are dropped (like a full NIC queue).

@@ -789,7 +789,7 @@ mod tests {
         assert_eq!(srv.take_fill(&mut out), 1);
         assert_eq!(out[0], desc(4, 0));
         assert_eq!(srv.fill.rejects().not_held, 1);
-        assert_eq!(srv.rejects().total(), 6);
+        assert_eq!(srv.rejects().total(), 9);
     }
 
     #[test]

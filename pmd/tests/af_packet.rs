@@ -367,10 +367,11 @@ fn errors_name_the_problem() {
 }
 
 /// A Linux peer with checksum offload on (veth's default) leaves TCP checksums to offload;
-/// the port completes them, so the frame an app gets is valid.
+/// the port marks such a frame partial (whoever needs the checksum completes it), and it
+/// completes to a valid one.
 #[test]
-fn tcp_checksums_are_completed_when_the_peer_offloads_them() {
-    if !root_or_skip("tcp_checksums_are_completed_when_the_peer_offloads_them") {
+fn a_checksum_the_peer_left_partial_is_marked_partial_and_completes() {
+    if !root_or_skip("a_checksum_the_peer_left_partial_is_marked_partial_and_completes") {
         return;
     }
     let pair = VethPair::new("pc", &[]);
@@ -410,21 +411,26 @@ fn tcp_checksums_are_completed_when_the_peer_offloads_them() {
         for f in &burst[..n] {
             let b = frame_bytes(&pool, *f);
             if b.len() >= 54 && b[12..14] == [8, 0] && b[23] == 6 {
-                seen = Some(b);
+                seen = Some((b, offload::FrameMeta::from_bits(f.meta)));
             }
             port.reclaim(&[f.buf]);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     let _ = syn.join();
-    let b = seen.expect("TCP SYN from the peer");
+    let (mut b, meta) = seen.expect("TCP SYN from the peer");
+    // The peer's kernel left the checksum to offload; the port says so (its virtio header
+    // did) rather than summing it, and completing it gives the right checksum.
+    assert!(meta.is_partial(), "{meta:?}");
+    assert!(offload::csum::holds_pseudo_header_sum(&b, b.len()));
+    assert!(offload::csum::complete_l4_checksum(&mut b));
     let tot = u16::from_be_bytes([b[16], b[17]]) as usize;
     let mut ph = Vec::new();
     ph.extend_from_slice(&b[26..34]);
     ph.extend_from_slice(&[0, 6]);
     ph.extend_from_slice(&((tot - 20) as u16).to_be_bytes());
     ph.extend_from_slice(&b[34..14 + tot]);
-    assert_eq!(csum(&ph), 0, "TCP checksum of the received SYN is valid");
+    assert_eq!(csum(&ph), 0, "TCP checksum of the completed SYN is valid");
 }
 
 /// An idle poller can sleep on the port: `wait_rx` times out with nothing to receive and

@@ -287,6 +287,45 @@ mod tests {
         assert_eq!(out[5].0.len(), 66 + 200, "the last two, merged");
     }
 
+    proptest::proptest! {
+        /// Cutting a TCP/IPv4 frame into segments (as the switch does for a port that takes
+        /// only MTU-sized frames) and coalescing them again (as it does for an app) gives
+        /// the frame back: the same headers (but for the TCP checksum, left as the first
+        /// segment's and marked verified) and the same payload.
+        #[test]
+        fn segmenting_then_coalescing_is_the_identity(
+            payload in 1usize..60_000,
+            mss in 200usize..9000,
+            seq in proptest::prelude::any::<u32>(),
+            psh in proptest::prelude::any::<bool>(),
+        ) {
+            let flags = if psh { ACK | PSH } else { ACK };
+            let f = seg(4242, seq, payload, flags);
+            let t = offload::gso::TcpV4::parse_mss(&f[..f.len().min(134)], f.len(), mss)
+                .expect("a TCP/IPv4 frame");
+            let h = t.header_len();
+            let segs: Vec<Vec<u8>> = (0..t.segments())
+                .map(|k| {
+                    let mut s = f[..h].to_vec();
+                    let at = h + k * mss;
+                    s.extend_from_slice(&f[at..at + t.segment_payload(k)]);
+                    assert!(t.finish(&mut s, k));
+                    s
+                })
+                .collect();
+            let out = run(&segs, u16::MAX as usize);
+            proptest::prop_assert_eq!(out.len(), 1);
+            let (m, meta) = &out[0];
+            proptest::prop_assert_eq!(m.len(), f.len());
+            proptest::prop_assert_eq!(&m[..50], &f[..50]);
+            proptest::prop_assert_eq!(&m[52..], &f[52..]);
+            proptest::prop_assert_eq!(
+                *meta,
+                if segs.len() > 1 { FrameMeta::VERIFIED } else { FrameMeta::NONE }
+            );
+        }
+    }
+
     #[test]
     fn a_merge_stops_at_the_destinations_largest_frame() {
         let segs: Vec<_> = (0..10u32).map(|k| seg(7, k * 1000, 1000, ACK)).collect();
