@@ -261,8 +261,57 @@ fn sha_of(log: &str, role: &str) -> Option<(u64, String)> {
     Some((bytes, sha))
 }
 
+/// A counter from the device statistics an app prints when it ends (`"name":value`).
+fn device_counter(log: &str, name: &str) -> Option<u64> {
+    let at = log.rfind(&format!("\"{name}\":"))? + name.len() + 3;
+    let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 const BULK: &str = env!("CARGO_BIN_EXE_ferrite-bulk");
 const SOCKPERF: &str = env!("CARGO_BIN_EXE_ferrite-sockperf");
+
+/// A gigabyte from one app to another through the switch, sha256 intact, in TCP segments
+/// of up to 64 KiB both ways through the rings (the apps' default buffers).
+#[test]
+fn a_gigabyte_between_two_apps_goes_in_large_segments() {
+    let Some(srv) = Server::start("gigabyte") else {
+        return;
+    };
+    let total: u64 = 1 << 30;
+    let mut sink = srv.app(BULK, 0, &["--listen=5001", "--once"]);
+    let mut src = srv.app(
+        BULK,
+        1,
+        &["--connect=10.88.0.10:5001", &format!("--bytes={total}")],
+    );
+    let code = src.wait(Duration::from_secs(240));
+    assert_eq!(
+        code,
+        Some(0),
+        "source failed:\n{}\nsink:\n{}",
+        src.log(),
+        sink.log()
+    );
+    assert_eq!(
+        sink.wait(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        sink.log()
+    );
+    let sent = sha_of(&src.log(), "source").expect("source report");
+    assert_eq!(sent.0, total);
+    assert_eq!(sha_of(&sink.log(), "sink"), Some(sent));
+    let (src_log, sink_log) = (src.log(), sink.log());
+    let gso = device_counter(&src_log, "tx_gso").expect("source device stats");
+    let frames = device_counter(&sink_log, "rx_frames").expect("sink device stats");
+    let bytes = device_counter(&sink_log, "rx_bytes").expect("sink device stats");
+    assert!(gso > 0, "the source sent no large segment:\n{src_log}");
+    assert!(
+        bytes / frames.max(1) > 8192,
+        "the sink got {frames} frames for {bytes} bytes: not large segments"
+    );
+}
 
 #[test]
 fn bulk_and_ping_pong_between_two_apps_through_the_server() {

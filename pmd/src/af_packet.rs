@@ -528,7 +528,12 @@ impl AfPacketPort {
         let rings = Mmap::socket_ring(raw, len, 0, "mmap(PACKET_RX_RING + PACKET_TX_RING)")?;
         let ring = rings.region();
 
-        let pool_mem = Mmap::anonymous(layout.bytes(), false)?;
+        // 64 KiB buffers hold MTU-sized frames most of the time: commit pages as touched.
+        let pool_mem = if cfg.buf_size > 4096 {
+            Mmap::anonymous_lazy(layout.bytes())?
+        } else {
+            Mmap::anonymous(layout.bytes(), false)?
+        };
         let pool = Pool::new(cfg.pool_id, layout, pool_mem.region())
             .map_err(|e| AfPacketError::Config(e.to_string()))?;
         let mut readable = PoolTable::new();

@@ -632,8 +632,10 @@ fn garbage_in_rings_is_counted_and_harms_no_other_app() {
     let mut h = TestApp::connect(&srv.socket, H.0, H.1).expect("hostile attaches");
     let own = PoolId(h.attached.pool);
     let other = PoolId(a.attached.pool);
-    // A descriptor naming A's pool, one past the pool, one longer than a buffer, and the
-    // same (valid) frame twice in one batch: the second time H no longer holds it.
+    // A descriptor naming A's pool, one past the pool, one longer than a buffer, the same
+    // (valid) frame twice in one batch (the second time H no longer holds it), and two whose
+    // offload metadata makes no sense: partial and verified at once, a segment size with no
+    // partial checksum.
     let i = h.free.pop().expect("buf");
     let twice = h.handle(i);
     let mut f = b.mac.to_vec();
@@ -647,12 +649,24 @@ fn garbage_in_rings_is_counted_and_harms_no_other_app() {
         Desc::new(h.handle(3), 4000),
         Desc::new(twice, 60),
         Desc::new(twice, 60),
+        Desc {
+            meta: 0xc000,
+            ..Desc::new(h.handle(5), 60)
+        },
+        Desc {
+            meta: 40,
+            ..Desc::new(h.handle(6), 60)
+        },
     ];
     h.push_tx_many(&bad);
     let s = wait_stats(&srv, "one of each rejection", |s| {
         port(s, H.0).is_some_and(|p| {
             let c = &p.counters;
-            c.bad_pool == 1 && c.bad_index == 1 && c.bad_len == 1 && c.not_held == 1
+            c.bad_pool == 1
+                && c.bad_index == 1
+                && c.bad_len == 1
+                && c.not_held == 1
+                && c.bad_meta == 2
         })
     });
     // The valid frame went through once, to B.

@@ -65,6 +65,16 @@ impl Mmap {
     /// huge pages are tried first (`len` rounded up to 2 MiB); when the system has none
     /// available this quietly falls back to 4 KiB pages ([`Mmap::is_huge`] tells which).
     pub fn anonymous(len: usize, huge: bool) -> Result<Self, OpError> {
+        Self::anonymous_with(len, huge, libc::MAP_POPULATE)
+    }
+
+    /// Maps `len` bytes of zeroed anonymous memory committed only as it is touched: for a
+    /// pool of large buffers, most of whose pages a frame never reaches.
+    pub fn anonymous_lazy(len: usize) -> Result<Self, OpError> {
+        Self::anonymous_with(len, false, libc::MAP_NORESERVE)
+    }
+
+    fn anonymous_with(len: usize, huge: bool, extra: libc::c_int) -> Result<Self, OpError> {
         const HUGE: usize = 2 << 20;
         if huge {
             let hlen = len.div_ceil(HUGE) * HUGE;
@@ -100,7 +110,7 @@ impl Mmap {
                 core::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra,
                 -1,
                 0,
             )
