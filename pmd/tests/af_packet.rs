@@ -518,3 +518,108 @@ fn a_prepared_port_takes_nothing_until_it_is_activated() {
         .collect();
     assert_eq!(got, want, "only the frames sent after the activation");
 }
+
+/// A 20 000-byte TCP/IPv4 frame from the port to the peer, its checksum partial: DF set,
+/// flags ACK|PSH|CWR, a sequence number that wraps during the frame.
+fn super_frame(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+    let payload = 20_000usize;
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let tot = (20 + 32 + payload) as u16;
+    let mut ip = vec![
+        0x45,
+        0,
+        (tot >> 8) as u8,
+        tot as u8,
+        0x12,
+        0x34,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ];
+    ip.extend_from_slice(&PORT_IP);
+    ip.extend_from_slice(&PEER_IP);
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    // Ports 40000 -> 5201, seq near the wrap, ack, data offset 8, ACK|PSH|CWR, window.
+    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0xff, 0xff, 0xf0, 0x00, 0, 0, 0, 7]);
+    f.extend_from_slice(&[0x80, 0x98, 0x01, 0x00, 0, 0, 0, 0]);
+    f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+    f.extend((0..payload).map(|i| (i % 251) as u8));
+    offload::csum::set_pseudo_header_sum(&mut f).expect("TCP/IPv4");
+    f
+}
+
+/// A frame larger than the MTU, sent whole with its segment size (the port's sending socket,
+/// `PACKET_VNET_HDR`) out of an interface without TSO, is cut by the kernel's GSO; the
+/// segments the peer receives are, byte for byte, those the switch's software segmentation
+/// (`offload::gso`) makes of the same frame.
+#[test]
+fn the_kernel_cuts_a_large_frame_into_the_segments_offload_gso_makes() {
+    if !root_or_skip("the_kernel_cuts_a_large_frame_into_the_segments_offload_gso_makes") {
+        return;
+    }
+    let pair = VethPair::new("pg", &[]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &pair.port_ns,
+        "ethtool",
+        "-K",
+        &pair.port_if,
+        "tso",
+        "off",
+    ]);
+    let peer = pair.peer_socket(0x0800);
+    // Through the qdisc layer: bypassing it, the kernel drops a frame it would have to cut.
+    let mut port = open(&pair, |c| c.qdisc_bypass = false);
+    assert_eq!(
+        port.tx_offloads().max_gso_frame,
+        0,
+        "without TSO the port asks the switch to cut large frames"
+    );
+    let pool = port.pool();
+    let f = super_frame(port.mac(), pair.peer_mac);
+    let mut fr = alloc_frame(&mut port, &pool, &f);
+    fr.meta = offload::FrameMeta::partial(1448).bits();
+    assert_eq!(port.tx_burst(&[fr]), 1);
+
+    let t = offload::gso::TcpV4::parse_mss(&f[..134], f.len(), 1448).expect("TCP/IPv4");
+    let h = t.header_len();
+    let ours: Vec<Vec<u8>> = (0..t.segments())
+        .map(|k| {
+            let mut s = f[..h].to_vec();
+            let at = h + k * t.mss;
+            s.extend_from_slice(&f[at..at + t.segment_payload(k)]);
+            assert!(t.finish(&mut s, k));
+            s
+        })
+        .collect();
+    let mut theirs = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let t0 = Instant::now();
+    while theirs.len() < ours.len() && t0.elapsed() < Duration::from_secs(3) {
+        if let Some(n) = peer.recv(&mut buf, Duration::from_millis(200))
+            && n >= 54
+            && buf[23] == 6
+            && buf[36..38] == [0x14, 0x51]
+        {
+            let mut s = buf[..n].to_vec();
+            // veth leaves the segments' TCP checksums partial, as the kernel's GSO does
+            // for a device with checksum offload.
+            offload::csum::complete_l4_checksum(&mut s);
+            theirs.push(s);
+        }
+    }
+    assert_eq!(theirs.len(), ours.len(), "segments the peer received");
+    for (k, (a, b)) in theirs.iter().zip(&ours).enumerate() {
+        assert_eq!(a, b, "segment {k}");
+    }
+    reap(&mut port);
+}
