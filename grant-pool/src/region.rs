@@ -361,23 +361,26 @@ impl Blocks {
         // much more (and out of line, the call costs the 2-port benchmark ~1.5% of its
         // rate). `black_box` changes no value, only what the optimiser knows.
         let (less, most) = core::hint::black_box((less, most));
-        within(words, less, most).then_some(BlockBurst {
+        let (ok, meta) = within(words, less, most);
+        ok.then_some(BlockBurst {
             blocks: self,
             words,
+            any_meta: meta != 0,
         })
     }
 }
 
 /// The check of [`Blocks::frames`]: whether every frame's difference from `less` is within
-/// `most`, half by half.
+/// `most`, half by half; and, from the same loads, the OR of every frame's high 16 bits
+/// (its offload metadata).
 #[inline(always)]
-fn within(words: &[[u32; 2]], less: u64, most: u64) -> bool {
+fn within(words: &[[u32; 2]], less: u64, most: u64) -> (bool, u32) {
     let pair = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
-    let acc = words.iter().fold(0u64, |acc, w| {
+    let (acc, meta) = words.iter().fold((0u64, 0u32), |(acc, meta), w| {
         let d = (pair(w[0], w[1]) & pair(!0, 0xffff)).wrapping_sub(less);
-        acc | d | most.wrapping_sub(d)
+        (acc | d | most.wrapping_sub(d), meta | w[1])
     });
-    acc & pair(1 << 31, 1 << 31) == 0
+    (acc & pair(1 << 31, 1 << 31) == 0, meta >> 16)
 }
 
 /// The bits of a buffer handle's raw value that are its block index.
@@ -392,9 +395,17 @@ pub struct BlockBurst<'a> {
     // whole, which stalls store forwarding on every burst.
     blocks: &'a Blocks,
     words: &'a [[u32; 2]],
+    any_meta: bool,
 }
 
 impl<'a> BlockBurst<'a> {
+    /// Whether any frame of the burst carries offload metadata (a nonzero high half of its
+    /// second word).
+    #[inline]
+    pub fn any_meta(&self) -> bool {
+        self.any_meta
+    }
+
     /// Buffers in the burst.
     #[inline]
     pub fn len(&self) -> usize {
@@ -413,6 +424,7 @@ impl<'a> BlockBurst<'a> {
         Self {
             blocks: self.blocks,
             words: &self.words[..n.min(self.words.len())],
+            any_meta: self.any_meta,
         }
     }
 

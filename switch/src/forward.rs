@@ -247,6 +247,17 @@ impl PoolSlot {
     }
 }
 
+/// What pass 1 found of a burst as a whole.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// The first frame's pool.
+    first_pool: u32,
+    /// Nonzero when some frame is in another pool.
+    mixed: u32,
+    /// Some frame carries offload metadata.
+    any_meta: bool,
+}
+
 /// Frames queued for one destination during a burst.
 struct DestQueue {
     frames: [Frame; MAX_BURST],
@@ -857,6 +868,10 @@ impl Switch {
         // Set when pass 1 found every frame of the burst going to the same place (then
         // `dests` is left unwritten until the scatter below needs it).
         let mut single: Option<u16> = None;
+        let any_meta = match &checked {
+            Some(burst) => burst.any_meta(),
+            None => rx.iter().any(|f| f.meta != 0),
+        };
         match checked {
             Some(burst) => {
                 // Pass 1, regular burst: read each header and decide. Every frame was checked
@@ -942,7 +957,12 @@ impl Switch {
             bad,
             ..Ingress::default()
         };
-        self.deliver::<false>(inp, n, single, first_pool, mixed, drops);
+        let shape = Shape {
+            first_pool,
+            mixed,
+            any_meta,
+        };
+        self.deliver::<false>(inp, n, single, shape, drops);
     }
 
     /// Forwards `self.rx[..n]`, received on port `inp`, whose frames come from an untrusted
@@ -1023,7 +1043,13 @@ impl Switch {
             }
             self.dests[i] = d;
         }
-        self.deliver::<true>(inp, n, None, first_pool, mixed, drops);
+        let any_meta = self.rx[..n].iter().any(|f| f.meta != 0);
+        let shape = Shape {
+            first_pool,
+            mixed,
+            any_meta,
+        };
+        self.deliver::<true>(inp, n, None, shape, drops);
     }
 
     /// Pass 2 of a burst whose destinations pass 1 wrote to `self.dests` (or, when
@@ -1038,10 +1064,14 @@ impl Switch {
         inp: usize,
         n: usize,
         single: Option<u16>,
-        first_pool: u32,
-        mixed: u32,
+        shape: Shape,
         mut drops: Ingress,
     ) {
+        let Shape {
+            first_pool,
+            mixed,
+            any_meta,
+        } = shape;
         let inp16 = inp as u16;
         let (d0, differ) = match single {
             Some(d) => (d, 0),
@@ -1052,12 +1082,16 @@ impl Switch {
         };
 
         let uniform = differ == 0 && d0 < FLOOD_OR_DROP && mixed == 0;
+        // Without offload metadata in the burst (pass 1 found none: the common case) no
+        // frame needs a look of its own.
+        let taken_as_is = |q: &DestQueue, rx: &[Frame]| {
+            !any_meta
+                || q.offloads == TxOffloads::ALL
+                || rx.iter().all(|f| q.offloads.takes(f.len, f.meta))
+        };
         if uniform
             && self.queues.get(d0 as usize).is_some_and(|q| {
-                !q.tx_pools.contains(PoolId(first_pool as u8))
-                    && self.rx[..n]
-                        .iter()
-                        .all(|f| f.meta == 0 || q.offloads.takes(f.len, f.meta))
+                !q.tx_pools.contains(PoolId(first_pool as u8)) && taken_as_is(q, &self.rx[..n])
             })
         {
             // The whole burst goes to one destination that cannot read its pool: copy it
@@ -1071,11 +1105,7 @@ impl Switch {
         }
         if uniform
             && self.queues.get(d0 as usize).is_some_and(|q| {
-                q.tx_pools.contains(PoolId(first_pool as u8))
-                    && (q.offloads == TxOffloads::ALL
-                        || self.rx[..n]
-                            .iter()
-                            .all(|f| f.meta == 0 || q.offloads.takes(f.len, f.meta)))
+                q.tx_pools.contains(PoolId(first_pool as u8)) && taken_as_is(q, &self.rx[..n])
             })
         {
             // The whole burst goes to one destination that reads its pool: hand it over as
@@ -1275,6 +1305,8 @@ impl Switch {
     /// large frames: consecutive segments of one TCP flow are coalesced into one frame as they
     /// are copied ([`crate::gro`]). Each frame is read once into the switch's memory (where
     /// its checksums are verified, if nobody has) and written once into its destination.
+    #[cold]
+    #[inline(never)]
     fn copy_burst_gro(&mut self, inp: usize, d: usize, n: usize) {
         if let Some(Some(slot)) = self.ports.get(inp) {
             bump(&slot.counters.rx, n as u64);
@@ -1494,6 +1526,8 @@ impl Switch {
     /// made for it. Each such frame is read into the switch's memory once (with its checked
     /// MACs), cut or completed there, and written out; taken only by bursts that carry
     /// such frames. Entries beyond what one burst holds go out early, in order.
+    #[cold]
+    #[inline(never)]
     fn make_copies_offloaded<const ADMITTED: bool>(&mut self, d: usize) {
         let Self {
             queues,
