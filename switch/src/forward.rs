@@ -1316,7 +1316,6 @@ impl Switch {
             ports,
             pools,
             rx,
-            allocated,
             scratch,
             done,
             whole,
@@ -1326,15 +1325,16 @@ impl Switch {
         let Some(Some(slot)) = ports.get_mut(d) else {
             return;
         };
-        let got = slot.port.alloc(&mut allocated[..n]).min(n);
-        let cap = cap.min(
-            allocated[..got]
-                .first()
-                .map_or(0, |c| pools[c.pool().0 as usize].size as usize),
-        );
-        let (mut out, mut fault, mut merged) = (0, 0u64, 0u64);
+        // Buffers are taken from the destination one output frame at a time, so that a
+        // merge leaves none unused (an app's fill buffer handed back would come home on its
+        // completion ring, as a transmitted one does).
+        let take = |slot: &mut Slot| {
+            let mut one = [BufHandle::from_raw(0)];
+            (slot.port.alloc(&mut one) == 1).then_some(one[0])
+        };
+        let (mut out, mut fault, mut merged, mut nobuf) = (0, 0u64, 0u64, 0u64);
         let mut m: Option<Merge> = None;
-        for (f, &c) in rx[..got].iter().zip(&allocated[..got]) {
+        for f in &rx[..n] {
             let len = f.len as usize;
             let bytes = &mut whole[..len];
             let read = pools[f.buf.pool().0 as usize]
@@ -1349,19 +1349,21 @@ impl Switch {
                     .is_some_and(|(dst, off)| dst.write(off + at, &bytes[r]).is_ok())
                 {
                     merged += 1;
-                    returns.put(pools, c);
                     continue;
                 }
                 // The merge's buffer refused the write: it cannot be trusted to hold the
                 // frame any more.
                 fault += 1;
-                returns.put(pools, c);
                 if let Some(m) = m.take() {
                     scratch[m.slot].len = 0;
                 }
                 continue;
             }
             finish_merge(&mut m, pools, &mut scratch[..]);
+            let Some(c) = take(slot) else {
+                nobuf += 1;
+                continue;
+            };
             let dp = &pools[c.pool().0 as usize];
             let copied = read
                 && len <= dp.size as usize
@@ -1378,6 +1380,7 @@ impl Switch {
                 len: f.len,
                 meta: f.meta,
             };
+            let cap = cap.min(dp.size as usize);
             m = Merge::start(bytes, meta, out, c, cap);
             out += 1;
         }
@@ -1397,9 +1400,9 @@ impl Switch {
         let c = &slot.counters;
         bump(&c.tx, sent as u64 + merged);
         bump(&c.tx_copied, out as u64 + merged);
-        if sent < out || got < n || fault > 0 {
+        if sent < out || nobuf > 0 || fault > 0 {
             c.add_drop(DropReason::RingFull, (out - sent) as u64);
-            c.add_drop(DropReason::NoBuffer, (n - got) as u64);
+            c.add_drop(DropReason::NoBuffer, nobuf);
             c.add_drop(DropReason::CopyFault, fault);
             for f in &scratch[sent..out] {
                 returns.put(pools, f.buf);

@@ -3,6 +3,8 @@
 //! a partial checksum is completed only for a port that cannot take it; a frame marked for
 //! segmentation that cannot be cut is dropped and counted there.
 
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use grant_pool::PoolId;
@@ -79,6 +81,8 @@ struct Recorder {
     offloads: TxOffloads,
     got: Log,
     hello: bool,
+    /// Buffers the switch took from this port to copy into.
+    taken: Arc<AtomicUsize>,
 }
 
 macro_rules! pass_through {
@@ -107,9 +111,6 @@ macro_rules! pass_through {
         fn tx_done(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
             self.inner.tx_done(out)
         }
-        fn alloc(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
-            self.inner.alloc(out)
-        }
         fn reclaim(&mut self, bufs: &[grant_pool::BufHandle]) {
             self.inner.reclaim(bufs)
         }
@@ -118,6 +119,9 @@ macro_rules! pass_through {
 
 impl Port for Source {
     pass_through!();
+    fn alloc(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
+        self.inner.alloc(out)
+    }
     fn tx_burst(&mut self, frames: &[Frame]) -> usize {
         self.inner.tx_burst(frames)
     }
@@ -144,6 +148,11 @@ impl Port for Source {
 
 impl Port for Recorder {
     pass_through!();
+    fn alloc(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
+        let n = self.inner.alloc(out);
+        self.taken.fetch_add(n, Relaxed);
+        n
+    }
     fn tx_offloads(&self) -> TxOffloads {
         self.offloads
     }
@@ -186,8 +195,9 @@ fn sim(i: u8, buf_size: usize) -> SimPort {
 
 /// A switch with the source (port 0), a sink taking every frame as it is (port 1: MAC
 /// `mac(1)`, 64 KiB buffers) and one taking only plain frames (port 2, 2 KiB buffers).
-fn net() -> (Switch, Log, Log, Log, [switch::PortId; 3]) {
+fn net() -> (Switch, Log, Log, Log, [switch::PortId; 3], Arc<AtomicUsize>) {
     let mut sw = Switch::new(SwitchConfig::default()).expect("switch");
+    let taken: Arc<AtomicUsize> = Arc::default();
     let queue: Log = Arc::default();
     let (whole, cut): (Log, Log) = (Arc::default(), Arc::default());
     let a = sw
@@ -202,6 +212,7 @@ fn net() -> (Switch, Log, Log, Log, [switch::PortId; 3]) {
             offloads: TxOffloads::ALL,
             got: whole.clone(),
             hello: true,
+            taken: taken.clone(),
         }))
         .expect("whole");
     let c = sw
@@ -210,9 +221,10 @@ fn net() -> (Switch, Log, Log, Log, [switch::PortId; 3]) {
             offloads: TxOffloads::NONE,
             got: cut.clone(),
             hello: false,
+            taken: Arc::default(),
         }))
         .expect("cut");
-    (sw, queue, whole, cut, [a, b, c])
+    (sw, queue, whole, cut, [a, b, c], taken)
 }
 
 fn settle(sw: &mut Switch) {
@@ -232,7 +244,7 @@ fn start(sw: &mut Switch, logs: [&Log; 2]) {
 
 #[test]
 fn a_large_frame_goes_whole_where_taken_and_as_valid_segments_elsewhere() {
-    let (mut sw, queue, whole, cut, ids) = net();
+    let (mut sw, queue, whole, cut, ids, _) = net();
     start(&mut sw, [&whole, &cut]);
     // The frames go to a station nobody has seen: flooded, so both sinks get every frame.
     let to_nobody = |mut f: Vec<u8>| {
@@ -302,8 +314,9 @@ fn a_large_frame_goes_whole_where_taken_and_as_valid_segments_elsewhere() {
 
 #[test]
 fn segments_of_one_flow_in_a_burst_reach_a_large_frame_port_as_one_frame() {
-    let (mut sw, queue, whole, cut, _ids) = net();
+    let (mut sw, queue, whole, cut, _ids, taken) = net();
     start(&mut sw, [&whole, &cut]);
+    let before = taken.load(Relaxed);
     let seg = |k: u32, len: usize| {
         let mut f = segment(6, 1000 + k * 1448, len);
         assert!(offload::csum::complete_l4_checksum(&mut f));
@@ -332,5 +345,12 @@ fn segments_of_one_flow_in_a_burst_reach_a_large_frame_port_as_one_frame() {
     assert!(
         cut.lock().unwrap().is_empty(),
         "unicast: the other sink saw nothing"
+    );
+    // An app's fill buffer taken and not used would go back on its completion ring, out of
+    // the app's receive side for good: the switch takes one per frame it delivers.
+    assert_eq!(
+        taken.load(Relaxed) - before,
+        got.len(),
+        "buffers taken, frames delivered"
     );
 }

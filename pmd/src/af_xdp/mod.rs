@@ -60,10 +60,11 @@
 //! other end of a veth may hand the kernel frames that are not: TCP/UDP checksums left to
 //! offload (`tx` offload, on by default) reach the socket incomplete, in native and generic
 //! mode alike, and XDP offers no per-frame flag saying so. With
-//! [`AfXdpConfig::complete_checksums`] (the default) the port recognises such a frame by its
+//! [`AfXdpConfig::partial_checksums`] (the default) the port recognises such a frame by its
 //! checksum field, which then holds the pseudo-header sum alone (what Linux leaves for the
-//! device), and completes the checksum in software as the device would have; the chance that
-//! a complete checksum has that value is 1 in 65536, and completing a correct checksum leaves
+//! device), and marks it partial ([`offload::FrameMeta`]): the switch completes it for a
+//! destination that needs it complete, an app's stack takes it as it is. The chance that a
+//! complete checksum has that value is 1 in 65536, and completing a correct checksum leaves
 //! it unchanged. Without it, run such a peer with `ethtool -K <peer> tx off`. Segmentation
 //! offload is handled by the kernel in native mode (attaching
 //! the program turns the peer's TSO off, so frames arrive MTU-sized); in generic mode the
@@ -242,8 +243,8 @@ pub struct AfXdpConfig {
     pub program: Option<Arc<XdpProgram>>,
     /// XSKMAP slots when a fresh program is attached.
     pub max_queues: u32,
-    /// Complete TCP/UDP checksums a veth peer left to offload (see the module docs).
-    pub complete_checksums: bool,
+    /// Mark partial the TCP/UDP checksums a veth peer left to offload (see the module docs).
+    pub partial_checksums: bool,
 }
 
 impl AfXdpConfig {
@@ -264,7 +265,7 @@ impl AfXdpConfig {
             promiscuous: true,
             program: None,
             max_queues: 64,
-            complete_checksums: true,
+            partial_checksums: true,
         }
     }
 }
@@ -316,8 +317,8 @@ pub struct AfXdpPort {
     ctl: CtlSocket,
     zero_copy: bool,
     need_wakeup: bool,
-    complete_checksums: bool,
-    completed: u64,
+    partial_checksums: bool,
+    partial: u64,
     pool: Pool,
     chunk: usize,
     chunk_shift: u32,
@@ -655,8 +656,8 @@ impl PreparedAfXdp {
             ctl,
             zero_copy,
             need_wakeup: cfg.need_wakeup,
-            complete_checksums: cfg.complete_checksums,
-            completed: 0,
+            partial_checksums: cfg.partial_checksums,
+            partial: 0,
             pool,
             chunk: cfg.buf_size,
             chunk_shift: cfg.buf_size.trailing_zeros(),
@@ -746,9 +747,9 @@ impl AfXdpPort {
         linux::wait_readable(self.xsk.as_raw_fd(), timeout)
     }
 
-    /// Received frames whose checksum the port completed (the sender left it to offload).
-    pub fn checksums_completed(&self) -> u64 {
-        self.completed
+    /// Received frames the port marked partial (the sender left the checksum to offload).
+    pub fn checksums_partial(&self) -> u64 {
+        self.partial
     }
 
     /// System calls made to wake the kernel so far (tx and fill kicks).
@@ -764,24 +765,19 @@ impl AfXdpPort {
             .unwrap_or(BufHandle::from_raw(((self.pool.id().0 as u32) << 24) | idx))
     }
 
-    /// Completes the TCP/UDP checksum of the frame in buffer `idx` when the sender left it to
-    /// offload (the field holds the pseudo-header sum alone).
+    /// The metadata of the frame in buffer `idx`: partial when the sender left its TCP/UDP
+    /// checksum to offload (the field holds the pseudo-header sum alone).
     #[inline]
-    fn complete_checksum(&mut self, idx: u32, len: usize) {
+    fn checksum_state(&mut self, idx: u32, len: usize) -> offload::FrameMeta {
         let buf = self.pool.region();
         let base = self.pool.offset(BufIdx(idx));
         let mut head = [0u8; 118];
         let h = &mut head[..len.min(118)];
-        if buf.read(base, h).is_err() || !offload::csum::holds_pseudo_header_sum(h, len) {
-            return;
-        }
-        let mut tmp = [0u8; 4096];
-        if let Some(f) = tmp.get_mut(..len)
-            && buf.read(base, f).is_ok()
-            && offload::csum::complete_l4_checksum(f)
-        {
-            let _ = buf.write(base, f);
-            self.completed += 1;
+        if buf.read(base, h).is_ok() && offload::csum::holds_pseudo_header_sum(h, len) {
+            self.partial += 1;
+            offload::FrameMeta::partial(0)
+        } else {
+            offload::FrameMeta::NONE
         }
     }
 
@@ -947,11 +943,17 @@ impl Port for AfXdpPort {
                 self.free.push(idx);
                 continue;
             }
-            if self.complete_checksums {
-                self.complete_checksum(idx, len);
-            }
+            let meta = if self.partial_checksums {
+                self.checksum_state(idx, len)
+            } else {
+                offload::FrameMeta::NONE
+            };
             self.state[idx as usize] = CALLER;
-            out[got] = Frame::new(self.handle(idx), len as u16);
+            out[got] = Frame {
+                buf: self.handle(idx),
+                len: len as u16,
+                meta: meta.bits(),
+            };
             got += 1;
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += len as u64;
