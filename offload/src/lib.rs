@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod csum;
+pub mod frame;
 pub mod gso;
 pub mod meta;
 

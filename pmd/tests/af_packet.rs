@@ -522,35 +522,23 @@ fn a_prepared_port_takes_nothing_until_it_is_activated() {
 /// A 20 000-byte TCP/IPv4 frame from the port to the peer, its checksum partial: DF set,
 /// flags ACK|PSH|CWR, a sequence number that wraps during the frame.
 fn super_frame(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
-    let payload = 20_000usize;
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let tot = (20 + 32 + payload) as u16;
-    let mut ip = vec![
-        0x45,
-        0,
-        (tot >> 8) as u8,
-        tot as u8,
-        0x12,
-        0x34,
-        0x40,
-        0,
-        64,
-        6,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&PORT_IP);
-    ip.extend_from_slice(&PEER_IP);
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    // Ports 40000 -> 5201, seq near the wrap, ack, data offset 8, ACK|PSH|CWR, window.
-    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0xff, 0xff, 0xf0, 0x00, 0, 0, 0, 7]);
-    f.extend_from_slice(&[0x80, 0x98, 0x01, 0x00, 0, 0, 0, 0]);
-    f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
-    f.extend((0..payload).map(|i| (i % 251) as u8));
+    let payload: Vec<u8> = (0..20_000usize).map(|i| (i % 251) as u8).collect();
+    let mut f = offload::frame::Ipv4Frame {
+        dst,
+        src,
+        src_ip: PORT_IP,
+        dst_ip: PEER_IP,
+        id: 0x1234,
+        sport: 40000,
+        dport: 5201,
+        seq: 0xffff_f000,
+        ack: 7,
+        flags: 0x98,
+        window: 0x0100,
+        options: offload::frame::TIMESTAMPS.to_vec(),
+        ..Default::default()
+    }
+    .build(&payload);
     offload::csum::set_pseudo_header_sum(&mut f).expect("TCP/IPv4");
     f
 }

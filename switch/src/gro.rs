@@ -164,39 +164,21 @@ impl Merge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use offload::csum::complete_l4_checksum;
 
     /// A TCP/IPv4 segment of flow `port` with `payload` bytes (a pattern starting at `seq`)
     /// and `flags`, checksums complete.
     fn seg(port: u16, seq: u32, payload: usize, flags: u8) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let tot = (20 + 32 + payload) as u16;
-        let mut ip = vec![
-            0x45,
-            0,
-            (tot >> 8) as u8,
-            tot as u8,
-            0,
-            1,
-            0x40,
-            0,
-            64,
-            6,
-            0,
-            0,
-        ];
-        ip.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-        let c = fold(sum16(0, &ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&port.to_be_bytes());
-        f.extend_from_slice(&[0, 80]);
-        f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(&[0, 0, 0, 9, 0x80, flags, 0x10, 0, 0, 0, 0, 0]);
-        f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
-        f.extend((0..payload).map(|i| (seq as usize + i) as u8));
-        assert!(complete_l4_checksum(&mut f));
-        f
+        let data: Vec<u8> = (0..payload).map(|i| (seq as usize + i) as u8).collect();
+        offload::frame::Ipv4Frame {
+            sport: port,
+            seq,
+            ack: 9,
+            flags,
+            window: 0x1000,
+            options: offload::frame::TIMESTAMPS.to_vec(),
+            ..Default::default()
+        }
+        .build(&data)
     }
 
     /// Merges `segs` as the switch does; returns the frames that come out.

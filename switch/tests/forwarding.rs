@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+mod wrap;
+
 use grant_pool::PoolId;
 use pmd::Mac;
 use pmd::sim::{MacPattern, SimConfig, SimPort, SimProbe};
@@ -349,38 +351,12 @@ fn fdb_is_bounded_and_traffic_still_flows() {
 /// through: all but `rx_burst` and the wait hooks.
 macro_rules! sim_port_methods_but_rx {
     () => {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        fn mac(&self) -> Mac {
-            self.inner.mac()
-        }
-        fn link(&self) -> pmd::LinkState {
-            self.inner.link()
-        }
-        fn stats(&self) -> pmd::PortStats {
-            self.inner.stats()
-        }
-        fn tx_pools(&self) -> grant_pool::PoolSet {
-            self.inner.tx_pools()
-        }
-        fn own_pools(&self) -> grant_pool::PoolSet {
-            self.inner.own_pools()
-        }
-        fn pools(&self) -> &[grant_pool::Pool] {
-            self.inner.pools()
-        }
+        pass_through!();
         fn tx_burst(&mut self, frames: &[pmd::Frame]) -> usize {
             self.inner.tx_burst(frames)
         }
-        fn tx_done(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
-            self.inner.tx_done(out)
-        }
         fn alloc(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
             self.inner.alloc(out)
-        }
-        fn reclaim(&mut self, bufs: &[grant_pool::BufHandle]) {
-            self.inner.reclaim(bufs)
         }
     };
 }

@@ -7,6 +7,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
+mod wrap;
+
 use grant_pool::PoolId;
 use offload::FrameMeta;
 use offload::csum::{set_pseudo_header_sum, verify};
@@ -26,39 +28,21 @@ fn frame(proto: u8, payload: usize) -> Vec<u8> {
 
 /// [`frame`] with TCP sequence number `seq` (the pattern follows it).
 fn segment(proto: u8, seq: u32, payload: usize) -> Vec<u8> {
-    let mut f = mac(1).to_vec();
-    f.extend_from_slice(&mac(0));
-    f.extend_from_slice(&[0x08, 0x00]);
-    let l4 = if proto == 6 { 20 } else { 8 };
-    let tot = (20 + l4 + payload) as u16;
-    let mut ip = vec![
-        0x45,
-        0,
-        (tot >> 8) as u8,
-        tot as u8,
-        0,
-        7,
-        0x40,
-        0,
-        64,
+    let data: Vec<u8> = (0..payload)
+        .map(|i| ((seq as usize + i) * 31 % 253) as u8)
+        .collect();
+    let mut f = offload::frame::Ipv4Frame {
+        dst: mac(1),
+        src: mac(0),
+        src_ip: [10, 1, 0, 1],
+        dst_ip: [10, 1, 0, 2],
+        id: 7,
         proto,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&[10, 1, 0, 1, 10, 1, 0, 2]);
-    let c = offload::csum::fold(offload::csum::sum16(0, &ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    if proto == 6 {
-        // Ports 1000 -> 80, seq, ack 1, data offset 5, ACK, window.
-        f.extend_from_slice(&[0x03, 0xe8, 0, 80]);
-        f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(&[0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
-    } else {
-        let ul = (8 + payload) as u16;
-        f.extend_from_slice(&[0x03, 0xe8, 0, 80, (ul >> 8) as u8, ul as u8, 0, 0]);
+        sport: 1000,
+        seq,
+        ..Default::default()
     }
-    f.extend((0..payload).map(|i| ((seq as usize + i) * 31 % 253) as u8));
+    .build(&data);
     set_pseudo_header_sum(&mut f).expect("TCP or UDP over IPv4");
     f
 }
@@ -83,38 +67,6 @@ struct Recorder {
     hello: bool,
     /// Buffers the switch took from this port to copy into.
     taken: Arc<AtomicUsize>,
-}
-
-macro_rules! pass_through {
-    () => {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        fn mac(&self) -> Mac {
-            self.inner.mac()
-        }
-        fn link(&self) -> pmd::LinkState {
-            self.inner.link()
-        }
-        fn stats(&self) -> pmd::PortStats {
-            self.inner.stats()
-        }
-        fn tx_pools(&self) -> grant_pool::PoolSet {
-            self.inner.tx_pools()
-        }
-        fn own_pools(&self) -> grant_pool::PoolSet {
-            self.inner.own_pools()
-        }
-        fn pools(&self) -> &[grant_pool::Pool] {
-            self.inner.pools()
-        }
-        fn tx_done(&mut self, out: &mut [grant_pool::BufHandle]) -> usize {
-            self.inner.tx_done(out)
-        }
-        fn reclaim(&mut self, bufs: &[grant_pool::BufHandle]) {
-            self.inner.reclaim(bufs)
-        }
-    };
 }
 
 impl Port for Source {
