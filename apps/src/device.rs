@@ -17,9 +17,9 @@
 //! each goes out as one frame with its segment size in the descriptor
 //! ([`offload::FrameMeta`]), and the server, the kernel or the NIC cuts it where the path
 //! needs MTU-sized frames. TCP checksums are left partial on transmit (the device writes the
-//! pseudo-header sum; whoever cuts or puts the frame on a wire completes it) and, on receive,
-//! verified here only for frames the server did not mark verified or partial (made on this
-//! host), so that no byte is summed twice.
+//! pseudo-header sum; whoever cuts or puts the frame on a wire completes it). On receive, TCP
+//! and UDP checksums are verified here only for frames the server did not mark verified or
+//! partial (made on this host), so that no byte is summed twice.
 //!
 //! The hot path (receive, transmit, flush) allocates nothing: the free list and the receive
 //! batch are sized once.
@@ -59,7 +59,7 @@ pub struct DeviceStats {
     pub bad_desc: u64,
     /// Doorbells rung towards the server.
     pub kicks: u64,
-    /// TCP frames dropped on receive for a wrong checksum.
+    /// TCP and UDP frames dropped on receive for a wrong checksum.
     pub rx_bad_csum: u64,
     /// Frames queued whole as TCP segments larger than one MTU (segmentation offload).
     pub tx_gso: u64,
@@ -543,11 +543,11 @@ pub struct TxToken<'a, G: Grant> {
     gso_size: u16,
 }
 
-/// Whether `b` is not a TCP frame, or one whose checksums are right.
-fn tcp_checksum_ok(b: &[u8]) -> bool {
+/// Whether `b` is neither TCP nor UDP, or one whose checksums are right.
+fn l4_checksum_ok(b: &[u8]) -> bool {
     match offload::csum::L4::parse(b, b.len()) {
-        Some(l4) if l4.proto == 6 => offload::csum::verify(b) == Some(true),
-        _ => true,
+        Some(_) => offload::csum::verify(b) == Some(true),
+        None => true,
     }
 }
 
@@ -585,7 +585,7 @@ impl<G: Grant> phy::RxToken for RxToken<'_, G> {
         let meta = FrameMeta::from_bits(self.desc.meta);
         let bad = self.bad_csum;
         let lent = self.pool.lend(h, self.desc.len as usize, |b| {
-            if !meta.needs_no_verify() && !tcp_checksum_ok(b) {
+            if !meta.needs_no_verify() && !l4_checksum_ok(b) {
                 // Dropped: the stack sees an empty frame, which it discards as malformed.
                 *bad += 1;
                 return f.take().map(|g| g(&[]));
@@ -740,9 +740,12 @@ impl<G: Grant, N: Notifier> Device for RingDevice<G, N> {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.mtu;
         caps.max_burst_size = Some(BATCH);
-        // TCP checksums are left partial on transmit and verified by the device on receive
-        // (see the module docs); IPv4, UDP and ICMP are the stack's as usual.
+        // TCP checksums are left partial on transmit, and TCP and UDP ones verified by the
+        // device on receive (see the module docs): a frame made on this host may come with
+        // either left partial. The stack computes UDP, IPv4 and ICMP checksums on transmit
+        // and verifies IPv4 and ICMP on receive.
         caps.checksum.tcp = Checksum::None;
+        caps.checksum.udp = Checksum::Tx;
         if self.max_frame > self.mtu {
             caps.segmentation.tcpv4 = NonZeroUsize::new(self.max_frame);
         }

@@ -103,7 +103,8 @@ fn make(id: u8, last: u8) -> (App, ServerSide) {
 }
 
 /// Moves frames from `from`'s tx ring to `to`'s rx ring (one copy into a fill buffer of
-/// `to`), returning transmitted buffers on `from`'s completion ring. Returns frames moved and
+/// `to`, UDP checksums left partial and marked so), returning transmitted buffers on
+/// `from`'s completion ring. Returns frames moved and
 /// (for the zero-copy check) the source MAC of the first frame read out of `from`'s pool.
 fn forward(from: &mut ServerSide, to: &mut ServerSide) -> (usize, Option<[u8; 6]>) {
     let mut tx = [Desc::default(); 64];
@@ -128,9 +129,20 @@ fn forward(from: &mut ServerSide, to: &mut ServerSide) -> (usize, Option<[u8; 6]
                 .pool
                 .buf(fill[i].buf())
                 .expect("checked fill buffer");
-            dst.copy_from(0, &src, 0, tx[i].len as usize).expect("copy");
+            let len = tx[i].len as usize;
+            dst.copy_from(0, &src, 0, len).expect("copy");
+            let mut meta = tx[i].meta;
+            // A UDP datagram crosses with its checksum left partial, as a Linux sender with
+            // checksum offload (veth's default) leaves it, and marked so.
+            let mut f = vec![0u8; len];
+            dst.read(0, &mut f).expect("read");
+            if offload::csum::L4::parse(&f, len).is_some_and(|l4| l4.proto == 17) {
+                offload::csum::set_pseudo_header_sum(&mut f).expect("UDP");
+                dst.write(0, &f).expect("write");
+                meta = offload::FrameMeta::partial(0).bits();
+            }
             rx[i] = Desc {
-                meta: tx[i].meta,
+                meta,
                 ..Desc::new(fill[i].buf(), tx[i].len)
             };
         }
