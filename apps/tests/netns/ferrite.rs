@@ -225,9 +225,14 @@ impl Server {
     /// Starts app binary `bin` (package `apps`) as `spec`, attached to this server, with
     /// extra arguments; pinned to the serving core.
     pub fn app(&self, bin: &str, spec: &AppSpec, args: &[&str]) -> Bg {
+        self.app_on(SERVER_CORE, bin, spec, args)
+    }
+
+    /// As [`Server::app`], pinned to `core` instead.
+    pub fn app_on(&self, core: usize, bin: &str, spec: &AppSpec, args: &[&str]) -> Bg {
         let path = super::workspace_bin("apps", bin);
         let mut cmd = Command::new("taskset");
-        cmd.args(["-c", &SERVER_CORE.to_string()])
+        cmd.args(["-c", &core.to_string()])
             .arg(path)
             .arg("--socket")
             .arg(&self.socket)
