@@ -252,6 +252,14 @@ pub trait Port: Send {
     /// Takes back buffers of pools this port owns.
     fn reclaim(&mut self, bufs: &[BufHandle]);
 
+    /// Takes back buffers `alloc` handed out that carry no frame (a copy that was not made).
+    /// The default is `reclaim`; a port whose `reclaim` means "done with this frame" (an
+    /// app's, which returns its buffers on the completion ring) keeps them for its next
+    /// `alloc` instead.
+    fn unalloc(&mut self, bufs: &[BufHandle]) {
+        self.reclaim(bufs)
+    }
+
     /// Whether the port has work that will not show up as polled input (e.g. it is waiting
     /// for a notifier). Used by adaptive idle; a pure poller returns `false`.
     fn wants_poll(&self) -> bool {

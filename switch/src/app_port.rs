@@ -210,6 +210,9 @@ pub struct AppPort<M: Mapping, N: Notifier> {
     own: PoolSet,
     descs: Box<[Desc; MAX_BURST]>,
     stash: Vec<Desc>,
+    /// Fill buffers `alloc` handed out and the switch gave back unused (`unalloc`): served
+    /// first by the next `alloc`, never put on the completion ring.
+    spare: Vec<BufHandle>,
     empty_polls: u32,
     armed: bool,
     marked: bool,
@@ -279,6 +282,7 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
             notifier,
             descs: Box::new([Desc::default(); MAX_BURST]),
             stash: Vec::with_capacity(count),
+            spare: Vec::with_capacity(MAX_BURST),
             empty_polls: 0,
             armed: false,
             marked: false,
@@ -607,11 +611,26 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
 
     fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
         let n = out.len().min(MAX_BURST);
-        let got = self.sp.take_fill(&mut self.descs[..n]);
-        for (o, d) in out.iter_mut().zip(&self.descs[..got]) {
+        let kept = self.spare.len().min(n);
+        for o in &mut out[..kept] {
+            *o = self.spare.pop().unwrap_or(BufHandle::from_raw(0));
+        }
+        let got = self.sp.take_fill(&mut self.descs[..n - kept]);
+        for (o, d) in out[kept..].iter_mut().zip(&self.descs[..got]) {
             *o = d.buf();
         }
-        got
+        kept + got
+    }
+
+    fn unalloc(&mut self, bufs: &[BufHandle]) {
+        let own = self.sp.pool.id();
+        for &h in bufs {
+            if h.pool() == own && self.spare.len() < self.spare.capacity() {
+                self.spare.push(h);
+            } else if h.pool() == own {
+                self.give_back(h);
+            }
+        }
     }
 
     fn reclaim(&mut self, bufs: &[BufHandle]) {

@@ -60,7 +60,7 @@ use crate::counters::{DropReason, PortCounters, bump};
 use crate::fdb::{
     Fdb, FdbStats, GROUP_SOURCE, MAC_MASK, MacKey, PinError, UNKNOWN, is_group, mac_key,
 };
-use crate::gro::Merge;
+use crate::gro::{self, Merge};
 use crate::run::{IdleConfig, Waker};
 
 /// The most frames forwarded per burst.
@@ -1233,7 +1233,12 @@ impl Switch {
                 slot.counters
                     .add_drop(DropReason::RingFull, (queued - sent) as u64);
                 for f in &q.frames[sent..queued] {
-                    self.returns.put(&self.pools, f.buf);
+                    if self.pools[f.buf.pool().0 as usize].owner == d as u16 {
+                        // A copy the destination did not take: its buffer, still unused.
+                        slot.port.unalloc(&[f.buf]);
+                    } else {
+                        self.returns.put(&self.pools, f.buf);
+                    }
                 }
                 self.returns.flush(&mut self.ports);
             }
@@ -1277,7 +1282,7 @@ impl Switch {
                 out += 1;
             } else {
                 fault += 1;
-                self.returns.put(&self.pools, c);
+                slot.port.unalloc(&[c]);
             }
         }
         let sent = slot.port.tx_burst(&self.scratch[..out]).min(out);
@@ -1289,9 +1294,8 @@ impl Switch {
             c.add_drop(DropReason::NoBuffer, (n - got) as u64);
             c.add_drop(DropReason::CopyFault, fault);
             for f in &self.scratch[sent..out] {
-                self.returns.put(&self.pools, f.buf);
+                slot.port.unalloc(&[f.buf]);
             }
-            self.returns.flush(&mut self.ports);
         }
         // Every original goes back to its owner (all from one pool: one call).
         for (h, f) in self.done.iter_mut().zip(&self.rx[..n]) {
@@ -1303,8 +1307,10 @@ impl Switch {
 
     /// [`Switch::copy_burst`] for a burst from a trusted port to a destination that takes
     /// large frames: consecutive segments of one TCP flow are coalesced into one frame as they
-    /// are copied ([`crate::gro`]). Each frame is read once into the switch's memory (where
-    /// its checksums are verified, if nobody has) and written once into its destination.
+    /// are copied ([`crate::gro`]). Each frame is copied once, straight from its buffer into
+    /// the destination's; only a segment that could be merged and whose checksum nobody has
+    /// verified is read once more, to verify it. Buffers the merges leave unused go back with
+    /// `Port::unalloc`.
     #[cold]
     #[inline(never)]
     fn copy_burst_gro(&mut self, inp: usize, d: usize, n: usize) {
@@ -1316,6 +1322,7 @@ impl Switch {
             ports,
             pools,
             rx,
+            allocated,
             scratch,
             done,
             whole,
@@ -1325,28 +1332,32 @@ impl Switch {
         let Some(Some(slot)) = ports.get_mut(d) else {
             return;
         };
-        // Buffers are taken from the destination one output frame at a time, so that a
-        // merge leaves none unused (an app's fill buffer handed back would come home on its
-        // completion ring, as a transmitted one does).
-        let take = |slot: &mut Slot| {
-            let mut one = [BufHandle::from_raw(0)];
-            (slot.port.alloc(&mut one) == 1).then_some(one[0])
-        };
-        let (mut out, mut fault, mut merged, mut nobuf) = (0, 0u64, 0u64, 0u64);
+        let got = slot.port.alloc(&mut allocated[..n]).min(n);
+        let (mut used, mut out, mut fault, mut merged) = (0, 0, 0u64, 0u64);
         let mut m: Option<Merge> = None;
         for f in &rx[..n] {
             let len = f.len as usize;
-            let bytes = &mut whole[..len];
-            let read = pools[f.buf.pool().0 as usize]
-                .buf(f.buf)
-                .is_some_and(|(src, off)| src.read(off, bytes).is_ok());
             let meta = FrameMeta::from_bits(f.meta);
-            if read && let Some(r) = m.as_mut().and_then(|m| m.take(bytes, meta)) {
-                let at = m.as_ref().map_or(0, |m| m.len) - r.len();
-                let into = m.as_ref().map(|m| m.buf);
-                if into
-                    .and_then(|b| pools[b.pool().0 as usize].buf(b))
-                    .is_some_and(|(dst, off)| dst.write(off + at, &bytes[r]).is_ok())
+            let Some((src, soff)) = pools[f.buf.pool().0 as usize].buf(f.buf) else {
+                fault += 1;
+                continue;
+            };
+            let mut head = [0u8; gro::MAX_HEAD];
+            let head = &mut head[..len.min(gro::MAX_HEAD)];
+            let candidate = src.read(soff, head).is_ok() && gro::mergeable(head, len, meta);
+            let good = candidate
+                && (meta.needs_no_verify() || {
+                    let all = &mut whole[..len];
+                    src.read(soff, all).is_ok() && gro::checked(all, meta)
+                });
+            if candidate && let Some(r) = m.as_mut().and_then(|m| m.take(head, len, good)) {
+                let (into, at) = m.as_ref().map_or((f.buf, 0), |m| (m.buf, m.len - r.len()));
+                if pools[into.pool().0 as usize]
+                    .buf(into)
+                    .is_some_and(|(dst, off)| {
+                        dst.copy_from(off + at, &src, soff + r.start, r.len())
+                            .is_ok()
+                    })
                 {
                     merged += 1;
                     continue;
@@ -1360,19 +1371,15 @@ impl Switch {
                 continue;
             }
             finish_merge(&mut m, pools, &mut scratch[..]);
-            let Some(c) = take(slot) else {
-                nobuf += 1;
+            if used == got {
                 continue;
-            };
-            let dp = &pools[c.pool().0 as usize];
-            let copied = read
-                && len <= dp.size as usize
-                && dp
-                    .buf(c)
-                    .is_some_and(|(dst, off)| dst.write(off, bytes).is_ok());
+            }
+            let c = allocated[used];
+            used += 1;
+            let copied = copy_frame(pools, *f, c);
             if !copied {
                 fault += 1;
-                returns.put(pools, c);
+                slot.port.unalloc(&[c]);
                 continue;
             }
             scratch[out] = Frame {
@@ -1380,16 +1387,19 @@ impl Switch {
                 len: f.len,
                 meta: f.meta,
             };
-            let cap = cap.min(dp.size as usize);
-            m = Merge::start(bytes, meta, out, c, cap);
+            if candidate {
+                let cap = cap.min(pools[c.pool().0 as usize].size as usize);
+                m = Merge::start(head, len, good, out, c, cap);
+            }
             out += 1;
         }
         finish_merge(&mut m, pools, &mut scratch[..]);
+        slot.port.unalloc(&allocated[used..got]);
         // A merge whose buffer failed leaves an empty entry: drop it here.
         let mut w = 0;
         for k in 0..out {
             if scratch[k].len == 0 {
-                returns.put(pools, scratch[k].buf);
+                slot.port.unalloc(&[scratch[k].buf]);
             } else {
                 scratch[w] = scratch[k];
                 w += 1;
@@ -1397,6 +1407,7 @@ impl Switch {
         }
         let out = w;
         let sent = slot.port.tx_burst(&scratch[..out]).min(out);
+        let nobuf = (n as u64).saturating_sub(merged + fault + out as u64);
         let c = &slot.counters;
         bump(&c.tx, sent as u64 + merged);
         bump(&c.tx_copied, out as u64 + merged);
@@ -1405,7 +1416,7 @@ impl Switch {
             c.add_drop(DropReason::NoBuffer, nobuf);
             c.add_drop(DropReason::CopyFault, fault);
             for f in &scratch[sent..out] {
-                returns.put(pools, f.buf);
+                slot.port.unalloc(&[f.buf]);
             }
         }
         returns.flush(ports);
@@ -1506,7 +1517,7 @@ impl Switch {
                 copied += 1;
             } else {
                 fault += 1;
-                self.returns.put(&self.pools, c);
+                slot.port.unalloc(&[c]);
             }
         }
         q.n = w;
@@ -1668,7 +1679,7 @@ fn put(pools: &[PoolSlot; POOLS], slot: &mut Slot, bytes: &[u8], meta: FrameMeta
             .buf(c[0])
             .is_some_and(|(dst, off)| dst.write(off, bytes).is_ok());
     if !ok {
-        slot.port.reclaim(&c);
+        slot.port.unalloc(&c);
         return None;
     }
     Some(Frame {

@@ -19,8 +19,9 @@ use grant_pool::BufHandle;
 
 /// Ethernet, IPv4 without options, TCP without options.
 const MIN_HEAD: usize = 14 + 20 + 20;
-/// Ethernet, IPv4 without options, TCP with the most options.
-const MAX_HEAD: usize = 14 + 20 + 60;
+/// Ethernet, IPv4 without options, TCP with the most options: the headers of any frame
+/// that can be merged.
+pub(crate) const MAX_HEAD: usize = 14 + 20 + 60;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
 
@@ -47,58 +48,68 @@ pub(crate) struct Merge {
     closed: bool,
 }
 
-/// Whether the checksums of `seg` are known good (marked so, or summed here).
-fn checked(seg: &[u8], meta: FrameMeta) -> bool {
-    meta.needs_no_verify() || verify(seg) == Some(true)
-}
-
-/// `(header length, payload length, flags)` of a segment that can be merged: TCP over IPv4
-/// without IP options, not a fragment, flags ACK or ACK|PSH, some payload, lengths that
+/// `(header length, payload length, flags)` of a segment that can be merged, from its
+/// headers `head` (its first bytes, at least its headers) and its length `len`: TCP over
+/// IPv4 without IP options, not a fragment, flags ACK or ACK|PSH, some payload, lengths that
 /// agree with the frame.
-fn shape(seg: &[u8]) -> Option<(usize, usize, u8)> {
-    let h = seg.get(..MIN_HEAD)?;
+fn shape(head: &[u8], len: usize) -> Option<(usize, usize, u8)> {
+    let h = head.get(..MIN_HEAD)?;
     let tot = u16::from_be_bytes([h[16], h[17]]) as usize;
     if h[12..14] != [0x08, 0x00]
         || h[14] != 0x45
         || h[23] != 6
         || u16::from_be_bytes([h[20], h[21]]) & 0x3fff != 0
-        || 14 + tot != seg.len()
+        || 14 + tot != len
     {
         return None;
     }
     let hlen = 34 + (h[46] >> 4) as usize * 4;
     let flags = h[47];
-    if hlen < MIN_HEAD || hlen > seg.len() || (flags != ACK && flags != ACK | PSH) {
+    if hlen < MIN_HEAD || hlen > head.len() || (flags != ACK && flags != ACK | PSH) {
         return None;
     }
-    let payload = seg.len() - hlen;
+    let payload = len - hlen;
     (payload > 0).then_some((hlen, payload, flags))
 }
 
+/// Whether a frame of `len` bytes whose headers are `head` (its first [`MAX_HEAD`] bytes, or
+/// all of it) could start or continue a merge; only such a frame needs its checksum known
+/// before it is copied.
+pub(crate) fn mergeable(head: &[u8], len: usize, meta: FrameMeta) -> bool {
+    meta.gso_size() == 0 && shape(head, len).is_some()
+}
+
+/// Whether the checksums of the whole frame `seg` are known good: marked so, or summed here.
+pub(crate) fn checked(seg: &[u8], meta: FrameMeta) -> bool {
+    meta.needs_no_verify() || verify(seg) == Some(true)
+}
+
 impl Merge {
-    /// Starts a merge with `seg` (a whole frame, now in `buf`, entry `slot` of the output)
-    /// for a destination taking frames of up to `cap` bytes: `None` when it cannot start one
-    /// (not a mergeable segment, a PSH, a checksum that is not right).
+    /// Starts a merge with a frame of `len` bytes whose headers are `head` and whose
+    /// checksums are `good` (now in `buf`, entry `slot` of the output), for a destination
+    /// taking frames of up to `cap` bytes: `None` when it cannot start one (not a mergeable
+    /// segment, a PSH, a checksum not known to be right).
     pub(crate) fn start(
-        seg: &[u8],
-        meta: FrameMeta,
+        head: &[u8],
+        len: usize,
+        good: bool,
         slot: usize,
         buf: BufHandle,
         cap: usize,
     ) -> Option<Self> {
-        let (hlen, payload, flags) = shape(seg)?;
-        if flags & PSH != 0 || meta.gso_size() != 0 || !checked(seg, meta) {
+        let (hlen, payload, flags) = shape(head, len)?;
+        if flags & PSH != 0 || !good {
             return None;
         }
-        let mut head = [0u8; MAX_HEAD];
-        head[..hlen].copy_from_slice(&seg[..hlen]);
-        let seq = u32::from_be_bytes([seg[38], seg[39], seg[40], seg[41]]);
+        let mut h = [0u8; MAX_HEAD];
+        h[..hlen].copy_from_slice(&head[..hlen]);
+        let seq = u32::from_be_bytes([head[38], head[39], head[40], head[41]]);
         Some(Self {
             slot,
             buf,
-            head,
+            head: h,
             hlen,
-            len: seg.len(),
+            len,
             next_seq: seq.wrapping_add(payload as u32),
             segs: 1,
             cap,
@@ -106,14 +117,20 @@ impl Merge {
         })
     }
 
-    /// Whether `seg` continues the merge: if so, the range of its bytes to append (its
-    /// payload), and the merge has counted it.
-    pub(crate) fn take(&mut self, seg: &[u8], meta: FrameMeta) -> Option<core::ops::Range<usize>> {
-        if self.closed {
+    /// Whether a frame of `len` bytes with headers `head` and checksums `good` continues the
+    /// merge: if so, the range of its bytes to append (its payload), and the merge has
+    /// counted it.
+    pub(crate) fn take(
+        &mut self,
+        head: &[u8],
+        len: usize,
+        good: bool,
+    ) -> Option<core::ops::Range<usize>> {
+        if self.closed || !good {
             return None;
         }
-        let (hlen, payload, flags) = shape(seg)?;
-        let h = &self.head;
+        let (hlen, payload, flags) = shape(head, len)?;
+        let (seg, h) = (head, &self.head);
         let same = hlen == self.hlen
             && seg[..12] == h[..12]
             // TTL, protocol; addresses.
@@ -128,12 +145,7 @@ impl Merge {
             && seg[48..50] == h[48..50]
             && seg[54..hlen] == h[54..hlen];
         let seq = u32::from_be_bytes([seg[38], seg[39], seg[40], seg[41]]);
-        if !same
-            || seq != self.next_seq
-            || self.len + payload > self.cap
-            || meta.gso_size() != 0
-            || !checked(seg, meta)
-        {
+        if !same || seq != self.next_seq || self.len + payload > self.cap {
             return None;
         }
         self.len += payload;
@@ -143,7 +155,7 @@ impl Merge {
             self.head[47] |= PSH;
             self.closed = true;
         }
-        Some(hlen..seg.len())
+        Some(hlen..len)
     }
 
     /// The merged frame's headers to write over its first bytes, and its metadata; `None`
@@ -196,14 +208,16 @@ mod tests {
             }
         };
         for s in segs {
-            if let Some(r) = m.as_mut().and_then(|m| m.take(s, FrameMeta::NONE)) {
+            let head = &s[..s.len().min(MAX_HEAD)];
+            let good = checked(s, FrameMeta::NONE);
+            if let Some(r) = m.as_mut().and_then(|m| m.take(head, s.len(), good)) {
                 let slot = m.as_ref().expect("merging").slot;
                 out[slot].0.extend_from_slice(&s[r]);
                 continue;
             }
             close(&mut m, &mut out);
             out.push((s.clone(), FrameMeta::NONE));
-            m = Merge::start(s, FrameMeta::NONE, out.len() - 1, buf, cap);
+            m = Merge::start(head, s.len(), good, out.len() - 1, buf, cap);
         }
         close(&mut m, &mut out);
         out

@@ -65,7 +65,9 @@ struct Recorder {
     offloads: TxOffloads,
     got: Log,
     hello: bool,
-    /// Buffers the switch took from this port to copy into.
+    /// Buffers the switch took from this port to copy into and kept (an app's port hands
+    /// buffers given back with `reclaim` to the app as sent: only `unalloc` returns one
+    /// unused).
     taken: Arc<AtomicUsize>,
 }
 
@@ -104,6 +106,11 @@ impl Port for Recorder {
         let n = self.inner.alloc(out);
         self.taken.fetch_add(n, Relaxed);
         n
+    }
+    fn unalloc(&mut self, bufs: &[grant_pool::BufHandle]) {
+        // Handed back unused: not taken after all.
+        self.taken.fetch_sub(bufs.len(), Relaxed);
+        self.inner.reclaim(bufs)
     }
     fn tx_offloads(&self) -> TxOffloads {
         self.offloads
@@ -298,8 +305,9 @@ fn segments_of_one_flow_in_a_burst_reach_a_large_frame_port_as_one_frame() {
         cut.lock().unwrap().is_empty(),
         "unicast: the other sink saw nothing"
     );
-    // An app's fill buffer taken and not used would go back on its completion ring, out of
-    // the app's receive side for good: the switch takes one per frame it delivers.
+    // An app's fill buffer taken and given back with `reclaim` would go to its completion
+    // ring, out of the app's receive side for good: the switch keeps one per frame it
+    // delivers and hands the rest back unused.
     assert_eq!(
         taken.load(Relaxed) - before,
         got.len(),
