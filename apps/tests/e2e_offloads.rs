@@ -25,6 +25,9 @@ const TOOLS: &[&str] = &[
     "ping",
 ];
 const TOTAL: u64 = 64 * 1000 * 1000;
+/// The largest TCP payload of one 1500-byte IPv4 frame (no options): a captured segment
+/// longer than this was not cut into MTU-sized frames.
+const MTU_MSS: usize = 1460;
 
 fn transfer_with_offloads_on(backend: Backend) {
     peer_to_app(backend, 1500, &[]);
@@ -108,7 +111,7 @@ fn peer_to_app(backend: Backend, mtu: u32, app_args: &[&str]) {
 }
 
 /// An app sends `TOTAL` bytes to a sink on the peer, which captures the transfer; returns
-/// how many of the captured TCP segments carried more than one MSS (1448 bytes).
+/// how many of the captured TCP segments carried more than one MSS.
 fn app_to_peer(backend: Backend) -> usize {
     if !netns::ready(&format!("app_to_peer_{}", backend.as_str()), TOOLS) {
         return 0;
@@ -180,7 +183,7 @@ fn app_to_peer(backend: Backend) -> usize {
     let text = std::fs::read_to_string(&cap).unwrap_or_default();
     text.lines()
         .filter_map(|l| l.rsplit("length ").next()?.trim().parse::<usize>().ok())
-        .filter(|&n| n > 1448)
+        .filter(|&n| n > MTU_MSS)
         .count()
 }
 
