@@ -363,3 +363,34 @@ fn macs_and_modes_with_a_sign_are_refused() {
         "server.socket_mode"
     );
 }
+
+/// A grant of all the port memory the limits advertise fits in one message the server
+/// receives (one reference per page): 64 KiB messages refused a 64 MiB grant as malformed
+/// while the default limit said 256 MiB. A larger configured limit is advertised as what a
+/// message can carry.
+#[test]
+fn the_advertised_memory_limit_fits_in_one_grant_message() {
+    use switch::ctl::wire::{GrantRepr, MAX_APP_MSG, Repr};
+    let grant = |mem: u64| {
+        Repr::Grant(GrantRepr {
+            rx_size: 1024,
+            tx_size: 1024,
+            fill_size: 1024,
+            comp_size: 1024,
+            buf_size: 65536,
+            buf_count: (mem / 65536) as u32,
+            domid: 0,
+            grant_fds: 1,
+            notify_fds: 0,
+            notify_port: 0,
+            refs: vec![0; (mem / 4096) as usize],
+        })
+    };
+    let c = Config::parse(GOOD, "good.toml").expect("good config");
+    assert_eq!(c.limits().max_mem, 256 << 20, "the default limit is advertised whole");
+    assert!(grant(c.limits().max_mem).buffer_len() <= MAX_APP_MSG);
+    let big = GOOD.replace("max_ring = 1024", "max_ring = 1024\nmax_mem_mb = 4096");
+    let c = Config::parse(&big, "big.toml").expect("big config");
+    assert!(c.limits().max_mem >= 256 << 20);
+    assert!(grant(c.limits().max_mem).buffer_len() <= MAX_APP_MSG);
+}

@@ -18,8 +18,9 @@ use super::ErrorCode;
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FRCP");
 /// The protocol version this code speaks.
 pub const VERSION: u16 = 3;
-/// Largest message an app may send (a grant of about 16 Ki pages, 64 MiB, fits).
-pub const MAX_APP_MSG: usize = 64 * 1024;
+/// Largest message an app may send: a grant of 64 Ki pages (256 MiB of port memory, the
+/// default `limits.max_mem_mb`) fits.
+pub const MAX_APP_MSG: usize = 257 * 1024;
 /// Largest message the server sends (a stats reply for [`MAX_STATS_PORTS`] ports).
 pub const MAX_SERVER_MSG: usize = 64 * 1024;
 /// Longest port or app name in bytes.

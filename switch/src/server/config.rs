@@ -713,7 +713,8 @@ impl Config {
             min_buf_size: lo,
             max_buf_size: hi,
             max_bufs: l.max_bufs,
-            max_mem: l.max_mem_mb << 20,
+            // No more than one grant message can describe.
+            max_mem: (l.max_mem_mb << 20).min(crate::ctl::wire::MAX_REFS as u64 * 4096),
             timeout_ms: self.server.handshake_timeout_ms,
         }
     }
