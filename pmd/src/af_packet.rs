@@ -78,6 +78,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, PoolTable, Region};
 
+use crate::linux::vnet::{HEAD, PACKET_VNET_HDR, SuperSender, VNET_LEN, Vnet};
 use crate::linux::{self, CtlSocket, Mmap, OpError};
 use crate::{Frame, LinkState, Mac, MacHeader, Port, PortStats};
 
@@ -187,20 +188,6 @@ const TX_DATA_OFF: usize = 32;
 const TX_FRAME_OFF: usize = TX_DATA_OFF + VNET_LEN;
 /// The largest frame a transmit ring frame holds.
 const TX_RING_MAX: usize = FRAME_SIZE - TX_FRAME_OFF;
-/// `PACKET_VNET_HDR`.
-const PACKET_VNET_HDR: i32 = 15;
-/// `sizeof(struct virtio_net_hdr)`.
-const VNET_LEN: usize = 10;
-const VNET_F_NEEDS_CSUM: u8 = 1;
-const VNET_F_DATA_VALID: u8 = 2;
-const VNET_GSO_TCPV4: u8 = 1;
-const VNET_GSO_TCPV6: u8 = 4;
-const VNET_GSO_ECN: u8 = 0x80;
-/// Send buffer asked for on the socket that sends super-frames.
-const SUPER_SNDBUF: i32 = 8 << 20;
-/// Header bytes of a frame read to describe it to the kernel: Ethernet (with a VLAN tag),
-/// IPv6 or IPv4 with options, and TCP with options.
-const HEAD: usize = 18 + 60 + 60;
 /// `sizeof(struct tpacket2_hdr)`.
 const HDR_LEN: usize = 32;
 /// Ring frame size: one Ethernet frame plus the V2 header and alignment.
@@ -245,7 +232,7 @@ pub struct AfPacketPort {
     name: String,
     sock: OwnedFd,
     /// Sends the frames too large for a transmit ring frame (see the module docs).
-    big_sock: OwnedFd,
+    big: SuperSender,
     ctl: CtlSocket,
     _rings: Mmap,
     ring: Region,
@@ -326,22 +313,7 @@ impl PreparedAfPacket {
         if r < 0 {
             return Err(linux::os_err("bind(AF_PACKET)").into());
         }
-        // The sending socket: protocol 0, so it receives nothing.
-        let send_only = libc::sockaddr_ll {
-            sll_protocol: 0,
-            ..sll
-        };
-        // SAFETY: `send_only` is a valid sockaddr_ll and its size is passed.
-        let r = unsafe {
-            libc::bind(
-                self.port.big_sock.as_raw_fd(),
-                (&send_only as *const libc::sockaddr_ll).cast(),
-                core::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(linux::os_err("bind(AF_PACKET, sending socket)").into());
-        }
+        self.port.big.bind(ifindex)?;
         if self.promiscuous {
             linux::add_promisc_membership(raw, ifindex)?;
         }
@@ -404,49 +376,7 @@ impl AfPacketPort {
             &one,
             "setsockopt(PACKET_VNET_HDR)",
         )?;
-        // SAFETY: plain socket(2); checked below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        let big_sock = linux::owned_fd(fd as i64, "socket(AF_PACKET, sending socket)")?;
-        let big = big_sock.as_raw_fd();
-        linux::setsockopt(
-            big,
-            sol,
-            PACKET_VNET_HDR,
-            &one,
-            "setsockopt(PACKET_VNET_HDR)",
-        )?;
-        if cfg.qdisc_bypass {
-            linux::setsockopt(
-                big,
-                sol,
-                libc::PACKET_QDISC_BYPASS,
-                &one,
-                "setsockopt(PACKET_QDISC_BYPASS)",
-            )?;
-        }
-        if linux::setsockopt(
-            big,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            &SUPER_SNDBUF,
-            "setsockopt(SO_SNDBUFFORCE)",
-        )
-        .is_err()
-        {
-            let _ = linux::setsockopt(
-                big,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                &SUPER_SNDBUF,
-                "setsockopt(SO_SNDBUF)",
-            );
-        }
+        let big = SuperSender::new(cfg.qdisc_bypass)?;
         linux::setsockopt(
             raw,
             sol,
@@ -562,7 +492,7 @@ impl AfPacketPort {
         let port = Self {
             name: format!("af_packet:{}", cfg.ifname),
             sock,
-            big_sock,
+            big,
             ctl,
             _rings: rings,
             ring,
@@ -842,7 +772,7 @@ impl AfPacketPort {
 
     /// `tx_burst`, and with `macs` `tx_burst_with_macs`: copies each frame into a ring
     /// frame after its virtio header (then `macs[i]` over its first 12 bytes) and kicks the
-    /// kernel once; a frame too large for a ring frame goes out on its own (`send_large`),
+    /// kernel once; a frame too large for a ring frame goes out on its own (`SuperSender::send`),
     /// after the ring's pending frames.
     fn send(&mut self, frames: &[Frame], macs: Option<&[MacHeader]>) -> usize {
         let mut taken = 0;
@@ -887,7 +817,7 @@ impl AfPacketPort {
                     self.kick();
                     queued = 0;
                 }
-                if self.send_large(&src, len, mac, meta) {
+                if self.big.send(&src, len, mac, meta) {
                     self.stats.tx_packets += 1;
                     self.stats.tx_bytes += len as u64;
                 } else {
@@ -941,54 +871,6 @@ impl AfPacketPort {
         taken
     }
 
-    /// Sends the `len`-byte frame at the start of `src` (with `mac` over its first 12 bytes)
-    /// whole through the sending socket, its virtio header made from `meta`. The headers go
-    /// from a copy in this port's memory, so the header the kernel gets is the one described;
-    /// the rest straight from `src`. Returns whether the kernel took it.
-    fn send_large(
-        &mut self,
-        src: &Region,
-        len: usize,
-        mac: Option<&MacHeader>,
-        meta: offload::FrameMeta,
-    ) -> bool {
-        let mut head = [0u8; HEAD];
-        let h = len.min(HEAD);
-        if src.read(0, &mut head[..h]).is_err() {
-            return false;
-        }
-        if let Some(m) = mac {
-            head[..12].copy_from_slice(m);
-        }
-        let vnet = Vnet::for_tx(&head[..h], len, meta).bytes();
-        let iov = [
-            libc::iovec {
-                iov_base: vnet.as_ptr() as *mut libc::c_void,
-                iov_len: VNET_LEN,
-            },
-            libc::iovec {
-                iov_base: head.as_ptr() as *mut libc::c_void,
-                iov_len: h,
-            },
-            libc::iovec {
-                iov_base: src.as_ptr().wrapping_add(h).cast(),
-                iov_len: len - h,
-            },
-        ];
-        // SAFETY: an all-zero msghdr is valid; the iovecs are set below.
-        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len();
-        // Why this is sound: the kernel only reads through the iovecs: two local arrays of
-        // the lengths given, and `len - h` bytes of `src` from offset `h`, inside the region
-        // (`len <= src.len()`, checked by the caller), which stays mapped while the port may
-        // read its pool. Its owner may rewrite those bytes meanwhile; the kernel copies
-        // whatever they hold, and the headers it acts on came from the copy above.
-        // SAFETY: valid read-only iovecs, a socket we own (reasoning above).
-        let n = unsafe { libc::sendmsg(self.big_sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
-        n == (VNET_LEN + len) as isize
-    }
-
     fn kick(&mut self) {
         match linux::kick(self.sock.as_raw_fd()) {
             Ok(()) => self.kick_pending = false,
@@ -1004,107 +886,6 @@ impl AfPacketPort {
 }
 
 static ZERO: AtomicU32 = AtomicU32::new(0);
-
-/// `struct virtio_net_hdr`, in the host's byte order, which `PACKET_VNET_HDR` puts before
-/// every frame.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Vnet {
-    flags: u8,
-    gso_type: u8,
-    hdr_len: u16,
-    gso_size: u16,
-    csum_start: u16,
-    csum_offset: u16,
-}
-
-impl Vnet {
-    fn parse(b: &[u8; VNET_LEN]) -> Self {
-        let w = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        Self {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: w(2),
-            gso_size: w(4),
-            csum_start: w(6),
-            csum_offset: w(8),
-        }
-    }
-
-    fn bytes(&self) -> [u8; VNET_LEN] {
-        let mut b = [0u8; VNET_LEN];
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        let words = [
-            self.hdr_len,
-            self.gso_size,
-            self.csum_start,
-            self.csum_offset,
-        ];
-        for (i, v) in words.into_iter().enumerate() {
-            b[2 + 2 * i..4 + 2 * i].copy_from_slice(&v.to_ne_bytes());
-        }
-        b
-    }
-
-    /// What the kernel says of a received frame of `len` bytes: its checksum partial or
-    /// verified, and a TCP segment size when it holds more than one segment. (The checksum's
-    /// place is the one its headers give: whoever completes it parses them.)
-    fn meta(&self, len: usize) -> offload::FrameMeta {
-        let gso = match self.gso_type & !VNET_GSO_ECN {
-            VNET_GSO_TCPV4 | VNET_GSO_TCPV6
-                if (self.gso_size as usize) < len && self.gso_size <= offload::MAX_GSO_SIZE =>
-            {
-                self.gso_size
-            }
-            _ => 0,
-        };
-        if self.flags & VNET_F_NEEDS_CSUM != 0 {
-            offload::FrameMeta::partial(gso)
-        } else if self.flags & VNET_F_DATA_VALID != 0 {
-            offload::FrameMeta::VERIFIED.with_gso(gso)
-        } else {
-            offload::FrameMeta::NONE.with_gso(gso)
-        }
-    }
-
-    /// The header to send a frame of `len` bytes whose headers are `head` with `meta`: the
-    /// checksum's start and offset where its headers put them, and for a TCP frame of more
-    /// than one segment its type and segment size. A frame whose headers this does not
-    /// understand goes with an empty header (the kernel sends it as it is, or refuses a
-    /// frame over the MTU).
-    fn for_tx(head: &[u8], len: usize, meta: offload::FrameMeta) -> Self {
-        let mut v = Self::default();
-        if meta == offload::FrameMeta::NONE {
-            return v;
-        }
-        let Some(l4) = offload::csum::L4::parse(head, len) else {
-            return v;
-        };
-        if meta.is_partial() {
-            v.flags = VNET_F_NEEDS_CSUM;
-            v.csum_start = l4.start as u16;
-            v.csum_offset = l4.csum_offset as u16;
-        }
-        let gso = meta.gso_size();
-        if gso != 0 && l4.proto == 6 && (gso as usize) < len {
-            let Some(&[off_flags, tcp_flags]) = head.get(l4.start + 12..l4.start + 14) else {
-                return v;
-            };
-            let v6 = [12, 16]
-                .iter()
-                .any(|&at| head.get(at..at + 2) == Some(&[0x86, 0xdd][..]));
-            let ecn = if tcp_flags & 0x80 != 0 {
-                VNET_GSO_ECN
-            } else {
-                0
-            };
-            v.gso_type = if v6 { VNET_GSO_TCPV6 } else { VNET_GSO_TCPV4 } | ecn;
-            v.gso_size = gso;
-            v.hdr_len = (l4.start + (off_flags >> 4) as usize * 4) as u16;
-        }
-        v
-    }
-}
 
 impl Port for AfPacketPort {
     fn name(&self) -> &str {

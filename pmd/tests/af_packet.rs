@@ -519,30 +519,6 @@ fn a_prepared_port_takes_nothing_until_it_is_activated() {
     assert_eq!(got, want, "only the frames sent after the activation");
 }
 
-/// A 20 000-byte TCP/IPv4 frame from the port to the peer, its checksum partial: DF set,
-/// flags ACK|PSH|CWR, a sequence number that wraps during the frame.
-fn super_frame(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
-    let payload: Vec<u8> = (0..20_000usize).map(|i| (i % 251) as u8).collect();
-    let mut f = offload::frame::Ipv4Frame {
-        dst,
-        src,
-        src_ip: PORT_IP,
-        dst_ip: PEER_IP,
-        id: 0x1234,
-        sport: 40000,
-        dport: 5201,
-        seq: 0xffff_f000,
-        ack: 7,
-        flags: 0x98,
-        window: 0x0100,
-        options: offload::frame::TIMESTAMPS.to_vec(),
-        ..Default::default()
-    }
-    .build(&payload);
-    offload::csum::set_pseudo_header_sum(&mut f).expect("TCP/IPv4");
-    f
-}
-
 /// A frame larger than the MTU, sent whole with its segment size (the port's sending socket,
 /// `PACKET_VNET_HDR`) out of an interface without TSO, is cut by the kernel's GSO; the
 /// segments the peer receives are, byte for byte, those the switch's software segmentation

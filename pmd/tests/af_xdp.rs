@@ -598,3 +598,120 @@ fn a_prepared_port_takes_nothing_until_it_is_activated() {
         .collect();
     assert_eq!(got, want, "only the frames sent after the activation");
 }
+
+/// On an interface with TSO the port takes every frame as it is and transmits from a pool
+/// granted to it: a frame too large for a chunk (a 20 000-byte TCP segment with its segment
+/// size, checksum partial) reaches the peer whole through the port's packet socket, a small
+/// one is copied into a chunk with its MACs and its partial checksum completed, and every
+/// handle comes back. Without TSO it takes neither and refuses the grant.
+#[test]
+fn sends_large_frames_whole_from_a_granted_pool() {
+    use grant_pool::{BufIdx, Pool, PoolLayout};
+    use pmd::linux::Mmap;
+    use pmd::{Frame, TxOffloads};
+    if !root_or_skip("sends_large_frames_whole_from_a_granted_pool") {
+        return;
+    }
+    let pair = VethPair::new("xg", &[]);
+    let mut port = open(&pair, AttachMode::Generic, BindMode::Copy).expect("open");
+    assert_eq!(port.tx_offloads(), TxOffloads::ALL);
+    let layout = PoolLayout::new(65536, 4).expect("layout");
+    let mem = Mmap::anonymous(layout.bytes(), false).expect("pool memory");
+    let app = Pool::new(PoolId(9), layout, mem.region()).expect("app pool");
+    assert!(Port::grant_tx_pool(&mut port, &app));
+    assert!(port.tx_pools().contains(PoolId(9)));
+
+    let peer = pair.peer_socket(0x0800);
+    let big = super_frame(port.mac(), pair.peer_mac);
+    let mut small = super_frame(port.mac(), pair.peer_mac);
+    small.truncate(14 + 20 + 32 + 100);
+    small[16..18].copy_from_slice(&((20 + 32 + 100) as u16).to_be_bytes());
+    small[24..26].fill(0);
+    let ip = offload::csum::fold(offload::csum::sum16(0, &small[14..34]));
+    small[24..26].copy_from_slice(&ip.to_be_bytes());
+    offload::csum::set_pseudo_header_sum(&mut small).expect("TCP/IPv4");
+    let mut frames = Vec::new();
+    for (i, (b, meta)) in [
+        (&big, offload::FrameMeta::partial(1448)),
+        (&small, offload::FrameMeta::partial(0)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let h = app.handle(BufIdx(i as u32)).expect("handle");
+        app.buf(h).expect("buf").write(0, b).expect("write");
+        let mut f = Frame::new(h, b.len() as u16);
+        f.meta = meta.bits();
+        frames.push(f);
+    }
+    // The MACs the switch decided on go over whatever the buffer holds.
+    let mut wrong = small.clone();
+    wrong[..12].fill(0xee);
+    app.buf(frames[1].buf)
+        .expect("buf")
+        .write(0, &wrong[..12])
+        .expect("write");
+    let mut macs = [[0u8; 12]; 2];
+    for (m, f) in macs.iter_mut().zip([&big, &small]) {
+        m.copy_from_slice(&f[..12]);
+    }
+    assert_eq!(port.tx_burst_with_macs(&frames, &macs), 2);
+
+    let mut want_big = big.clone();
+    offload::csum::complete_l4_checksum(&mut want_big);
+    let mut want_small = small.clone();
+    offload::csum::complete_l4_checksum(&mut want_small);
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let t0 = std::time::Instant::now();
+    while got.len() < 2 && t0.elapsed() < Duration::from_secs(3) {
+        if let Some(n) = peer.recv(&mut buf, Duration::from_millis(200))
+            && n >= 54
+            && buf[23] == 6
+        {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    assert_eq!(got.len(), 2, "frames at the peer");
+    let (a, b) = if got[0].len() > got[1].len() {
+        (&mut got[0].clone(), &got[1])
+    } else {
+        (&mut got[1].clone(), &got[0])
+    };
+    assert_eq!(a.len(), big.len(), "the large frame arrives whole");
+    // veth leaves the super-frame's checksum partial for the peer's stack.
+    offload::csum::complete_l4_checksum(a);
+    assert_eq!(*a, want_big);
+    assert_eq!(
+        *b, want_small,
+        "the small frame: its MACs and checksum completed"
+    );
+    let mut done = [grant_pool::BufHandle::from_raw(0); 8];
+    let n = port.tx_done(&mut done);
+    let mut back: Vec<u32> = done[..n].iter().map(|h| h.raw()).collect();
+    back.sort_unstable();
+    let mut want: Vec<u32> = frames.iter().map(|f| f.buf.raw()).collect();
+    want.sort_unstable();
+    assert_eq!(back, want, "both handles handed back");
+    assert_eq!(port.stats().tx_packets, 2);
+    assert!(Port::revoke_tx_pool(&mut port, PoolId(9)));
+    assert!(!port.tx_pools().contains(PoolId(9)));
+    drop(port);
+
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &pair.port_ns,
+        "ethtool",
+        "-K",
+        &pair.port_if,
+        "tso",
+        "off",
+    ]);
+    let mut port = open(&pair, AttachMode::Generic, BindMode::Copy).expect("open");
+    assert_eq!(port.tx_offloads(), TxOffloads::NONE);
+    assert!(!Port::grant_tx_pool(&mut port, &app));
+    drop(port);
+    drop(mem);
+}

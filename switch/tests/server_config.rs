@@ -387,7 +387,11 @@ fn the_advertised_memory_limit_fits_in_one_grant_message() {
         })
     };
     let c = Config::parse(GOOD, "good.toml").expect("good config");
-    assert_eq!(c.limits().max_mem, 256 << 20, "the default limit is advertised whole");
+    assert_eq!(
+        c.limits().max_mem,
+        256 << 20,
+        "the default limit is advertised whole"
+    );
     assert!(grant(c.limits().max_mem).buffer_len() <= MAX_APP_MSG);
     let big = GOOD.replace("max_ring = 1024", "max_ring = 1024\nmax_mem_mb = 4096");
     let c = Config::parse(&big, "big.toml").expect("big config");

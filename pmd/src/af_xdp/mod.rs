@@ -65,8 +65,14 @@
 //! device), and marks it partial ([`offload::FrameMeta`]): the switch completes it for a
 //! destination that needs it complete, an app's stack takes it as it is. The chance that a
 //! complete checksum has that value is 1 in 65536, and completing a correct checksum leaves
-//! it unchanged. Without it, run such a peer with `ethtool -K <peer> tx off`. Segmentation
-//! offload is handled by the kernel in native mode (attaching
+//! it unchanged. Without it, run such a peer with `ethtool -K <peer> tx off`.
+//!
+//! On transmit, an interface with TSO gets TCP segments larger than a chunk whole, with their
+//! segment size, through a send-only `AF_PACKET` socket beside the XDP socket (XDP carries no
+//! segmentation metadata); the port then takes every frame as it is ([`crate::TxOffloads::ALL`])
+//! and transmits from granted pools, copying small frames into a chunk (checksum completed)
+//! and handing their handles back at once. On receive, segmentation offload is handled by the
+//! kernel in native mode (attaching
 //! the program turns the peer's TSO off, so frames arrive MTU-sized); in generic mode the
 //! peer must also run with `tso off gso off`, else its super-frames exceed a buffer and are
 //! dropped (counted in the kernel's `rx_dropped`). Both facts were measured on this kernel by
@@ -81,13 +87,14 @@ mod ring;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet};
+use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, PoolTable};
 
 pub use bpf::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XdpProgram};
 use ring::XskRing;
 
+use crate::linux::vnet::SuperSender;
 use crate::linux::{self, CtlSocket, Mmap, OpError};
-use crate::{Frame, LinkState, Mac, Port, PortStats};
+use crate::{Frame, LinkState, Mac, MacHeader, Port, PortStats, TxOffloads};
 
 /// Bytes the kernel leaves in front of every received frame (`XDP_PACKET_HEADROOM`).
 pub const XDP_HEADROOM: usize = 256;
@@ -292,6 +299,8 @@ const FREE: u8 = 0;
 const IN_FILL: u8 = 1;
 const IN_TX: u8 = 2;
 const CALLER: u8 = 3;
+/// On the tx ring holding the port's copy of a granted pool's frame: free once sent.
+const IN_TX_COPY: u8 = 4;
 
 /// Fill ring refill batch.
 const FILL_BATCH: u32 = 64;
@@ -326,6 +335,15 @@ pub struct AfXdpPort {
     free: Vec<u32>,
     state: Vec<u8>,
     bounce: Vec<BufHandle>,
+    /// Sends frames too large for a chunk (TCP segments of up to 64 KiB) through the kernel
+    /// when the interface does TSO; `None` when it does not.
+    big: Option<SuperSender>,
+    /// Other parties' pools this port copies frames out of ([`Port::grant_tx_pool`]).
+    readable: PoolTable,
+    /// The own pool and the granted ones.
+    tx_set: PoolSet,
+    /// A frame being put together (copied, its MAC header and checksum completed).
+    scratch: Vec<u8>,
     stats: PortStats,
     kicks: u64,
     _promisc: Option<linux::PromiscGuard>,
@@ -642,6 +660,25 @@ impl PreparedAfXdp {
             },
         };
         program.insert(cfg.queue, raw)?;
+        // XDP sockets carry no segmentation metadata: with TSO on the interface, a packet
+        // socket next to this one sends the super-frames whole.
+        let big = if ctl.tso() {
+            match SuperSender::new(true).and_then(|b| b.bind(ifindex).map(|()| b)) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(
+                        ifname = %cfg.ifname,
+                        "no packet socket for TCP segments larger than a chunk ({}: {}); \
+                         the switch cuts them",
+                        e.op,
+                        e.source
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
 
         let mut port = AfXdpPort {
             name: format!("af_xdp:{}:{}", cfg.ifname, cfg.queue),
@@ -665,6 +702,10 @@ impl PreparedAfXdp {
             free: (0..cfg.bufs as u32).rev().collect(),
             state: vec![FREE; cfg.bufs],
             bounce: Vec::with_capacity(BOUNCE_CAP),
+            big,
+            readable: PoolTable::new(),
+            tx_set: PoolSet::of(pool.id()),
+            scratch: Vec::new(),
             stats: PortStats::default(),
             kicks: 0,
             _promisc: promisc,
@@ -854,6 +895,143 @@ impl AfXdpPort {
         }
     }
 
+    /// `tx_burst`, and with `macs` `tx_burst_with_macs`. A frame of the own pool goes on the
+    /// tx ring as it is; one of a granted pool is copied into a free chunk, or, too large for
+    /// a chunk, sent through the packet socket (after the ring's frames, kicked first), its
+    /// handle handed back by the next `tx_done`. A frame that gets a MAC header or has its
+    /// checksum left partial is completed on the way.
+    fn send(&mut self, frames: &[Frame], macs: Option<&[MacHeader]>) -> usize {
+        let want = frames.len().min(self.tx.size() as usize) as u32;
+        let mut room = self.tx.free(want).min(want);
+        let mut queued = 0u32;
+        let mut taken = 0usize;
+        for (i, f) in frames.iter().enumerate() {
+            let h = f.buf;
+            let len = f.len as usize;
+            let mac = macs.and_then(|m| m.get(i));
+            let meta = offload::FrameMeta::from_bits(f.meta);
+            let own = h.pool() == self.pool.id();
+            let large = len > self.max_frame;
+            if (!large && queued == room) || (!own && self.bounce.len() >= BOUNCE_CAP) {
+                break;
+            }
+            taken += 1;
+            let idx = if own {
+                let idx = h.idx().0 as usize;
+                if self.state.get(idx) != Some(&CALLER) {
+                    // A handle the caller does not hold: refuse it, keep nothing.
+                    self.stats.errors += 1;
+                    continue;
+                }
+                if len == 0 || large || !self.finish(idx, None, len, mac, meta) {
+                    self.drop_frame(h);
+                    continue;
+                }
+                idx
+            } else {
+                self.bounce.push(h);
+                let Some(src) = self.readable.buf(h).filter(|s| len >= 14 && len <= s.len()) else {
+                    self.stats.tx_dropped += 1;
+                    self.stats.errors += 1;
+                    continue;
+                };
+                if large {
+                    if queued > 0 {
+                        // The ring's frames go first: they were before this one.
+                        self.tx.submit(queued);
+                        self.kick_tx();
+                        room -= queued;
+                        queued = 0;
+                    }
+                    let sent = self
+                        .big
+                        .as_ref()
+                        .is_some_and(|b| b.send(&src, len, mac, meta));
+                    if sent {
+                        self.stats.tx_packets += 1;
+                        self.stats.tx_bytes += len as u64;
+                    } else {
+                        self.stats.tx_dropped += 1;
+                    }
+                    continue;
+                }
+                let Some(idx) = self.free.pop() else {
+                    self.stats.tx_dropped += 1;
+                    continue;
+                };
+                let idx = idx as usize;
+                self.state[idx] = CALLER;
+                if !self.finish(idx, Some(&src), len, mac, meta) {
+                    self.state[idx] = FREE;
+                    self.free.push(idx as u32);
+                    self.stats.tx_dropped += 1;
+                    self.stats.errors += 1;
+                    continue;
+                }
+                self.state[idx] = IN_TX_COPY;
+                idx
+            };
+            if self.state[idx] == CALLER {
+                self.state[idx] = IN_TX;
+            }
+            let addr = (idx * self.chunk + XDP_HEADROOM) as u64;
+            self.tx.put_desc(queued, addr, len as u32);
+            queued += 1;
+            self.stats.tx_packets += 1;
+            self.stats.tx_bytes += len as u64;
+        }
+        if queued > 0 {
+            self.tx.submit(queued);
+            self.kick_tx();
+        }
+        taken
+    }
+
+    /// Makes chunk `idx` hold the `len`-byte frame to send: copied from `src` when given,
+    /// `mac` over its first 12 bytes, its TCP/UDP checksum completed when `meta` says it is
+    /// partial. Untouched (no copy) when there is nothing to do.
+    fn finish(
+        &mut self,
+        idx: usize,
+        src: Option<&grant_pool::Region>,
+        len: usize,
+        mac: Option<&MacHeader>,
+        meta: offload::FrameMeta,
+    ) -> bool {
+        let buf = self.pool.region();
+        let base = self.pool.offset(BufIdx(idx as u32));
+        if src.is_none() && mac.is_none() && !meta.is_partial() {
+            return true;
+        }
+        let from = src.map_or((&buf, base), |s| (s, 0));
+        if !meta.is_partial() {
+            // Straight into the chunk, then the header over it.
+            return buf.copy_from(base, from.0, from.1, len).is_ok()
+                && mac.is_none_or(|m| buf.write(base, m).is_ok());
+        }
+        self.scratch.resize(len, 0);
+        let f = &mut self.scratch[..len];
+        if from.0.read(from.1, f).is_err() {
+            return false;
+        }
+        if let Some(m) = mac {
+            f[..12].copy_from_slice(m);
+        }
+        offload::csum::complete_l4_checksum(f);
+        buf.write(base, f).is_ok()
+    }
+
+    /// Hands an own-pool frame that cannot be sent back through `tx_done`, counted.
+    fn drop_frame(&mut self, h: BufHandle) {
+        self.stats.tx_dropped += 1;
+        self.stats.errors += 1;
+        if self.bounce.len() < BOUNCE_CAP {
+            self.bounce.push(h);
+        } else if !self.give_back(h) {
+            self.stats.errors += 1;
+        }
+    }
+
     /// Takes back one buffer of the pool, if the caller held it.
     #[inline]
     fn give_back(&mut self, h: BufHandle) -> bool {
@@ -894,7 +1072,36 @@ impl Port for AfXdpPort {
     }
 
     fn tx_pools(&self) -> PoolSet {
-        PoolSet::of(self.pool.id())
+        self.tx_set
+    }
+
+    /// Everything, when a packet socket can send super-frames; else plain frames only.
+    fn tx_offloads(&self) -> TxOffloads {
+        if self.big.is_some() {
+            TxOffloads::ALL
+        } else {
+            TxOffloads::NONE
+        }
+    }
+
+    /// Granted when a packet socket can send super-frames (the port must then take every
+    /// frame as it is): small frames are copied into a chunk, large ones go to the kernel.
+    fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
+        if self.big.is_none() || pool.id() == self.pool.id() {
+            return false;
+        }
+        self.readable.insert(*pool);
+        self.tx_set.insert(pool.id());
+        true
+    }
+
+    /// Frames are copied out during `tx_burst`: nothing reads the pool afterwards.
+    fn revoke_tx_pool(&mut self, pool: PoolId) -> bool {
+        if pool != self.pool.id() {
+            self.readable.remove(pool);
+            self.tx_set.remove(pool);
+        }
+        true
     }
 
     fn own_pools(&self) -> PoolSet {
@@ -963,41 +1170,11 @@ impl Port for AfXdpPort {
     }
 
     fn tx_burst(&mut self, frames: &[Frame]) -> usize {
-        let want = frames.len().min(self.tx.size() as usize) as u32;
-        let room = self.tx.free(want).min(want);
-        let mut queued = 0u32;
-        let mut taken = 0usize;
-        for f in &frames[..room as usize] {
-            let h = f.buf;
-            let len = f.len as usize;
-            let idx = h.idx().0 as usize;
-            let ours = h.pool() == self.pool.id();
-            if ours && self.state.get(idx) == Some(&CALLER) && len > 0 && len <= self.max_frame {
-                self.state[idx] = IN_TX;
-                let addr = (idx * self.chunk + XDP_HEADROOM) as u64;
-                self.tx.put_desc(queued, addr, len as u32);
-                queued += 1;
-                self.stats.tx_packets += 1;
-                self.stats.tx_bytes += len as u64;
-            } else if ours && self.state.get(idx) != Some(&CALLER) {
-                // A handle the caller does not hold: refuse it, keep nothing.
-                self.stats.errors += 1;
-            } else {
-                // Foreign pool or bad length: the caller gets it back through tx_done.
-                if self.bounce.len() >= BOUNCE_CAP {
-                    break;
-                }
-                self.bounce.push(h);
-                self.stats.tx_dropped += 1;
-                self.stats.errors += 1;
-            }
-            taken += 1;
-        }
-        if queued > 0 {
-            self.tx.submit(queued);
-            self.kick_tx();
-        }
-        taken
+        self.send(frames, None)
+    }
+
+    fn tx_burst_with_macs(&mut self, frames: &[Frame], macs: &[MacHeader]) -> usize {
+        self.send(frames, Some(macs))
     }
 
     fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
@@ -1013,13 +1190,18 @@ impl Port for AfXdpPort {
         for i in 0..n {
             let addr = self.comp.addr(i);
             let idx = addr >> self.chunk_shift;
-            if idx >= self.state.len() as u64 || self.state[idx as usize] != IN_TX {
-                self.stats.errors += 1;
-                continue;
+            match self.state.get(idx as usize) {
+                Some(&IN_TX) => {
+                    self.state[idx as usize] = CALLER;
+                    out[got] = self.handle(idx as u32);
+                    got += 1;
+                }
+                Some(&IN_TX_COPY) => {
+                    self.state[idx as usize] = FREE;
+                    self.free.push(idx as u32);
+                }
+                _ => self.stats.errors += 1,
             }
-            self.state[idx as usize] = CALLER;
-            out[got] = self.handle(idx as u32);
-            got += 1;
         }
         if n > 0 {
             self.comp.release(n);

@@ -16,6 +16,8 @@ use std::ptr::NonNull;
 
 use grant_pool::Region;
 
+pub(crate) mod vnet;
+
 /// The last OS error, with a short description of what was being done.
 pub(crate) fn os_err(op: &'static str) -> OpError {
     OpError {

@@ -737,3 +737,27 @@ pub fn late_reader_run(pair: &VethPair, port: &mut dyn Port, pool: &Pool, count:
     }
     intact
 }
+
+/// A 20 000-byte TCP/IPv4 frame from the port to the peer, its checksum partial: DF set,
+/// flags ACK|PSH|CWR, a sequence number that wraps during the frame.
+pub fn super_frame(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+    let payload: Vec<u8> = (0..20_000usize).map(|i| (i % 251) as u8).collect();
+    let mut f = offload::frame::Ipv4Frame {
+        dst,
+        src,
+        src_ip: PORT_IP,
+        dst_ip: PEER_IP,
+        id: 0x1234,
+        sport: 40000,
+        dport: 5201,
+        seq: 0xffff_f000,
+        ack: 7,
+        flags: 0x98,
+        window: 0x0100,
+        options: offload::frame::TIMESTAMPS.to_vec(),
+        ..Default::default()
+    }
+    .build(&payload);
+    offload::csum::set_pseudo_header_sum(&mut f).expect("TCP/IPv4");
+    f
+}
