@@ -8,6 +8,7 @@
 
 pub mod af_packet;
 pub mod af_xdp;
+pub mod fault;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

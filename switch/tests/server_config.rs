@@ -398,3 +398,31 @@ fn the_advertised_memory_limit_fits_in_one_grant_message() {
     assert!(c.limits().max_mem >= 256 << 20);
     assert!(grant(c.limits().max_mem).buffer_len() <= MAX_APP_MSG);
 }
+
+/// A port's fault injection is read, and settings it cannot honour are refused naming the
+/// field.
+#[test]
+fn port_faults_are_read_and_checked() {
+    let with = |faults: &str| {
+        let text = GOOD.replace(
+            "ifname = \"veth0\"",
+            &format!("ifname = \"veth0\"\nfaults = {{ {faults} }}"),
+        );
+        Config::parse(&text, "t.toml")
+    };
+    let c = with("drop = 0.01, delay = 0.02, delay_us = 100, stall_every_ms = 50, stall_ms = 5")
+        .expect("faults accepted");
+    let f = c.ports[1].faults.expect("faults read").config();
+    assert_eq!((f.drop, f.delay, f.seed), (0.01, 0.02, 1));
+    assert_eq!(f.delay_by, std::time::Duration::from_micros(100));
+    assert_eq!(f.stall_every, Some(std::time::Duration::from_millis(50)));
+    for bad in [
+        "drop = 2.0",
+        "corrupt = -1.0",
+        "stall_every_ms = 5, stall_ms = 5",
+        "lose = 0.1",
+    ] {
+        let e = with(bad).expect_err(bad).to_string();
+        assert!(e.contains("ports[1]") || e.contains("lose"), "{bad}: {e}");
+    }
+}

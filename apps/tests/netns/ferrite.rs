@@ -82,6 +82,12 @@ impl Server {
     /// Writes a configuration admitting `apps` (uid 0) and starts the server in `t.s`, pinned
     /// to [`SERVER_CORE`]; returns once its control socket answers.
     pub fn start(t: &Topology, backend: Backend, apps: &[AppSpec]) -> Self {
+        Self::start_with(t, backend, apps, "")
+    }
+
+    /// As [`Server::start`], with `port_toml` (lines such as `faults = { drop = 0.01 }`)
+    /// added to the `vf` port's section.
+    pub fn start_with(t: &Topology, backend: Backend, apps: &[AppSpec], port_toml: &str) -> Self {
         let bin = super::workspace_bin("switch", "ferrite");
         let config = t.dir.join("ferrite.toml");
         let socket = t.dir.join("ferrite.sock");
@@ -93,7 +99,7 @@ impl Server {
         );
         let _ = writeln!(
             toml,
-            "[[ports]]\nname = \"{VF}\"\nbackend = \"{}\"\nifname = \"{VF}\"\n",
+            "[[ports]]\nname = \"{VF}\"\nbackend = \"{}\"\nifname = \"{VF}\"\n{port_toml}\n",
             backend.as_str()
         );
         for a in apps {

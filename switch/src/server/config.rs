@@ -25,6 +25,8 @@
 //! backend = "af_packet"              # sim | af_xdp | af_packet | intel
 //! ifname = "veth0"                   # af_xdp, af_packet
 //! bufs = 4096
+//! # faults = { drop = 0.01, duplicate = 0.001, corrupt = 0.001, delay = 0.01, delay_us = 500,
+//! #            stall_every_ms = 1000, stall_ms = 20, seed = 1 }   # fault injection, for tests
 //!
 //! [[apps]]
 //! uid = 1000                         # and/or gid
@@ -292,6 +294,66 @@ pub struct PortSection {
     pub frame_len: Option<usize>,
     /// Destination MAC of generated frames (sim; broadcast when absent).
     pub dst: Option<String>,
+    /// Faults to inject into the port's traffic (tests and experiments; off when absent).
+    pub faults: Option<FaultSection>,
+}
+
+/// `[ports.faults]`: faults injected into one port's traffic ([`pmd::fault`]). Chances are
+/// per frame and direction.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSection {
+    /// Seed of the fault generator.
+    #[serde(default = "default_fault_seed")]
+    pub seed: u64,
+    /// Chance a frame is dropped.
+    #[serde(default)]
+    pub drop: f64,
+    /// Chance a frame is delivered twice.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// Chance one byte of a received frame is flipped.
+    #[serde(default)]
+    pub corrupt: f64,
+    /// Chance a frame is held back for `delay_us`.
+    #[serde(default)]
+    pub delay: f64,
+    /// Microseconds a delayed frame is held.
+    #[serde(default = "default_delay_us")]
+    pub delay_us: u64,
+    /// Milliseconds between stalls (none when absent).
+    pub stall_every_ms: Option<u64>,
+    /// Milliseconds each stall lasts.
+    #[serde(default = "default_stall_ms")]
+    pub stall_ms: u64,
+}
+
+fn default_fault_seed() -> u64 {
+    1
+}
+
+fn default_delay_us() -> u64 {
+    500
+}
+
+fn default_stall_ms() -> u64 {
+    10
+}
+
+impl FaultSection {
+    /// The wrapper's settings.
+    pub fn config(&self) -> pmd::fault::FaultConfig {
+        pmd::fault::FaultConfig {
+            seed: self.seed,
+            drop: self.drop,
+            duplicate: self.duplicate,
+            corrupt: self.corrupt,
+            delay: self.delay,
+            delay_by: std::time::Duration::from_micros(self.delay_us),
+            stall_every: self.stall_every_ms.map(std::time::Duration::from_millis),
+            stall_for: std::time::Duration::from_millis(self.stall_ms),
+        }
+    }
 }
 
 /// One `[[apps]]` entry.
@@ -547,6 +609,11 @@ impl Config {
                     ));
                 }
                 _ => {}
+            }
+            if let Some(fs) = &p.faults
+                && let Err(e) = fs.config().check()
+            {
+                return Err(field(f("faults"), e));
             }
             for (k, v) in [("mac", &p.mac), ("dst", &p.dst)] {
                 if let Some(m) = v

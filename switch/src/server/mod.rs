@@ -571,12 +571,15 @@ where
                         rx_dropped: s.stats.rx_dropped,
                         tx_packets: s.stats.tx_packets,
                         tx_bytes: s.stats.tx_bytes,
+                        tx_dropped: s.stats.tx_dropped,
                         errors: s.stats.errors,
                         ..Default::default()
                     },
                 };
                 c.rx_dropped += ingress;
-                c.tx_dropped = egress;
+                // A NIC port's own transmit drops (frames it took but could not send) come on
+                // top of the frames the switch could not hand it; an app port's are those.
+                c.tx_dropped = egress + if app.is_some() { 0 } else { c.tx_dropped };
                 // The switch checks an app's frames' headers (its copy of them): its refusals
                 // are the app's rejections.
                 c.spoofed += s.sw.dropped(DropReason::Spoofed);

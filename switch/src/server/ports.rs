@@ -35,6 +35,7 @@ pub struct Prepared {
     name: String,
     backend: String,
     kind: Kind,
+    faults: Option<pmd::fault::FaultConfig>,
 }
 
 enum Kind {
@@ -52,18 +53,23 @@ impl Prepared {
         let (index, name, backend) = (self.index, self.name, self.backend);
         let err = |m: String| PortOpenError {
             index,
-            name,
-            backend,
+            name: name.clone(),
+            backend: backend.clone(),
             message: m,
         };
-        match self.kind {
-            Kind::Ready(p) => Ok(p),
-            Kind::AfPacket(p) => Ok(Box::new(p.activate().map_err(|e| err(e.to_string()))?)),
-            Kind::AfXdp(p) => Ok(Box::new(p.activate().map_err(|e| err(e.to_string()))?)),
-            Kind::Intel(c) => Ok(Box::new(
-                pmd::intel::IntelPort::open(&c).map_err(|e| err(e.to_string()))?,
-            )),
-        }
+        let port: Box<dyn Port> = match self.kind {
+            Kind::Ready(p) => p,
+            Kind::AfPacket(p) => Box::new(p.activate().map_err(|e| err(e.to_string()))?),
+            Kind::AfXdp(p) => Box::new(p.activate().map_err(|e| err(e.to_string()))?),
+            Kind::Intel(c) => {
+                Box::new(pmd::intel::IntelPort::open(&c).map_err(|e| err(e.to_string()))?)
+            }
+        };
+        let Some(f) = self.faults else {
+            return Ok(port);
+        };
+        tracing::warn!(port = %name, faults = ?f, "injecting faults into the port's traffic");
+        Ok(Box::new(pmd::fault::FaultPort::new(port, f).map_err(err)?))
     }
 }
 
@@ -154,6 +160,7 @@ pub fn prepare(i: usize, p: &PortSection, pool: PoolId) -> Result<Prepared, Port
         name: p.name.clone(),
         backend: p.backend.clone(),
         kind,
+        faults: p.faults.as_ref().map(|f| f.config()),
     })
 }
 
