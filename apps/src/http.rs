@@ -1,6 +1,6 @@
 //! A small HTTP/1.1 static file server as a [`Service`]: GET and HEAD, keep-alive,
-//! `Content-Length` always, files streamed from disk in chunks (memory per connection is
-//! bounded by the socket buffers and one chunk, whatever the file size), 400 for what it
+//! `Content-Length` always, files read from disk straight into the socket's send buffer
+//! (memory per connection is bounded by the socket buffers, whatever the file size), 400 for what it
 //! cannot parse, 404 for what is not there, 405 for other methods.
 //!
 //! Paths are resolved under the served directory only: `..` segments, backslashes and NUL
@@ -19,7 +19,7 @@ use crate::services::Listeners;
 
 /// Longest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 8192;
-/// Bytes read from a file per step.
+/// Least free room in a socket's send buffer worth a read from the file.
 const CHUNK: usize = 16 * 1024;
 
 /// A parsed request head.
@@ -166,7 +166,6 @@ pub struct Http {
     root: PathBuf,
     tcp: Listeners,
     conns: Vec<(Conn, Vec<u8>)>,
-    chunk: Vec<u8>,
     /// Responses sent, by status code class (2xx, 4xx, 5xx).
     pub responses: [u64; 3],
 }
@@ -181,7 +180,6 @@ impl Http {
                 .map(|_| (Conn::Reading, Vec::with_capacity(1024)))
                 .collect(),
             tcp,
-            chunk: vec![0; CHUNK],
             responses: [0; 3],
         }
     }
@@ -299,7 +297,7 @@ impl Service for Http {
                     worked = true;
                 }
             }
-            // Writing: the head, then the file in chunks as the socket has room.
+            // Writing: the head, then the file as the socket has room.
             let s = sockets.get_mut::<tcp::Socket>(h);
             if let Conn::Writing {
                 out,
@@ -313,42 +311,50 @@ impl Service for Http {
                     self.conns[i].1.clear();
                     continue;
                 }
-                loop {
-                    if *off == out.len() {
-                        let Some((f, left)) = body.as_mut() else {
-                            break;
-                        };
-                        if *left == 0 {
-                            *body = None;
-                            break;
-                        }
-                        if s.send_capacity() - s.send_queue() < CHUNK.min(*left as usize) {
-                            break;
-                        }
-                        let want = CHUNK.min(*left as usize);
-                        match f.read(&mut self.chunk[..want]) {
-                            Ok(n) if n > 0 => {
-                                out.clear();
-                                out.extend_from_slice(&self.chunk[..n]);
-                                *off = 0;
-                                *left -= n as u64;
-                            }
-                            _ => {
-                                // The file shrank or failed under us: the length promised
-                                // cannot be kept, so end the connection.
-                                s.abort();
-                                *body = None;
-                                *keep_alive = false;
-                                break;
-                            }
-                        }
-                    }
+                // The head first.
+                while *off < out.len() {
                     match s.send_slice(&out[*off..]) {
                         Ok(n) if n > 0 => {
                             *off += n;
                             worked = true;
                         }
                         _ => break,
+                    }
+                }
+                // Then the file, read straight into the socket's send buffer: one copy.
+                while *off == out.len() {
+                    let Some((f, left)) = body.as_mut() else {
+                        break;
+                    };
+                    if *left == 0 {
+                        *body = None;
+                        break;
+                    }
+                    if s.send_capacity() - s.send_queue() < CHUNK.min(*left as usize) {
+                        break;
+                    }
+                    // (bytes read, whether the file still has what it promised)
+                    let read = s.send(|room| {
+                        let want = room.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        match f.read(&mut room[..want]) {
+                            Ok(n) => (n, (n, n > 0 || want == 0)),
+                            Err(_) => (0, (0, false)),
+                        }
+                    });
+                    match read {
+                        Ok((0, true)) => break,
+                        Ok((n, true)) => {
+                            *left -= n as u64;
+                            worked = true;
+                        }
+                        _ => {
+                            // The file shrank or failed under us: the length promised
+                            // cannot be kept, so end the connection.
+                            s.abort();
+                            *body = None;
+                            *keep_alive = false;
+                            break;
+                        }
                     }
                 }
                 if *off == out.len() && body.is_none() {
