@@ -178,7 +178,7 @@ fn hostile_control_messages_get_an_error_and_a_closed_connection_others_carry_on
     grant.rx_size = 3;
     let bad_layout = Repr::Grant(grant.clone()).to_bytes();
     let mut huge = MAGIC.to_le_bytes().to_vec();
-    huge.resize(66000, 0);
+    huge.resize(switch::ctl::wire::MAX_APP_MSG + 1000, 0);
     let cases: Vec<(&str, Steps, ErrorCode)> = vec![
         (
             "garbage",

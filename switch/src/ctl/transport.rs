@@ -90,7 +90,18 @@ impl SeqPacket {
         .map_err(|e| CtlError::io(what(), e))?;
         let addr = SocketAddrUnix::new(path).map_err(|e| CtlError::io(what(), e))?;
         rustix::net::connect(&fd, &addr).map_err(|e| CtlError::io(what(), e))?;
-        Ok(Self { fd })
+        let s = Self { fd };
+        s.room_for_largest_message()?;
+        Ok(s)
+    }
+
+    /// Lets one send carry the largest message either side may send: a record larger than
+    /// the socket's send buffer fails with `EMSGSIZE` (the default buffer is about 208 KiB, a
+    /// grant of 256 MiB of port memory about 256 KiB).
+    fn room_for_largest_message(&self) -> Result<(), CtlError> {
+        let most = super::wire::MAX_APP_MSG.max(super::wire::MAX_SERVER_MSG) + 4096;
+        rustix::net::sockopt::set_socket_send_buffer_size(&self.fd, most)
+            .map_err(|e| CtlError::io("set send buffer size", e))
     }
 
     /// A connected pair (for tests and in-process peers).
@@ -102,7 +113,10 @@ impl SeqPacket {
             None,
         )
         .map_err(|e| CtlError::io("socketpair", e))?;
-        Ok((Self { fd: a }, Self { fd: b }))
+        let (a, b) = (Self { fd: a }, Self { fd: b });
+        a.room_for_largest_message()?;
+        b.room_for_largest_message()?;
+        Ok((a, b))
     }
 
     /// Switches non-blocking mode.
