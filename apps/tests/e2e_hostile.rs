@@ -4,7 +4,8 @@
 //! layout, missing descriptors), then attaches properly and writes garbage into its rings
 //! (descriptors naming other pools, buffers out of range, over-long lengths, buffers it does
 //! not hold, spoofed and runt frames, impossible producer indices, random bytes over every
-//! ring). Meanwhile a well-behaved app keeps answering the Linux peer; afterwards the server
+//! ring). Meanwhile a well-behaved app keeps answering the Linux peer every 5 ms (the longest
+//! round trip, which bounds the longest stop in forwarding, is printed); afterwards the server
 //! is alive, has counted the rejections, and still serves.
 #![forbid(unsafe_code)]
 
@@ -104,6 +105,21 @@ fn pings(t: &Topology, ip: &str, n: u32) -> u64 {
         ip,
     ]);
     netns::parse_ping(&String::from_utf8_lossy(&out.stdout)).map_or(0, |(_, r)| r)
+}
+
+/// The longest `time=` ping printed, in milliseconds.
+fn longest_rtt_ms(ping_out: &str) -> Option<f64> {
+    ping_out
+        .lines()
+        .filter_map(|l| {
+            l.split("time=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
 }
 
 fn hostile_app(backend: Backend) {
@@ -371,6 +387,18 @@ fn hostile_app(backend: Backend) {
         (code, sent, got),
         (Some(0), 2000, 2000),
         "the good app missed replies during the attack:\n{log}"
+    );
+    // A request sent while forwarding stood still waits for it: the longest round trip bounds
+    // the longest stop. Reported; a stop of a second is a freeze, not scheduling noise.
+    let worst = longest_rtt_ms(&log).expect("ping printed round trips");
+    eprintln!(
+        "{}: longest round trip to the good app during the attack: {worst:.1} ms",
+        backend.as_str()
+    );
+    assert!(
+        worst < 1000.0,
+        "forwarding stopped for about {worst:.0} ms during the attack:\n{}",
+        srv.log()
     );
     assert!(srv.alive(), "the server died:\n{}", srv.log());
     assert_eq!(
