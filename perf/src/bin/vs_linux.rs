@@ -900,7 +900,6 @@ fn start_server(t: &Topology, b: Backend, apps: &[AppSpec]) -> Result<Server, St
     Ok(Server::start(t, b, apps))
 }
 
-/// Peer -> server bulk: kernel sink, iperf3, and `ferrite-bulk --listen` per backend.
 /// The `ferrite-bulk` arguments for MTU `mtu`.
 fn mtu_args(mtu: u32) -> Vec<String> {
     if mtu == 1500 {
@@ -925,11 +924,29 @@ fn jumbo_not_measured(test: &str, b: Backend, off: Offloads) -> Option<Row> {
     })
 }
 
-/// Bulk TCP peer -> server with MTU `mtu` (1500, or [`JUMBO_MTU`] for the jumbo rows).
-fn bulk_in(o: &Opts, off: Offloads, mtu: u32, rows: &mut Vec<Row>) {
-    let test = if mtu == 1500 { T_IN } else { T_IN_J };
+/// Who sends in a kernel-to-kernel bulk row and who times it.
+#[derive(Clone, Copy)]
+enum KernelBulk {
+    /// The peer sends to a sink on the kernel address in `s`; the sender times.
+    PeerToServer,
+    /// The peer sends to a sink on the kernel address in `s`; the sink times.
+    PeerToServerSinkTimed,
+    /// `s` sends to a sink in the peer; the sink times.
+    ServerToPeer,
+}
+
+/// The Linux row of a bulk test: this program's `send` and `sink` over kernel sockets on the
+/// veth, in a topology of its own.
+fn kernel_bulk(
+    o: &Opts,
+    (test, slug): (&str, &str),
+    off: Offloads,
+    mtu: u32,
+    way: KernelBulk,
+    note: &str,
+) -> Row {
     let l = label(test, None, off);
-    let [s] = in_topology(o, &slug_of("bulk-in", None), off, mtu, |t, series| {
+    let [s] = in_topology(o, &slug_of(slug, None), off, mtu, |t, series| {
         if setup(&l, series, || {
             t.address_kernel_side();
             Ok(())
@@ -938,18 +955,36 @@ fn bulk_in(o: &Opts, off: Offloads, mtu: u32, rows: &mut Vec<Row>) {
         {
             return;
         }
-        series[0].runs(o.runs, &l, "Gbit/s", |i| {
-            let mut sink = start_sink(t, &t.s, SERVE_CORE, KERNEL_IP, &format!("sink-{i}"))?;
-            let g = run_send(&t.p, PEER_CORE, KERNEL_IP, o.bytes)?;
-            sink_result(&mut sink, o.bytes)?;
-            Ok(g)
+        series[0].runs(o.runs, &l, "Gbit/s", |i| match way {
+            KernelBulk::PeerToServer | KernelBulk::PeerToServerSinkTimed => {
+                let mut sink = start_sink(t, &t.s, SERVE_CORE, KERNEL_IP, &format!("sink-{i}"))?;
+                let g = run_send(&t.p, PEER_CORE, KERNEL_IP, o.bytes)?;
+                let timed = sink_result(&mut sink, o.bytes)?;
+                Ok(match way {
+                    KernelBulk::PeerToServer => g,
+                    _ => timed,
+                })
+            }
+            KernelBulk::ServerToPeer => {
+                let mut sink = start_sink(t, &t.p, PEER_CORE, PEER_IP, &format!("peer-sink-{i}"))?;
+                run_send(&t.s, SERVE_CORE, PEER_IP, o.bytes)?;
+                sink_result(&mut sink, o.bytes)
+            }
         });
     });
-    rows.push(s.into_row(
-        test,
-        LINUX,
+    s.into_row(test, LINUX, off, "Gbit/s", note)
+}
+
+/// Bulk TCP peer -> server with MTU `mtu` (1500, or [`JUMBO_MTU`] for the jumbo rows):
+/// kernel sink, iperf3 (at 1500), and `ferrite-bulk --listen` per backend.
+fn bulk_in(o: &Opts, off: Offloads, mtu: u32, rows: &mut Vec<Row>) {
+    let test = if mtu == 1500 { T_IN } else { T_IN_J };
+    rows.push(kernel_bulk(
+        o,
+        (test, "bulk-in"),
         off,
-        "Gbit/s",
+        mtu,
+        KernelBulk::PeerToServer,
         "kernel TCP socket in s, this program's sink",
     ));
 
@@ -1068,32 +1103,17 @@ fn iperf3_once(t: &Topology, o: &Opts, i: usize) -> Result<f64, String> {
         .ok_or_else(|| "iperf3 printed no sum_received".into())
 }
 
-/// Server -> peer bulk: the sink in `p`, fed by `send` on the kernel IP in `s` or by
-/// `ferrite-bulk --connect` in an app domain.
-/// Bulk TCP server -> peer with MTU `mtu` (1500, or [`JUMBO_MTU`] for the jumbo rows).
+/// Bulk TCP server -> peer with MTU `mtu` (1500, or [`JUMBO_MTU`] for the jumbo rows): the
+/// sink in `p`, fed by `send` on the kernel IP in `s` or by `ferrite-bulk --connect` in an
+/// app domain.
 fn bulk_out(o: &Opts, off: Offloads, mtu: u32, rows: &mut Vec<Row>) {
     let test = if mtu == 1500 { T_OUT } else { T_OUT_J };
-    let l = label(test, None, off);
-    let [s] = in_topology(o, &slug_of("bulk-out", None), off, mtu, |t, series| {
-        if setup(&l, series, || {
-            t.address_kernel_side();
-            Ok(())
-        })
-        .is_none()
-        {
-            return;
-        }
-        series[0].runs(o.runs, &l, "Gbit/s", |i| {
-            let mut sink = start_sink(t, &t.p, PEER_CORE, PEER_IP, &format!("peer-sink-{i}"))?;
-            run_send(&t.s, SERVE_CORE, PEER_IP, o.bytes)?;
-            sink_result(&mut sink, o.bytes)
-        });
-    });
-    rows.push(s.into_row(
-        test,
-        LINUX,
+    rows.push(kernel_bulk(
+        o,
+        (test, "bulk-out"),
         off,
-        "Gbit/s",
+        mtu,
+        KernelBulk::ServerToPeer,
         "this program's send over a kernel TCP socket in s (core 1) -> sink in p (core 0), \
          timed by the sink",
     ));
@@ -1144,27 +1164,12 @@ fn bulk_out(o: &Opts, off: Offloads, mtu: u32, rows: &mut Vec<Row>) {
 
 /// App -> app bulk: two Ferrite apps through the switch; the kernel between two namespaces.
 fn app2app(o: &Opts, off: Offloads, rows: &mut Vec<Row>) {
-    let l = label(T_A2A, None, off);
-    let [s] = in_topology(o, &slug_of("app2app", None), off, 1500, |t, series| {
-        if setup(&l, series, || {
-            t.address_kernel_side();
-            Ok(())
-        })
-        .is_none()
-        {
-            return;
-        }
-        series[0].runs(o.runs, &l, "Gbit/s", |i| {
-            let mut sink = start_sink(t, &t.s, SERVE_CORE, KERNEL_IP, &format!("sink-{i}"))?;
-            run_send(&t.p, PEER_CORE, KERNEL_IP, o.bytes)?;
-            sink_result(&mut sink, o.bytes)
-        });
-    });
-    rows.push(s.into_row(
-        T_A2A,
-        LINUX,
+    rows.push(kernel_bulk(
+        o,
+        (T_A2A, "app2app"),
         off,
-        "Gbit/s",
+        1500,
+        KernelBulk::PeerToServerSinkTimed,
         "two namespaces joined by the veth: send in p (core 0) -> sink in s (core 1), timed by \
          the sink",
     ));
