@@ -9,7 +9,7 @@ mod netns;
 use std::time::Duration;
 
 use netns::ferrite::{AppSpec, Backend, Server};
-use netns::{Bg, Offloads, PEER_IP, Topology};
+use netns::{Offloads, PEER_IP, Topology};
 
 const TOOLS: &[&str] = &["ip", "ethtool", "taskset", "socat", "sha256sum"];
 const TOTAL: u64 = 8 * 1000 * 1000;
@@ -41,15 +41,7 @@ fn both_ways(backend: Backend) {
     if let Err(e) = netns::wait_reachable(&t, &sink_app.ip, Duration::from_secs(20)) {
         panic!("{e}\napp log:\n{}\nserver log:\n{}", sink.log(), srv.log());
     }
-    let mut sender = Bg::spawn(
-        "sender",
-        t.dir.path(),
-        t.p.cmd("socat").args([
-            "-u".to_string(),
-            format!("OPEN:{}", file.display()),
-            format!("TCP:{}:5201,bind={PEER_IP}", sink_app.ip),
-        ]),
-    );
+    let mut sender = netns::peer_send_file(&t, &file, &sink_app.ip, 5201);
     assert_eq!(
         sender.wait_exit(Duration::from_secs(120)),
         Some(0),
@@ -68,15 +60,7 @@ fn both_ways(backend: Backend) {
 
     // App -> peer.
     let out = t.dir.join("received.bin");
-    let mut peer_sink = Bg::spawn(
-        "peer-sink",
-        t.dir.path(),
-        t.p.cmd("socat").args([
-            "-u".to_string(),
-            format!("TCP-LISTEN:5202,bind={PEER_IP},reuseaddr"),
-            format!("CREATE:{}", out.display()),
-        ]),
-    );
+    let mut peer_sink = netns::peer_receive_file(&t, &out, 5202);
     std::thread::sleep(Duration::from_millis(300));
     let mut source = srv.app(
         "ferrite-bulk",
@@ -95,11 +79,7 @@ fn both_ways(backend: Backend) {
         srv.stats()
     );
     assert_eq!(peer_sink.wait_exit(Duration::from_secs(30)), Some(0));
-    let sent = source
-        .log()
-        .lines()
-        .find(|l| l.starts_with("source: "))
-        .and_then(|l| l.rsplit("sha256 ").next().map(|s| s.trim().to_string()));
+    let sent = netns::source_sha256(&source.log());
     assert_eq!(
         sent,
         Some(netns::sha256_file(&out)),

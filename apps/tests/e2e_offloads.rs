@@ -72,15 +72,7 @@ fn peer_to_app(backend: Backend, mtu: u32, app_args: &[&str]) {
             srv.stats()
         );
     }
-    let mut sender = Bg::spawn(
-        "sender",
-        t.dir.path(),
-        t.p.cmd("socat").args([
-            "-u".to_string(),
-            format!("OPEN:{}", file.display()),
-            format!("TCP:{}:5201,bind={PEER_IP}", app.ip),
-        ]),
-    );
+    let mut sender = netns::peer_send_file(&t, &file, &app.ip, 5201);
     if let Err(e) = netns::wait_until("the sender to finish", Duration::from_secs(90), || {
         !sender.alive()
     }) {
@@ -121,15 +113,7 @@ fn app_to_peer(backend: Backend) -> usize {
     let srv = Server::start(&t, backend, std::slice::from_ref(&app));
     let out = t.dir.join("received.bin");
     let cap = t.dir.join("capture.txt");
-    let mut sink = Bg::spawn(
-        "peer-sink",
-        t.dir.path(),
-        t.p.cmd("socat").args([
-            "-u".to_string(),
-            format!("TCP-LISTEN:5202,bind={PEER_IP},reuseaddr"),
-            format!("CREATE:{}", out.display()),
-        ]),
-    );
+    let mut sink = netns::peer_receive_file(&t, &out, 5202);
     // Headers only: the TCP payload length of every segment the peer receives.
     let mut dump = Bg::spawn(
         "tcpdump",
@@ -168,11 +152,7 @@ fn app_to_peer(backend: Backend) -> usize {
         "{}",
         sink.log()
     );
-    let sent = source
-        .log()
-        .lines()
-        .find(|l| l.starts_with("source: "))
-        .and_then(|l| l.rsplit("sha256 ").next().map(|s| s.trim().to_string()));
+    let sent = netns::source_sha256(&source.log());
     assert_eq!(
         sent,
         Some(netns::sha256_file(&out)),

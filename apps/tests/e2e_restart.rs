@@ -9,7 +9,7 @@ mod netns;
 use std::time::{Duration, Instant};
 
 use netns::ferrite::{AppSpec, Backend, Server};
-use netns::{Bg, Offloads, PEER_IP, Topology};
+use netns::{Offloads, Topology};
 
 const TOOLS: &[&str] = &[
     "ip",
@@ -48,15 +48,7 @@ fn transfer_survives_restart(backend: Backend) {
         panic!("{e}\napp log:\n{}\nserver log:\n{}", sink.log(), srv.log());
     }
 
-    let mut sender = Bg::spawn(
-        "sender",
-        t.dir.path(),
-        t.p.cmd("socat").args([
-            "-u".to_string(),
-            format!("OPEN:{}", file.display()),
-            format!("TCP:{}:5201,bind={PEER_IP}", app.ip),
-        ]),
-    );
+    let mut sender = netns::peer_send_file(&t, &file, &app.ip, 5201);
     let progressed = netns::wait_until(
         "100 MB acknowledged before the kill",
         Duration::from_secs(120),

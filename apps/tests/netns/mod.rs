@@ -584,3 +584,37 @@ pub fn wait_reachable(t: &Topology, ip: &str, timeout: Duration) -> Result<(), S
             .success()
     })
 }
+
+/// `socat` in the peer namespace sending `file` from [`PEER_IP`] to `ip:port`, then exiting.
+pub fn peer_send_file(t: &Topology, file: &Path, ip: &str, port: u16) -> Bg {
+    Bg::spawn(
+        "sender",
+        t.dir.path(),
+        t.p.cmd("socat").args([
+            "-u".to_string(),
+            format!("OPEN:{}", file.display()),
+            format!("TCP:{ip}:{port},bind={PEER_IP}"),
+        ]),
+    )
+}
+
+/// `socat` in the peer namespace taking one connection on [`PEER_IP`]`:port` and writing what
+/// arrives to `out`.
+pub fn peer_receive_file(t: &Topology, out: &Path, port: u16) -> Bg {
+    Bg::spawn(
+        "peer-sink",
+        t.dir.path(),
+        t.p.cmd("socat").args([
+            "-u".to_string(),
+            format!("TCP-LISTEN:{port},bind={PEER_IP},reuseaddr"),
+            format!("CREATE:{}", out.display()),
+        ]),
+    )
+}
+
+/// The SHA-256 a `ferrite-bulk` source reported in its log (`source: ... sha256 <hex>`).
+pub fn source_sha256(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.starts_with("source: "))
+        .and_then(|l| l.rsplit("sha256 ").next().map(|s| s.trim().to_string()))
+}
