@@ -293,26 +293,7 @@ impl PreparedAfPacket {
         let ifindex = linux::ifindex(&self.ifname)
             .ok_or_else(|| AfPacketError::InterfaceNotFound(self.ifname.clone()))?;
         let raw = self.port.sock.as_raw_fd();
-        let sll = libc::sockaddr_ll {
-            sll_family: libc::AF_PACKET as u16,
-            sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
-            sll_ifindex: ifindex as i32,
-            sll_hatype: 0,
-            sll_pkttype: 0,
-            sll_halen: 0,
-            sll_addr: [0; 8],
-        };
-        // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
-        let r = unsafe {
-            libc::bind(
-                raw,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                core::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(linux::os_err("bind(AF_PACKET)").into());
-        }
+        linux::bind_packet(raw, ifindex, libc::ETH_P_ALL as u16, "bind(AF_PACKET)")?;
         self.port.big.bind(ifindex)?;
         if self.promiscuous {
             linux::add_promisc_membership(raw, ifindex)?;

@@ -372,6 +372,37 @@ impl CtlSocket {
     }
 }
 
+/// Binds packet socket `fd` to interface `ifindex` for frames of `protocol` (an ethertype in
+/// host order; 0: none, the socket only sends).
+pub(crate) fn bind_packet(
+    fd: RawFd,
+    ifindex: u32,
+    protocol: u16,
+    op: &'static str,
+) -> Result<(), OpError> {
+    let sll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: protocol.to_be(),
+        sll_ifindex: ifindex as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            core::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(os_err(op));
+    }
+    Ok(())
+}
+
 /// `setsockopt` of a plain-old-data value.
 pub(crate) fn setsockopt<T>(
     fd: RawFd,

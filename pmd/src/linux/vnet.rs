@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use grant_pool::Region;
 
-use super::{OpError, os_err, owned_fd, setsockopt};
+use super::{OpError, bind_packet, owned_fd, setsockopt};
 use crate::MacHeader;
 
 /// `PACKET_VNET_HDR`.
@@ -88,27 +88,12 @@ impl SuperSender {
 
     /// Binds the socket to interface `ifindex` for sending.
     pub(crate) fn bind(&self, ifindex: u32) -> Result<(), OpError> {
-        let sll = libc::sockaddr_ll {
-            sll_family: libc::AF_PACKET as u16,
-            sll_protocol: 0,
-            sll_ifindex: ifindex as i32,
-            sll_hatype: 0,
-            sll_pkttype: 0,
-            sll_halen: 0,
-            sll_addr: [0; 8],
-        };
-        // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
-        let r = unsafe {
-            libc::bind(
-                self.fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                core::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(os_err("bind(AF_PACKET, sending socket)"));
-        }
-        Ok(())
+        bind_packet(
+            self.fd.as_raw_fd(),
+            ifindex,
+            0,
+            "bind(AF_PACKET, sending socket)",
+        )
     }
 
     /// Sends the `len`-byte frame at the start of `src` (with `mac` over its first 12 bytes)
