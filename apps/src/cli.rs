@@ -33,7 +33,7 @@ pub struct DomainArgs {
     /// Descriptors per ring (a power of two).
     #[arg(long, default_value_t = 1024)]
     pub ring_size: u32,
-    /// Buffers in the app's pool [default: 512 of 64 KiB, 4096 of 2 KiB].
+    /// Buffers in the app's pool [default: 960 of 64 KiB, 4096 of 2 KiB].
     #[arg(long)]
     pub buffers: Option<usize>,
     /// Bytes per buffer: 65536 (the default; TCP segments of up to 64 KiB go whole, the

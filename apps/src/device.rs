@@ -38,7 +38,7 @@ pub const BATCH: usize = 64;
 /// Smallest frame accepted on receive: an Ethernet header.
 const MIN_FRAME: usize = 14;
 /// An Ethernet header (no VLAN tag).
-const ETH_HEADER: usize = 14;
+pub(crate) const ETH_HEADER: usize = 14;
 /// The largest frame a descriptor's 16-bit length can carry.
 const MAX_FRAME: usize = u16::MAX as usize;
 

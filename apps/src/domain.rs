@@ -113,10 +113,11 @@ pub struct DomainConfig {
     pub xen_server: Option<u16>,
 }
 
-/// Buffers in an app's pool by default: 64 KiB each (32 MiB reserved, committed only as
-/// frames touch it; a grant names each of its pages, and one grant message holds at most
-/// 16 372 of them).
-pub const LARGE_BUFS: usize = 512;
+/// Buffers in an app's pool by default: 64 KiB each (60 MiB reserved, committed only as
+/// frames touch it). A grant names each of its pages and one grant message holds at most
+/// 16 372 of them, so this is about the most one app can have; the receive window an app
+/// offers grows with it ([`AppDomain::rx_window`]).
+pub const LARGE_BUFS: usize = 960;
 /// Buffers in an app's pool of 2 KiB buffers (frames of one MTU, no segmentation offload:
 /// a Xen app's grant holds at most 64 MiB).
 pub const SMALL_BUFS: usize = 4096;
@@ -325,6 +326,21 @@ fn seed() -> u64 {
     t ^ ((std::process::id() as u64) << 32)
 }
 
+/// Buffers an app configured as `cfg` keeps on a fill ring of `ring` entries: the ring's
+/// size, at most a share of the pool; the rest is for transmit. With buffers of several
+/// frames the stack sends TCP segments that fill them (segmentation offload), so a quarter of
+/// the pool carries as much as a whole window; with buffers of about one frame transmit gets
+/// half.
+fn fill_target(cfg: &DomainConfig, ring: usize) -> usize {
+    let bufs = cfg.buf_count;
+    let share = if cfg.buf_size >= 4 * (cfg.mtu + crate::device::ETH_HEADER) {
+        bufs - bufs / 4
+    } else {
+        bufs / 2
+    };
+    ring.min(share)
+}
+
 impl AppDomain {
     /// Makes the port memory and the stack, and connects to the server (retrying for
     /// `cfg.first_connect`).
@@ -516,10 +532,9 @@ impl AppDomain {
         Ok(())
     }
 
-    /// Buffers the app keeps on its fill ring for the server to fill: the ring's size, at
-    /// most half the pool (the rest is for transmit).
+    /// Buffers the app keeps on its fill ring for the server to fill (see [`fill_target`]).
     fn fill_target(&self) -> usize {
-        (self.layout.fill().size() as usize).min(self.cfg.buf_count / 2)
+        fill_target(&self.cfg, self.layout.fill().size() as usize)
     }
 
     /// The largest TCP receive window this port can take in one burst without the server
@@ -1026,4 +1041,55 @@ pub fn stop_on_signals() -> Arc<AtomicBool> {
         tracing::warn!("cannot install the signal handler: {e}");
     }
     stop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(buf_size: usize, buf_count: usize) -> DomainConfig {
+        let net = NetConfig {
+            mac: [2, 0, 0, 0, 0, 1],
+            ip: smoltcp::wire::Ipv4Cidr::new(smoltcp::wire::Ipv4Address::new(10, 0, 0, 2), 24),
+            gateway: None,
+        };
+        let mut c = DomainConfig::new("/nonexistent".into(), "a".into(), net);
+        c.buf_size = buf_size;
+        c.buf_count = buf_count;
+        c
+    }
+
+    #[test]
+    fn default_pools_fit_one_grant_message() {
+        for (size, count) in [
+            (grant_pool::pool::MAX_BUF_SIZE, LARGE_BUFS),
+            (2048, SMALL_BUFS),
+        ] {
+            let c = config(size, count);
+            let layout = PortLayout::new(
+                [c.ring_size; 4],
+                grant_pool::PoolLayout::new(size, count).expect("pool layout"),
+            )
+            .expect("port layout");
+            assert!(
+                layout.pages() <= switch::ctl::wire::MAX_REFS,
+                "{count} buffers of {size}: {} pages",
+                layout.pages()
+            );
+        }
+    }
+
+    #[test]
+    fn large_buffers_leave_a_quarter_for_transmit() {
+        let large = config(grant_pool::pool::MAX_BUF_SIZE, LARGE_BUFS);
+        assert_eq!(fill_target(&large, 1024), LARGE_BUFS * 3 / 4);
+        assert_eq!(fill_target(&large, 256), 256, "never more than the ring");
+        // One frame per buffer: transmit needs as many buffers as the receive side.
+        let small = config(2048, 1024);
+        assert_eq!(fill_target(&small, 1024), 512);
+        // Jumbo frames in 16 KiB buffers: about one frame per buffer too.
+        let mut jumbo = config(16384, 1024);
+        jumbo.mtu = 9000;
+        assert_eq!(fill_target(&jumbo, 1024), 512);
+    }
 }
