@@ -9,12 +9,18 @@
 //! into the process. Transmit bypasses the qdisc layer (`PACKET_QDISC_BYPASS`) and the
 //! socket ignores its own outgoing frames (`PACKET_IGNORE_OUTGOING`).
 //!
-//! The kernel's rings are not a Ferrite pool: their frames must go back to the kernel in ring
-//! order, so lending one out (to an app, for as long as the app likes) would stall the ring.
-//! Hence the port owns a normal pool of anonymous memory and:
+//! The port owns a normal pool of anonymous memory, and:
 //!
-//! * receive copies each frame once, from the ring frame into a pool buffer (the kernel's
-//!   copy into the ring is the other, unavoidable one), and returns the ring frame at once;
+//! * receive, by default, copies each frame once, from the ring frame into a pool buffer (the
+//!   kernel's copy into the ring is the other, unavoidable one), and returns the ring frame at
+//!   once. With [`AfPacketConfig::ring_pool`] the receive ring is a pool of its own instead
+//!   and frames leave **in place**, as handles to ring frames: the switch copies each once,
+//!   straight from the kernel's ring into its destination, and the port gives ring frames back
+//!   to the kernel in ring order as their handles come back (a frame lent for long stalls the
+//!   ring behind it, so the server lends them only to its own copy-making switch). With
+//!   [`AfPacketConfig::rx_frame_size`] at 64 KiB a GSO frame too goes through the ring, written
+//!   by the kernel in the softirq of whichever core sent it rather than read by a `recvmsg` on
+//!   the polling core, at the cost of a ring frame per small frame;
 //! * transmit copies each frame once, from whatever pool it is in into a ring frame, and
 //!   kicks the kernel with one `sendto(MSG_DONTWAIT)` per burst. The port can read more
 //!   pools than its own ([`Port::grant_tx_pool`], or [`AfPacketPort::add_readable_pool`]
@@ -137,6 +143,13 @@ pub struct AfPacketConfig {
     pub super_frames: bool,
     /// Frames in the kernel transmit ring (a multiple of 32).
     pub tx_frames: u32,
+    /// Bytes per receive ring frame: a power of two from 2048 to 65536. A frame larger
+    /// than a ring frame less its headers is read from the socket's receive queue (with
+    /// `super_frames`) or dropped.
+    pub rx_frame_size: usize,
+    /// Receive in place: the receive ring becomes the pool with this id and frames are
+    /// handed out as handles to ring frames (see the module docs).
+    pub ring_pool: Option<PoolId>,
     /// Put the interface in promiscuous mode while the port is open.
     pub promiscuous: bool,
     /// Bypass the qdisc layer on transmit.
@@ -156,8 +169,18 @@ impl AfPacketConfig {
             rx_frames: 4096,
             super_frames: true,
             tx_frames: 1024,
+            rx_frame_size: FRAME_SIZE,
+            ring_pool: None,
             promiscuous: true,
             qdisc_bypass: true,
+        }
+    }
+
+    /// [`AfPacketConfig::new`] receiving in place: the receive ring is the pool `ring_pool`.
+    pub fn in_place(ifname: &str, pool_id: PoolId, ring_pool: PoolId) -> Self {
+        Self {
+            ring_pool: Some(ring_pool),
+            ..Self::new(ifname, pool_id)
         }
     }
 }
@@ -204,6 +227,18 @@ const SUPER_RCVBUF: i32 = 8 << 20;
 /// Bytes of a ring frame before the frame data starts, at least (V2 header, address,
 /// alignment).
 const RX_DATA_OFF: usize = 66;
+/// Where an Ethernet frame starts in a receive ring frame with the virtio header on: the V2
+/// header and address aligned to 16 (80), plus the virtio header (90), less the Ethernet
+/// header. The kernel puts every Ethernet frame there; the ring pool's buffers start there.
+const RX_MAC_OFF: usize = 76;
+/// Bytes per receive ring block.
+const RX_BLOCK: usize = 64 * 1024;
+
+/// A receive ring frame the port has read: lent out by handle, or done with and waiting for
+/// the frames before it to be given back to the kernel too.
+const SLOT_IDLE: u8 = 0;
+const SLOT_LENT: u8 = 1;
+const SLOT_BACK: u8 = 2;
 
 /// `struct tpacket_req`.
 #[repr(C)]
@@ -243,6 +278,16 @@ pub struct AfPacketPort {
     rx_ring_len: usize,
     tx_frames: u32,
     rx_head: u32,
+    /// The oldest receive ring frame not yet given back to the kernel.
+    rx_tail: u32,
+    /// Ring frames read and not yet given back (from `rx_tail` on).
+    rx_held: u32,
+    /// `SLOT_*` per receive ring frame.
+    rx_slot: Vec<u8>,
+    /// The receive ring as a pool, when frames are lent in place.
+    ring_pool: Option<Pool>,
+    /// The port's own pool, then the ring pool if any.
+    pools: Vec<Pool>,
     /// Read super-frames from the receive queue.
     super_frames: bool,
     /// What the port takes whole on transmit.
@@ -320,7 +365,21 @@ impl AfPacketPort {
                 cfg.buf_size
             )));
         }
-        let (rx_frame_size, rx_per_block) = (FRAME_SIZE, FRAMES_PER_BLOCK);
+        let rx_frame_size = cfg.rx_frame_size;
+        if !rx_frame_size.is_power_of_two() || !(FRAME_SIZE..=RX_BLOCK).contains(&rx_frame_size) {
+            return Err(AfPacketError::Config(format!(
+                "rx_frame_size {rx_frame_size} must be a power of two from {FRAME_SIZE} to {RX_BLOCK}"
+            )));
+        }
+        // Whole frames per block: ring frame `i` is then `i * rx_frame_size` into the ring,
+        // which a pool's buffers need.
+        let rx_per_block = (RX_BLOCK / rx_frame_size) as u32;
+        if cfg.ring_pool == Some(cfg.pool_id) {
+            return Err(AfPacketError::Config(format!(
+                "ring_pool must differ from pool_id ({})",
+                cfg.pool_id.0
+            )));
+        }
         for (what, n, per) in [
             ("rx_frames", cfg.rx_frames, rx_per_block),
             ("tx_frames", cfg.tx_frames, FRAMES_PER_BLOCK),
@@ -447,6 +506,22 @@ impl AfPacketPort {
         };
         let pool = Pool::new(cfg.pool_id, layout, pool_mem.region())
             .map_err(|e| AfPacketError::Config(e.to_string()))?;
+        // Buffer `i` of the ring pool is ring frame `i` from where the kernel puts its
+        // Ethernet frame on; the last one runs RX_MAC_OFF bytes into the transmit ring, past
+        // any frame the kernel writes (at most rx_frame_size - RX_MAC_OFF bytes).
+        let ring_pool = match cfg.ring_pool {
+            Some(id) => Some(
+                PoolLayout::new(rx_frame_size, cfg.rx_frames as usize)
+                    .and_then(|l| {
+                        let mem = ring.subregion(RX_MAC_OFF, rx_ring_len)?;
+                        Pool::new(id, l, mem)
+                    })
+                    .map_err(|e| AfPacketError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut pools = vec![pool];
+        pools.extend(ring_pool);
         let mut readable = PoolTable::new();
         readable.insert(pool);
         let done_cap = cfg.tx_frames as usize * 2;
@@ -484,6 +559,11 @@ impl AfPacketPort {
             rx_ring_len,
             tx_frames: cfg.tx_frames,
             rx_head: 0,
+            rx_tail: 0,
+            rx_held: 0,
+            rx_slot: vec![SLOT_IDLE; cfg.rx_frames as usize],
+            ring_pool,
+            pools,
             super_frames: cfg.super_frames,
             offloads,
             tx_head: 0,
@@ -656,16 +736,57 @@ impl AfPacketPort {
         })
     }
 
-    /// Hands the ring frame at `rx_head` back to the kernel and moves on.
+    /// The ring frame after `i`.
+    #[inline]
+    fn next_rx(&self, i: u32) -> u32 {
+        if i + 1 == self.rx_frames { 0 } else { i + 1 }
+    }
+
+    /// Gives the kernel back every ring frame from `rx_tail` on that the port is done with,
+    /// in ring order, up to the first one still lent out.
     #[inline]
     fn release_rx(&mut self) {
-        let off = self.rx_off(self.rx_head);
-        self.status(off).store(TP_STATUS_KERNEL, Ordering::Release);
-        self.rx_head = if self.rx_head + 1 == self.rx_frames {
-            0
-        } else {
-            self.rx_head + 1
-        };
+        while self.rx_held > 0 && self.rx_slot[self.rx_tail as usize] == SLOT_BACK {
+            self.rx_slot[self.rx_tail as usize] = SLOT_IDLE;
+            let off = self.rx_off(self.rx_tail);
+            self.status(off).store(TP_STATUS_KERNEL, Ordering::Release);
+            self.rx_tail = self.next_rx(self.rx_tail);
+            self.rx_held -= 1;
+        }
+    }
+
+    /// Lends ring frame `i` (at `off`, status `status`) out in place as a buffer of the ring
+    /// pool; `None` when it must be copied instead (no ring pool, a VLAN tag to put back, a
+    /// super-frame on the receive queue, or a frame not where the kernel always puts it).
+    #[inline]
+    fn lend_rx(&mut self, i: u32, off: usize, status: u32) -> Option<Frame> {
+        let pool = self.ring_pool?;
+        if status & (TP_STATUS_COPY | TP_STATUS_VLAN_VALID) != 0 {
+            return None;
+        }
+        let mut h = [0u8; 10];
+        self.ring.read(off + 4, &mut h).ok()?;
+        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let snap = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        let mac = u16::from_ne_bytes([h[8], h[9]]) as usize;
+        if snap != len
+            || snap < 14
+            || mac != RX_MAC_OFF
+            || mac + snap > self.rx_frame_size
+            || snap > u16::MAX as usize
+        {
+            return None;
+        }
+        let mut vnet = [0u8; VNET_LEN];
+        self.ring.read(off + mac - VNET_LEN, &mut vnet).ok()?;
+        let buf = BufHandle::new(pool.id(), BufIdx(i))?;
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += snap as u64;
+        Some(Frame {
+            buf,
+            len: snap as u16,
+            meta: Vnet::parse(&vnet).meta(snap).bits(),
+        })
     }
 
     /// Copies one received ring frame into a pool buffer (or reads the super-frame it stands
@@ -892,11 +1013,15 @@ impl Port for AfPacketPort {
     }
 
     fn own_pools(&self) -> PoolSet {
-        PoolSet::of(self.pool.id())
+        let mut s = PoolSet::of(self.pool.id());
+        if let Some(p) = self.ring_pool {
+            s.insert(p.id());
+        }
+        s
     }
 
     fn pools(&self) -> &[Pool] {
-        core::slice::from_ref(&self.pool)
+        &self.pools
     }
 
     /// The port only reads a frame (to copy it into the kernel's ring), so it can transmit
@@ -922,21 +1047,34 @@ impl Port for AfPacketPort {
 
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         let mut got = 0;
-        // Bounded by `out`: each step hands one ring frame back to the kernel. With no free
-        // buffer the frame stays in the ring (the kernel counts the drop if the ring fills),
-        // rather than being dropped here.
-        while got < out.len() && !self.free.is_empty() {
-            let off = self.rx_off(self.rx_head);
+        // Bounded by `out` and by the ring. When every frame is copied, with no free buffer
+        // the frame stays in the ring (the kernel counts the drop if the ring fills) rather
+        // than being dropped here; in place, only the rare frame that needs a copy is
+        // dropped for want of one.
+        let in_place = self.ring_pool.is_some();
+        while got < out.len()
+            && self.rx_held < self.rx_frames
+            && (in_place || !self.free.is_empty())
+        {
+            let i = self.rx_head;
+            let off = self.rx_off(i);
             let st = self.status(off).load(Ordering::Acquire);
             if st & TP_STATUS_USER == 0 {
                 break;
             }
-            if let Some(f) = self.copy_rx(off, st) {
+            let (f, slot) = match self.lend_rx(i, off, st) {
+                Some(f) => (Some(f), SLOT_LENT),
+                None => (self.copy_rx(off, st), SLOT_BACK),
+            };
+            self.rx_slot[i as usize] = slot;
+            self.rx_head = self.next_rx(i);
+            self.rx_held += 1;
+            if let Some(f) = f {
                 out[got] = f;
                 got += 1;
             }
-            self.release_rx();
         }
+        self.release_rx();
         got
     }
 
@@ -985,14 +1123,20 @@ impl Port for AfPacketPort {
     }
 
     fn reclaim(&mut self, bufs: &[BufHandle]) {
+        let ring = self.ring_pool.map(|p| p.id());
         for &h in bufs {
             let idx = h.idx().0 as usize;
             if h.pool() == self.pool.id() && self.state.get(idx) == Some(&CALLER) {
                 self.state[idx] = FREE;
                 self.free.push(idx as u32);
+            } else if Some(h.pool()) == ring && self.rx_slot.get(idx) == Some(&SLOT_LENT) {
+                self.rx_slot[idx] = SLOT_BACK;
             } else {
                 self.stats.errors += 1;
             }
+        }
+        if ring.is_some() {
+            self.release_rx();
         }
     }
 
@@ -1003,7 +1147,8 @@ impl Port for AfPacketPort {
 
     fn prepare_wait(&mut self) -> bool {
         let off = self.rx_off(self.rx_head);
-        self.status(off).load(Ordering::Acquire) & TP_STATUS_USER != 0
+        self.rx_held < self.rx_frames
+            && self.status(off).load(Ordering::Acquire) & TP_STATUS_USER != 0
     }
 
     fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {

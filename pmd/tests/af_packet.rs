@@ -364,6 +364,21 @@ fn errors_name_the_problem() {
         .in_port_ns(move || AfPacketPort::open(c))
         .expect_err("ring not a multiple of 32");
     assert!(matches!(e, AfPacketError::Config(_)), "{e}");
+    for (size, ring, why) in [
+        (3000, PoolId(2), "rx_frame_size"),
+        (1024, PoolId(2), "rx_frame_size"),
+        (2048, PoolId(1), "ring_pool"),
+    ] {
+        let mut c = AfPacketConfig::in_place(&pair.port_if, PoolId(1), ring);
+        c.rx_frame_size = size;
+        let e = pair
+            .in_port_ns(move || AfPacketPort::open(c))
+            .expect_err("a bad receive ring");
+        assert!(
+            matches!(&e, AfPacketError::Config(m) if m.contains(why)),
+            "{size} {ring:?}: {e}"
+        );
+    }
 }
 
 /// A Linux peer with checksum offload on (veth's default) leaves TCP checksums to offload;
@@ -590,4 +605,103 @@ fn the_kernel_cuts_a_large_frame_into_the_segments_offload_gso_makes() {
         assert_eq!(a, b, "segment {k}");
     }
     reap(&mut port);
+}
+
+/// In place, frames are handles into the kernel's ring: out-of-order returns give ring
+/// frames back in ring order, and a ring whose every frame is lent takes nothing more (the
+/// kernel counts the drops) until the oldest comes back.
+#[test]
+fn receives_in_place_and_gives_ring_frames_back_in_ring_order() {
+    if !root_or_skip("receives_in_place_and_gives_ring_frames_back_in_ring_order") {
+        return;
+    }
+    let pair = VethPair::new("pn", &[]);
+    let ring_id = PoolId(9);
+    let mut port = pair
+        .in_port_ns({
+            let mut c = AfPacketConfig::in_place(&pair.port_if, PoolId(5), ring_id);
+            c.rx_frames = 8;
+            c.rx_frame_size = 65536;
+            move || AfPacketPort::open(c)
+        })
+        .expect("open af_packet port in place");
+    assert!(port.own_pools().contains(ring_id));
+    let ring = *port
+        .pools()
+        .iter()
+        .find(|p| p.id() == ring_id)
+        .expect("the ring is a pool the port exposes");
+    assert_eq!(ring.layout().count, 8);
+    let mac = port.mac();
+    let peer = pair.peer_socket(TEST_ETHERTYPE);
+    let mut seq = 0u32;
+    let mut send = |n: u32| {
+        for _ in 0..n {
+            peer.send(&test_frame(mac, pair.peer_mac, seq, test_len(seq)));
+            seq += 1;
+        }
+    };
+    let mut burst = [Frame::new(BufHandle::from_raw(0), 0); 32];
+    // Reads test frames for a while; others (IPv6 router solicitations) go straight back.
+    let mut take = |port: &mut AfPacketPort, want: usize| {
+        let mut got = Vec::new();
+        let end = Instant::now() + Duration::from_millis(500);
+        while got.len() < want && Instant::now() < end {
+            let n = port.rx_burst(&mut burst);
+            for f in &burst[..n] {
+                let b = frame_bytes(&ring, *f);
+                if u16::from_be_bytes([b[12], b[13]]) == TEST_ETHERTYPE {
+                    got.push((*f, b));
+                } else {
+                    port.reclaim(&[f.buf]);
+                }
+            }
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        got
+    };
+
+    send(8);
+    let first = take(&mut port, 8);
+    assert_eq!(first.len(), 8, "a ring of 8 holds 8 frames");
+    for (k, (f, b)) in first.iter().enumerate() {
+        assert_eq!(f.buf.pool(), ring_id, "frame {k} lent in place");
+        assert_eq!(
+            b,
+            &test_frame(mac, pair.peer_mac, k as u32, test_len(k as u32))
+        );
+    }
+    let drops = port.kernel_stats().drops;
+    send(2);
+    assert!(take(&mut port, 1).is_empty(), "every ring frame is lent");
+    // All but the oldest back: the ring is still full behind it.
+    let rest: Vec<BufHandle> = first[1..].iter().map(|(f, _)| f.buf).collect();
+    port.reclaim(&rest);
+    send(2);
+    assert!(
+        take(&mut port, 1).is_empty(),
+        "the oldest ring frame holds the rest"
+    );
+    assert!(
+        port.kernel_stats().drops >= drops + 4,
+        "the kernel counted the drops"
+    );
+    port.reclaim(&[first[0].0.buf]);
+    let errors = port.stats().errors;
+    port.reclaim(&[first[0].0.buf]);
+    assert_eq!(
+        port.stats().errors,
+        errors + 1,
+        "a handle returned twice is refused"
+    );
+    let from = 12; // 8 taken, then 4 dropped
+    send(3);
+    let again = take(&mut port, 3);
+    assert_eq!(again.len(), 3, "the ring takes frames again");
+    for (k, (_, b)) in again.iter().enumerate() {
+        let s = from + k as u32;
+        assert_eq!(b, &test_frame(mac, pair.peer_mac, s, test_len(s)));
+    }
 }

@@ -118,7 +118,11 @@ pub fn prepare(i: usize, p: &PortSection, pool: PoolId) -> Result<Prepared, Port
             ))
         }
         "af_packet" => {
-            let mut c = pmd::af_packet::AfPacketConfig::new(&ifname, pool);
+            // The receive ring is a pool of its own, from the top of the id space down (apps
+            // take the lowest free ids): frames go from the kernel's ring straight into the
+            // copy the switch makes for their destination.
+            let ring = PoolId(u8::MAX - i as u8);
+            let mut c = pmd::af_packet::AfPacketConfig::in_place(&ifname, pool, ring);
             if let Some(b) = p.bufs {
                 c.bufs = b;
             }
