@@ -743,8 +743,10 @@ mod tests {
             ..desc(i, len)
         };
         // A segment size not below the frame, one without a partial checksum, partial and
-        // verified at once; then a frame of several segments, which passes.
+        // verified at once, segments of one byte; then a frame of several segments, which
+        // passes.
         let gso_too_big = meta(5, 1000, offload::FrameMeta::partial(1000).bits());
+        let gso_tiny = meta(9, 2000, offload::FrameMeta::partial(1).bits());
         let gso_not_partial = meta(6, 2000, 1000);
         let contradictory = meta(7, 100, 0xc000);
         let tso = meta(8, 2000, offload::FrameMeta::partial(1000).bits());
@@ -761,6 +763,7 @@ mod tests {
                 gso_too_big,
                 gso_not_partial,
                 contradictory,
+                gso_tiny,
                 tso,
             ],
         );
@@ -776,7 +779,7 @@ mod tests {
                 bad_index: 2,
                 bad_len: 1,
                 not_held: 1, // buffer 1 offered a second time while the server holds it
-                bad_meta: 3,
+                bad_meta: 4,
             }
         );
         assert_eq!(
@@ -789,7 +792,7 @@ mod tests {
         assert_eq!(srv.take_fill(&mut out), 1);
         assert_eq!(out[0], desc(4, 0));
         assert_eq!(srv.fill.rejects().not_held, 1);
-        assert_eq!(srv.rejects().total(), 9);
+        assert_eq!(srv.rejects().total(), 10);
     }
 
     #[test]

@@ -19,6 +19,11 @@ const VALID: u16 = 0x8000;
 /// The largest segment size a [`FrameMeta`] can carry, and the largest accepted: an MSS for
 /// an IP MTU of up to 9000 bytes fits well below it.
 pub const MAX_GSO_SIZE: u16 = GSO_MASK;
+/// The smallest segment size accepted: the floor Linux puts under the segments it sends
+/// (`TCP_MIN_SND_MSS`), whatever MSS the peer announced. A frame of tinier segments would
+/// have whoever cuts it make well over a thousand frames, on the wire and on the cutter's
+/// core, for one frame sent.
+pub const MIN_GSO_SIZE: u16 = 48;
 
 /// A frame's offload state, as 16 bits: a segment size (0: the frame is one segment), and
 /// whether its L4 checksum is partial or verified.
@@ -30,7 +35,8 @@ pub struct FrameMeta(u16);
 pub enum MetaError {
     /// Partial and verified at once.
     Contradictory,
-    /// A segment size without a partial checksum, or not shorter than the frame.
+    /// A segment size without a partial checksum, below [`MIN_GSO_SIZE`], or not shorter
+    /// than the frame.
     GsoSize,
 }
 
@@ -107,7 +113,7 @@ impl FrameMeta {
             return Err(MetaError::Contradictory);
         }
         let g = self.gso_size() as usize;
-        if g != 0 && (!self.is_partial() || g >= len) {
+        if g != 0 && (!self.is_partial() || g < MIN_GSO_SIZE as usize || g >= len) {
             return Err(MetaError::GsoSize);
         }
         Ok(())
@@ -136,6 +142,14 @@ mod tests {
             FrameMeta::from_bits(1448).check(65_000),
             Err(MetaError::GsoSize)
         );
+        for tiny in [1, MIN_GSO_SIZE - 1] {
+            assert_eq!(
+                FrameMeta::partial(tiny).check(65_000),
+                Err(MetaError::GsoSize),
+                "segments of {tiny} bytes"
+            );
+        }
+        assert_eq!(FrameMeta::partial(MIN_GSO_SIZE).check(65_000), Ok(()));
         assert_eq!(
             FrameMeta::from_bits(0xc000).check(60),
             Err(MetaError::Contradictory)
