@@ -705,7 +705,7 @@ impl PreparedAfXdp {
             big,
             readable: PoolTable::new(),
             tx_set: PoolSet::of(pool.id()),
-            scratch: Vec::new(),
+            scratch: Vec::with_capacity(cfg.buf_size),
             stats: PortStats::default(),
             kicks: 0,
             _promisc: promisc,
