@@ -142,6 +142,7 @@ max_refs = 1024
 
 [[apps]]
 xen = true
+domain = "web-vm"
 name = "web-xen"
 mac = "02:00:00:00:00:02"
 "#,

@@ -1,6 +1,6 @@
 //! Bad configurations are refused with a message that names the field.
 
-use switch::server::{Config, ConfigError};
+use switch::server::{Config, ConfigError, XenAdmission};
 
 const GOOD: &str = r#"
 [server]
@@ -74,7 +74,9 @@ fn server_bounds_and_app_names_are_checked() {
         .to_string();
     assert!(e.contains("apps[1].name") && e.contains("twice"), "{e}");
     // A Xen app's name follows the grammar a Xen app can say (lower case).
-    let xen = format!("{GOOD}\n[xen]\nenable = true\n\n[[apps]]\nxen = true\nname = \"Web\"\n");
+    let xen = format!(
+        "{GOOD}\n[xen]\nenable = true\n\n[[apps]]\nxen = true\ndomain = \"vm\"\nname = \"Web\"\n"
+    );
     let e = Config::parse(&xen, "t.toml")
         .expect_err("upper case")
         .to_string();
@@ -299,18 +301,41 @@ fn a_regular_file_at_the_socket_path_is_left_alone() {
 }
 
 #[test]
-fn xen_apps_are_admitted_by_name_and_mac_only_with_xen_enabled() {
+fn xen_apps_are_admitted_by_domain_name_and_mac_only_with_xen_enabled() {
     let xen = format!(
-        "{GOOD}\n[xen]\nenable = true\nmax_refs = 600\n\n[[apps]]\nxen = true\nname = \"web-xen\"\nmac = \"02:00:00:00:00:10\"\n"
+        "{GOOD}\n[xen]\nenable = true\nmax_refs = 600\n\n[[apps]]\nxen = true\ndomain = \"web-vm\"\nname = \"web-xen\"\nmac = \"02:00:00:00:00:10\"\n"
     );
     let c = Config::parse(&xen, "xen.toml").expect("xen config");
     assert!(c.xen.enable);
     assert_eq!(c.xen.domid, 0);
     assert_eq!(c.xen.max_refs, 600);
+    let web = XenAdmission {
+        name: "web-xen".into(),
+        mac: Some([2, 0, 0, 0, 0, 0x10]),
+        domain: "web-vm".into(),
+    };
+    assert_eq!(c.xen_allowed(), vec![web.clone()]);
+    // A guest can write any app name: only the domain the toolstack named admits it.
+    let mac = [2, 0, 0, 0, 0, 0x10];
     assert_eq!(
-        c.xen_allowed(),
-        vec![("web-xen".to_string(), Some([2, 0, 0, 0, 0, 0x10]))]
+        XenAdmission::refusal(std::slice::from_ref(&web), "web-xen", mac, Some("web-vm")),
+        None
     );
+    for (name, mac, domain, why) in [
+        ("web-xen", mac, Some("other-vm"), "another domain"),
+        ("web-xen", mac, None, "no name"),
+        (
+            "web-xen",
+            [2, 0, 0, 0, 0, 0x11],
+            Some("web-vm"),
+            "another MAC",
+        ),
+        ("db", mac, Some("web-vm"), "no [[apps]] entry"),
+    ] {
+        let e = XenAdmission::refusal(std::slice::from_ref(&web), name, mac, domain)
+            .unwrap_or_else(|| panic!("{name} in {domain:?} admitted"));
+        assert!(e.contains(why), "{e}");
+    }
     // The socket's admissions do not include the Xen app, and the other way round.
     assert!(c.allowed().iter().all(|a| a.name != "web-xen"));
 
@@ -320,8 +345,22 @@ fn xen_apps_are_admitted_by_name_and_mac_only_with_xen_enabled() {
     };
     // A Xen app without [xen] enable.
     refused(
-        &format!("{GOOD}\n[[apps]]\nxen = true\nname = \"web-xen\"\n"),
+        &format!("{GOOD}\n[[apps]]\nxen = true\ndomain = \"vm\"\nname = \"web-xen\"\n"),
         "apps[1].xen",
+    );
+    // A Xen app without its domain, a domain for a socket app, a domain name Xen cannot have.
+    let on = format!("{GOOD}\n[xen]\nenable = true\n");
+    refused(
+        &format!("{on}\n[[apps]]\nxen = true\nname = \"web-xen\"\n"),
+        "apps[1].domain",
+    );
+    refused(
+        &format!("{on}\n[[apps]]\nuid = 0\ndomain = \"vm\"\nname = \"w\"\n"),
+        "apps[1].domain",
+    );
+    refused(
+        &format!("{on}\n[[apps]]\nxen = true\ndomain = \"a/b\"\nname = \"w\"\n"),
+        "apps[1].domain",
     );
     // A Xen app with a uid (uids mean nothing to a Xen domain).
     refused(

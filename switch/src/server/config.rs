@@ -41,7 +41,8 @@
 //! max_refs = 1024                    # most grant references one app may publish
 //!
 //! [[apps]]
-//! xen = true                         # admits a Xen domain that says this name (and MAC)
+//! xen = true                         # admits an app of this name (and MAC) in the Xen
+//! domain = "web-vm"                  # domain the toolstack named so (`xl list`)
 //! name = "web-xen"
 //! ```
 //!
@@ -110,6 +111,50 @@ pub struct Config {
     /// App domains in Xen guests, attached over xenstore.
     #[serde(default)]
     pub xen: XenSection,
+}
+
+/// Who may attach as one Xen app: the app's name, in the domain the toolstack named so, with
+/// the MAC when the entry fixes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XenAdmission {
+    /// The app's name (the one the guest writes).
+    pub name: String,
+    /// The MAC, when fixed.
+    pub mac: Option<[u8; 6]>,
+    /// The Xen domain's name, as the toolstack wrote it.
+    pub domain: String,
+}
+
+impl XenAdmission {
+    /// Why an app `name` with `mac` in a domain the toolstack calls `domain` is refused by
+    /// every one of `allowed`, or `None` when one admits it.
+    pub fn refusal(
+        allowed: &[XenAdmission],
+        name: &str,
+        mac: [u8; 6],
+        domain: Option<&str>,
+    ) -> Option<String> {
+        let named: Vec<&XenAdmission> = allowed.iter().filter(|a| a.name == name).collect();
+        if named.is_empty() {
+            return Some(format!("no [[apps]] entry with xen = true admits {name}"));
+        }
+        let Some(domain) = domain else {
+            return Some(format!(
+                "the app's domain has no name in xenstore, and {name} is admitted only by domain"
+            ));
+        };
+        let here: Vec<&&XenAdmission> = named.iter().filter(|a| a.domain == domain).collect();
+        if here.is_empty() {
+            return Some(format!(
+                "{name} is admitted only in another domain, not in {domain:?}"
+            ));
+        }
+        if here.iter().any(|a| a.mac.is_none_or(|m| m == mac)) {
+            None
+        } else {
+            Some(format!("{name} is admitted with another MAC"))
+        }
+    }
 }
 
 /// `[xen]`: the xenstore transport for apps in Xen domains.
@@ -372,6 +417,11 @@ pub struct AppSection {
     /// gid applies.
     #[serde(default)]
     pub xen: bool,
+    /// With `xen`: the Xen domain the app must run in, by the name the toolstack gave it
+    /// (`xl list`; the server reads it from `/local/domain/<domid>/name`, which the guest
+    /// cannot write). A guest writes whatever app name it likes; only this binds the name
+    /// to a domain.
+    pub domain: Option<String>,
     /// Most frames a second the app may send (0: no limit); `[server]
     /// app_max_frames_per_sec` when absent.
     pub max_frames_per_sec: Option<u64>,
@@ -650,8 +700,31 @@ impl Config {
             if a.xen && (a.uid.is_some() || a.gid.is_some()) {
                 return Err(field(
                     f("xen"),
-                    "a Xen app is admitted by name (and MAC); uid and gid do not apply",
+                    "a Xen app is admitted by its domain, name (and MAC); uid and gid do not apply",
                 ));
+            }
+            match (&a.domain, a.xen) {
+                (None, true) => {
+                    return Err(field(
+                        f("domain"),
+                        "a Xen app needs the name of the Xen domain it runs in (as `xl list` \
+                         shows it): any guest can claim an app name, only the toolstack names \
+                         domains",
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(field(
+                        f("domain"),
+                        "only a Xen app (xen = true) runs in a domain",
+                    ));
+                }
+                (Some(d), true) if d.is_empty() || d.len() > 64 || d.contains('/') => {
+                    return Err(field(
+                        f("domain"),
+                        format!("{d:?} is not a Xen domain name (1 to 64 bytes, no '/')"),
+                    ));
+                }
+                _ => {}
             }
             if !a.xen && a.uid.is_none() && a.gid.is_none() {
                 return Err(field(
@@ -729,12 +802,16 @@ impl Config {
         }
     }
 
-    /// The Xen apps' admissions: (name, MAC when fixed).
-    pub fn xen_allowed(&self) -> Vec<(String, Option<[u8; 6]>)> {
+    /// The Xen apps' admissions.
+    pub fn xen_allowed(&self) -> Vec<XenAdmission> {
         self.apps
             .iter()
             .filter(|a| a.xen)
-            .map(|a| (a.name.clone(), a.mac.as_deref().and_then(parse_mac)))
+            .map(|a| XenAdmission {
+                name: a.name.clone(),
+                mac: a.mac.as_deref().and_then(parse_mac),
+                domain: a.domain.clone().unwrap_or_default(),
+            })
             .collect()
     }
 

@@ -52,7 +52,7 @@ use crate::ctl::{
 use crate::forward::{PortId, Switch, SwitchConfig, SwitchError};
 use crate::run::IdleConfig;
 use closer::Closer;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, XenAdmission};
 
 /// Why the server could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use grant_pool::{Access, DomId, GrantBackend, GrantRef, Notifier, PoolId, PortAnswer, Region};
 use pmd::Mac;
 
+use super::config::XenAdmission;
 use super::{AppEntry, Control, check_free};
 use crate::app_port::AppCounters;
 use crate::forward::PortId;
@@ -51,7 +52,7 @@ pub(super) struct XenSide<N> {
     xs: Xenstore,
     me: u16,
     max_refs: usize,
-    allowed: Vec<(String, Option<Mac>)>,
+    allowed: Vec<XenAdmission>,
     /// Keyed by (domain, app name).
     apps: BTreeMap<(u16, String), Attached<N>>,
     /// Backend directories this instance created (and gave the app read access to).
@@ -62,11 +63,7 @@ pub(super) struct XenSide<N> {
 
 impl<N> XenSide<N> {
     /// Connects to xenstore and watches domains come and go.
-    pub fn open(
-        me: u16,
-        max_refs: usize,
-        allowed: Vec<(String, Option<Mac>)>,
-    ) -> Result<Self, XenCtlError> {
+    pub fn open(me: u16, max_refs: usize, allowed: Vec<XenAdmission>) -> Result<Self, XenCtlError> {
         let xs = Xenstore::open()?;
         let s = Self {
             xs,
@@ -309,12 +306,15 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
                 }
                 // A new request (first, or the app started over): forget any earlier port.
                 self.drop_app(ctl, &k, "it started a new handshake");
-                let admitted = self
-                    .allowed
-                    .iter()
-                    .any(|(n, m)| *n == name && m.is_none_or(|m| m == req.mac));
-                if !admitted {
-                    let why = format!("no [[apps]] entry with xen = true admits {name}");
+                // The domain's name as the toolstack wrote it (the guest cannot write it).
+                let domain = self
+                    .xs
+                    .read(&format!("/local/domain/{d}/name"))
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+                if let Some(why) =
+                    XenAdmission::refusal(&self.allowed, &name, req.mac, domain.as_deref())
+                {
                     return self.refuse(ctl, &k, req.nonce, &why);
                 }
                 let mut taken = socket_taken.to_vec();
