@@ -374,7 +374,7 @@ impl CtlSocket {
 
 /// Binds packet socket `fd` to interface `ifindex` for frames of `protocol` (an ethertype in
 /// host order; 0: none, the socket only sends).
-pub(crate) fn bind_packet(
+pub fn bind_packet(
     fd: RawFd,
     ifindex: u32,
     protocol: u16,

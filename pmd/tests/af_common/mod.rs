@@ -277,24 +277,8 @@ impl RawSock {
                 4,
             );
         }
-        let sll = libc::sockaddr_ll {
-            sll_family: libc::AF_PACKET as u16,
-            sll_protocol: ethertype.to_be(),
-            sll_ifindex: ifindex,
-            sll_hatype: 0,
-            sll_pkttype: 0,
-            sll_halen: 0,
-            sll_addr: [0; 8],
-        };
-        // SAFETY: valid sockaddr_ll and size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+        pmd::linux::bind_packet(fd.as_raw_fd(), ifindex as u32, ethertype, "bind")
+            .unwrap_or_else(|e| panic!("bind: {e:?}"));
         RawSock { fd, ifindex }
     }
 
