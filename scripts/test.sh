@@ -29,6 +29,9 @@ fi
 # Release code with overflow checks on (profile `test-release`).
 cargo nextest run --workspace --cargo-profile test-release --no-fail-fast
 
+step "doc tests (including the views that must not compile)"
+cargo test --workspace --doc
+
 step "loom models of the shared rings"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test --release -p grant-pool --lib loom

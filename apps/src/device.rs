@@ -248,7 +248,7 @@ impl<G: Grant, N: Notifier> RingDevice<G, N> {
     pub fn attach(&mut self, rings: PortRings<N>, fill_target: usize) -> Result<(), DeviceError> {
         self.detach_quietly();
         self.pool.reclaim_all();
-        let pool = *self.pool.pool();
+        let pool = self.pool.pool().clone();
         self.tx.free.clear();
         for i in (0..pool.layout().count as u32).rev() {
             if let Ok(h) = pool.handle(grant_pool::BufIdx(i)) {

@@ -606,7 +606,7 @@ impl AppDomain {
         }
         // The previous server (if any) is gone: lay the port out afresh in the same memory.
         let grant = self.device.pool().grant();
-        let port = AppPort::create(grant.region(), l, PoolId(0))?;
+        let port = AppPort::create(grant.memory().clone(), l, PoolId(0))?;
         let DomBackend::Shm(shm) = &self.backend else {
             return Err(AppError::App(
                 "a Xen doorbell cannot travel over the control socket".into(),
@@ -991,7 +991,7 @@ fn xen_request(
     };
     let list_refs: Vec<u32> = list.refs().iter().map(|r| r.0).collect();
     let t0 = std::time::Instant::now();
-    let port = AppPort::create(grant.region(), layout, PoolId(0))?;
+    let port = AppPort::create(grant.memory().clone(), layout, PoolId(0))?;
     let notifier = backend.notifier(DomId(x.server))?;
     let t_ready = t0.elapsed();
     let req = AttachRequest {

@@ -5,7 +5,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
-use grant_pool::Region;
+use grant_pool::Memory;
 use grant_pool::shm::{ShmBackend, ShmGrant, ShmNotifier};
 use grant_pool::xen::{XenBackend, XenGrant, XenNotifier};
 use grant_pool::{Access, DomId, Grant, GrantBackend, GrantError, GrantRef, Notifier};
@@ -54,10 +54,10 @@ impl Grant for DomGrant {
         }
     }
 
-    fn region(&self) -> Region {
+    fn memory(&self) -> &Memory {
         match self {
-            Self::Shm(g) => g.region(),
-            Self::Xen(g) => g.region(),
+            Self::Shm(g) => g.memory(),
+            Self::Xen(g) => g.memory(),
         }
     }
 

@@ -50,7 +50,7 @@ fn make(id: u8, last: u8) -> (App, ServerSide) {
     let grant = app_be
         .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
         .expect("grant");
-    let port = AppPort::create(grant.region(), layout, PoolId(id)).expect("port");
+    let port = AppPort::create(grant.memory().clone(), layout, PoolId(id)).expect("port");
     let map = srv_be
         .map(
             DomId(1),
@@ -60,7 +60,7 @@ fn make(id: u8, last: u8) -> (App, ServerSide) {
         )
         .expect("map");
     let sport = ServerPort::attach(
-        grant_pool::Mapping::region(&map),
+        grant_pool::Mapping::memory(&map).clone(),
         PoolId(id),
         PortLimits::default(),
     )

@@ -257,7 +257,8 @@ fn hostile_app(backend: Backend) {
         .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
         .expect("grant port memory");
     let mem = grant.region();
-    let mut port = AppPort::create(mem, layout, PoolId(0)).expect("lay the port out");
+    let mut port =
+        AppPort::create(grant.memory().clone(), layout, PoolId(0)).expect("lay the port out");
     let mut client = Client::connect(&sock).expect("connect");
     client
         .hello(&Name::new(&evil.name).expect("name"), mac_bytes(&evil.mac))

@@ -41,7 +41,7 @@ fn pair(rings: [u32; 4], bufs: usize) -> Pair {
     let grant = app_be
         .grant(DomId(0), layout.pages(), Access::ReadWrite)
         .expect("grant");
-    let app = grant_pool::AppPort::create(grant.region(), layout, POOL).expect("create");
+    let app = grant_pool::AppPort::create(grant.memory().clone(), layout, POOL).expect("create");
     let fds: Vec<std::os::fd::OwnedFd> = grant
         .attachments()
         .iter()

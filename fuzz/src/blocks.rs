@@ -1,7 +1,7 @@
 //! `grant_pool::Blocks::frames`, the whole-burst branch-free check, against a check of each
 //! frame on its own.
 
-use grant_pool::{BLOCK_HEAD, LocalMem, PoolId};
+use grant_pool::{BLOCK_HEAD, Memory, PoolId};
 
 use crate::Input;
 
@@ -12,9 +12,8 @@ pub fn frames(data: &[u8]) {
     let mut inp = Input::new(data);
     let shift = 4 + inp.below(9) as u32; // 16 B .. 4 KiB blocks
     let count = 1 + inp.below(64) as u32;
-    let mem = LocalMem::new((count as usize) << shift);
-    let region = mem.region();
-    let blocks = region.blocks(shift, count).expect("blocks fit");
+    let mem = Memory::local((count as usize) << shift);
+    let blocks = mem.blocks(shift, count).expect("blocks fit");
     for i in 0..count {
         let mut head = [0u8; BLOCK_HEAD];
         head[..4].copy_from_slice(&i.to_le_bytes());

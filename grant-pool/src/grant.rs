@@ -22,7 +22,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use crate::region::Region;
+use crate::region::{Memory, Region};
 
 /// A domain's id (Xen's `domid_t`; on the `shm` backend a number the control plane assigns,
 /// used only to label grants and check that a mapper names the granter it expects).
@@ -148,10 +148,14 @@ pub trait Grant: Send + Sync {
     /// The references to send to the peer, verbatim and in order.
     fn refs(&self) -> &[GrantRef];
 
-    /// The granter's own read-write view of the granted pages (`pages * PAGE_SIZE` bytes).
-    /// Valid while the grant lives: keep the grant alive as long as the region, or any
-    /// pool or ring built over it, is used.
-    fn region(&self) -> Region;
+    /// The granter's own read-write handle on the granted pages (`pages * PAGE_SIZE`
+    /// bytes); a clone (for a pool or ring built over the pages) keeps them mapped here.
+    fn memory(&self) -> &Memory;
+
+    /// A view of [`Grant::memory`].
+    fn region(&self) -> Region<'_> {
+        self.memory().region()
+    }
 
     /// Number of pages granted.
     fn pages(&self) -> usize;
@@ -179,11 +183,16 @@ pub trait Grant: Send + Sync {
 
 /// A peer's granted pages, mapped into this domain; unmapped when dropped.
 pub trait Mapping: Send + Sync {
-    /// The mapped pages. Read-only when the mapping was made with [`Access::ReadOnly`]: the
-    /// region refuses writes, and the pages are mapped without write permission besides.
-    /// Valid while the mapping lives: keep the mapping alive as long as the region, or any
-    /// pool or ring built over it, is used.
-    fn region(&self) -> Region;
+    /// A handle on the mapped pages. Read-only when the mapping was made with
+    /// [`Access::ReadOnly`]: it refuses writes, and the pages are mapped without write
+    /// permission besides. A clone (for a pool or ring built over the pages) keeps them
+    /// mapped: they are unmapped when this mapping and every clone are gone.
+    fn memory(&self) -> &Memory;
+
+    /// A view of [`Mapping::memory`].
+    fn region(&self) -> Region<'_> {
+        self.memory().region()
+    }
 
     /// The domain that granted the pages.
     fn granter(&self) -> DomId;

@@ -93,12 +93,12 @@ impl<G: Grant> OwnPool<G> {
     /// The pool `id` of `layout` at byte `offset` of the memory `grant` covers. Every buffer
     /// starts held by this side.
     pub fn new(grant: G, offset: usize, id: PoolId, layout: PoolLayout) -> Result<Self, LendError> {
-        let mem = grant.region();
+        let mem = grant.memory();
         if !mem.is_writable() {
             return Err(LendError::Memory("the granter's view is read-only".into()));
         }
         let mem = mem
-            .subregion(offset, layout.buf_size * layout.count)
+            .sub(offset, layout.buf_size * layout.count)
             .map_err(|e| LendError::Memory(e.to_string()))?;
         let pool = Pool::new(id, layout, mem)?;
         let words = layout.count.div_ceil(64);
@@ -116,7 +116,7 @@ impl<G: Grant> OwnPool<G> {
     /// Renames the pool (a new server assigns the id its handles carry). Only between
     /// servers: call it when the previous peer is gone, before any buffer is handed over.
     pub fn set_id(&mut self, id: PoolId) -> Result<(), LendError> {
-        self.pool = Pool::new(id, self.pool.layout(), self.pool.region())?;
+        self.pool = Pool::new(id, self.pool.layout(), self.pool.memory().clone())?;
         Ok(())
     }
 
@@ -125,7 +125,7 @@ impl<G: Grant> OwnPool<G> {
         &self.grant
     }
 
-    /// The pool (id, layout, memory) for handle checks and volatile access.
+    /// The pool (id, layout, memory) for handle checks and access through its `Region`.
     #[inline]
     pub fn pool(&self) -> &Pool {
         &self.pool

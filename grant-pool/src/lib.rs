@@ -3,7 +3,7 @@
 //!
 //! This crate is one of the two places in Ferrite allowed to hold `unsafe` code (the other is
 //! `pmd`). It exists so that every other crate can treat memory another domain can write as
-//! what it is: a byte range read and written only through volatile or atomic accesses whose
+//! what it is: a byte range read and written only through copies or atomic accesses whose
 //! bounds are checked here, once. It must never hand out a `&`/`&mut` into memory that a peer
 //! may write concurrently (the one exception, [`lend`], lends only the owner's own buffers
 //! and says why), never trust an index, length or handle a peer wrote, and never panic on
@@ -14,7 +14,8 @@
 //! - [`grant`]: the backend-neutral grant API ([`GrantBackend`], [`Grant`], [`Mapping`],
 //!   [`Notifier`]), shaped after Xen's grant tables; [`shm`] implements it with sealed memfds
 //!   on any Linux, `xen` with gntalloc/gntdev/evtchn.
-//! - [`region`]: [`Region`], the bounds-checked volatile/atomic view of shared memory.
+//! - [`region`]: [`Memory`], an owning handle that keeps shared memory mapped, and
+//!   [`Region`], the bounds-checked view borrowed from it (plain copies and atomics only).
 //! - [`pool`]: buffers named by [`BufHandle`] `(pool, index)`, and [`Holders`], the owner's
 //!   record of who holds every buffer, so that a departed holder's buffers are reclaimed and a
 //!   buffer offered by a party that does not hold it is refused.
@@ -55,5 +56,5 @@ pub use port::{
     AppPort, CheckedConsumer, PortAnswer, PortError, PortLayout, PortLimits, RejectCounters,
     ServerPort,
 };
-pub use region::{BLOCK_HEAD, BlockBurst, Blocks, LocalMem, Region};
+pub use region::{BLOCK_HEAD, Backing, BlockBurst, Blocks, Memory, Region};
 pub use ring::{Desc, RingConsumer, RingError, RingLayout, RingProducer};

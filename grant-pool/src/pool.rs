@@ -4,7 +4,7 @@
 //! [`Holders`] is the owner-private table that says which, so that a departed holder's
 //! buffers can be reclaimed and a handle offered by a party that does not hold it refused.
 
-use crate::region::{OutOfBounds, Region};
+use crate::region::{Memory, OutOfBounds, Region};
 
 /// Default buffer size: one Ethernet frame of 1514 bytes plus headroom, two per 4 KiB page.
 pub const DEFAULT_BUF_SIZE: usize = 2048;
@@ -175,18 +175,19 @@ impl PoolLayout {
     }
 }
 
-/// A pool as one party sees it: an id, a layout and the memory the buffers live in.
-#[derive(Debug, Clone, Copy)]
+/// A pool as one party sees it: an id, a layout and the memory the buffers live in (kept
+/// mapped while the pool lives).
+#[derive(Debug, Clone)]
 pub struct Pool {
     id: PoolId,
     layout: PoolLayout,
-    mem: Region,
+    mem: Memory,
 }
 
 impl Pool {
     /// A pool `id` with `layout` over `mem`, which must be at least `layout.bytes()` long.
-    pub fn new(id: PoolId, layout: PoolLayout, mem: Region) -> Result<Self, PoolError> {
-        mem.subregion(0, layout.buf_size * layout.count)?;
+    pub fn new(id: PoolId, layout: PoolLayout, mem: Memory) -> Result<Self, PoolError> {
+        mem.region().subregion(0, layout.buf_size * layout.count)?;
         Ok(Self { id, layout, mem })
     }
 
@@ -204,8 +205,14 @@ impl Pool {
 
     /// The memory of the whole pool.
     #[inline]
-    pub fn region(&self) -> Region {
-        self.mem
+    pub fn region(&self) -> Region<'_> {
+        self.mem.region()
+    }
+
+    /// The handle on the pool's memory, for a holder that outlives this pool value.
+    #[inline]
+    pub fn memory(&self) -> &Memory {
+        &self.mem
     }
 
     /// The handle of buffer `idx`, checked.
@@ -239,10 +246,10 @@ impl Pool {
 
     /// The memory of the buffer `h` names, checked.
     #[inline]
-    pub fn buf(&self, h: BufHandle) -> Result<Region, PoolError> {
+    pub fn buf(&self, h: BufHandle) -> Result<Region<'_>, PoolError> {
         self.check(h)?;
         Ok(self
-            .mem
+            .region()
             .subregion(self.offset(h.idx()), self.layout.buf_size)?)
     }
 }
@@ -303,7 +310,8 @@ impl PoolTable {
 
     /// Adds or replaces a pool under its id.
     pub fn insert(&mut self, pool: Pool) {
-        self.pools[pool.id().0 as usize] = Some(pool);
+        let id = pool.id();
+        self.pools[id.0 as usize] = Some(pool);
     }
 
     /// Removes the pool `id`.
@@ -327,7 +335,7 @@ impl PoolTable {
 
     /// The memory of buffer `h`, checked.
     #[inline]
-    pub fn buf(&self, h: BufHandle) -> Option<Region> {
+    pub fn buf(&self, h: BufHandle) -> Option<Region<'_>> {
         self.get(h.pool())?.buf(h).ok()
     }
 }
@@ -535,7 +543,7 @@ impl Holders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::LocalMem;
+    use crate::region::Memory;
     use proptest::prelude::*;
 
     #[test]
@@ -557,8 +565,8 @@ mod tests {
     #[test]
     fn buffers_are_bounds_checked() {
         let l = PoolLayout::new(2048, 4).expect("ok");
-        let m = LocalMem::new(l.bytes());
-        let p = Pool::new(PoolId(7), l, m.region()).expect("pool");
+        let m = Memory::local(l.bytes());
+        let p = Pool::new(PoolId(7), l, m.clone()).expect("pool");
         let h = p.handle(BufIdx(3)).expect("in range");
         let b = p.buf(h).expect("valid");
         assert_eq!(b.len(), 2048);
@@ -574,12 +582,12 @@ mod tests {
             Some(PoolError::WrongPool { got: 8, want: 7 })
         );
         let mut t = PoolTable::new();
-        t.insert(p);
+        t.insert(p.clone());
         assert!(t.buf(h).is_some());
         assert!(t.buf(BufHandle::from_raw(u32::MAX)).is_none());
         assert_eq!(t.free_id(), Some(PoolId(0)));
         // Memory smaller than the layout is refused.
-        assert!(Pool::new(PoolId(1), l, m.region().subregion(0, 4096).expect("in")).is_err());
+        assert!(Pool::new(PoolId(1), l, m.sub(0, 4096).expect("in")).is_err());
     }
 
     #[test]

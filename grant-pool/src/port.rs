@@ -24,7 +24,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::pool::{BufHandle, Holder, Holders, PAGE_SIZE, Pool, PoolError, PoolId, PoolLayout};
-use crate::region::{OutOfBounds, Region};
+use crate::region::{Memory, OutOfBounds, Region};
 use crate::ring::{Desc, RingConsumer, RingError, RingLayout, RingProducer};
 
 /// "FRPT": marks a port header.
@@ -84,7 +84,7 @@ const _: () = assert!(ANSWER_READY + 4 <= PAGE_SIZE && ANSWER_READY.is_multiple_
 
 impl PortAnswer {
     /// Server side: writes the answer into `mem` (the mapped port), then marks it ready.
-    pub fn post(&self, mem: &Region) -> Result<(), PortError> {
+    pub fn post(&self, mem: &Region<'_>) -> Result<(), PortError> {
         mem.write(ANSWER_OFF, self.as_bytes())?;
         mem.atomic_u32(ANSWER_READY)?
             .store(1, core::sync::atomic::Ordering::Release);
@@ -93,7 +93,7 @@ impl PortAnswer {
 
     /// App side: the answer in `mem` (the app's own port memory), once the server has
     /// marked it ready.
-    pub fn take(mem: &Region) -> Result<Option<Self>, PortError> {
+    pub fn take(mem: &Region<'_>) -> Result<Option<Self>, PortError> {
         if mem
             .atomic_u32(ANSWER_READY)?
             .load(core::sync::atomic::Ordering::Acquire)
@@ -255,7 +255,7 @@ impl PortLayout {
         self.bytes() / PAGE_SIZE
     }
 
-    fn check_mem(&self, mem: &Region) -> Result<(), PortError> {
+    fn check_mem(&self, mem: &Memory) -> Result<(), PortError> {
         if mem.len() < self.bytes() {
             return Err(PortError::TooSmall {
                 need: self.bytes(),
@@ -265,8 +265,8 @@ impl PortLayout {
         Ok(())
     }
 
-    fn ring_mem(&self, mem: &Region, off: usize, r: RingLayout) -> Result<Region, PortError> {
-        Ok(mem.subregion(off, r.bytes())?)
+    fn ring_mem(&self, mem: &Memory, off: usize, r: RingLayout) -> Result<Memory, PortError> {
+        Ok(mem.sub(off, r.bytes())?)
     }
 }
 
@@ -291,21 +291,22 @@ impl AppPort {
     /// Lays a port out in `mem` (the app's own grant): writes the header and resets all rings.
     /// Only the app does this, before handing the grant to the server or after the server
     /// that used it has gone.
-    pub fn create(mem: Region, layout: PortLayout, pool_id: PoolId) -> Result<Self, PortError> {
+    pub fn create(mem: Memory, layout: PortLayout, pool_id: PoolId) -> Result<Self, PortError> {
         layout.check_mem(&mem)?;
-        mem.write(0, layout.header().as_bytes())?;
+        let r = mem.region();
+        r.write(0, layout.header().as_bytes())?;
         // No answer yet: a server's answer to an earlier request is gone with that server.
-        mem.fill(ANSWER_OFF, ANSWER_READY + 4 - ANSWER_OFF, 0)?;
+        r.fill(ANSWER_OFF, ANSWER_READY + 4 - ANSWER_OFF, 0)?;
         Self::build(mem, layout, pool_id, true)
     }
 
-    fn build(mem: Region, l: PortLayout, id: PoolId, init: bool) -> Result<Self, PortError> {
+    fn build(mem: Memory, l: PortLayout, id: PoolId, init: bool) -> Result<Self, PortError> {
         Ok(Self {
             rx: RingConsumer::new(l.ring_mem(&mem, l.rx_off(), l.rx)?, l.rx, init)?,
             tx: RingProducer::new(l.ring_mem(&mem, l.tx_off(), l.tx)?, l.tx, init)?,
             fill: RingProducer::new(l.ring_mem(&mem, l.fill_off(), l.fill)?, l.fill, init)?,
             comp: RingConsumer::new(l.ring_mem(&mem, l.comp_off(), l.comp)?, l.comp, init)?,
-            pool: Pool::new(id, l.pool, mem.subregion(l.pool_off(), l.pool.bytes())?)?,
+            pool: Pool::new(id, l.pool, mem.sub(l.pool_off(), l.pool.bytes())?)?,
             layout: l,
         })
     }
@@ -493,9 +494,9 @@ impl ServerPort {
     /// Attaches to an app's port in `mem` (the server's mapping of the app's grant), giving
     /// its pool the id `pool_id`. The header is read once and re-validated against `limits`
     /// and the mapping's size; ring indices are taken as the app left them and checked.
-    pub fn attach(mem: Region, pool_id: PoolId, limits: PortLimits) -> Result<Self, PortError> {
+    pub fn attach(mem: Memory, pool_id: PoolId, limits: PortLimits) -> Result<Self, PortError> {
         let mut raw = [0u8; core::mem::size_of::<PortHeader>()];
-        mem.read(0, &mut raw)?;
+        mem.region().read(0, &mut raw)?;
         let h = PortHeader::read_from_bytes(&raw).map_err(|_| PortError::Magic(0))?;
         let l = PortLayout::from_header(&h)?;
         for r in [l.rx, l.tx, l.fill, l.comp] {
@@ -507,11 +508,7 @@ impl ServerPort {
             return Err(PortError::Limit("buffer count"));
         }
         l.check_mem(&mem)?;
-        let pool = Pool::new(
-            pool_id,
-            l.pool,
-            mem.subregion(l.pool_off(), l.pool.bytes())?,
-        )?;
+        let pool = Pool::new(pool_id, l.pool, mem.sub(l.pool_off(), l.pool.bytes())?)?;
         let tx = RingConsumer::new(l.ring_mem(&mem, l.tx_off(), l.tx)?, l.tx, false)?;
         let fill = RingConsumer::new(l.ring_mem(&mem, l.fill_off(), l.fill)?, l.fill, false)?;
         Ok(Self {
@@ -616,14 +613,14 @@ fn give(
 mod tests {
     use super::*;
     use crate::pool::BufIdx;
-    use crate::region::LocalMem;
+    use crate::region::Memory;
 
     const POOL: PoolId = PoolId(5);
 
-    fn pair(layout: PortLayout) -> (LocalMem, AppPort, ServerPort) {
-        let m = LocalMem::new(layout.bytes());
-        let app = AppPort::create(m.region(), layout, POOL).expect("app");
-        let srv = ServerPort::attach(m.region(), POOL, PortLimits::default()).expect("server");
+    fn pair(layout: PortLayout) -> (Memory, AppPort, ServerPort) {
+        let m = Memory::local(layout.bytes());
+        let app = AppPort::create(m.clone(), layout, POOL).expect("app");
+        let srv = ServerPort::attach(m.clone(), POOL, PortLimits::default()).expect("server");
         (m, app, srv)
     }
 
@@ -643,8 +640,8 @@ mod tests {
     #[test]
     fn an_answer_posted_by_the_server_is_read_once_ready_and_cleared_by_a_new_layout() {
         let l = PortLayout::simple(64, 32).expect("layout");
-        let m = LocalMem::new(l.bytes());
-        let _app = AppPort::create(m.region(), l, POOL).expect("app");
+        let m = Memory::local(l.bytes());
+        let _app = AppPort::create(m.clone(), l, POOL).expect("app");
         assert_eq!(PortAnswer::take(&m.region()), Ok(None));
         let a = PortAnswer {
             nonce: 0x1234_5678_9abc_def1,
@@ -658,8 +655,8 @@ mod tests {
         a.post(&m.region()).expect("post");
         assert_eq!(PortAnswer::take(&m.region()), Ok(Some(a)));
         // The server's attach leaves the header alone: the answer does not overlap it.
-        assert!(ServerPort::attach(m.region(), POOL, PortLimits::default()).is_ok());
-        let _again = AppPort::create(m.region(), l, POOL).expect("app");
+        assert!(ServerPort::attach(m.clone(), POOL, PortLimits::default()).is_ok());
+        let _again = AppPort::create(m.clone(), l, POOL).expect("app");
         assert_eq!(PortAnswer::take(&m.region()), Ok(None));
     }
 
@@ -908,9 +905,9 @@ mod tests {
     #[test]
     fn a_hostile_header_is_refused() {
         let l = PortLayout::simple(64, 32).expect("layout");
-        let m = LocalMem::new(l.bytes());
-        AppPort::create(m.region(), l, POOL).expect("app");
-        let attach = || ServerPort::attach(m.region(), POOL, PortLimits::default()).err();
+        let m = Memory::local(l.bytes());
+        AppPort::create(m.clone(), l, POOL).expect("app");
+        let attach = || ServerPort::attach(m.clone(), POOL, PortLimits::default()).err();
         let set = |off: usize, v: u32| m.region().write(off, &v.to_ne_bytes()).expect("hdr");
         set(0, 0xdead);
         assert_eq!(attach(), Some(PortError::Magic(0xdead)));
@@ -940,7 +937,7 @@ mod tests {
         set(28, 32);
         assert!(attach().is_none());
         // A mapping shorter than the layout is refused.
-        let short = m.region().subregion(0, l.bytes() - PAGE_SIZE).expect("in");
+        let short = m.sub(0, l.bytes() - PAGE_SIZE).expect("in");
         assert!(matches!(
             ServerPort::attach(short, POOL, PortLimits::default()),
             Err(PortError::TooSmall { .. })

@@ -1,33 +1,67 @@
-//! [`Region`]: a bounds-checked view of memory that another party may write.
+//! [`Memory`] and [`Region`]: memory that another party may write, and bounds-checked views
+//! of it.
 //!
-//! Every access goes through a volatile copy or an atomic, never through a reference to the
-//! bytes, following the rule that no `&`/`&mut` is ever formed into shared memory.
+//! Every access goes through a plain copy ([`copy_shared`]) or an atomic, never through a
+//! reference to the bytes, following the rule that no `&`/`&mut` is ever formed into shared
+//! memory.
+//!
+//! Lifetimes are carried by types, as in `vm-memory` (an owning `Arc`'d memory handle and
+//! borrowed `VolatileSlice<'a>` views): a [`Memory`] is an owning handle that keeps the bytes
+//! mapped (cloning it is one reference-count increment, done when a pool, ring or port is
+//! built), and a [`Region`] borrows a `Memory`, so no view can be used after the last
+//! handle is gone and the bytes are unmapped.
 
+use core::marker::PhantomData;
 use core::ops::RangeInclusive;
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicU32;
+use std::sync::Arc;
 
 use crate::pool::PoolId;
 
-/// A contiguous range of memory, possibly shared with another domain.
+/// Whatever keeps a [`Memory`]'s bytes mapped (a mapping, an allocation, a device's DMA
+/// memory): dropped, and the bytes unmapped or freed, with the last handle over them.
+pub trait Backing: Send + Sync + core::fmt::Debug {}
+
+impl<T: Send + Sync + core::fmt::Debug> Backing for T {}
+
+/// An owning handle on a contiguous range of memory, possibly shared with another domain.
 ///
-/// `Region` is a raw view: it does not own the memory. Whoever creates it (a mapping, a pool)
-/// guarantees the range stays mapped for as long as the `Region` or any copy of it is used;
-/// the constructors that take a raw pointer are `unsafe` for exactly that reason.
-#[derive(Clone, Copy, Debug)]
-pub struct Region {
+/// The bytes stay mapped while any handle (or [`Blocks`] built from one) lives: the handle
+/// holds an `Arc` of the [`Backing`] that unmaps them. Long-lived holders (pools, rings,
+/// ports) keep a `Memory`; code that reads or writes borrows a [`Region`] from one.
+#[derive(Clone, Debug)]
+pub struct Memory {
     base: NonNull<u8>,
     len: usize,
     writable: bool,
+    keep: Arc<dyn Backing>,
 }
 
-// SAFETY: a Region is a pointer and a length; every access through it is a volatile copy or an
-// atomic operation, both of which are well-defined under concurrent access from other threads
-// or processes. Whoever built the region guarantees it stays mapped (see `Region::from_raw`).
-unsafe impl Send for Region {}
+// SAFETY: a Memory is a pointer, a length and an owner that keeps the range mapped; every
+// access to the bytes goes through a Region (plain copies of bytes without validity
+// invariants, or atomics), so moving a handle to another thread creates no aliasing reference.
+unsafe impl Send for Memory {}
+// SAFETY: as for Send: `&Memory` hands out only Regions.
+unsafe impl Sync for Memory {}
+
+/// A bounds-checked view of a [`Memory`], borrowed from it: `Copy`, free to make, and
+/// unusable once the handle it came from is gone.
+#[derive(Clone, Copy, Debug)]
+pub struct Region<'a> {
+    base: NonNull<u8>,
+    len: usize,
+    writable: bool,
+    mem: PhantomData<&'a Memory>,
+}
+
+// SAFETY: a Region is a pointer and a length into memory its borrowed handle keeps mapped;
+// every access through it is a copy of plain bytes or an atomic operation, both defined for a
+// range another party writes at the same time (see `copy_shared`).
+unsafe impl Send for Region<'_> {}
 // SAFETY: as for Send: no method hands out a reference to the bytes, so sharing a Region
 // between threads cannot create aliasing `&mut`.
-unsafe impl Sync for Region {}
+unsafe impl Sync for Region<'_> {}
 
 /// An access a [`Region`] refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -60,41 +94,157 @@ pub enum OutOfBounds {
     },
 }
 
-impl Region {
-    /// Builds a region over `len` bytes at `base`.
+fn check_range(offset: usize, len: usize, size: usize) -> Result<(), OutOfBounds> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(OutOfBounds::Range { offset, len, size }),
+    }
+}
+
+impl Memory {
+    /// A handle on `len` writable bytes at `base`, kept mapped by `keep`.
     ///
     /// # Safety
-    /// `base..base+len` must be mapped, readable and (for writes through this region)
-    /// writable, and stay so for as long as this region or any copy of it is used.
-    pub unsafe fn from_raw(base: NonNull<u8>, len: usize) -> Self {
+    /// `base..base+len` must be mapped, readable and writable, and stay so until `keep` is
+    /// dropped.
+    pub unsafe fn from_raw(base: NonNull<u8>, len: usize, keep: Arc<dyn Backing>) -> Self {
         Self {
             base,
             len,
             writable: true,
+            keep,
         }
     }
 
-    /// Builds a read-only region over `len` bytes at `base`: every write and every atomic
-    /// access through it (and its subregions) is refused with [`OutOfBounds::ReadOnly`].
+    /// A handle on `len` bytes at `base` mapped without write permission, kept mapped by
+    /// `keep`: every write and every atomic access through it is refused with
+    /// [`OutOfBounds::ReadOnly`].
     ///
     /// # Safety
-    /// `base..base+len` must be mapped and readable, and stay so for as long as this region or
-    /// any copy of it is used.
-    pub unsafe fn from_raw_read_only(base: NonNull<u8>, len: usize) -> Self {
+    /// `base..base+len` must be mapped and readable, and stay so until `keep` is dropped.
+    pub unsafe fn from_raw_read_only(
+        base: NonNull<u8>,
+        len: usize,
+        keep: Arc<dyn Backing>,
+    ) -> Self {
         Self {
             base,
             len,
             writable: false,
+            keep,
         }
     }
 
+    /// `len` zeroed bytes (at least one) of process-private, page-aligned memory: for rings
+    /// and pools that live inside one process (tests, benchmarks, a port's private pool).
+    pub fn local(len: usize) -> Self {
+        let alloc = LocalAlloc::new(len);
+        let (base, len) = (alloc.base, alloc.layout.size());
+        // SAFETY: the allocation is `len` bytes, readable and writable, and is freed only when
+        // the `Arc` that owns it is dropped, which the handle holds.
+        unsafe { Self::from_raw(base, len, Arc::new(alloc)) }
+    }
+
+    /// The view every access goes through, borrowed from this handle:
+    ///
+    /// ```
+    /// let mem = grant_pool::Memory::local(4096);
+    /// mem.region().write(8, &7u64.to_ne_bytes())?;
+    /// assert_eq!(mem.region().read_u64(8)?, 7);
+    /// # Ok::<(), grant_pool::region::OutOfBounds>(())
+    /// ```
+    ///
+    /// A view cannot be used once its handle is gone (the last handle's drop unmaps):
+    ///
+    /// ```compile_fail,E0505
+    /// let mem = grant_pool::Memory::local(4096);
+    /// let view = mem.region();
+    /// drop(mem);
+    /// let _ = view.read_u64(0);
+    /// ```
+    #[inline]
+    pub fn region(&self) -> Region<'_> {
+        Region {
+            base: self.base,
+            len: self.len,
+            writable: self.writable,
+            mem: PhantomData,
+        }
+    }
+
+    /// A handle on a sub-range, keeping the whole range mapped.
+    pub fn sub(&self, offset: usize, len: usize) -> Result<Memory, OutOfBounds> {
+        let base = self.region().subregion(offset, len)?.base;
+        Ok(Self {
+            base,
+            len,
+            writable: self.writable,
+            keep: self.keep.clone(),
+        })
+    }
+
+    /// A handle on the same bytes that also owns `guard`: when the last handle of the new
+    /// chain is gone, this handle is dropped first (unmapping the bytes if it was their last),
+    /// then `guard` (a mapper's "still mapped" mark, say, freed once the pages are gone).
+    pub fn with_guard<G: Backing + 'static>(self, guard: G) -> Memory {
+        /// The handle, then the guard (field order is drop order).
+        #[derive(Debug)]
+        struct Guarded<G> {
+            _mem: Memory,
+            _guard: G,
+        }
+        let (base, len, writable) = (self.base, self.len, self.writable);
+        Memory {
+            base,
+            len,
+            writable,
+            keep: Arc::new(Guarded {
+                _mem: self,
+                _guard: guard,
+            }),
+        }
+    }
+
+    /// This handle with writes refused from now on (a read-only view of writable memory).
+    pub fn read_only(self) -> Self {
+        Self {
+            writable: false,
+            ..self
+        }
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether writes through this handle are allowed.
+    #[inline]
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// How many handles (and [`Blocks`]) share this memory's backing, this one included.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.keep)
+    }
+}
+
+impl<'a> Region<'a> {
     /// Whether writes through this region are allowed.
     #[inline]
     pub fn is_writable(&self) -> bool {
         self.writable
     }
 
-    /// This region with writes refused from now on (a read-only view of writable memory).
+    /// This view with writes refused (a read-only view of writable memory).
     #[inline]
     pub fn read_only(self) -> Self {
         Self {
@@ -123,14 +273,7 @@ impl Region {
 
     #[inline]
     fn check(&self, offset: usize, len: usize) -> Result<(), OutOfBounds> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(OutOfBounds::Range {
-                offset,
-                len,
-                size: self.len,
-            }),
-        }
+        check_range(offset, len, self.len)
     }
 
     #[inline]
@@ -145,7 +288,7 @@ impl Region {
 
     /// A sub-range of this region.
     #[inline]
-    pub fn subregion(&self, offset: usize, len: usize) -> Result<Region, OutOfBounds> {
+    pub fn subregion(&self, offset: usize, len: usize) -> Result<Region<'a>, OutOfBounds> {
         self.check(offset, len)?;
         // SAFETY: offset+len <= self.len was just checked, so the pointer stays inside the
         // mapping this region was built over, and is non-null because base is.
@@ -154,6 +297,7 @@ impl Region {
             base,
             len,
             writable: self.writable,
+            mem: PhantomData,
         })
     }
 
@@ -163,7 +307,7 @@ impl Region {
         self.check(offset, dst.len())?;
         // SAFETY: bounds checked above; `dst` is our own memory. A concurrent writer can only
         // tear the bytes, which callers treat as untrusted.
-        unsafe { copy_volatile(self.base.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+        unsafe { copy_shared(self.base.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
         Ok(())
     }
 
@@ -171,8 +315,8 @@ impl Region {
     #[inline]
     pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
         self.check_write(offset, src.len())?;
-        // SAFETY: bounds checked above; the region is writable by the constructor's contract.
-        unsafe { copy_volatile(src.as_ptr(), self.base.as_ptr().add(offset), src.len()) };
+        // SAFETY: bounds and writability checked above; the memory stays mapped for 'a.
+        unsafe { copy_shared(src.as_ptr(), self.base.as_ptr().add(offset), src.len()) };
         Ok(())
     }
 
@@ -181,16 +325,16 @@ impl Region {
     pub fn copy_from(
         &self,
         dst_off: usize,
-        src: &Region,
+        src: &Region<'_>,
         src_off: usize,
         len: usize,
     ) -> Result<(), OutOfBounds> {
         self.check_write(dst_off, len)?;
         src.check(src_off, len)?;
-        // SAFETY: both ranges were bounds-checked against mapped regions; `copy_volatile`
+        // SAFETY: both ranges were bounds-checked against mapped regions; `copy_shared`
         // tolerates overlap.
         unsafe {
-            copy_volatile(
+            copy_shared(
                 src.base.as_ptr().add(src_off),
                 self.base.as_ptr().add(dst_off),
                 len,
@@ -199,7 +343,7 @@ impl Region {
         Ok(())
     }
 
-    /// Reads a `u64` (native endian) at `offset` with a volatile load.
+    /// Reads a `u64` (native endian) at `offset`.
     #[inline]
     pub fn read_u64(&self, offset: usize) -> Result<u64, OutOfBounds> {
         let mut b = [0u8; 8];
@@ -221,16 +365,16 @@ impl Region {
     /// Atomics are the one kind of reference into shared memory that is sound: they are
     /// designed for concurrent mutation.
     #[inline]
-    pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, OutOfBounds> {
+    pub fn atomic_u32(&self, offset: usize) -> Result<&'a AtomicU32, OutOfBounds> {
         self.check_write(offset, 4)?;
         let p = self.base.as_ptr().wrapping_add(offset);
         if !(p as usize).is_multiple_of(core::mem::align_of::<AtomicU32>()) {
             return Err(OutOfBounds::Misaligned { offset, align: 4 });
         }
-        // Why this is sound: in bounds and aligned (checked above); AtomicU32 has the layout of u32 and
-        // permits concurrent access from any party, so a shared reference to it is sound
-        // while the mapping lives, which the region's constructor guarantees.
-        // SAFETY: in bounds, aligned, mapped; atomics tolerate concurrent access.
+        // Why this is sound: in bounds and aligned (checked above); AtomicU32 has the layout of
+        // u32 and permits concurrent access from any party, so a shared reference to it is
+        // sound while the memory stays mapped, which the borrowed handle guarantees for 'a.
+        // SAFETY: in bounds, aligned, mapped for 'a; atomics tolerate concurrent access.
         Ok(unsafe { &*(p as *const AtomicU32) })
     }
 }
@@ -239,33 +383,35 @@ impl Region {
 /// header (two MACs and the EtherType) with room to spare.
 pub const BLOCK_HEAD: usize = 16;
 
-/// A region seen as `count` equal blocks of `1 << shift` bytes (the buffers of a pool), for
+/// Memory seen as `count` equal blocks of `1 << shift` bytes (the buffers of a pool), for
 /// reading and writing the first [`BLOCK_HEAD`] bytes of a block — a frame header — on a
-/// burst path without a bounds check per access.
+/// burst path without a bounds check per access. Like a [`Memory`], it keeps the bytes
+/// mapped while it lives.
 ///
-/// The bounds are checked once, when the view is made ([`Region::blocks`]). A block index
+/// The bounds are checked once, when the view is made ([`Memory::blocks`]). A block index
 /// past the last block is clamped to the last block (one compare, no branch), so no index
-/// can reach outside the region; callers check indices against the pool themselves and use
-/// the clamp only as the memory-safety backstop. Like [`Region`], every access is a volatile
-/// copy.
-#[derive(Clone, Copy, Debug)]
+/// can reach outside the memory; callers check indices against the pool themselves and use
+/// the clamp only as the memory-safety backstop. Like [`Region`], every access is a copy
+/// ([`copy_shared`]).
+#[derive(Clone, Debug)]
 pub struct Blocks {
     base: NonNull<u8>,
     last: u32,
     /// Block size in bytes (`1 << shift`): a multiply needs no shift-count register.
     size: usize,
     writable: bool,
+    _keep: Arc<dyn Backing>,
 }
 
-// SAFETY: as for Region: a pointer into a mapping whose creator keeps it mapped, accessed only
-// through volatile copies.
+// SAFETY: as for Memory: a pointer into memory that `keep` keeps mapped, accessed only
+// through copies of plain bytes.
 unsafe impl Send for Blocks {}
 // SAFETY: as for Send: no method hands out a reference to the bytes.
 unsafe impl Sync for Blocks {}
 
-impl Region {
-    /// This region as `count` blocks of `1 << shift` bytes. Fails when there is no block, a
-    /// block is shorter than [`BLOCK_HEAD`], or the blocks do not fit in the region.
+impl Memory {
+    /// This memory as `count` blocks of `1 << shift` bytes. Fails when there is no block, a
+    /// block is shorter than [`BLOCK_HEAD`], or the blocks do not fit.
     pub fn blocks(&self, shift: u32, count: u32) -> Result<Blocks, OutOfBounds> {
         let range = OutOfBounds::Range {
             offset: 0,
@@ -284,6 +430,7 @@ impl Region {
             last: count - 1,
             size: 1 << shift,
             writable: self.writable,
+            _keep: self.keep.clone(),
         })
     }
 }
@@ -301,11 +448,11 @@ impl Blocks {
     #[inline]
     pub fn head(&self, idx: u32) -> [u8; BLOCK_HEAD] {
         let mut out = [0u8; BLOCK_HEAD];
-        // Why this is sound: `at` clamps the index to the last block, `Region::blocks`
-        // checked that every block lies inside the region and is at least BLOCK_HEAD bytes
-        // long, and the region's creator keeps it mapped; `out` is our own memory.
+        // Why this is sound: `at` clamps the index to the last block, `Memory::blocks`
+        // checked that every block lies inside the memory and is at least BLOCK_HEAD bytes
+        // long, and `keep` keeps it mapped; `out` is our own memory.
         // SAFETY: the invariants stated just above hold here.
-        unsafe { copy_volatile(self.at(idx), out.as_mut_ptr(), BLOCK_HEAD) };
+        unsafe { copy_shared(self.at(idx), out.as_mut_ptr(), BLOCK_HEAD) };
         out
     }
 
@@ -320,7 +467,7 @@ impl Blocks {
         // Why this is sound: as in `head` (N <= BLOCK_HEAD bytes of a block inside the
         // region), and the region is writable (checked above).
         // SAFETY: the invariants stated just above hold here.
-        unsafe { copy_volatile(bytes.as_ptr(), self.at(idx), N) };
+        unsafe { copy_shared(bytes.as_ptr(), self.at(idx), N) };
         Ok(())
     }
 
@@ -443,11 +590,11 @@ impl<'a> BlockBurst<'a> {
             let mut out = [0u8; BLOCK_HEAD];
             // Why this is sound: `w` is one of the burst's words, whose block index
             // `Blocks::frames` checked to be at most the last block (and the words cannot
-            // have changed since: they are borrowed immutably for 'a); `Region::blocks`
+            // have changed since: they are borrowed immutably for 'a); `Memory::blocks`
             // checked that every block lies inside the region and is at least BLOCK_HEAD
             // bytes long; the region's creator keeps it mapped; `out` is our own memory.
             // SAFETY: the invariants stated just above hold here.
-            unsafe { copy_volatile(burst.at(w), out.as_mut_ptr(), BLOCK_HEAD) };
+            unsafe { copy_shared(burst.at(w), out.as_mut_ptr(), BLOCK_HEAD) };
             out
         })
     }
@@ -466,61 +613,58 @@ impl<'a> BlockBurst<'a> {
         // B + 8 <= BLOCK_HEAD, asserted above); `a` and `b` are our own memory.
         // SAFETY: the invariants stated just above hold here.
         unsafe {
-            copy_volatile(p.wrapping_add(A), a.as_mut_ptr(), 8);
-            copy_volatile(p.wrapping_add(B), b.as_mut_ptr(), 8);
+            copy_shared(p.wrapping_add(A), a.as_mut_ptr(), 8);
+            copy_shared(p.wrapping_add(B), b.as_mut_ptr(), 8);
         }
         (u64::from_le_bytes(a), u64::from_le_bytes(b))
     }
 }
 
-/// Copies `len` bytes between two raw ranges (which may overlap).
+/// Copies `len` bytes between two raw ranges (which may overlap), one of them memory another
+/// party may write at the same time.
 ///
-/// Frames are plain bytes with no validity invariant, so a peer writing the source while we
-/// copy yields torn data, never an invalid value: callers treat copied-out data as untrusted
-/// and validate it. The copy is a `memmove` because frame copies are on the hot path.
+/// Not a volatile copy: a plain `memmove`, because frame copies are the hot path and a
+/// volatile copy moves a byte or a word at a time. The argument that this is enough: the
+/// bytes are plain data with no validity invariant, so a racing writer can only tear them,
+/// never make an invalid value; the copy is made exactly once (every decision is taken on
+/// the copy, which callers treat as untrusted and validate, so the compiler has no reason
+/// and no licence to read the source again); and the other writer is another process or
+/// domain, or a device, outside this program, whose stores the compiler cannot see or
+/// reorder. No reference to the shared bytes is ever formed.
 ///
 /// # Safety
 /// `src..src+len` must be readable and `dst..dst+len` writable.
 #[inline]
-pub(crate) unsafe fn copy_volatile(src: *const u8, dst: *mut u8, len: usize) {
+pub(crate) unsafe fn copy_shared(src: *const u8, dst: *mut u8, len: usize) {
     // SAFETY: both ranges are valid per the function contract; `copy` permits overlap.
     unsafe { core::ptr::copy(src, dst, len) };
 }
 
-/// Process-private, page-aligned, zeroed memory with a [`Region`] over it: for rings and
-/// pools that live inside one process (tests, benchmarks, a port's private pool).
+/// Process-private, page-aligned, zeroed memory: the backing of [`Memory::local`].
 #[derive(Debug)]
-pub struct LocalMem {
+struct LocalAlloc {
     base: NonNull<u8>,
     layout: std::alloc::Layout,
 }
 
-// SAFETY: LocalMem owns its allocation; access to the bytes goes through `Region`, whose
-// accesses are volatile or atomic.
-unsafe impl Send for LocalMem {}
-// SAFETY: as for Send: `&LocalMem` hands out only Regions.
-unsafe impl Sync for LocalMem {}
+// SAFETY: LocalAlloc owns its allocation; access to the bytes goes through `Region`, whose
+// accesses are copies or atomics.
+unsafe impl Send for LocalAlloc {}
+// SAFETY: as for Send: a `&LocalAlloc` gives no access to the bytes.
+unsafe impl Sync for LocalAlloc {}
 
-impl LocalMem {
-    /// `len` zeroed bytes (at least one), 4096-byte aligned.
-    pub fn new(len: usize) -> Self {
+impl LocalAlloc {
+    fn new(len: usize) -> Self {
         let layout = std::alloc::Layout::from_size_align(len.max(1), 4096)
-            .unwrap_or_else(|_| panic!("LocalMem of {len} bytes is too large"));
+            .unwrap_or_else(|_| panic!("local memory of {len} bytes is too large"));
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { std::alloc::alloc_zeroed(layout) };
         let base = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         Self { base, layout }
     }
-
-    /// The memory as a region; valid while `self` lives.
-    pub fn region(&self) -> Region {
-        // SAFETY: the allocation is `layout.size()` bytes, readable and writable, and lives
-        // until `self` is dropped; the caller keeps `self` alive while it uses the region.
-        unsafe { Region::from_raw(self.base, self.layout.size()) }
-    }
 }
 
-impl Drop for LocalMem {
+impl Drop for LocalAlloc {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this very layout.
         unsafe { std::alloc::dealloc(self.base.as_ptr(), self.layout) };
@@ -533,7 +677,7 @@ mod tests {
 
     #[test]
     fn accesses_outside_are_refused() {
-        let m = LocalMem::new(64);
+        let m = Memory::local(64);
         let r = m.region().subregion(8, 32).expect("inside");
         assert!(r.write(30, &[1, 2]).is_ok());
         assert_eq!(
@@ -557,15 +701,15 @@ mod tests {
 
     #[test]
     fn blocks_read_and_write_heads_within_bounds() {
-        let m = LocalMem::new(4 * 256);
+        let m = Memory::local(4 * 256);
         let r = m.region();
         assert!(
-            r.blocks(8, 5).is_err(),
+            m.blocks(8, 5).is_err(),
             "five blocks of 256 do not fit 1024 bytes"
         );
-        assert!(r.blocks(3, 4).is_err(), "blocks shorter than a head");
-        assert!(r.blocks(8, 0).is_err(), "no block");
-        let b = r.blocks(8, 4).expect("fits");
+        assert!(m.blocks(3, 4).is_err(), "blocks shorter than a head");
+        assert!(m.blocks(8, 0).is_err(), "no block");
+        let b = m.blocks(8, 4).expect("fits");
         assert_eq!(b.count(), 4);
         b.write_head(2, &[7u8; 12]).expect("writable");
         assert_eq!(r.read_u64(512), Ok(u64::from_ne_bytes([7; 8])));
@@ -573,7 +717,7 @@ mod tests {
         // An index past the end is clamped to the last block, never outside the region.
         b.write_head(1000, &[9u8; 4]).expect("clamped");
         assert_eq!(&b.head(3)[..5], &[9, 9, 9, 9, 0]);
-        let ro = r.read_only().blocks(8, 4).expect("fits");
+        let ro = m.clone().read_only().blocks(8, 4).expect("fits");
         assert!(matches!(
             ro.write_head(0, &[1u8; 2]),
             Err(OutOfBounds::ReadOnly { .. })
@@ -582,13 +726,13 @@ mod tests {
 
     #[test]
     fn a_burst_is_checked_once_and_then_reads_its_heads() {
-        let m = LocalMem::new(4 * 256);
+        let m = Memory::local(4 * 256);
         let r = m.region();
         for i in 0..4u8 {
             let head: Vec<u8> = (0..16).map(|k| i << 4 | k).collect();
             r.write(i as usize * 256, &head).expect("inside");
         }
-        let b = r.blocks(8, 4).expect("fits");
+        let b = m.blocks(8, 4).expect("fits");
         let pool = PoolId(9);
         // Handles of pool 9, 64-byte frames with something in `meta`.
         let h = |idx: u32| [9 << 24 | idx, 0xdead_0040];
@@ -626,7 +770,7 @@ mod tests {
         assert!(b.frames(&words, pool, lo..=hi).is_none(), "no length fits");
         assert!(b.frames(&[], pool, 14..=256).is_some_and(|e| e.is_empty()));
         // A read-only view reads the same.
-        let ro = r.read_only().blocks(8, 4).expect("fits");
+        let ro = m.clone().read_only().blocks(8, 4).expect("fits");
         let ro_burst = ro.frames(&words, pool, 64..=64).expect("inside");
         assert_eq!(ro_burst.heads().nth(2), Some(heads[2]));
     }
@@ -648,11 +792,11 @@ mod tests {
             x ^= x << 17;
             x % n.max(1)
         };
-        let m = LocalMem::new(1 << 22);
+        let m = Memory::local(1 << 22);
         for pool in [0u32, 1, 7, 128, 255] {
             for (count, size) in [(1u32, 256u32), (512, 2048), (1024, 4096)] {
                 let shift = size.trailing_zeros();
-                let b = m.region().blocks(shift, count).expect("fits");
+                let b = m.blocks(shift, count).expect("fits");
                 for _ in 0..300 {
                     let n = 1 + rnd(40) as usize;
                     let mut words: Vec<[u32; 2]> = (0..n)
@@ -682,8 +826,11 @@ mod tests {
 
     #[test]
     fn read_only_views_refuse_writes() {
-        let m = LocalMem::new(64);
+        let m = Memory::local(64);
         let ro = m.region().read_only();
+        let ro_handle = m.clone().read_only();
+        assert!(ro_handle.region().write(0, &[1]).is_err());
+        assert!(ro_handle.sub(0, 8).is_ok_and(|s| !s.is_writable()));
         assert!(!ro.is_writable());
         assert!(matches!(
             ro.write(0, &[1]),
@@ -697,5 +844,28 @@ mod tests {
         assert!(!ro.subregion(4, 4).expect("inside").is_writable());
         m.region().write(0, &[7]).expect("writable");
         assert_eq!(ro.read_u64(0), Ok(7));
+    }
+
+    #[test]
+    fn handles_keep_the_memory_until_the_last_is_gone() {
+        // A pool or port built over part of a mapping keeps all of it: the owner of the
+        // first handle can go first.
+        let m = Memory::local(8192);
+        m.region().write(4096, b"kept").expect("inside");
+        let sub = m.sub(4096, 4096).expect("inside");
+        let blocks = m.blocks(12, 2).expect("fits");
+        assert_eq!(m.handles(), 3);
+        drop(m);
+        let mut b = [0u8; 4];
+        sub.region().read(0, &mut b).expect("inside");
+        assert_eq!(&b, b"kept");
+        assert_eq!(&blocks.head(1)[..4], b"kept");
+        assert_eq!(sub.handles(), 2);
+        drop(blocks);
+        assert_eq!(sub.handles(), 1);
+        assert!(
+            sub.sub(1, 4096).is_err(),
+            "a sub-range stays inside its parent"
+        );
     }
 }

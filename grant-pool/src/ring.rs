@@ -19,9 +19,9 @@ use loom::sync::atomic::{AtomicU32, Ordering, fence};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::pool::{BufHandle, PAGE_SIZE};
-use crate::region::OutOfBounds;
 #[cfg(not(loom))]
-use crate::region::Region;
+use crate::region::Memory;
+use crate::region::OutOfBounds;
 
 /// One ring entry: a buffer handle, the frame length in it and the frame's offload metadata.
 #[derive(
@@ -141,20 +141,23 @@ impl RingLayout {
 
 /// The ring's shared memory as both ends reach it: three atomics and the slots.
 ///
-/// Outside loom this points into a [`Region`] (checked once at construction, so the hot path
-/// does no bounds checks); under `cfg(loom)` it is loom's own atomics and cells, so the loom
+/// Outside loom this points into a [`Memory`] it keeps mapped (checked once at construction,
+/// so the hot path does no bounds checks); under `cfg(loom)` it is loom's own atomics and cells, so the loom
 /// model checks the very protocol code below, including slot races.
 #[cfg(not(loom))]
 #[derive(Debug)]
 struct Mem {
     base: *mut u8,
+    _keep: Memory,
 }
 
 #[cfg(not(loom))]
 impl Mem {
-    fn new(mem: Region, layout: RingLayout) -> Result<Self, RingError> {
-        mem.subregion(0, DESC_OFF + layout.size as usize * 8)?;
-        if !(mem.as_ptr() as usize).is_multiple_of(8) {
+    fn new(mem: Memory, layout: RingLayout) -> Result<Self, RingError> {
+        mem.region()
+            .subregion(0, DESC_OFF + layout.size as usize * 8)?;
+        let base = mem.region().as_ptr();
+        if !(base as usize).is_multiple_of(8) {
             return Err(RingError::Align);
         }
         if !mem.is_writable() {
@@ -163,15 +166,16 @@ impl Mem {
                 len: mem.len(),
             }));
         }
-        Ok(Self { base: mem.as_ptr() })
+        Ok(Self { base, _keep: mem })
     }
 
     #[inline]
     fn atomic(&self, off: usize) -> &AtomicU32 {
-        // Why this is sound: `off` is one of the header constants (PROD_OFF, CONS_OFF, FLAGS_OFF), inside
-        // the region the constructor checked, 4-byte aligned because the region is 8-byte
-        // aligned and the offsets are multiples of 64. AtomicU32 permits concurrent access
-        // from any party, and the region stays mapped while the ring lives (its contract).
+        // Why this is sound: `off` is one of the header constants (PROD_OFF, CONS_OFF,
+        // FLAGS_OFF), inside the region the constructor checked, 4-byte aligned because the
+        // region is 8-byte aligned and the offsets are multiples of 64. AtomicU32 permits
+        // concurrent access from any party, and the memory stays mapped while the ring lives
+        // (it holds a `Memory` handle).
         // SAFETY: a header offset, in bounds and aligned; atomics tolerate concurrent access.
         unsafe { &*self.base.add(off).cast::<AtomicU32>() }
     }
@@ -276,8 +280,8 @@ struct Shared {
     mask: u32,
 }
 
-// SAFETY: `Shared` holds a raw pointer into a mapping that its constructor's caller keeps
-// alive (Region's contract); every access through it is volatile or atomic, so moving or
+// SAFETY: `Shared` holds a raw pointer into memory its `Memory` handle keeps mapped; every
+// access through it is volatile or atomic, so moving or
 // sharing it between threads creates no aliasing reference.
 unsafe impl Send for Shared {}
 // SAFETY: as for Send.
@@ -285,7 +289,7 @@ unsafe impl Sync for Shared {}
 
 impl Shared {
     #[cfg(not(loom))]
-    fn new(mem: Region, layout: RingLayout) -> Result<Self, RingError> {
+    fn new(mem: Memory, layout: RingLayout) -> Result<Self, RingError> {
         Ok(Self {
             mem: Mem::new(mem, layout)?,
             size: layout.size,
@@ -346,7 +350,7 @@ impl RingProducer {
     /// The producer over `mem`. With `init`, the header is reset (indices 0, no flags): only
     /// the side that creates the ring does this, before the peer sees it.
     #[cfg(not(loom))]
-    pub fn new(mem: Region, layout: RingLayout, init: bool) -> Result<Self, RingError> {
+    pub fn new(mem: Memory, layout: RingLayout, init: bool) -> Result<Self, RingError> {
         let sh = Shared::new(mem, layout)?;
         if init {
             sh.reset();
@@ -456,7 +460,7 @@ pub struct RingConsumer {
 impl RingConsumer {
     /// The consumer over `mem`; with `init` the header is reset (see [`RingProducer::new`]).
     #[cfg(not(loom))]
-    pub fn new(mem: Region, layout: RingLayout, init: bool) -> Result<Self, RingError> {
+    pub fn new(mem: Memory, layout: RingLayout, init: bool) -> Result<Self, RingError> {
         let sh = Shared::new(mem, layout)?;
         if init {
             sh.reset();
@@ -544,15 +548,15 @@ impl RingConsumer {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::region::LocalMem;
+    use crate::region::Memory;
     use proptest::prelude::*;
     use std::collections::VecDeque;
 
-    fn ring(size: u32) -> (LocalMem, RingProducer, RingConsumer) {
+    fn ring(size: u32) -> (Memory, RingProducer, RingConsumer) {
         let l = RingLayout::new(size).expect("size");
-        let m = LocalMem::new(l.bytes());
-        let p = RingProducer::new(m.region(), l, true).expect("producer");
-        let c = RingConsumer::new(m.region(), l, false).expect("consumer");
+        let m = Memory::local(l.bytes());
+        let p = RingProducer::new(m.clone(), l, true).expect("producer");
+        let c = RingConsumer::new(m.clone(), l, false).expect("consumer");
         (m, p, c)
     }
 
@@ -575,18 +579,18 @@ mod tests {
     #[test]
     fn too_small_misaligned_or_read_only_memory_is_refused() {
         let l = RingLayout::new(64).expect("size");
-        let m = LocalMem::new(l.bytes());
-        let short = m.region().subregion(0, DESC_OFF + 63 * 8).expect("inside");
+        let m = Memory::local(l.bytes());
+        let short = m.sub(0, DESC_OFF + 63 * 8).expect("inside");
         assert!(matches!(
             RingProducer::new(short, l, true),
             Err(RingError::Bounds(_))
         ));
-        let odd = m.region().subregion(4, l.bytes() - 4).expect("inside");
+        let odd = m.sub(4, l.bytes() - 4).expect("inside");
         assert_eq!(
             RingConsumer::new(odd, l, true).err(),
             Some(RingError::Align)
         );
-        assert!(RingConsumer::new(m.region().read_only(), l, false).is_err());
+        assert!(RingConsumer::new(m.clone().read_only(), l, false).is_err());
     }
 
     #[test]
@@ -624,7 +628,7 @@ mod tests {
     #[test]
     fn wraps_around_u32_max() {
         let l = RingLayout::new(16).expect("size");
-        let m = LocalMem::new(l.bytes());
+        let m = Memory::local(l.bytes());
         let start = u32::MAX - 20;
         m.region()
             .atomic_u32(PROD_OFF)
@@ -634,8 +638,8 @@ mod tests {
             .atomic_u32(CONS_OFF)
             .expect("header")
             .store(start, Ordering::Relaxed);
-        let mut p = RingProducer::new(m.region(), l, false).expect("producer");
-        let mut c = RingConsumer::new(m.region(), l, false).expect("consumer");
+        let mut p = RingProducer::new(m.clone(), l, false).expect("producer");
+        let mut c = RingConsumer::new(m.clone(), l, false).expect("consumer");
         let mut next_in = 0u32;
         let mut next_out = 0u32;
         // 200 descriptors in batches of 7 carry both indices across the u32 wrap.
@@ -700,12 +704,12 @@ mod tests {
     #[test]
     fn attaching_to_an_impossible_ring_fails() {
         let l = RingLayout::new(8).expect("size");
-        let m = LocalMem::new(l.bytes());
+        let m = Memory::local(l.bytes());
         m.region()
             .atomic_u32(PROD_OFF)
             .expect("h")
             .store(100, Ordering::Relaxed);
-        assert!(RingProducer::new(m.region(), l, false).is_err());
+        assert!(RingProducer::new(m.clone(), l, false).is_err());
     }
 
     #[test]
@@ -755,12 +759,12 @@ mod tests {
         fn ring_is_a_bounded_fifo(size_log in 1u32..7, start in prop_oneof![Just(u32::MAX - 50), any::<u32>()], ops in ops()) {
             let size = 1 << size_log;
             let l = RingLayout::new(size).expect("size");
-            let m = LocalMem::new(l.bytes());
+            let m = Memory::local(l.bytes());
             for off in [PROD_OFF, CONS_OFF] {
                 m.region().atomic_u32(off).expect("h").store(start, Ordering::Relaxed);
             }
-            let mut p = RingProducer::new(m.region(), l, false).expect("producer");
-            let mut c = RingConsumer::new(m.region(), l, false).expect("consumer");
+            let mut p = RingProducer::new(m.clone(), l, false).expect("producer");
+            let mut c = RingConsumer::new(m.clone(), l, false).expect("consumer");
             let mut model = VecDeque::new();
             let mut next = 0u32;
             for op in ops {

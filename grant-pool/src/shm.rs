@@ -37,7 +37,8 @@ use std::time::Duration;
 
 use crate::grant::{Access, DomId, Grant, GrantBackend, GrantError, GrantRef, Mapping, Notifier};
 use crate::pool::PAGE_SIZE;
-use crate::region::Region;
+use crate::region::{Backing, Memory};
+use std::sync::Arc;
 
 /// Most pages one grant may hold (1 GiB).
 pub const MAX_GRANT_PAGES: usize = 1 << 18;
@@ -76,11 +77,6 @@ struct Mmap {
 unsafe impl Send for Mmap {}
 // SAFETY: as for Send; `&Mmap` exposes only the address.
 unsafe impl Sync for Mmap {}
-// SAFETY: ShmMapping holds its base address only to build Regions over its own mapping;
-// it is an owned mapping like `Mmap`.
-unsafe impl Send for ShmMapping {}
-// SAFETY: as for Send; `&ShmMapping` exposes only Regions, whose accesses are volatile/atomic.
-unsafe impl Sync for ShmMapping {}
 
 impl Mmap {
     /// Maps `len` bytes of `fd` at `offset` shared.
@@ -127,10 +123,53 @@ impl Mmap {
 
 impl Drop for Mmap {
     fn drop(&mut self) {
-        // SAFETY: the range was mapped by this value and nothing can use it after drop: every
-        // Region over it is tied by its constructor's contract to the owner of this Mmap.
+        // SAFETY: the range was mapped by this value, and nothing can use it after drop: the
+        // only handles on it are `Memory` values that own this Mmap through their `Arc`.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
+}
+
+/// A handle on the `len` mapped bytes at `base`, writable or not, owned by `keep` (which
+/// owns the `Mmap` of them).
+fn memory_over<K: Backing + 'static>(
+    base: NonNull<u8>,
+    len: usize,
+    writable: bool,
+    keep: K,
+) -> Memory {
+    let keep = Arc::new(keep);
+    if writable {
+        // SAFETY: `keep` owns the mapping of `len` bytes at `base` (mapped readable and
+        // writable by the caller), which stays mapped until `keep` is dropped.
+        unsafe { Memory::from_raw(base, len, keep) }
+    } else {
+        // SAFETY: as above, mapped readable.
+        unsafe { Memory::from_raw_read_only(base, len, keep) }
+    }
+}
+
+/// This mapper's claimed slot in a grant's control page, freed on drop.
+#[derive(Debug)]
+struct Slot {
+    ctl_map: Mmap,
+    slot: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.ctl_map
+            .atomic_u32(slot_off(self.slot))
+            .store(0, Ordering::Release);
+    }
+}
+
+/// A peer's pages mapped here and the slot that tells the granter so: the pages are
+/// unmapped before the slot is freed (field order), so the granter never sees "unmapped"
+/// while they are still mapped — which is when the last handle on them is dropped.
+#[derive(Debug)]
+struct MappedPages {
+    _view: Mmap,
+    _slot: Slot,
 }
 
 fn map_err(op: &'static str) -> GrantError {
@@ -255,7 +294,7 @@ pub struct ShmGrant {
     /// The descriptor the peer gets: `data` itself, or a read-only reopening of it.
     peer_data: Option<OwnedFd>,
     ctl: OwnedFd,
-    view: Mmap,
+    mem: Memory,
     ctl_map: Mmap,
 }
 
@@ -305,10 +344,8 @@ impl Grant for ShmGrant {
         &self.refs
     }
 
-    fn region(&self) -> Region {
-        // SAFETY: `view` maps `pages` pages read-write and lives as long as `self`; regions
-        // derived from it must not outlive the grant (the Grant trait's contract).
-        unsafe { Region::from_raw(self.view.base, self.view.len) }
+    fn memory(&self) -> &Memory {
+        &self.mem
     }
 
     fn pages(&self) -> usize {
@@ -342,39 +379,20 @@ impl Grant for ShmGrant {
     }
 }
 
-/// A peer's granted memfd pages mapped into this process.
+/// A peer's granted memfd pages mapped into this process, in one piece. The pages stay
+/// mapped, and the granter sees them mapped, until this value and every handle taken from
+/// [`Mapping::memory`] are gone.
 #[derive(Debug)]
 pub struct ShmMapping {
     granter: DomId,
     access: Access,
     pages: usize,
-    /// The mapped pages, in one piece. `None` only during drop.
-    view: Option<Mmap>,
-    base: NonNull<u8>,
-    ctl_map: Mmap,
-    slot: usize,
-}
-
-impl Drop for ShmMapping {
-    fn drop(&mut self) {
-        // Unmap first, then free the slot: the granter must never see "unmapped" while the
-        // pages are still mapped here.
-        drop(self.view.take());
-        self.ctl_map
-            .atomic_u32(slot_off(self.slot))
-            .store(0, Ordering::Release);
-    }
+    mem: Memory,
 }
 
 impl Mapping for ShmMapping {
-    fn region(&self) -> Region {
-        let len = self.pages * PAGE_SIZE;
-        match self.access {
-            // SAFETY: `view` maps `pages` pages read-write while `self` lives.
-            Access::ReadWrite => unsafe { Region::from_raw(self.base, len) },
-            // SAFETY: `view` maps `pages` pages readable while `self` lives.
-            Access::ReadOnly => unsafe { Region::from_raw_read_only(self.base, len) },
-        }
+    fn memory(&self) -> &Memory {
+        &self.mem
     }
 
     fn granter(&self) -> DomId {
@@ -430,7 +448,7 @@ impl GrantBackend for ShmBackend {
             data,
             peer_data,
             ctl,
-            view,
+            mem: memory_over(view.base, view.len, true, view),
             ctl_map,
         })
     }
@@ -510,31 +528,28 @@ impl GrantBackend for ShmBackend {
         ctl_map
             .atomic_u64(slot_off(slot) + 8)
             .store(start, Ordering::Release);
-        let release_slot = |ctl_map: &Mmap| {
-            ctl_map
-                .atomic_u32(slot_off(slot))
-                .store(0, Ordering::Release)
-        };
-        let view = match Mmap::map(
+        // Freed on every way out, mapped or not.
+        let slot = Slot { ctl_map, slot };
+        let view = Mmap::map(
             data.as_fd(),
             refs.len() * PAGE_SIZE,
             first as usize * PAGE_SIZE,
             prot,
-        ) {
-            Ok(v) => v,
-            Err(e) => {
-                release_slot(&ctl_map);
-                return Err(e);
-            }
-        };
+        )?;
+        let writable = access == Access::ReadWrite;
         Ok(ShmMapping {
             granter,
             access,
             pages: refs.len(),
-            base: view.base,
-            view: Some(view),
-            ctl_map,
-            slot,
+            mem: memory_over(
+                view.base,
+                view.len,
+                writable,
+                MappedPages {
+                    _view: view,
+                    _slot: slot,
+                },
+            ),
         })
     }
 

@@ -7,7 +7,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use grant_pool::shm::{self, ShmBackend};
-use grant_pool::{Access, DomId, Grant, GrantBackend, GrantError, GrantRef, Mapping, Notifier};
+use grant_pool::{
+    Access, BufIdx, DomId, Grant, GrantBackend, GrantError, GrantRef, Mapping, Notifier, Pool,
+    PoolId, PoolLayout,
+};
 
 const APP: DomId = DomId(7);
 const SERVER: DomId = DomId(0);
@@ -194,6 +197,32 @@ fn end_access_fails_while_mapped_and_succeeds_after_unmap() {
         other => panic!("expected StillMapped(1), got {other:?}"),
     };
     drop(m2);
+    assert!(g.end_access().is_ok());
+}
+
+/// A pool built over a mapping keeps the pages mapped, and the granter sees them mapped,
+/// after the mapping value is gone: the last handle on them unmaps them.
+#[test]
+fn a_pool_over_a_mapping_keeps_it_mapped_until_the_pool_is_gone() {
+    let be = ShmBackend::new(APP);
+    let g = be.grant(SERVER, 2, Access::ReadWrite).expect("grant");
+    g.region().write(4096, b"still here").expect("write");
+    let fds: Vec<OwnedFd> = g
+        .attachments()
+        .iter()
+        .map(|f| f.try_clone_to_owned().expect("dup"))
+        .collect();
+    let m = be.map(APP, g.refs(), Access::ReadWrite, &fds).expect("map");
+    let layout = PoolLayout::new(4096, 2).expect("layout");
+    let pool = Pool::new(PoolId(3), layout, m.memory().clone()).expect("pool");
+    drop(m);
+    assert_eq!(g.live_mappings(), 1, "the pool still maps the pages");
+    let h = pool.handle(BufIdx(1)).expect("handle");
+    let mut b = [0u8; 10];
+    pool.buf(h).expect("buf").read(0, &mut b).expect("read");
+    assert_eq!(&b, b"still here");
+    drop(pool);
+    assert_eq!(g.live_mappings(), 0, "the last handle unmapped them");
     assert!(g.end_access().is_ok());
 }
 

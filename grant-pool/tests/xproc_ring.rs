@@ -46,7 +46,7 @@ fn ten_million_descriptors_cross_processes_in_order() {
     let g = be
         .grant(DomId(2), layout.bytes() / PAGE_SIZE, Access::ReadWrite)
         .expect("grant");
-    let mut p = RingProducer::new(g.region(), layout, true).expect("producer");
+    let mut p = RingProducer::new(g.memory().clone(), layout, true).expect("producer");
     let (child, sock) = common::spawn_child("child_consumes_ten_million");
     let refs: Vec<u8> = g.refs().iter().flat_map(|r| r.0.to_le_bytes()).collect();
     shm::send_fds(sock.as_fd(), &refs, &g.attachments()).expect("send grant");
@@ -92,8 +92,12 @@ fn child_consumes_ten_million() {
     let m = ShmBackend::new(DomId(2))
         .map(DomId(1), &refs, Access::ReadWrite, &fds)
         .expect("map");
-    let mut c =
-        RingConsumer::new(m.region(), RingLayout::new(RING).expect("size"), false).expect("ring");
+    let mut c = RingConsumer::new(
+        m.memory().clone(),
+        RingLayout::new(RING).expect("size"),
+        false,
+    )
+    .expect("ring");
     let deadline = Instant::now() + LIMIT;
     let mut next = 0u64;
     let mut spins = 0;

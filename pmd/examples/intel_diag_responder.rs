@@ -98,7 +98,7 @@ fn main() {
     let mut idle = 0u32;
     let mut report = Instant::now() + Duration::from_secs(2);
     let mut buf = [0u8; 2048];
-    let pool = port.pool();
+    let pool = port.pool().clone();
     while Instant::now() < stop {
         let mut n = 0;
         for q in 0..port.queues() {
@@ -204,7 +204,7 @@ fn app_pool() -> Result<(impl Grant, Pool), String> {
     let grant = ShmBackend::new(DomId(1))
         .grant(DomId(0), layout.pages(), GrantAccess::ReadWrite)
         .map_err(|e| e.to_string())?;
-    let pool = Pool::new(PoolId(9), layout, grant.region()).map_err(|e| e.to_string())?;
+    let pool = Pool::new(PoolId(9), layout, grant.memory().clone()).map_err(|e| e.to_string())?;
     Ok((grant, pool))
 }
 

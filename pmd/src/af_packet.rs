@@ -82,7 +82,7 @@ use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, Ordering};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, PoolTable, Region};
+use grant_pool::{BufHandle, BufIdx, Memory, Pool, PoolId, PoolLayout, PoolSet, PoolTable};
 
 use crate::linux::vnet::{HEAD, PACKET_VNET_HDR, SuperSender, VNET_LEN, Vnet};
 use crate::linux::{self, CtlSocket, Mmap, OpError};
@@ -269,8 +269,8 @@ pub struct AfPacketPort {
     /// Sends the frames too large for a transmit ring frame (see the module docs).
     big: SuperSender,
     ctl: CtlSocket,
-    _rings: Mmap,
-    ring: Region,
+    /// The receive ring's frames, then the transmit ring's.
+    rings: Memory,
     rx_frames: u32,
     rx_frame_size: usize,
     rx_per_block: u32,
@@ -294,7 +294,6 @@ pub struct AfPacketPort {
     offloads: crate::TxOffloads,
     tx_head: u32,
     kick_pending: bool,
-    _pool_mem: Mmap,
     pool: Pool,
     readable: PoolTable,
     tx_set: PoolSet,
@@ -495,8 +494,8 @@ impl AfPacketPort {
         let rx_block = (rx_frame_size * rx_per_block as usize).div_ceil(page) * page;
         let rx_ring_len = rx_block * (cfg.rx_frames / rx_per_block) as usize;
         let len = rx_ring_len + cfg.tx_frames as usize * FRAME_SIZE;
-        let rings = Mmap::socket_ring(raw, len, 0, "mmap(PACKET_RX_RING + PACKET_TX_RING)")?;
-        let ring = rings.region();
+        let rings =
+            Mmap::socket_ring(raw, len, 0, "mmap(PACKET_RX_RING + PACKET_TX_RING)")?.into_memory();
 
         // 64 KiB buffers hold MTU-sized frames most of the time: commit pages as touched.
         let pool_mem = if cfg.buf_size > 4096 {
@@ -504,7 +503,7 @@ impl AfPacketPort {
         } else {
             Mmap::anonymous(layout.bytes(), false)?
         };
-        let pool = Pool::new(cfg.pool_id, layout, pool_mem.region())
+        let pool = Pool::new(cfg.pool_id, layout, pool_mem.into_memory())
             .map_err(|e| AfPacketError::Config(e.to_string()))?;
         // Buffer `i` of the ring pool is ring frame `i` from where the kernel puts its
         // Ethernet frame on; the last one runs RX_MAC_OFF bytes into the transmit ring, past
@@ -513,17 +512,17 @@ impl AfPacketPort {
             Some(id) => Some(
                 PoolLayout::new(rx_frame_size, cfg.rx_frames as usize)
                     .and_then(|l| {
-                        let mem = ring.subregion(RX_MAC_OFF, rx_ring_len)?;
+                        let mem = rings.sub(RX_MAC_OFF, rx_ring_len)?;
                         Pool::new(id, l, mem)
                     })
                     .map_err(|e| AfPacketError::Config(e.to_string()))?,
             ),
             None => None,
         };
-        let mut pools = vec![pool];
-        pools.extend(ring_pool);
+        let mut pools = vec![pool.clone()];
+        pools.extend(ring_pool.clone());
         let mut readable = PoolTable::new();
-        readable.insert(pool);
+        readable.insert(pool.clone());
         let done_cap = cfg.tx_frames as usize * 2;
         let mtu = ctl.mtu().ok();
         let offloads = crate::TxOffloads {
@@ -550,8 +549,7 @@ impl AfPacketPort {
             sock,
             big,
             ctl,
-            _rings: rings,
-            ring,
+            rings,
             rx_frames: cfg.rx_frames,
             rx_frame_size,
             rx_per_block,
@@ -568,7 +566,6 @@ impl AfPacketPort {
             offloads,
             tx_head: 0,
             kick_pending: false,
-            _pool_mem: pool_mem,
             pool,
             readable,
             tx_set: PoolSet::of(cfg.pool_id),
@@ -586,19 +583,20 @@ impl AfPacketPort {
         })
     }
 
-    /// The port's own pool, to register with the switch. Valid while the port lives.
-    pub fn pool(&self) -> Pool {
-        self.pool
+    /// The port's own pool, to register with the switch.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
-    /// Lets the port transmit straight from `pool` (it only reads it). The caller keeps the
-    /// pool's memory mapped until [`AfPacketPort::remove_readable_pool`] or the port's end.
+    /// Lets the port transmit straight from `pool` (it only reads it). The port keeps the
+    /// pool's memory mapped until [`AfPacketPort::remove_readable_pool`] or its end.
     pub fn add_readable_pool(&mut self, pool: Pool) {
-        if pool.id() == self.pool.id() {
+        let id = pool.id();
+        if id == self.pool.id() {
             return;
         }
         self.readable.insert(pool);
-        self.tx_set.insert(pool.id());
+        self.tx_set.insert(id);
     }
 
     /// Stops transmitting from pool `id` (e.g. its app left).
@@ -660,7 +658,7 @@ impl AfPacketPort {
         // Every ring frame offset is the start of a ring frame inside the mapping (the ring
         // indices are kept below the frame counts), so this cannot fail; a failure would be
         // a bug, reported as a zero status word.
-        match self.ring.atomic_u32(off) {
+        match self.rings.region().atomic_u32(off) {
             Ok(a) => a,
             Err(_) => &ZERO,
         }
@@ -669,7 +667,7 @@ impl AfPacketPort {
     #[inline]
     fn u16_at(&self, off: usize) -> u16 {
         let mut b = [0u8; 2];
-        let _ = self.ring.read(off, &mut b);
+        let _ = self.rings.region().read(off, &mut b);
         u16::from_ne_bytes(b)
     }
 
@@ -760,12 +758,12 @@ impl AfPacketPort {
     /// super-frame on the receive queue, or a frame not where the kernel always puts it).
     #[inline]
     fn lend_rx(&mut self, i: u32, off: usize, status: u32) -> Option<Frame> {
-        let pool = self.ring_pool?;
+        let pool = self.ring_pool.as_ref()?.id();
         if status & (TP_STATUS_COPY | TP_STATUS_VLAN_VALID) != 0 {
             return None;
         }
         let mut h = [0u8; 10];
-        self.ring.read(off + 4, &mut h).ok()?;
+        self.rings.region().read(off + 4, &mut h).ok()?;
         let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
         let snap = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]) as usize;
         let mac = u16::from_ne_bytes([h[8], h[9]]) as usize;
@@ -778,8 +776,11 @@ impl AfPacketPort {
             return None;
         }
         let mut vnet = [0u8; VNET_LEN];
-        self.ring.read(off + mac - VNET_LEN, &mut vnet).ok()?;
-        let buf = BufHandle::new(pool.id(), BufIdx(i))?;
+        self.rings
+            .region()
+            .read(off + mac - VNET_LEN, &mut vnet)
+            .ok()?;
+        let buf = BufHandle::new(pool, BufIdx(i))?;
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += snap as u64;
         Some(Frame {
@@ -795,7 +796,7 @@ impl AfPacketPort {
     fn copy_rx(&mut self, off: usize, status: u32) -> Option<Frame> {
         // The V2 header after the status word, copied out once: tp_len, tp_snaplen, tp_mac.
         let mut h = [0u8; 10];
-        if self.ring.read(off + 4, &mut h).is_err() {
+        if self.rings.region().read(off + 4, &mut h).is_err() {
             self.stats.errors += 1;
             return None;
         }
@@ -817,7 +818,11 @@ impl AfPacketPort {
         if snap != len
             || snap < 14
             || mac < HDR_LEN + VNET_LEN
-            || self.ring.read(off + mac - VNET_LEN, &mut vnet).is_err()
+            || self
+                .rings
+                .region()
+                .read(off + mac - VNET_LEN, &mut vnet)
+                .is_err()
             || mac + snap > self.rx_frame_size
             || out_len > self.pool.layout().buf_size
             || out_len > u16::MAX as usize
@@ -843,13 +848,13 @@ impl AfPacketPort {
             let mut tag = [0u8; 4];
             tag[..2].copy_from_slice(&tpid.to_be_bytes());
             tag[2..].copy_from_slice(&tci.to_be_bytes());
-            dst.copy_from(base, &self.ring, src, 12).is_ok()
+            dst.copy_from(base, &self.rings.region(), src, 12).is_ok()
                 && dst.write(base + 12, &tag).is_ok()
                 && dst
-                    .copy_from(base + 16, &self.ring, src + 12, snap - 12)
+                    .copy_from(base + 16, &self.rings.region(), src + 12, snap - 12)
                     .is_ok()
         } else {
-            dst.copy_from(base, &self.ring, src, snap).is_ok()
+            dst.copy_from(base, &self.rings.region(), src, snap).is_ok()
         };
         if !copied {
             self.free.push(idx);
@@ -895,7 +900,6 @@ impl AfPacketPort {
             let h = f.buf;
             let own = h.pool() == self.pool.id();
             let held = !own || self.state.get(h.idx().0 as usize) == Some(&CALLER);
-            let src = self.readable.buf(h);
             taken += 1;
             if !held {
                 // An own-pool handle the caller does not hold: refuse, keep nothing.
@@ -906,19 +910,20 @@ impl AfPacketPort {
                 self.state[h.idx().0 as usize] = DONE;
             }
             self.done.push(h);
+            if large && queued > 0 {
+                // The ring's frames go first: they were before this one.
+                self.kick();
+                queued = 0;
+            }
             let mac = macs.and_then(|m| m.get(i));
             let meta = offload::FrameMeta::from_bits(f.meta);
+            let src = self.readable.buf(h);
             let Some(src) = src.filter(|s| len >= 14 && len <= s.len()) else {
                 self.stats.tx_dropped += 1;
                 self.stats.errors += 1;
                 continue;
             };
             if large {
-                if queued > 0 {
-                    // The ring's frames go first: they were before this one.
-                    self.kick();
-                    queued = 0;
-                }
                 if self.big.send(&src, len, mac, meta) {
                     self.stats.tx_packets += 1;
                     self.stats.tx_bytes += len as u64;
@@ -930,25 +935,23 @@ impl AfPacketPort {
             let data = off + TX_FRAME_OFF;
             let mut head = [0u8; HEAD];
             let hl = len.min(HEAD);
-            let ok = self.ring.copy_from(data, &src, 0, len).is_ok()
+            let ring = self.rings.region();
+            let ok = ring.copy_from(data, &src, 0, len).is_ok()
                 && match mac {
-                    Some(m) => self.ring.write(data, m).is_ok(),
+                    Some(m) => ring.write(data, m).is_ok(),
                     None => true,
                 }
-                && (f.meta == 0 || self.ring.read(data, &mut head[..hl]).is_ok())
-                && self
-                    .ring
+                && (f.meta == 0 || ring.read(data, &mut head[..hl]).is_ok())
+                && ring
                     .write(
                         off + TX_DATA_OFF,
                         &Vnet::for_tx(&head[..hl], len, meta).bytes(),
                     )
                     .is_ok()
-                && self
-                    .ring
+                && ring
                     .write(off + 4, &((len + VNET_LEN) as u32).to_ne_bytes())
                     .is_ok()
-                && self
-                    .ring
+                && ring
                     .write(off + 8, &((len + VNET_LEN) as u32).to_ne_bytes())
                     .is_ok();
             if !ok {
@@ -1014,7 +1017,7 @@ impl Port for AfPacketPort {
 
     fn own_pools(&self) -> PoolSet {
         let mut s = PoolSet::of(self.pool.id());
-        if let Some(p) = self.ring_pool {
+        if let Some(p) = &self.ring_pool {
             s.insert(p.id());
         }
         s
@@ -1034,7 +1037,7 @@ impl Port for AfPacketPort {
         if pool.id() == self.pool.id() {
             return false; // another pool under the port's own id: refuse
         }
-        self.add_readable_pool(*pool);
+        self.add_readable_pool(pool.clone());
         true
     }
 
@@ -1123,7 +1126,7 @@ impl Port for AfPacketPort {
     }
 
     fn reclaim(&mut self, bufs: &[BufHandle]) {
-        let ring = self.ring_pool.map(|p| p.id());
+        let ring = self.ring_pool.as_ref().map(|p| p.id());
         for &h in bufs {
             let idx = h.idx().0 as usize;
             if h.pool() == self.pool.id() && self.state.get(idx) == Some(&CALLER) {

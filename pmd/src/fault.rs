@@ -185,7 +185,7 @@ impl FaultPort {
         cfg.check()?;
         let mut pools = PoolTable::new();
         for p in inner.pools() {
-            pools.insert(*p);
+            pools.insert(p.clone());
         }
         Ok(Self {
             inner,

@@ -182,10 +182,9 @@ pub trait Port: Send {
     fn own_pools(&self) -> PoolSet;
 
     /// The pools in `own_pools` with their memory as this process maps it, so that a switch
-    /// can read frame headers and copy frames between pools. The memory stays mapped for as
-    /// long as the port lives: a caller that keeps copies of these `Pool`s drops them before
-    /// it drops the port. Called when the port is added, not on the burst path. The default
-    /// (no pools) suits a port whose buffers nobody else reads.
+    /// can read frame headers and copy frames between pools. A clone of a `Pool` keeps its
+    /// memory mapped, whether or not the port still lives. Called when the port is added, not
+    /// on the burst path. The default (no pools) suits a port whose buffers nobody else reads.
     fn pools(&self) -> &[Pool] {
         &[]
     }

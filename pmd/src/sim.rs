@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use grant_pool::{
-    Blocks, BufHandle, BufIdx, Pool, PoolError, PoolId, PoolLayout, PoolSet, PoolTable, Region,
+    Blocks, BufHandle, BufIdx, Memory, Pool, PoolError, PoolId, PoolLayout, PoolSet, PoolTable,
 };
 
 use crate::{Frame, LinkState, Mac, MacHeader, Port, PortStats};
@@ -237,14 +237,17 @@ impl SimProbe {
 }
 
 /// Heap memory for one pool, page aligned and zeroed, freed on drop.
+#[derive(Debug)]
 struct PoolMem {
     ptr: NonNull<u8>,
     layout: Layout,
 }
 
-// SAFETY: PoolMem is the sole owner of its allocation; the pointer is only used to build
-// Regions (which are Send themselves) and to free the allocation in drop.
+// SAFETY: PoolMem is the sole owner of its allocation; the pointer is only used to build a
+// memory handle over it and to free the allocation in drop.
 unsafe impl Send for PoolMem {}
+// SAFETY: as for Send: `&PoolMem` gives no access to the bytes.
+unsafe impl Sync for PoolMem {}
 
 impl PoolMem {
     fn new(bytes: usize) -> Result<Self, SimError> {
@@ -256,12 +259,12 @@ impl PoolMem {
         Ok(Self { ptr, layout })
     }
 
-    fn region(&self) -> Region {
-        // Why this is sound: the allocation is `layout.size()` bytes, readable and writable, and lives
-        // until this PoolMem drops; the port that owns it documents (Port::pools) that copies
-        // of its pools must be dropped before the port.
-        // SAFETY: the invariants stated just above hold here.
-        unsafe { Region::from_raw(self.ptr, self.layout.size()) }
+    /// The allocation as a handle that owns it.
+    fn into_memory(self) -> Memory {
+        let (ptr, len) = (self.ptr, self.layout.size());
+        // SAFETY: the allocation is `len` bytes, readable and writable, and is freed only when
+        // this PoolMem drops, which the handle's `Arc` owns.
+        unsafe { Memory::from_raw(ptr, len, std::sync::Arc::new(self)) }
     }
 }
 
@@ -318,8 +321,6 @@ pub struct SimPort {
     stats: PortStats,
     local: Local,
     probe: Arc<SimProbe>,
-    // Declared last: dropped after everything that points into it.
-    _mem: PoolMem,
 }
 
 #[derive(Default)]
@@ -354,14 +355,13 @@ impl SimPort {
                 return Err(SimError::EmptyPattern);
             }
         }
-        let mem = PoolMem::new(layout.bytes())?;
-        let pool = Pool::new(cfg.pool, layout, mem.region())?;
+        let mem = PoolMem::new(layout.bytes())?.into_memory();
         let blocks = mem
-            .region()
             .blocks(cfg.buf_size.trailing_zeros(), total as u32)
             .map_err(PoolError::from)?;
+        let pool = Pool::new(cfg.pool, layout, mem)?;
         let mut peers = PoolTable::new();
-        peers.insert(pool);
+        peers.insert(pool.clone());
         let own = PoolSet::of(cfg.pool);
         let mut gen_free = Vec::with_capacity(total);
         let mut spare_free = Vec::with_capacity(total);
@@ -385,9 +385,9 @@ impl SimPort {
         let mut port = Self {
             name: cfg.name,
             mac: cfg.mac,
+            pools: [pool.clone()],
             pool,
             blocks,
-            pools: [pool],
             own,
             readable: own,
             peers,
@@ -417,7 +417,6 @@ impl SimPort {
             stats: PortStats::default(),
             local: Local::default(),
             probe,
-            _mem: mem,
         };
         if vary_macs && !cfg.sequence && cfg.frame_len >= 16 {
             let (a, b) = (port.src.len(), port.dst.len());
@@ -451,8 +450,8 @@ impl SimPort {
     }
 
     /// The port's own pool (to grant to other sim ports with [`SimPort::grant_read`]).
-    pub fn pool(&self) -> Pool {
-        self.pool
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Lets this port read (and so transmit without a copy, and verify) buffers of `pool`,
@@ -655,7 +654,7 @@ impl Port for SimPort {
     }
 
     fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
-        self.grant_read(*pool);
+        self.grant_read(pool.clone());
         true
     }
 
@@ -1000,7 +999,7 @@ mod tests {
         assert_eq!(g.rx_burst(&mut out), 5);
         assert_eq!(g.rx_burst(&mut out[5..]), 0, "limit reached");
         for (i, f) in out[..5].iter().enumerate() {
-            let b = read(&g.pool(), f);
+            let b = read(g.pool(), f);
             assert_eq!(b.len(), 100);
             assert_eq!(b[5], if i % 2 == 0 { 7 } else { 8 });
             assert_eq!(&b[6..12], &[2, 0, 0, 0, 0, 1]);
@@ -1019,7 +1018,7 @@ mod tests {
             c.generate = false;
             c.verify = true;
         });
-        s.grant_read(g.pool());
+        s.grant_read(g.pool().clone());
         let mut out = [Frame::new(BufHandle::from_raw(0), 0); 4];
         assert_eq!(g.rx_burst(&mut out), 4);
         // Drop frame 1 (a gap), corrupt frame 3's payload.
@@ -1057,7 +1056,7 @@ mod tests {
         let mut out = [Frame::new(BufHandle::from_raw(0), 0); 4];
         assert_eq!(g.rx_burst(&mut out), 4);
         assert_eq!(s.tx_burst(&out), 0, "pool 1 not granted");
-        s.grant_read(g.pool());
+        s.grant_read(g.pool().clone());
         s.probe().hold_completions.store(true, Relaxed);
         assert_eq!(s.tx_burst(&out), 2);
         let mut done = [BufHandle::from_raw(0); 4];
@@ -1074,7 +1073,7 @@ mod tests {
         let mut s = port("s", 2, |c| c.generate = false);
         let mut out = [Frame::new(BufHandle::from_raw(0), 0); 2];
         assert_eq!(g.rx_burst(&mut out), 2);
-        assert!(s.grant_tx_pool(&g.pool()));
+        assert!(s.grant_tx_pool(g.pool()));
         assert_eq!(s.tx_burst(&out), 2);
         assert!(
             !s.revoke_tx_pool(PoolId(1)),
@@ -1104,7 +1103,7 @@ mod tests {
         for _ in 0..30 {
             assert_eq!(g.rx_burst(&mut out[..5]), 5);
             for f in &out[..5] {
-                let b = read(&g.pool(), f);
+                let b = read(g.pool(), f);
                 assert_eq!(b[5], 7 + (seen % 2) as u8, "frame {seen} destination");
                 assert_eq!(b[11], 1 + (seen % 3) as u8, "frame {seen} source");
                 assert_eq!(&b[12..14], &SIM_ETHERTYPE.to_be_bytes());
@@ -1155,7 +1154,7 @@ mod tests {
             c.generate = false;
             c.tx_ring = 4;
         });
-        s.grant_read(g1.pool());
+        s.grant_read(g1.pool().clone());
         let mut a = [Frame::new(BufHandle::from_raw(0), 0); 3];
         let mut b = [Frame::new(BufHandle::from_raw(0), 0); 1];
         assert_eq!(g1.rx_burst(&mut a), 3);

@@ -25,7 +25,7 @@ fn frames_arrive_intact_both_ways() {
     }
     let pair = VethPair::new("pi", &[]);
     let mut port = open(&pair, |_| {});
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let mac = port.mac();
     let sys_mac = sh(&[
         "ip",
@@ -111,7 +111,7 @@ fn vlan_tag_is_restored_on_receive() {
     }
     let pair = VethPair::new("pv", &[]);
     let mut port = open(&pair, |_| {});
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let mac = port.mac();
     let peer = pair.peer_socket(0x8100);
     let mut f = Vec::new();
@@ -151,7 +151,7 @@ fn reflects_100k_frames_without_loss() {
     }
     let pair = VethPair::new("pr", &[]);
     let mut port = open(&pair, |_| {});
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let t0 = Instant::now();
     let (sent, received) = reflector_run(&pair, &mut port, &pool, 100_000, 256);
     eprintln!(
@@ -174,7 +174,7 @@ fn linux_ping_and_flood_ping_get_answers() {
     }
     let pair = VethPair::new("pp", &[]);
     let mut port = open(&pair, |_| {});
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let d2 = done.clone();
     let ns = pair.peer_ns.clone();
@@ -220,7 +220,7 @@ fn transmits_straight_from_a_readable_pool() {
     let mac = port.mac();
     let layout = PoolLayout::new(2048, 64).expect("layout");
     let mem = Mmap::anonymous(layout.bytes(), false).expect("pool memory");
-    let app = Pool::new(PoolId(9), layout, mem.region()).expect("app pool");
+    let app = Pool::new(PoolId(9), layout, mem.into_memory()).expect("app pool");
     assert!(!port.tx_pools().contains(PoolId(9)));
     // Through the trait, as a switch holding a `dyn Port` grants it.
     assert!(Port::grant_tx_pool(&mut port, &app));
@@ -263,7 +263,6 @@ fn transmits_straight_from_a_readable_pool() {
     assert!(Port::revoke_tx_pool(&mut port, PoolId(9)));
     assert!(!port.tx_pools().contains(PoolId(9)));
     drop(port);
-    drop(mem);
 }
 
 /// Frames handed over with the MACs a switch checked leave with those MACs, whatever their
@@ -279,7 +278,7 @@ fn transmit_with_checked_macs_puts_those_macs_on_the_wire() {
     let mac = port.mac();
     let layout = PoolLayout::new(2048, 64).expect("layout");
     let mem = Mmap::anonymous(layout.bytes(), false).expect("pool memory");
-    let app = Pool::new(PoolId(9), layout, mem.region()).expect("app pool");
+    let app = Pool::new(PoolId(9), layout, mem.into_memory()).expect("app pool");
     assert!(Port::grant_tx_pool(&mut port, &app));
     let peer = pair.peer_socket(TEST_ETHERTYPE);
     let spoofed = [0x02, 0x66, 0x66, 0x66, 0x66, 0x66];
@@ -319,7 +318,6 @@ fn transmit_with_checked_macs_puts_those_macs_on_the_wire() {
     let mut done = [BufHandle::from_raw(0); 32];
     assert_eq!(port.tx_done(&mut done), frames.len());
     drop(port);
-    drop(mem);
 }
 
 /// With a small ring that is not polled, the kernel drops frames, and the port's counters
@@ -331,7 +329,7 @@ fn kernel_drops_are_counted() {
     }
     let pair = VethPair::new("pd", &[]);
     let mut port = open(&pair, |c| c.rx_frames = 64);
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let mac = port.mac();
     let peer = pair.peer_socket(TEST_ETHERTYPE);
     for i in 0..500 {
@@ -392,7 +390,7 @@ fn a_checksum_the_peer_left_partial_is_marked_partial_and_completes() {
     let pair = VethPair::new("pc", &[]);
     pair.peer_cmd(&["ethtool", "-K", &pair.peer_if, "tx", "on"]);
     let mut port = open(&pair, |_| {});
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let mac = port.mac();
     let m = mac
         .iter()
@@ -457,7 +455,7 @@ fn wait_rx_sleeps_until_a_frame_arrives() {
     }
     let pair = VethPair::new("pw", &[]);
     let mut port = open(&pair, |_| {});
-    let pool = port.pool();
+    let pool = port.pool().clone();
     wait_rx_run(&pair, &mut port, &pool, |p, t| p.wait_rx(t));
 }
 
@@ -495,7 +493,7 @@ fn frames_stay_intact_when_the_peer_reads_late() {
     }
     let pair = VethPair::new("pl", &[]);
     let mut port = open(&pair, |_| {});
-    let pool = port.pool();
+    let pool = port.pool().clone();
     assert_eq!(late_reader_run(&pair, &mut port, &pool, 3000), 3000);
 }
 
@@ -508,7 +506,7 @@ fn a_prepared_port_takes_nothing_until_it_is_activated() {
     }
     let pair = VethPair::new("pw", &[]);
     let mut serving = open(&pair, |_| {});
-    let (pool, mac) = (serving.pool(), serving.mac());
+    let (pool, mac) = (serving.pool().clone(), serving.mac());
     let c = AfPacketConfig::new(&pair.port_if, PoolId(6));
     let prepared = pair
         .in_port_ns(move || AfPacketPort::prepare(c))
@@ -523,7 +521,7 @@ fn a_prepared_port_takes_nothing_until_it_is_activated() {
     let mut port = pair
         .in_port_ns(move || prepared.activate())
         .expect("activate");
-    let pool = port.pool();
+    let pool = port.pool().clone();
     for i in 10..14 {
         peer.send(&test_frame(mac, pair.peer_mac, i, 100));
     }
@@ -567,7 +565,7 @@ fn the_kernel_cuts_a_large_frame_into_the_segments_offload_gso_makes() {
         0,
         "without TSO the port asks the switch to cut large frames"
     );
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let f = super_frame(port.mac(), pair.peer_mac);
     let mut fr = alloc_frame(&mut port, &pool, &f);
     fr.meta = offload::FrameMeta::partial(1448).bits();
@@ -626,11 +624,12 @@ fn receives_in_place_and_gives_ring_frames_back_in_ring_order() {
         })
         .expect("open af_packet port in place");
     assert!(port.own_pools().contains(ring_id));
-    let ring = *port
+    let ring = port
         .pools()
         .iter()
         .find(|p| p.id() == ring_id)
-        .expect("the ring is a pool the port exposes");
+        .expect("the ring is a pool the port exposes")
+        .clone();
     assert_eq!(ring.layout().count, 8);
     let mac = port.mac();
     let peer = pair.peer_socket(TEST_ETHERTYPE);

@@ -29,7 +29,7 @@ fn intact(attach: AttachMode, bufs: usize) {
         .in_port_ns(move || AfXdpPort::open(cfg))
         .expect("open af_xdp port");
     assert_eq!(port.pool().layout().count, bufs);
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let mac = port.mac();
     let sys_mac = sh(&[
         "ip",
@@ -139,7 +139,7 @@ fn native_mode_frames_arrive_intact_both_ways() {
 fn reflect_100k(attach: AttachMode) {
     let pair = VethPair::new("xr", &[]);
     let mut port = open(&pair, attach, BindMode::Copy).expect("open af_xdp port");
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let t0 = std::time::Instant::now();
     let (sent, received) = reflector_run(&pair, &mut port, &pool, 100_000, 256);
     eprintln!(
@@ -178,7 +178,7 @@ fn linux_ping_and_flood_ping_get_answers() {
     }
     let pair = VethPair::new("xp", &[]);
     let mut port = open(&pair, AttachMode::Native, BindMode::Auto).expect("open af_xdp port");
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let d2 = done.clone();
     let ns = pair.peer_ns.clone();
@@ -229,7 +229,7 @@ fn zero_copy_on_veth_is_refused_clearly_and_auto_falls_back() {
         Ok(mut port) => {
             // A kernel whose veth does zero-copy: it must then carry frames.
             assert!(port.is_zero_copy());
-            let pool = port.pool();
+            let pool = port.pool().clone();
             let mac = port.mac();
             let peer = pair.peer_socket(TEST_ETHERTYPE);
             peer.send(&test_frame(mac, pair.peer_mac, 1, 100));
@@ -242,7 +242,7 @@ fn zero_copy_on_veth_is_refused_clearly_and_auto_falls_back() {
     }
     let mut port = open(&pair, AttachMode::Native, BindMode::Auto).expect("auto bind");
     assert!(!port.is_zero_copy(), "fell back to copy mode");
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let mac = port.mac();
     let peer = pair.peer_socket(TEST_ETHERTYPE);
     peer.send(&test_frame(mac, pair.peer_mac, 1, 100));
@@ -405,7 +405,7 @@ fn reattaches_after_the_holder_is_killed() {
     let mut port = open(&pair, AttachMode::Native, BindMode::Copy)
         .unwrap_or_else(|e| panic!("reattach after SIGKILL: {e}"));
     let _ = child.wait();
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let mac = port.mac();
     let peer = pair.peer_socket(TEST_ETHERTYPE);
     peer.send(&test_frame(mac, pair.peer_mac, 9, 200));
@@ -451,7 +451,7 @@ fn hostile_handles_are_refused_and_counted() {
     }
     let pair = VethPair::new("xh", &[]);
     let mut port = open(&pair, AttachMode::Generic, BindMode::Copy).expect("open");
-    let pool = port.pool();
+    let pool = port.pool().clone();
     let id = pool.id();
     let peer = pair.peer_socket(TEST_ETHERTYPE);
     // A buffer of the port's pool the caller never got (it sits in the fill ring or the
@@ -511,7 +511,7 @@ fn wait_rx_sleeps_until_a_frame_arrives() {
     }
     let pair = VethPair::new("xw", &[]);
     let mut port = open(&pair, AttachMode::Native, BindMode::Copy).expect("open");
-    let pool = port.pool();
+    let pool = port.pool().clone();
     wait_rx_run(&pair, &mut port, &pool, |p, t| p.wait_rx(t));
 }
 
@@ -558,7 +558,7 @@ fn frames_stay_intact_when_the_peer_reads_late() {
     cfg.bind = BindMode::Copy;
     cfg.bufs = 512;
     let mut port = pair.in_port_ns(move || AfXdpPort::open(cfg)).expect("open");
-    let pool = port.pool();
+    let pool = port.pool().clone();
     assert_eq!(late_reader_run(&pair, &mut port, &pool, 3000), 3000);
 }
 
@@ -571,7 +571,7 @@ fn a_prepared_port_takes_nothing_until_it_is_activated() {
     }
     let pair = VethPair::new("xw", &[]);
     let mut serving = open(&pair, AttachMode::Generic, BindMode::Copy).expect("serving port");
-    let (pool, mac) = (serving.pool(), serving.mac());
+    let (pool, mac) = (serving.pool().clone(), serving.mac());
     let mut cfg = AfXdpConfig::new(&pair.port_if, PoolId(8));
     cfg.attach = AttachMode::Generic;
     cfg.bind = BindMode::Copy;
@@ -588,7 +588,7 @@ fn a_prepared_port_takes_nothing_until_it_is_activated() {
     let mut port = pair
         .in_port_ns(move || prepared.activate())
         .expect("activate");
-    let pool = port.pool();
+    let pool = port.pool().clone();
     for i in 10..14 {
         peer.send(&test_frame(mac, pair.peer_mac, i, 100));
     }
@@ -617,7 +617,7 @@ fn sends_large_frames_whole_from_a_granted_pool() {
     assert_eq!(port.tx_offloads(), TxOffloads::ALL);
     let layout = PoolLayout::new(65536, 4).expect("layout");
     let mem = Mmap::anonymous(layout.bytes(), false).expect("pool memory");
-    let app = Pool::new(PoolId(9), layout, mem.region()).expect("app pool");
+    let app = Pool::new(PoolId(9), layout, mem.into_memory()).expect("app pool");
     assert!(Port::grant_tx_pool(&mut port, &app));
     assert!(port.tx_pools().contains(PoolId(9)));
 
@@ -713,5 +713,4 @@ fn sends_large_frames_whole_from_a_granted_pool() {
     assert_eq!(port.tx_offloads(), TxOffloads::NONE);
     assert!(!Port::grant_tx_pool(&mut port, &app));
     drop(port);
-    drop(mem);
 }

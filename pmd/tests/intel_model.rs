@@ -2,7 +2,7 @@
 //! both families, receive refill and tail writes, transmit cleaning in batches, zero-copy
 //! transmit from a registered pool, and the error paths.
 
-use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, Region};
+use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout};
 use pmd::intel::dma::DmaSource;
 use pmd::intel::model::{Access, Faults, Model};
 use pmd::intel::pci::PciDevice;
@@ -309,7 +309,7 @@ fn tx_batches(family: Family) {
     };
     let mut bufs = vec![BufHandle::from_raw(0); 40];
     assert_eq!(p.alloc(&mut bufs), 40);
-    let pool = p.pool();
+    let pool = p.pool().clone();
     let frames: Vec<Frame> = bufs
         .iter()
         .enumerate()
@@ -370,21 +370,8 @@ fn transmit_stops_at_a_full_ring_and_counts() {
 /// An app's pool: plain anonymous memory.
 fn foreign_pool(id: u8, count: usize) -> Pool {
     let layout = PoolLayout::new(2048, count).unwrap();
-    // SAFETY: a fresh anonymous mapping, checked below; leaked for the test's lifetime.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            layout.bytes(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    // SAFETY: the mapping above is live for the rest of the process.
-    let r = unsafe { Region::from_raw(core::ptr::NonNull::new(p.cast()).unwrap(), layout.bytes()) };
-    Pool::new(PoolId(id), layout, r).unwrap()
+    let mem = pmd::linux::Mmap::anonymous(layout.bytes(), false).unwrap();
+    Pool::new(PoolId(id), layout, mem.into_memory()).unwrap()
 }
 
 #[test]

@@ -263,7 +263,7 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
         want: [u32; 6],
         first: Arc<FirstFrame>,
     ) -> Result<Self, AppPortError> {
-        let sp = ServerPort::attach(mapping.region(), pool, limits)?;
+        let sp = ServerPort::attach(mapping.memory().clone(), pool, limits)?;
         let got = layout_of(&sp.layout.header());
         if got != want {
             return Err(AppPortError::Mismatch {
@@ -276,7 +276,7 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
             name: name.to_owned(),
             mac,
             rate: (0, 0),
-            pools: [sp.pool],
+            pools: [sp.pool.clone()],
             own: PoolSet::of(pool),
             sp,
             notifier,
@@ -674,8 +674,8 @@ mod tests {
     }
 
     impl Mapping for Watched {
-        fn region(&self) -> grant_pool::Region {
-            self.inner.region()
+        fn memory(&self) -> &grant_pool::Memory {
+            self.inner.memory()
         }
         fn granter(&self) -> DomId {
             self.inner.granter()
@@ -709,8 +709,9 @@ mod tests {
         let grant = app_be
             .grant(DomId(0), layout.pages(), Access::ReadWrite)
             .unwrap();
-        let mut app = grant_pool::AppPort::create(grant.region(), layout, PoolId(0)).unwrap();
-        app.pool = Pool::new(PoolId(7), layout.pool(), app.pool.region()).unwrap();
+        let mut app =
+            grant_pool::AppPort::create(grant.memory().clone(), layout, PoolId(0)).unwrap();
+        app.pool = Pool::new(PoolId(7), layout.pool(), app.pool.memory().clone()).unwrap();
         let fds: Vec<std::os::fd::OwnedFd> = grant
             .attachments()
             .iter()

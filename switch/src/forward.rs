@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use grant_pool::{BlockBurst, Blocks, BufHandle, Pool, PoolId, PoolSet, Region};
+use grant_pool::{BlockBurst, Blocks, BufHandle, Memory, Pool, PoolId, PoolSet, Region};
 use offload::FrameMeta;
 use offload::gso::TcpV4;
 use pmd::{Admission, Frame, MacHeader, Port, TxOffloads};
@@ -211,9 +211,9 @@ pub enum SwitchError {
 }
 
 /// What the switch knows about one pool: enough to check a handle and find its bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct PoolSlot {
-    mem: Option<Region>,
+    mem: Option<Memory>,
     /// `mem` as the pool's buffers, for reading headers without a check per frame.
     blocks: Option<Blocks>,
     /// Buffers in the pool; 0 when the pool is unknown (every handle fails the check).
@@ -238,12 +238,12 @@ const NO_POOL: PoolSlot = PoolSlot {
 impl PoolSlot {
     /// The region of buffer `h` and the frame length check, or `None` for a bad frame.
     #[inline]
-    fn buf(&self, h: BufHandle) -> Option<(Region, usize)> {
+    fn buf(&self, h: BufHandle) -> Option<(Region<'_>, usize)> {
         let idx = h.idx().0;
         if idx >= self.count {
             return None;
         }
-        Some((self.mem?, (idx as usize) << self.shift))
+        Some((self.mem.as_ref()?.region(), (idx as usize) << self.shift))
     }
 }
 
@@ -650,7 +650,7 @@ impl Switch {
                     owner: owner.unwrap_or_default(),
                 });
             }
-            mine.push(*pool);
+            mine.push(pool.clone());
         }
         let idx = match self.ports.iter().position(Option::is_none) {
             Some(i) => i,
@@ -680,8 +680,8 @@ impl Switch {
             let layout = pool.layout();
             let shift = layout.buf_size.trailing_zeros();
             self.pools[pool.id().0 as usize] = PoolSlot {
-                mem: Some(pool.region()),
-                blocks: pool.region().blocks(shift, layout.count as u32).ok(),
+                blocks: pool.memory().blocks(shift, layout.count as u32).ok(),
+                mem: Some(pool.memory().clone()),
                 count: layout.count as u32,
                 shift,
                 size: layout.buf_size as u32,
@@ -855,7 +855,7 @@ impl Switch {
         let now = self.now;
         let (mut runt, mut bad) = (0u64, 0);
         let first_pool = self.rx[0].buf.raw() >> 24;
-        let ps = self.pools[first_pool as usize];
+        let ps = &self.pools[first_pool as usize];
         let rx = &self.rx[..n];
         // Whole-burst check (branch-free, vectorised, in the pool's `Blocks` view): one pool,
         // every index in it, every length a whole Ethernet header and at most a buffer.
@@ -913,13 +913,13 @@ impl Switch {
                     last_src: u64::MAX,
                 };
                 let pools = &*self.pools;
-                let mut pool_id = u32::MAX;
-                let mut ps = NO_POOL;
+                let mut pool_id = first_pool;
+                let mut ps = &pools[first_pool as usize];
                 for (f, dest) in rx.iter().zip(self.dests[..n].iter_mut()) {
                     let pid = f.buf.raw() >> 24;
                     if pid != pool_id {
                         pool_id = pid;
-                        ps = pools[pid as usize];
+                        ps = &pools[pid as usize];
                         mixed |= pid ^ first_pool;
                     }
                     let Some((mem, off)) = ps.buf(f.buf) else {

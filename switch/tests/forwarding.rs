@@ -130,9 +130,9 @@ fn unicast_frames_arrive_intact_by_copy_and_by_handle() {
         let mut b = b;
         let mut c = c;
         if zero_copy {
-            b.grant_read(a.pool());
-            c.grant_read(a.pool());
-            a.grant_read(b.pool());
+            b.grant_read(a.pool().clone());
+            c.grant_read(a.pool().clone());
+            a.grant_read(b.pool().clone());
         }
         let mut net = Net::new(vec![a, b, c], |_| {});
         net.send(1, 1); // B announces itself.
@@ -215,8 +215,8 @@ fn flood_hands_the_original_to_one_reader_and_copies_once_for_the_rest() {
     let a = sim(0, |_| {});
     let mut b = sim(1, |_| {});
     let mut c = sim(2, |_| {});
-    b.grant_read(a.pool());
-    c.grant_read(a.pool());
+    b.grant_read(a.pool().clone());
+    c.grant_read(a.pool().clone());
     let mut net = Net::new(vec![a, b, c], |_| {});
     net.send(0, 100);
     let (cb, cc) = (net.counters(1), net.counters(2));
@@ -249,7 +249,7 @@ fn full_ring_drops_count_and_return_every_buffer() {
         let a = sim(0, |c| c.dst = MacPattern::Fixed(mac(1)));
         let mut b = sim(1, |c| c.tx_ring = 8);
         if zero_copy {
-            b.grant_read(a.pool());
+            b.grant_read(a.pool().clone());
         }
         let mut net = Net::new(vec![a, b], |_| {});
         net.probes[1].hold_completions.store(true, Relaxed);

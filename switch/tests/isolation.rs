@@ -58,7 +58,7 @@ impl App {
         f(&mut c);
         let inner = SimPort::new(c).expect("sim app");
         let probe = inner.probe();
-        let pool = inner.pool();
+        let pool = inner.pool().clone();
         let app = Self {
             inner,
             pool,
@@ -282,7 +282,7 @@ fn frames_an_app_sends_leave_by_copy_and_by_handle_with_its_admitted_source() {
     let clock = ManualClock::new();
     let mut sw = switch(&clock, |_| {});
     let (app, app_probe) = App::new(1, MacPattern::Broadcast, |_| {});
-    let app_pool = app.pool;
+    let app_pool = app.pool.clone();
     // A NIC that reads the app's pool (the frame goes to it by handle), then a port whose
     // allocation lets the app rewrite its buffers, then a port that gets a copy.
     let mut nic = sim(NIC, 2, MacPattern::Broadcast, |_| {});
@@ -330,7 +330,7 @@ fn a_unicast_burst_copied_to_one_port_carries_the_checked_header() {
     let clock = ManualClock::new();
     let mut sw = switch(&clock, |_| {});
     let (app, app_probe) = App::new(1, MacPattern::Fixed(NIC), |_| {});
-    let app_pool = app.pool;
+    let app_pool = app.pool.clone();
     sw.add_port(Box::new(app)).expect("app");
     let nic = sim(NIC, 2, MacPattern::Fixed(APP), |_| {});
     let nic_probe = nic.probe();
@@ -539,7 +539,7 @@ fn an_app_frame_to_an_intel_port_is_copied_into_its_dma_buffers_with_the_checked
     let clock = ManualClock::new();
     let mut sw = switch(&clock, |_| {});
     let (app, app_probe) = App::new(1, MacPattern::Broadcast, |_| {});
-    let app_pool = app.pool;
+    let app_pool = app.pool.clone();
     let model = Model::new(Family::Igb, NIC);
     let cfg = IntelConfig {
         pci: "model".into(),
@@ -563,7 +563,7 @@ fn an_app_frame_to_an_intel_port_is_copied_into_its_dma_buffers_with_the_checked
     let intel = sw
         .add_port(Box::new(RewriteOnAlloc {
             inner: Box::new(intel),
-            target: app_pool,
+            target: app_pool.clone(),
             spoof: SPOOF,
         }))
         .expect("intel");

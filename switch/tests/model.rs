@@ -98,11 +98,11 @@ fn run(sc: &Scenario) -> Result<(), TestCaseError> {
             SimPort::new(c).expect("valid sim config")
         })
         .collect();
-    let pools: Vec<_> = sims.iter().map(|s| s.pool()).collect();
+    let pools: Vec<_> = sims.iter().map(|s| s.pool().clone()).collect();
     for (d, sim) in sims.iter_mut().enumerate() {
-        for (s, &pool) in pools.iter().enumerate() {
+        for (s, pool) in pools.iter().enumerate() {
             if s != d && sc.reads[d][s] {
-                sim.grant_read(pool);
+                sim.grant_read(pool.clone());
             }
         }
     }

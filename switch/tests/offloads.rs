@@ -84,7 +84,7 @@ impl Port for Source {
         let want = q.len().min(out.len());
         let mut bufs = vec![grant_pool::BufHandle::from_raw(0); want];
         let got = self.inner.alloc(&mut bufs);
-        let pool = self.inner.pool();
+        let pool = self.inner.pool().clone();
         for (k, (bytes, meta)) in q.drain(..got).enumerate() {
             pool.buf(bufs[k])
                 .expect("own buffer")
@@ -125,13 +125,13 @@ impl Port for Recorder {
         f.extend_from_slice(&self.inner.mac());
         f.extend_from_slice(&[0x88, 0xb5]);
         f.resize(60, 0);
-        let pool = self.inner.pool();
+        let pool = self.inner.pool().clone();
         pool.buf(b[0]).expect("own").write(0, &f).expect("fits");
         out[0] = Frame::new(b[0], 60);
         1
     }
     fn tx_burst(&mut self, frames: &[Frame]) -> usize {
-        let pool = self.inner.pool();
+        let pool = self.inner.pool().clone();
         let mut got = self.got.lock().expect("got");
         for f in frames {
             assert_eq!(f.buf.pool(), pool.id(), "a copy, in the sink's own pool");

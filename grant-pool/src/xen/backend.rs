@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use super::XenError;
 use super::dev::{Evtchn, ForeignMapping, Gntalloc, Gntdev, GrantedPages, Port};
 use crate::grant::{Access, DomId, Grant, GrantBackend, GrantError, GrantRef, Mapping, Notifier};
-use crate::region::Region;
+use crate::region::Memory;
 
 /// Most data pages one grant may hold (the gntalloc module allows 1024 grants per domain by
 /// default; raising its `limit` parameter allows up to this many).
@@ -177,8 +177,8 @@ impl Grant for XenGrant {
         &self.refs
     }
 
-    fn region(&self) -> Region {
-        self.data.region()
+    fn memory(&self) -> &Memory {
+        self.data.memory()
     }
 
     fn pages(&self) -> usize {
@@ -211,15 +211,33 @@ impl Grant for XenGrant {
     }
 }
 
-/// A peer's granted pages mapped here through gntdev.
+/// A peer's granted pages mapped here through gntdev. The pages stay mapped, and this
+/// mapper's slot in the control page claimed, until this value and every handle taken from
+/// [`Mapping::memory`] are gone.
 #[derive(Debug)]
 pub struct XenMapping {
     granter: DomId,
     access: Access,
-    data: ForeignMapping,
+    mem: Memory,
+    ctl: Arc<ForeignMapping>,
+    pages: usize,
+}
+
+/// A mapper's slot in the granter's control page, cleared on drop (after the data pages are
+/// unmapped: see `Memory::with_guard`). Its unmap-notify clears it too, when the process
+/// dies.
+#[derive(Debug)]
+struct MapperSlot {
     ctl: Arc<ForeignMapping>,
     slot: usize,
-    pages: usize,
+}
+
+impl Drop for MapperSlot {
+    fn drop(&mut self) {
+        if let Ok(a) = self.ctl.region().atomic_u32(slot_off(self.slot)) {
+            a.store(0, Ordering::Release);
+        }
+    }
 }
 
 impl XenMapping {
@@ -234,22 +252,9 @@ impl XenMapping {
     }
 }
 
-impl Drop for XenMapping {
-    fn drop(&mut self) {
-        // The data pages are unmapped (field drop) before the control page, whose unmap
-        // clears our slot through unmap-notify; clear it here as well for an orderly drop.
-        if let Ok(a) = self.ctl.region().atomic_u32(slot_off(self.slot)) {
-            a.store(0, Ordering::Release);
-        }
-    }
-}
-
 impl Mapping for XenMapping {
-    fn region(&self) -> Region {
-        match self.access {
-            Access::ReadWrite => self.data.region(),
-            Access::ReadOnly => self.data.region().read_only(),
-        }
+    fn memory(&self) -> &Memory {
+        &self.mem
     }
 
     fn granter(&self) -> DomId {
@@ -367,12 +372,14 @@ impl GrantBackend for XenBackend {
                 })
             })
             .ok_or_else(|| GrantError::BadRefs("no free mapper slot in the control page".into()))?;
+        // Cleared on every way out, mapped or not.
+        let claimed = MapperSlot {
+            ctl: ctl.clone(),
+            slot,
+        };
         let data = match gd.map(granter, data_refs, access) {
             Ok(d) => d,
             Err(e) => {
-                if let Ok(a) = c.atomic_u32(slot_off(slot)) {
-                    a.store(0, Ordering::Release);
-                }
                 return Err(match e {
                     // A writable map of read-only grants is refused by the hypervisor.
                     XenError::BadGrant { .. } if access == Access::ReadWrite => GrantError::from(e),
@@ -381,12 +388,15 @@ impl GrantBackend for XenBackend {
             }
         };
         self.remember(granter, Armed::Mapper(Arc::downgrade(&ctl), slot));
+        let mem = data.memory().clone().with_guard(claimed);
         Ok(XenMapping {
             granter,
             access,
-            data,
+            mem: match access {
+                Access::ReadWrite => mem,
+                Access::ReadOnly => mem.read_only(),
+            },
             ctl,
-            slot,
             pages: data_refs.len(),
         })
     }

@@ -3,7 +3,7 @@
 //! Each device is an open file; each grant allocation or foreign mapping is an RAII value
 //! that owns its `mmap` and releases it (unmap, then the driver's dealloc/unmap ioctl) on
 //! drop. Memory from these devices is shared with another domain, so it is handed out only
-//! as a [`Region`] (volatile and atomic access), never as a slice.
+//! as a [`Memory`] handle and its [`Region`] views (copies and atomics), never as a slice.
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -19,7 +19,7 @@ use super::XenError;
 use super::uapi::*;
 use crate::grant::{Access, DomId, GrantRef};
 use crate::pool::PAGE_SIZE;
-use crate::region::Region;
+use crate::region::{Backing, Memory, Region};
 
 /// Path of the grant-allocation device (granting side).
 pub const GNTALLOC_PATH: &str = "/dev/xen/gntalloc";
@@ -74,7 +74,7 @@ struct Mmap {
 }
 
 // SAFETY: the mapping is plain process memory addressed by a pointer; accesses go through
-// `Region` (volatile/atomic), so moving or sharing the owner across threads is sound.
+// `Region` (copies and atomics), so moving or sharing the owner across threads is sound.
 unsafe impl Send for Mmap {}
 // SAFETY: as for Send: `Mmap` has no interior state besides the pointer and length.
 unsafe impl Sync for Mmap {}
@@ -107,12 +107,12 @@ impl Mmap {
         Ok(Self { base, len })
     }
 
-    fn region(&self) -> Region {
-        // Why this is sound: base..base+len is mapped for as long as `self` lives; every owner of an
-        // `Mmap` (GrantedPages, ForeignMapping) documents that regions taken from it must not
-        // outlive it.
-        // SAFETY: the invariants stated just above hold here.
-        unsafe { Region::from_raw(self.base, self.len) }
+    /// A handle on the mapped bytes, owned by `owner`, which owns this `Mmap`.
+    fn memory<K: Backing + 'static>(&self, owner: &Arc<K>) -> Memory {
+        // SAFETY: base..base+len is mapped readable and writable while this Mmap lives, and
+        // `owner` owns it (the callers pass the `Arc` whose value holds `self`), so the bytes
+        // stay mapped while the handle's clone of `owner` lives.
+        unsafe { Memory::from_raw(self.base, self.len, owner.clone()) }
     }
 }
 
@@ -202,15 +202,16 @@ impl Gntalloc {
             count: head.count,
         };
         let map = Mmap::new(self.fd.as_raw_fd(), pages * PAGE_SIZE, true, head.index)?;
+        let inner = Arc::new(GrantedInner { map, granted });
         Ok(GrantedPages {
-            map,
+            mem: inner.map.memory(&inner),
+            inner,
             grefs,
-            granted,
         })
     }
 }
 
-/// The driver-side allocation, released after the mapping (field order in `GrantedPages`).
+/// The driver-side allocation, released after the mapping (field order in `GrantedInner`).
 #[derive(Debug)]
 struct Granted {
     fd: Arc<OwnedFd>,
@@ -236,13 +237,21 @@ impl Drop for Granted {
     }
 }
 
-/// Pages this domain granted to a peer, mapped here. Dropping it unmaps the pages and ends
-/// the grants; if the peer still maps them, the kernel keeps the pages until it unmaps.
+/// Granted pages' mapping here, then their allocation: unmapped before the grants end.
+#[derive(Debug)]
+struct GrantedInner {
+    map: Mmap,
+    granted: Granted,
+}
+
+/// Pages this domain granted to a peer, mapped here. When it and every handle taken from
+/// [`GrantedPages::memory`] are gone, the pages are unmapped and the grants end; if the peer
+/// still maps them, the kernel keeps the pages until it unmaps.
 #[derive(Debug)]
 pub struct GrantedPages {
-    map: Mmap,
+    mem: Memory,
+    inner: Arc<GrantedInner>,
     grefs: Vec<GrantRef>,
-    granted: Granted,
 }
 
 impl GrantedPages {
@@ -251,9 +260,14 @@ impl GrantedPages {
         &self.grefs
     }
 
-    /// The pages. The region must not be used after `self` is dropped.
-    pub fn region(&self) -> Region {
-        self.map.region()
+    /// A handle on the pages; a clone keeps them mapped.
+    pub fn memory(&self) -> &Memory {
+        &self.mem
+    }
+
+    /// A view of the pages.
+    pub fn region(&self) -> Region<'_> {
+        self.mem.region()
     }
 
     /// Arms unmap-notify: when this domain's mapping goes away (including when the process
@@ -264,12 +278,13 @@ impl GrantedPages {
         clear_byte: bool,
         port: Option<Port>,
     ) -> Result<(), XenError> {
-        if offset >= self.map.len {
+        if offset >= self.inner.map.len {
             return Err(XenError::Count(offset));
         }
-        let mut arg = unmap_notify(self.granted.index + offset as u64, clear_byte, port);
+        let granted = &self.inner.granted;
+        let mut arg = unmap_notify(granted.index + offset as u64, clear_byte, port);
         ioctl(
-            self.granted.fd.as_raw_fd(),
+            granted.fd.as_raw_fd(),
             "gntalloc SET_UNMAP_NOTIFY",
             IOCTL_GNTALLOC_SET_UNMAP_NOTIFY,
             arg.as_mut_bytes(),
@@ -367,11 +382,15 @@ impl Gntdev {
             },
             e => e,
         })?;
-        Ok(ForeignMapping { map, mapped })
+        let inner = Arc::new(ForeignInner { map, mapped });
+        Ok(ForeignMapping {
+            mem: inner.map.memory(&inner),
+            inner,
+        })
     }
 }
 
-/// The driver-side map slot, released after the mmap (field order in `ForeignMapping`).
+/// The driver-side map slot, released after the mmap (field order in `ForeignInner`).
 #[derive(Debug)]
 struct Mapped {
     fd: Arc<OwnedFd>,
@@ -396,17 +415,30 @@ impl Drop for Mapped {
     }
 }
 
-/// Another domain's pages mapped here; unmapped on drop.
+/// Another domain's pages' mapping here, then the driver's map slot: unmapped first.
 #[derive(Debug)]
-pub struct ForeignMapping {
+struct ForeignInner {
     map: Mmap,
     mapped: Mapped,
 }
 
+/// Another domain's pages mapped here; unmapped when it and every handle taken from
+/// [`ForeignMapping::memory`] are gone.
+#[derive(Debug)]
+pub struct ForeignMapping {
+    mem: Memory,
+    inner: Arc<ForeignInner>,
+}
+
 impl ForeignMapping {
-    /// The mapped pages. The region must not be used after `self` is dropped.
-    pub fn region(&self) -> Region {
-        self.map.region()
+    /// A handle on the mapped pages; a clone keeps them mapped.
+    pub fn memory(&self) -> &Memory {
+        &self.mem
+    }
+
+    /// A view of the mapped pages.
+    pub fn region(&self) -> Region<'_> {
+        self.mem.region()
     }
 
     /// Arms unmap-notify: when this mapping goes away (including when the process dies),
@@ -417,12 +449,13 @@ impl ForeignMapping {
         clear_byte: bool,
         port: Option<Port>,
     ) -> Result<(), XenError> {
-        if offset >= self.map.len {
+        if offset >= self.inner.map.len {
             return Err(XenError::Count(offset));
         }
-        let mut arg = unmap_notify(self.mapped.index + offset as u64, clear_byte, port);
+        let mapped = &self.inner.mapped;
+        let mut arg = unmap_notify(mapped.index + offset as u64, clear_byte, port);
         ioctl(
-            self.mapped.fd.as_raw_fd(),
+            mapped.fd.as_raw_fd(),
             "gntdev SET_UNMAP_NOTIFY",
             IOCTL_GNTDEV_SET_UNMAP_NOTIFY,
             arg.as_mut_bytes(),

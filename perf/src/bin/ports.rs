@@ -173,7 +173,7 @@ fn open_port(kind: Kind, ifname: &str) -> Box<dyn Port> {
 
 /// Fills `n` buffers from `port.alloc` with one frame each.
 fn frames(port: &mut dyn Port, n: usize, dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<Frame> {
-    let pool = *port.pools().first().expect("port exposes its pool");
+    let pool = port.pools().first().expect("port exposes its pool").clone();
     let mut hs = vec![BufHandle::from_raw(0); n];
     let got = port.alloc(&mut hs);
     assert_eq!(got, n, "port has {n} free buffers");

@@ -265,9 +265,9 @@ fn settle(produced: u64, kicks: u64, received: u64, ns: u64) -> Result<(u64, f64
 /// One run with the consumer in a thread of this process, over process-private memory.
 fn run_threads(batch: u32, ring: u32, secs: f64, wakeup: bool) -> Result<(u64, f64), String> {
     let layout = RingLayout::new(ring).map_err(|e| e.to_string())?;
-    let mem = grant_pool::LocalMem::new(layout.bytes());
-    let mut p = RingProducer::new(mem.region(), layout, true).map_err(|e| e.to_string())?;
-    let mut c = RingConsumer::new(mem.region(), layout, false).map_err(|e| e.to_string())?;
+    let mem = grant_pool::Memory::local(layout.bytes());
+    let mut p = RingProducer::new(mem.clone(), layout, true).map_err(|e| e.to_string())?;
+    let mut c = RingConsumer::new(mem.clone(), layout, false).map_err(|e| e.to_string())?;
     let (produced, consumed) = std::thread::scope(|s| {
         let t = s.spawn(move || {
             pin(CONSUMER_CORE);
@@ -289,7 +289,7 @@ fn run_processes(batch: u32, ring: u32, secs: f64, wakeup: bool) -> Result<(u64,
     let g = be
         .grant(DomId(2), layout.bytes() / PAGE_SIZE, Access::ReadWrite)
         .map_err(|e| e.to_string())?;
-    let mut p = RingProducer::new(g.region(), layout, true).map_err(|e| e.to_string())?;
+    let mut p = RingProducer::new(g.memory().clone(), layout, true).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
     let pinning = PINNING.get().copied().unwrap_or(false);
@@ -336,7 +336,8 @@ fn child(batch: u32, ring: u32) -> Result<(), String> {
             .map(DomId(1), &refs, Access::ReadWrite, &fds)
             .map_err(|e| e.to_string())?;
         let layout = RingLayout::new(ring).map_err(|e| e.to_string())?;
-        let mut c = RingConsumer::new(m.region(), layout, false).map_err(|e| e.to_string())?;
+        let mut c =
+            RingConsumer::new(m.memory().clone(), layout, false).map_err(|e| e.to_string())?;
         pin(CONSUMER_CORE);
         report(&sock, "ready").map_err(|e| e.to_string())?;
         consume(&mut c, batch)
@@ -351,9 +352,9 @@ fn child(batch: u32, ring: u32) -> Result<(), String> {
 /// The single-threaded protocol loop for instruction counting (see the module docs).
 fn inline(batch: u32, count: u64) -> Result<u64, String> {
     let layout = RingLayout::new(4096).map_err(|e| e.to_string())?;
-    let mem = grant_pool::LocalMem::new(layout.bytes());
-    let mut p = RingProducer::new(mem.region(), layout, true).map_err(|e| e.to_string())?;
-    let mut c = RingConsumer::new(mem.region(), layout, false).map_err(|e| e.to_string())?;
+    let mem = grant_pool::Memory::local(layout.bytes());
+    let mut p = RingProducer::new(mem.clone(), layout, true).map_err(|e| e.to_string())?;
+    let mut c = RingConsumer::new(mem.clone(), layout, false).map_err(|e| e.to_string())?;
     let mut next = 0u64;
     let mut sum = 0u64;
     while next < count {

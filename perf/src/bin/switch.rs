@@ -124,10 +124,10 @@ fn build(case: &Case, track: bool) -> Switch {
         })
         .collect();
     if case.zero_copy {
-        let pools: Vec<_> = ports.iter().map(|p| p.pool()).collect();
+        let pools: Vec<_> = ports.iter().map(|p| p.pool().clone()).collect();
         for p in ports.iter_mut() {
-            for &pool in &pools {
-                p.grant_read(pool);
+            for pool in &pools {
+                p.grant_read(pool.clone());
             }
         }
     }

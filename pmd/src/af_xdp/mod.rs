@@ -347,7 +347,8 @@ pub struct AfXdpPort {
     stats: PortStats,
     kicks: u64,
     _promisc: Option<linux::PromiscGuard>,
-    umem: Mmap,
+    /// Whether huge pages back the UMEM (which the pool's memory handle keeps mapped).
+    huge: bool,
 }
 
 impl std::fmt::Debug for AfXdpPort {
@@ -416,9 +417,10 @@ impl AfXdpPort {
         // UMEM: count chunks, plus a spare page so the shifted last pool buffer is mapped.
         let umem_len = cfg.buf_size * cfg.bufs;
         let umem = Mmap::anonymous(umem_len + 4096, cfg.hugepages)?;
+        let (huge, umem_addr) = (umem.is_huge(), umem.as_ptr() as u64);
         let pool_mem = umem
-            .region()
-            .subregion(XDP_HEADROOM, umem_len)
+            .into_memory()
+            .sub(XDP_HEADROOM, umem_len)
             .map_err(|e| AfXdpError::Config(e.to_string()))?;
         let pool = Pool::new(cfg.pool_id, layout, pool_mem)
             .map_err(|e| AfXdpError::Config(e.to_string()))?;
@@ -429,7 +431,7 @@ impl AfXdpPort {
         let raw = xsk.as_raw_fd();
 
         let reg = libc::xdp_umem_reg {
-            addr: umem.as_ptr() as u64,
+            addr: umem_addr,
             len: umem_len as u64,
             chunk_size: cfg.buf_size as u32,
             headroom: 0,
@@ -494,7 +496,7 @@ impl AfXdpPort {
             cfg,
             ctl,
             promisc,
-            umem,
+            huge,
             pool,
             xsk,
             fill,
@@ -512,7 +514,7 @@ pub struct PreparedAfXdp {
     cfg: AfXdpConfig,
     ctl: CtlSocket,
     promisc: Option<linux::PromiscGuard>,
-    umem: Mmap,
+    huge: bool,
     pool: Pool,
     xsk: OwnedFd,
     fill: XskRing,
@@ -539,7 +541,7 @@ impl PreparedAfXdp {
             cfg,
             ctl,
             promisc,
-            umem,
+            huge,
             pool,
             xsk,
             fill,
@@ -704,12 +706,12 @@ impl PreparedAfXdp {
             bounce: Vec::with_capacity(BOUNCE_CAP),
             big,
             readable: PoolTable::new(),
-            tx_set: PoolSet::of(pool.id()),
+            tx_set: PoolSet::of(cfg.pool_id),
             scratch: Vec::with_capacity(cfg.buf_size),
             stats: PortStats::default(),
             kicks: 0,
             _promisc: promisc,
-            umem,
+            huge,
         };
         port.refill();
         if let Ok(mtu) = port.ctl.mtu()
@@ -728,9 +730,9 @@ impl PreparedAfXdp {
 }
 
 impl AfXdpPort {
-    /// The port's pool (its UMEM), to register with the switch. Valid while the port lives.
-    pub fn pool(&self) -> Pool {
-        self.pool
+    /// The port's pool (its UMEM), to register with the switch.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Whether the socket is bound in zero-copy mode.
@@ -740,7 +742,7 @@ impl AfXdpPort {
 
     /// Whether the UMEM is backed by huge pages.
     pub fn is_hugepage_backed(&self) -> bool {
-        self.umem.is_huge()
+        self.huge
     }
 
     /// The attached program, to share with ports on other queues of the interface.
@@ -923,26 +925,29 @@ impl AfXdpPort {
                     self.stats.errors += 1;
                     continue;
                 }
-                if len == 0 || large || !self.finish(idx, None, len, mac, meta) {
+                if len == 0
+                    || large
+                    || !Self::finish(&self.pool, &mut self.scratch, idx, None, len, mac, meta)
+                {
                     self.drop_frame(h);
                     continue;
                 }
                 idx
             } else {
                 self.bounce.push(h);
+                if large && queued > 0 {
+                    // The ring's frames go first: they were before this one.
+                    self.tx.submit(queued);
+                    self.kick_tx();
+                    room -= queued;
+                    queued = 0;
+                }
                 let Some(src) = self.readable.buf(h).filter(|s| len >= 14 && len <= s.len()) else {
                     self.stats.tx_dropped += 1;
                     self.stats.errors += 1;
                     continue;
                 };
                 if large {
-                    if queued > 0 {
-                        // The ring's frames go first: they were before this one.
-                        self.tx.submit(queued);
-                        self.kick_tx();
-                        room -= queued;
-                        queued = 0;
-                    }
                     let sent = self
                         .big
                         .as_ref()
@@ -961,7 +966,15 @@ impl AfXdpPort {
                 };
                 let idx = idx as usize;
                 self.state[idx] = CALLER;
-                if !self.finish(idx, Some(&src), len, mac, meta) {
+                if !Self::finish(
+                    &self.pool,
+                    &mut self.scratch,
+                    idx,
+                    Some(&src),
+                    len,
+                    mac,
+                    meta,
+                ) {
                     self.state[idx] = FREE;
                     self.free.push(idx as u32);
                     self.stats.tx_dropped += 1;
@@ -991,15 +1004,16 @@ impl AfXdpPort {
     /// `mac` over its first 12 bytes, its TCP/UDP checksum completed when `meta` says it is
     /// partial. Untouched (no copy) when there is nothing to do.
     fn finish(
-        &mut self,
+        pool: &Pool,
+        scratch: &mut Vec<u8>,
         idx: usize,
-        src: Option<&grant_pool::Region>,
+        src: Option<&grant_pool::Region<'_>>,
         len: usize,
         mac: Option<&MacHeader>,
         meta: offload::FrameMeta,
     ) -> bool {
-        let buf = self.pool.region();
-        let base = self.pool.offset(BufIdx(idx as u32));
+        let buf = pool.region();
+        let base = pool.offset(BufIdx(idx as u32));
         if src.is_none() && mac.is_none() && !meta.is_partial() {
             return true;
         }
@@ -1009,8 +1023,8 @@ impl AfXdpPort {
             return buf.copy_from(base, from.0, from.1, len).is_ok()
                 && mac.is_none_or(|m| buf.write(base, m).is_ok());
         }
-        self.scratch.resize(len, 0);
-        let f = &mut self.scratch[..len];
+        scratch.resize(len, 0);
+        let f = &mut scratch[..len];
         if from.0.read(from.1, f).is_err() {
             return false;
         }
@@ -1090,7 +1104,7 @@ impl Port for AfXdpPort {
         if self.big.is_none() || pool.id() == self.pool.id() {
             return false;
         }
-        self.readable.insert(*pool);
+        self.readable.insert(pool.clone());
         self.tx_set.insert(pool.id());
         true
     }

@@ -135,6 +135,9 @@ pub struct DmaMem {
 // SAFETY: DmaMem owns its mapping; it hands out raw pointers only, and the port using it is
 // driven from one thread at a time.
 unsafe impl Send for DmaMem {}
+// SAFETY: `&DmaMem` gives the address, length and device addresses, never the bytes (those
+// are reached through `grant_pool::Memory` handles over it, copies and atomics only).
+unsafe impl Sync for DmaMem {}
 
 impl DmaMem {
     /// Allocates at least `len` bytes from `source` and maps them for the device with `map`.

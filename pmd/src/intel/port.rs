@@ -3,7 +3,9 @@
 use core::cell::Cell;
 use core::ptr::NonNull;
 
-use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout, PoolSet, Region};
+use std::sync::Arc;
+
+use grant_pool::{BufHandle, BufIdx, Memory, Pool, PoolId, PoolLayout, PoolSet};
 
 use super::desc::{DESC_SIZE, DescMem};
 use super::dma::{DmaMem, IovaMap, Pagemap, pin};
@@ -27,6 +29,8 @@ struct TxMap {
     buf_size: u16,
     /// The pinned range of a registered (foreign) pool, unpinned on unregistration.
     pinned: Option<(usize, usize)>,
+    /// A registered pool's memory, kept mapped while the device may read it.
+    _mem: Option<Memory>,
 }
 
 /// Every pool the port may transmit from, by pool id (a `u8`, so no lookup is out of range).
@@ -67,7 +71,8 @@ pub struct IntelPort<R: Regs> {
     tx_dropped: u64,
     refused: u64,
     ring_mem: DmaMem,
-    pool_mem: DmaMem,
+    /// Also kept mapped by the pool's memory handles (the pool and its clones).
+    pool_mem: Arc<DmaMem>,
     _dev: Option<PciDevice>,
     _vfio: Option<Vfio>,
 }
@@ -154,7 +159,7 @@ impl<R: Regs> IntelPort<R> {
         let ring_bytes = rs * DESC_SIZE;
         let stride = ring_bytes.next_multiple_of(4096);
         let ring_mem = DmaMem::alloc(stride * 2 * queues, cfg.dma, &*map)?;
-        let pool_mem = DmaMem::alloc(layout.bytes(), cfg.dma, &*map)?;
+        let pool_mem = Arc::new(DmaMem::alloc(layout.bytes(), cfg.dma, &*map)?);
         let desc = |k: usize| -> Result<DescMem, IntelError> {
             let off = k * stride;
             if !ring_mem.contiguous(off, ring_bytes) {
@@ -170,12 +175,11 @@ impl<R: Regs> IntelPort<R> {
             Ok(unsafe { DescMem::new(ring_mem.virt().as_ptr().add(off), rs, ring_mem.iova(off)) })
         };
 
-        // Why this is sound: pool_mem is a live mapping of at least layout.bytes() bytes, owned by the
-        // port; the Region is handed out with the documented rule that it is valid while
-        // the port lives.
-        // SAFETY: the invariants stated just above hold here.
-        let region = unsafe { Region::from_raw(pool_mem.virt(), pool_mem.len()) };
-        let pool = Pool::new(cfg.pool, layout, region)
+        // SAFETY: pool_mem is a live mapping of pool_mem.len() >= layout.bytes() bytes,
+        // readable and writable, unmapped only when its last `Arc` (which the handle holds)
+        // is dropped.
+        let mem = unsafe { Memory::from_raw(pool_mem.virt(), pool_mem.len(), pool_mem.clone()) };
+        let pool = Pool::new(cfg.pool, layout, mem)
             .map_err(|e| IntelError::Config(format!("pool: {e}")))?;
         let own_iova: Box<[u64]> = (0..bufs).map(|i| pool_mem.iova(i * BUF_SIZE)).collect();
         let mut free = FreeBufs::new(&own_iova);
@@ -208,6 +212,7 @@ impl<R: Regs> IntelPort<R> {
             iova: own_iova,
             buf_size: BUF_SIZE as u16,
             pinned: None,
+            _mem: None,
         };
 
         let rx_descs: Vec<DescMem> = rx.iter().map(|r| *r.desc()).collect();
@@ -274,9 +279,9 @@ impl<R: Regs> IntelPort<R> {
         &self.regs
     }
 
-    /// The port's own pool: its receive buffers. Valid while the port lives.
-    pub fn pool(&self) -> Pool {
-        self.pool
+    /// The port's own pool: its receive buffers.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Number of queues.
@@ -295,8 +300,8 @@ impl<R: Regs> IntelPort<R> {
     /// refuses those).
     ///
     /// Without an IOMMU this is sound only while the pages stay pinned, which they do until
-    /// [`IntelPort::unregister_tx_pool`] or the port is dropped; the pool's mapping must
-    /// outlive the registration.
+    /// [`IntelPort::unregister_tx_pool`] or the port is dropped; the registration keeps the
+    /// pool's memory mapped until then.
     pub fn register_tx_pool(&mut self, pool: &Pool) -> Result<(), IntelError> {
         let id = pool.id();
         let err = |why: String| IntelError::TxPool { pool: id.0, why };
@@ -320,6 +325,7 @@ impl<R: Regs> IntelPort<R> {
             iova,
             buf_size: bs.min(u16::MAX as usize) as u16,
             pinned: Some((virt.as_ptr() as usize, len)),
+            _mem: Some(pool.memory().clone()),
         };
         self.tx_set.insert(id);
         Ok(())

@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
-use grant_pool::Region;
+use grant_pool::Memory;
 
 pub(crate) mod vnet;
 
@@ -56,8 +56,8 @@ pub struct Mmap {
     huge: bool,
 }
 
-// SAFETY: Mmap owns a mapping; the pointer is only used to build Regions (whose accesses are
-// volatile or atomic) and to unmap in Drop, which needs `&mut self`.
+// SAFETY: Mmap owns a mapping; the pointer is only used to build a memory handle over it
+// (whose accesses are copies or atomics) and to unmap in Drop, which needs `&mut self`.
 unsafe impl Send for Mmap {}
 // SAFETY: as above; no method hands out references into the mapping.
 unsafe impl Sync for Mmap {}
@@ -184,20 +184,19 @@ impl Mmap {
         self.base.as_ptr()
     }
 
-    /// A region over the whole mapping. Valid while `self` lives.
-    pub fn region(&self) -> Region {
-        // Why this is sound: the mapping is `len` bytes, readable and writable, and stays mapped until
-        // Drop; users of the region are told (in the port docs) that it is valid only while
-        // the port that owns this mapping lives.
-        // SAFETY: the invariants stated just above hold here.
-        unsafe { Region::from_raw(self.base, self.len) }
+    /// The mapping as a handle that owns it: unmapped when the last clone is dropped.
+    pub fn into_memory(self) -> Memory {
+        let (base, len) = (self.base, self.len);
+        // SAFETY: the mapping is `len` bytes at `base`, readable and writable, and stays
+        // mapped until this Mmap is dropped, which the handle's `Arc` owns.
+        unsafe { Memory::from_raw(base, len, std::sync::Arc::new(self)) }
     }
 }
 
 impl Drop for Mmap {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping this value created; nothing of ours points into
-        // it any more (the owner drops every user first).
+        // SAFETY: unmaps exactly the mapping this value created; nothing points into it any
+        // more: the only handles on it are `Memory` values owning this Mmap.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }

@@ -153,7 +153,7 @@ impl SwitchSide {
     /// Offers a new app's pool to every NIC port; those that accept transmit its frames by
     /// handle from now on.
     fn grant(&mut self, sw: &mut Switch, app: PortId) {
-        let Some(pool) = sw.port(app).and_then(|p| p.pools().first().copied()) else {
+        let Some(pool) = sw.port(app).and_then(|p| p.pools().first().cloned()) else {
             return;
         };
         let mut nics = Vec::new();

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grant_pool::{Access, DomId, GrantBackend, GrantRef, Notifier, PoolId, PortAnswer, Region};
+use grant_pool::{Access, DomId, GrantBackend, GrantRef, Memory, Notifier, PoolId, PortAnswer};
 use pmd::Mac;
 
 use super::config::XenAdmission;
@@ -345,7 +345,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
                             pool: u32::from(pool.0),
                             port: u32::from(port),
                         };
-                        if let Err(err) = slot.post(&mem) {
+                        if let Err(err) = slot.post(&mem.region()) {
                             tracing::warn!(domain = d, app = %name, "posting the answer in the port: {err}");
                         }
                         if let Err(err) = e.notifier.notify() {
@@ -396,7 +396,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
         pool: PoolId,
         name: &str,
         req: &AttachRequest,
-    ) -> Result<(AppEntry<N>, Region), String>
+    ) -> Result<(AppEntry<N>, Memory), String>
     where
         B: GrantBackend<Notifier = N>,
         B::Mapping: 'static,
@@ -424,7 +424,7 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
             .backend
             .map(DomId(d), &refs, Access::ReadWrite, &[])
             .map_err(|e| format!("mapping the grant: {e}"))?;
-        let mem = grant_pool::Mapping::region(&mapping);
+        let mem = grant_pool::Mapping::memory(&mapping).clone();
         let t_map = t0.elapsed();
         let notifier = ctl
             .backend

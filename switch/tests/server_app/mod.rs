@@ -170,7 +170,7 @@ pub fn prepare(layout: PortLayout) -> (ShmGrant, AppPort, GrantRepr) {
     let grant = backend
         .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
         .expect("grant");
-    let port = AppPort::create(grant.region(), layout, PoolId(0)).expect("port");
+    let port = AppPort::create(grant.memory().clone(), layout, PoolId(0)).expect("port");
     let h = layout.header();
     let repr = GrantRepr {
         rx_size: h.rx_size,
@@ -203,7 +203,7 @@ impl TestApp {
         let pool = Pool::new(
             PoolId(attached.pool),
             port.pool.layout(),
-            port.pool.region(),
+            port.pool.memory().clone(),
         )
         .expect("pool");
         let mut app = Self {
