@@ -307,13 +307,24 @@ impl Session {
 
 /// Checks a grant's layout against the limits (not yet against the memory).
 pub fn check_grant(g: &GrantRepr, l: &Limits) -> Result<(), CtlError> {
+    let layout = [
+        g.rx_size,
+        g.tx_size,
+        g.fill_size,
+        g.comp_size,
+        g.buf_size,
+        g.buf_count,
+    ];
+    check_layout(layout, g.refs.len(), l)
+}
+
+/// Checks a port layout — `[rx, tx, fill, completion, buffer size, buffer count]`, in
+/// `pages` pages of memory — against the limits: the one check for every transport (a
+/// socket app's announced grant, a Xen app's port header).
+pub fn check_layout(layout: [u32; 6], pages: usize, l: &Limits) -> Result<(), CtlError> {
     let bad = |t: String| Err(refused(ErrorCode::BadLayout, t));
-    for (what, v) in [
-        ("rx", g.rx_size),
-        ("tx", g.tx_size),
-        ("fill", g.fill_size),
-        ("completion", g.comp_size),
-    ] {
+    let [rx, tx, fill, comp, buf_size, buf_count] = layout;
+    for (what, v) in [("rx", rx), ("tx", tx), ("fill", fill), ("completion", comp)] {
         if !v.is_power_of_two() || v < 2 || v > l.max_ring {
             return bad(format!(
                 "{what} ring size {v} must be a power of two from 2 to {}",
@@ -321,22 +332,21 @@ pub fn check_grant(g: &GrantRepr, l: &Limits) -> Result<(), CtlError> {
             ));
         }
     }
-    if !g.buf_size.is_power_of_two() || g.buf_size < l.min_buf_size || g.buf_size > l.max_buf_size {
+    if !buf_size.is_power_of_two() || buf_size < l.min_buf_size || buf_size > l.max_buf_size {
         return bad(format!(
-            "buffer size {} must be a power of two from {} to {}",
-            g.buf_size, l.min_buf_size, l.max_buf_size
+            "buffer size {buf_size} must be a power of two from {} to {}",
+            l.min_buf_size, l.max_buf_size
         ));
     }
-    if g.buf_count == 0 || g.buf_count > l.max_bufs {
+    if buf_count == 0 || buf_count > l.max_bufs {
         return bad(format!(
-            "buffer count {} must be from 1 to {}",
-            g.buf_count, l.max_bufs
+            "buffer count {buf_count} must be from 1 to {}",
+            l.max_bufs
         ));
     }
-    if g.refs.is_empty() || g.mem_len() > l.max_mem {
+    if pages == 0 || pages as u64 * 4096 > l.max_mem {
         return bad(format!(
-            "{} pages of port memory: must be at least 1 and at most {} bytes",
-            g.refs.len(),
+            "{pages} pages of port memory: must be at least 1 and at most {} bytes",
             l.max_mem
         ));
     }

@@ -469,10 +469,20 @@ where
         let bad_mem = |t: String| CtlError::refused(ErrorCode::BadMemory, t);
         let want = match want {
             Some(w) => w,
-            None => AppPort::<B::Mapping, Arc<B::Notifier>>::header_layout(
-                grant_pool::Mapping::region(&mapping),
-            )
-            .map_err(|e| bad_mem(e.to_string()))?,
+            None => {
+                // No announced layout (Xen): the header's, held to the same limits as a
+                // socket app's grant.
+                let w = AppPort::<B::Mapping, Arc<B::Notifier>>::header_layout(
+                    grant_pool::Mapping::region(&mapping),
+                )
+                .map_err(|e| bad_mem(e.to_string()))?;
+                crate::ctl::session::check_layout(
+                    w,
+                    grant_pool::Mapping::pages(&mapping),
+                    &self.policy.limits,
+                )?;
+                w
+            }
         };
         let notifier = Arc::new(notifier);
         let mut port = AppPort::new(
@@ -1056,6 +1066,98 @@ mod tests {
         tx.send(Cmd::Add(p, rtx)).expect("send");
         side.housekeeping(sw, &rx);
         rrx.try_recv().expect("reply").expect("added")
+    }
+
+    /// A control thread over the shm backend with `limits`; no switch thread answers it.
+    fn control(limits: crate::ctl::wire::Limits) -> Control<grant_pool::shm::ShmBackend> {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let start = Instant::now();
+        Control {
+            backend: grant_pool::shm::ShmBackend::new(DomId::SELF_HOST),
+            stats_cache: None,
+            closer: Closer::spawn().expect("closer"),
+            policy: Policy {
+                allowed: Vec::new(),
+                limits,
+                grant_fds: (2, 0),
+            },
+            limits: PortLimits {
+                max_ring: limits.max_ring,
+                max_bufs: limits.max_bufs as usize,
+            },
+            tx,
+            waker: Arc::new(crate::run::Waker::default()),
+            first: Arc::new(FirstFrame::new(start)),
+            start,
+            instance: 1,
+            pools_used: [false; 256],
+            nics: Vec::new(),
+            rejections: [0; ErrorCode::ALL.len()],
+            buf: Vec::new(),
+            rates: config::AppRates::default(),
+        }
+    }
+
+    /// A port that announced no layout (a Xen app: the port header is all the server reads)
+    /// is held to the same limits as a socket app's grant: buffer sizes, buffer count,
+    /// memory, ring sizes.
+    #[test]
+    fn a_port_header_outside_the_limits_is_refused_without_an_announced_layout() {
+        use grant_pool::{Access, Grant, PoolLayout, PortLayout};
+        let limits = crate::ctl::wire::Limits {
+            max_ring: 256,
+            min_buf_size: 2048,
+            max_buf_size: 2048,
+            max_bufs: 64,
+            max_mem: 1 << 20,
+            timeout_ms: 1000,
+        };
+        let cases = [
+            ([64; 4], 4096, 16, "buffer size 4096"),
+            ([64; 4], 2048, 8, ""),
+            ([64, 64, 512, 64], 2048, 16, "fill ring size 512"),
+            ([64; 4], 2048, 128, "buffer count 128"),
+        ];
+        for (rings, buf_size, count, why) in cases {
+            let mut ctl = control(limits);
+            if count == 8 {
+                // Within every limit but the memory.
+                ctl.policy.limits.max_mem = 4096;
+            }
+            let app = grant_pool::shm::ShmBackend::new(DomId(1));
+            let layout = PortLayout::new(rings, PoolLayout::new(buf_size, count).expect("pool"))
+                .expect("layout");
+            let grant = app
+                .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
+                .expect("grant");
+            grant_pool::AppPort::create(grant.memory().clone(), layout, PoolId(0)).expect("port");
+            let fds: Vec<OwnedFd> = grant
+                .attachments()
+                .iter()
+                .map(|f| f.try_clone_to_owned().expect("dup"))
+                .collect();
+            let mapping = ctl
+                .backend
+                .map(DomId(1), grant.refs(), Access::ReadWrite, &fds)
+                .expect("map");
+            let notifier = ctl.backend.notifier(DomId(1)).expect("doorbell");
+            let t0 = Instant::now();
+            match ctl.add_app("xen-app", APP_MAC, mapping, notifier, PoolId(3), None) {
+                Err(CtlError::Refused {
+                    code: ErrorCode::BadLayout,
+                    text,
+                }) => assert!(
+                    text.contains(why) && (count != 8 || text.contains("pages of port memory")),
+                    "{rings:?} {buf_size} x {count}: {text}"
+                ),
+                Err(e) => panic!("{rings:?} {buf_size} x {count}: refused for another reason: {e}"),
+                Ok(_) => panic!("{rings:?} {buf_size} x {count}: admitted"),
+            }
+            assert!(
+                t0.elapsed() < SWITCH_REPLY,
+                "refused before asking the switch"
+            );
+        }
     }
 
     #[test]
