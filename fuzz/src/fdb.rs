@@ -137,6 +137,22 @@ impl Model {
         Ok(())
     }
 
+    /// As `Fdb::claim`: refused while a learned station of the MAC is on another port.
+    fn claim(&mut self, mac: MacKey, port: u16) -> Result<(), PinError> {
+        let k = mac & MAC_MASK;
+        if !is_group(k)
+            && k != 0
+            && let Some(Entry {
+                port: p,
+                tick: Some(_),
+            }) = self.map.get(&k)
+            && *p != port
+        {
+            return Err(PinError::Held(*p));
+        }
+        self.pin(mac, port)
+    }
+
     fn sweep_all(&mut self, now: u32) -> usize {
         let before = self.map.len();
         let age = self.age;
@@ -239,9 +255,13 @@ pub fn against_model(data: &[u8]) {
                     "one frame {dst:#x} <- {mac:#x} on {port} at {now}"
                 );
             }
-            6 => {
+            6 if op & 0x80 == 0 => {
                 let got = f.pin(mac, port);
                 assert_eq!(got, m.pin(mac, port), "pin {mac:#x} to {port}");
+            }
+            6 => {
+                let got = f.claim(mac, port);
+                assert_eq!(got, m.claim(mac, port), "claim {mac:#x} on {port}");
             }
             7 => {
                 f.flush_port(port);

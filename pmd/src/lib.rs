@@ -92,6 +92,10 @@ pub struct Admission {
     pub frames_per_sec: u64,
     /// Most bytes per second the port may send; 0 for no limit.
     pub bytes_per_sec: u64,
+    /// Whether the operator gave the port this MAC (in its configuration). Only then may it
+    /// take the MAC over from a station the switch learned on another port; a MAC the port
+    /// chose itself is refused while such a station holds it.
+    pub fixed: bool,
 }
 
 /// Link state of a port.

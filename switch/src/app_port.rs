@@ -204,6 +204,8 @@ pub struct AppPort<M: Mapping, N: Notifier> {
     mac: Mac,
     /// Most frames and bytes a second the app may send (0: no limit).
     rate: (u64, u64),
+    /// Whether the configuration fixed `mac` (see [`Admission::fixed`]).
+    mac_fixed: bool,
     sp: ServerPort,
     notifier: N,
     pools: [Pool; 1],
@@ -276,6 +278,7 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
             name: name.to_owned(),
             mac,
             rate: (0, 0),
+            mac_fixed: false,
             pools: [sp.pool.clone()],
             own: PoolSet::of(pool),
             sp,
@@ -310,6 +313,12 @@ impl<M: Mapping, N: Notifier> AppPort<M, N> {
     /// port is added.
     pub fn set_rate(&mut self, frames_per_sec: u64, bytes_per_sec: u64) {
         self.rate = (frames_per_sec, bytes_per_sec);
+    }
+
+    /// Says that the configuration gave the app its MAC, so that it takes the MAC over from
+    /// a station learned elsewhere ([`Admission::fixed`]): set it before the port is added.
+    pub fn set_mac_fixed(&mut self, fixed: bool) {
+        self.mac_fixed = fixed;
     }
 
     /// The counters, shareable with the control thread.
@@ -474,6 +483,7 @@ impl<M: Mapping + 'static, N: Notifier + 'static> Port for AppPort<M, N> {
             mac: self.mac,
             frames_per_sec: self.rate.0,
             bytes_per_sec: self.rate.1,
+            fixed: self.mac_fixed,
         })
     }
 

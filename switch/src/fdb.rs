@@ -187,6 +187,9 @@ pub enum PinError {
     /// The MAC is pinned to another port already.
     #[error("the MAC is pinned to port {0} already")]
     Taken(u16),
+    /// A station of that MAC was learned on another port ([`Fdb::claim`]).
+    #[error("a station on port {0} holds the MAC")]
+    Held(u16),
     /// The table has no room left even for pinned entries.
     #[error("the forwarding table has no room for another pinned MAC")]
     Full,
@@ -336,6 +339,21 @@ impl Fdb {
         self.pinned += 1;
         self.generation += 1;
         Ok(())
+    }
+
+    /// [`Fdb::pin`] for a MAC the port chose itself, not one the operator gave it: refused
+    /// ([`PinError::Held`]) while a station of that MAC learned on another port is in the
+    /// table, so that no port takes over a station on the wire by claiming its address.
+    pub fn claim(&mut self, mac: MacKey, port: u16) -> Result<(), PinError> {
+        let m = mac & MAC_MASK;
+        if !is_group(m) && m != 0 {
+            let i = self.find(mac_bits(m));
+            let e = self.slots[i];
+            if e != EMPTY && self.ticks[i] != PINNED && e as u16 != port {
+                return Err(PinError::Held(e as u16));
+            }
+        }
+        self.pin(mac, port)
     }
 
     /// Whether `mac` is pinned, and to which port.
@@ -1140,8 +1158,9 @@ mod tests {
             assert_eq!(out, [7]);
             assert!(f.generation() - generation <= 1, "only a new window writes");
         }
-        // It cannot be pinned elsewhere; nor can a group address be pinned.
+        // It cannot be pinned or claimed elsewhere; nor can a group address be pinned.
         assert_eq!(f.pin(mac(1), 8), Err(PinError::Taken(7)));
+        assert_eq!(f.claim(mac(1), 8), Err(PinError::Taken(7)));
         assert_eq!(f.pin(mac(1), 7), Ok(()));
         assert_eq!(f.pin(mac(2) | 1, 8), Err(PinError::NotUnicast));
         // It leaves with its port; then it is learned as any station.
@@ -1149,6 +1168,24 @@ mod tests {
         assert_eq!(f.lookup(mac(1), 3), None);
         assert!(f.is_empty());
         assert_eq!(f.learn(mac(1), 3, 3), Learned::New);
+    }
+
+    #[test]
+    fn a_claimed_mac_never_takes_a_station_learned_elsewhere() {
+        let mut f = Fdb::new(64, 100);
+        assert_eq!(f.learn(mac(1), 3, 0), Learned::New);
+        assert_eq!(f.claim(mac(1), 7), Err(PinError::Held(3)));
+        assert_eq!(f.lookup(mac(1), 0), Some(3), "the station keeps its port");
+        assert_eq!(f.pinned_to(mac(1)), None);
+        // A free MAC is claimed as it is pinned; claiming it again on its port is a no-op.
+        assert_eq!(f.claim(mac(2), 7), Ok(()));
+        assert_eq!(f.claim(mac(2), 7), Ok(()));
+        assert_eq!(f.pinned_to(mac(2)), Some(7));
+        assert_eq!(f.claim(mac(3) | 1, 7), Err(PinError::NotUnicast));
+        // Once the station is gone from the table, the MAC is free to claim.
+        f.sweep(1_000, usize::MAX);
+        assert_eq!(f.claim(mac(1), 7), Ok(()));
+        assert_eq!(f.lookup(mac(1), 1_000), Some(7));
     }
 
     #[test]

@@ -668,12 +668,16 @@ impl Switch {
         // An untrusted port's MAC is its own from now on, before anything else changes.
         let admission = port.admission();
         if let Some(a) = &admission {
-            self.fdb
-                .pin(mac_key(&a.mac), idx as u16)
-                .map_err(|why| SwitchError::Admission {
-                    port: port.name().to_string(),
-                    why,
-                })?;
+            let (key, at) = (mac_key(&a.mac), idx as u16);
+            let pinned = if a.fixed {
+                self.fdb.pin(key, at)
+            } else {
+                self.fdb.claim(key, at)
+            };
+            pinned.map_err(|why| SwitchError::Admission {
+                port: port.name().to_string(),
+                why,
+            })?;
         }
         self.admitted[idx] = admission.map(|a| Admitted::new(&a, self.now));
         for pool in mine {

@@ -66,6 +66,7 @@ impl App {
                 mac: APP,
                 frames_per_sec: 0,
                 bytes_per_sec: 0,
+                fixed: false,
             },
             rewrite: None,
         };
@@ -383,6 +384,38 @@ fn wire_frames_cannot_move_an_apps_mac() {
 }
 
 #[test]
+fn an_app_cannot_claim_a_mac_a_station_on_the_wire_holds_unless_its_config_gives_it() {
+    let clock = ManualClock::new();
+    let mut sw = switch(&clock, |_| {});
+    // A station on the wire uses the MAC first (the gateway, say).
+    let nic = sim(NIC, 1, MacPattern::Broadcast, |c| {
+        c.src = Some(MacPattern::Fixed(APP));
+    });
+    let nic_probe = nic.probe();
+    let nic = sw.add_port(Box::new(nic)).expect("nic");
+    nic_probe.release(1);
+    settle(&mut sw);
+    assert_eq!(sw.fdb().lookup(mac_key(&APP), 0), Some(nic.0));
+    // An app that chose that MAC itself is refused, and the station keeps its traffic.
+    let (app, _) = App::new(2, MacPattern::Fixed(NIC), |_| {});
+    match sw.add_port(Box::new(app)) {
+        Err(switch::SwitchError::Admission { why, .. }) => {
+            assert_eq!(why, switch::fdb::PinError::Held(nic.0));
+        }
+        other => panic!("expected a refused admission, got {:?}", other.map(|p| p.0)),
+    }
+    assert_eq!(sw.fdb().lookup(mac_key(&APP), 0), Some(nic.0));
+    assert_eq!(sw.fdb_stats().pinned, 0);
+    // An app whose configuration gives it the MAC takes it over.
+    let (mut app, _) = App::new(3, MacPattern::Fixed(NIC), |_| {});
+    app.admission.fixed = true;
+    let app = sw
+        .add_port(Box::new(app))
+        .expect("a configured MAC is admitted");
+    assert_eq!(sw.fdb().lookup(mac_key(&APP), 0), Some(app.0));
+}
+
+#[test]
 fn group_source_addresses_are_dropped_and_counted_on_every_port() {
     let clock = ManualClock::new();
     let mut sw = switch(&clock, |_| {});
@@ -489,6 +522,7 @@ fn an_app_over_its_rate_is_dropped_and_counted() {
         mac: [0x02, 0, 0, 0, 0, 0x0b],
         frames_per_sec: 0,
         bytes_per_sec: 200_000,
+        fixed: false,
     };
     let app2 = sw.add_port(Box::new(app2)).expect("app2");
     let before = SimProbe::get(&nic_probe.sunk);

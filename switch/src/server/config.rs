@@ -802,6 +802,15 @@ impl Config {
         }
     }
 
+    /// The apps whose entry fixes their MAC, with it: they may take it over from a station
+    /// learned on another port; an app that chose its own MAC may not.
+    pub fn fixed_macs(&self) -> Vec<(String, [u8; 6])> {
+        self.apps
+            .iter()
+            .filter_map(|a| Some((a.name.clone(), parse_mac(a.mac.as_deref()?)?)))
+            .collect()
+    }
+
     /// The Xen apps' admissions.
     pub fn xen_allowed(&self) -> Vec<XenAdmission> {
         self.apps

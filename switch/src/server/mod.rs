@@ -375,6 +375,8 @@ struct Control<B: GrantBackend> {
     buf: Vec<u8>,
     /// Each app's rate limit, enforced by the switch.
     rates: config::AppRates,
+    /// The apps whose configuration fixes their MAC (see `pmd::Admission::fixed`).
+    fixed_macs: Vec<(String, Mac)>,
 }
 
 impl<B: GrantBackend> Control<B>
@@ -498,6 +500,7 @@ where
         .map_err(|e| bad_mem(e.to_string()))?;
         let (fps, bps) = self.rates.of(name);
         port.set_rate(fps, bps);
+        port.set_mac_fixed(self.fixed_macs.iter().any(|(n, m)| n == name && *m == mac));
         let counters = port.counters();
         let id = match self.command(|r| Cmd::Add(Box::new(port), r)) {
             Some(Ok(id)) => id,
@@ -853,6 +856,7 @@ where
         rejections: [0; ErrorCode::ALL.len()],
         buf: vec![0; crate::ctl::wire::MAX_APP_MSG],
         rates: cfg.app_rates(),
+        fixed_macs: cfg.fixed_macs(),
     };
     tracing::info!(
         socket = %cfg.server.socket.display(),
@@ -1095,6 +1099,7 @@ mod tests {
             rejections: [0; ErrorCode::ALL.len()],
             buf: Vec::new(),
             rates: config::AppRates::default(),
+            fixed_macs: Vec::new(),
         }
     }
 
