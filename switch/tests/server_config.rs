@@ -36,10 +36,16 @@ fn the_example_config_is_accepted() {
     let allowed = c.allowed();
     assert_eq!(allowed[0].mac, Some([2, 0, 0, 0, 0, 1]));
     assert_eq!(c.limits().max_ring, 1024);
-    assert_eq!(c.fixed_macs(), vec![("web".to_string(), [2, 0, 0, 0, 0, 1])]);
+    assert_eq!(
+        c.fixed_macs(),
+        vec![("web".to_string(), [2, 0, 0, 0, 0, 1])]
+    );
     let free = GOOD.replacen("mac = \"02:00:00:00:00:01\"\n", "", 1);
     let c = Config::parse(&free, "free.toml").expect("an app with no MAC");
-    assert!(c.fixed_macs().is_empty(), "an app choosing its MAC has none fixed");
+    assert!(
+        c.fixed_macs().is_empty(),
+        "an app choosing its MAC has none fixed"
+    );
 }
 
 #[test]

@@ -251,18 +251,24 @@ impl SeqPacketListener {
             None,
         )
         .map_err(|e| CtlError::io(what("socket"), e))?;
-        let addr = SocketAddrUnix::new(path).map_err(|e| CtlError::io(what("address"), e))?;
+        // Bound, given its mode and group, in a directory only this process can write, then
+        // renamed into place: the socket never shows at `path` with other permissions, and no
+        // one can swap a link in for it between the bind and the chmod.
+        let stage = Stage::new(path).map_err(|e| CtlError::io(what("stage"), e))?;
+        let staged = stage.dir.join("socket");
+        let addr = SocketAddrUnix::new(&staged).map_err(|e| CtlError::io(what("address"), e))?;
         rustix::net::bind(&fd, &addr).map_err(|e| CtlError::io(what("bind"), e))?;
+        rustix::fs::chmod(&staged, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(|e| CtlError::io(what("chmod"), e))?;
+        if let Some(g) = gid {
+            rustix::fs::chown(&staged, None, Some(rustix::fs::Gid::from_raw(g)))
+                .map_err(|e| CtlError::io(what("chown"), e))?;
+        }
+        std::fs::rename(&staged, path).map_err(|e| CtlError::io(what("rename"), e))?;
         let me = Self {
             fd,
             path: path.to_owned(),
         };
-        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))
-            .map_err(|e| CtlError::io(what("chmod"), e))?;
-        if let Some(g) = gid {
-            rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(g)))
-                .map_err(|e| CtlError::io(what("chown"), e))?;
-        }
         rustix::net::listen(&me.fd, 64).map_err(|e| CtlError::io(what("listen"), e))?;
         Ok(me)
     }
@@ -295,9 +301,86 @@ impl Drop for SeqPacketListener {
     }
 }
 
+/// A fresh directory (mode 0700) next to a socket's path, removed with whatever is left in
+/// it when dropped.
+struct Stage {
+    dir: PathBuf,
+}
+
+impl Stage {
+    fn new(path: &Path) -> std::io::Result<Self> {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let base = format!(".{}.{}", name.unwrap_or_default(), std::process::id());
+        let mut last = None;
+        for k in 0..16u32 {
+            let dir = parent.join(format!("{base}.{k}"));
+            match rustix::fs::mkdir(&dir, rustix::fs::Mode::from_raw_mode(0o700)) {
+                Ok(()) => return Ok(Self { dir }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(|| std::io::Error::other("no name"), Into::into))
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join("socket"));
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The control socket shows at its path only with the mode it was given, whatever the
+    /// umask (it is bound and set up elsewhere, then renamed into place), and staging leaves
+    /// nothing behind.
+    #[test]
+    fn the_socket_appears_at_its_path_only_with_its_final_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        rustix::process::umask(rustix::fs::Mode::empty());
+        let dir = std::env::temp_dir().join(format!("ferrite-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("ctl.sock");
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(m) = std::fs::symlink_metadata(&path) {
+                        seen.insert(m.permissions().mode() & 0o777);
+                    }
+                }
+                seen
+            })
+        };
+        for _ in 0..300 {
+            let l = SeqPacketListener::bind(&path, 0o600, None).expect("bind");
+            drop(l);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let seen = watcher.join().expect("watcher");
+        assert!(
+            seen.iter().all(|&m| m == 0o600),
+            "modes seen at the path: {:?}",
+            seen.iter().map(|m| format!("{m:o}")).collect::<Vec<_>>()
+        );
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        std::fs::remove_dir(&dir).expect("empty");
+    }
 
     #[test]
     fn messages_keep_boundaries_and_surplus_fds_are_closed() {
