@@ -104,6 +104,15 @@ struct PortSnap {
     not_learned: u64,
 }
 
+/// A command the switch thread did not answer in time, whose answer the control thread still
+/// waits for: the pool id stays taken until the port is known to be off the switch.
+enum Late {
+    /// An app port handed to the switch: if it was added after all, it is taken off again.
+    Add(Receiver<Result<PortId, SwitchError>>, PoolId),
+    /// An app port asked back: when it comes, its memory is unmapped and its pool id freed.
+    Remove(Receiver<Option<Box<dyn Port>>>, PoolId),
+}
+
 /// An app's pool granted to NIC ports for transmit without a copy.
 struct Granted {
     app: PortId,
@@ -377,6 +386,8 @@ struct Control<B: GrantBackend> {
     rates: config::AppRates,
     /// The apps whose configuration fixes their MAC (see `pmd::Admission::fixed`).
     fixed_macs: Vec<(String, Mac)>,
+    /// Commands whose answer came too late (see [`Late`]).
+    late: Vec<Late>,
 }
 
 impl<B: GrantBackend> Control<B>
@@ -385,18 +396,73 @@ where
     B::Notifier: 'static,
 {
     fn command<T>(&self, make: impl FnOnce(Sender<T>) -> Cmd) -> Option<T> {
+        self.command_or_late(make).ok()
+    }
+
+    /// As [`Control::command`], giving back the answer's channel when the switch did not
+    /// answer in time (`Err(None)`: it is gone, the command with it).
+    fn command_or_late<T>(
+        &self,
+        make: impl FnOnce(Sender<T>) -> Cmd,
+    ) -> Result<T, Option<Receiver<T>>> {
         let (stx, srx) = crossbeam_channel::bounded(1);
-        self.tx.send(make(stx)).ok()?;
+        self.tx.send(make(stx)).map_err(|_| None)?;
         self.waker.wake();
         let deadline = Instant::now() + SWITCH_REPLY;
         // The switch takes commands between bursts or before it sleeps; keep waking it.
         while Instant::now() < deadline {
-            if let Ok(v) = srx.recv_timeout(Duration::from_millis(5)) {
-                return Some(v);
+            match srx.recv_timeout(Duration::from_millis(5)) {
+                Ok(v) => return Ok(v),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(None),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.waker.wake(),
             }
-            self.waker.wake();
         }
-        None
+        Err(Some(srx))
+    }
+
+    /// Settles commands answered late: a port added after its attach gave up is taken off
+    /// again, a port given back after its detach gave up is dropped (its memory unmapped), and
+    /// their pool ids are free once the port is known to be off the switch. Never waits.
+    fn settle_late(&mut self) {
+        let mut i = 0;
+        while i < self.late.len() {
+            let done = match &self.late[i] {
+                Late::Add(rx, pool) => match rx.try_recv() {
+                    Ok(Ok(id)) => {
+                        tracing::warn!(port = id.0, "a port the switch added late is taken off");
+                        let (rtx, rrx) = crossbeam_channel::bounded(1);
+                        if self.tx.send(Cmd::Remove(id, rtx)).is_ok() {
+                            self.waker.wake();
+                            self.late[i] = Late::Remove(rrx, *pool);
+                        }
+                        false
+                    }
+                    Ok(Err(_)) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        self.pools_used[pool.0 as usize] = false;
+                        true
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) => false,
+                },
+                Late::Remove(rx, pool) => match rx.try_recv() {
+                    Ok(port) => {
+                        drop(port);
+                        self.pools_used[pool.0 as usize] = false;
+                        true
+                    }
+                    // The switch thread is gone, and every port with it.
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        self.pools_used[pool.0 as usize] = false;
+                        true
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) => false,
+                },
+            };
+            if done {
+                self.late.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn count(&mut self, r: &Repr) {
@@ -502,13 +568,18 @@ where
         port.set_rate(fps, bps);
         port.set_mac_fixed(self.fixed_macs.iter().any(|(n, m)| n == name && *m == mac));
         let counters = port.counters();
-        let id = match self.command(|r| Cmd::Add(Box::new(port), r)) {
-            Some(Ok(id)) => id,
-            Some(Err(SwitchError::TooManyPorts)) => {
+        let id = match self.command_or_late(|r| Cmd::Add(Box::new(port), r)) {
+            Ok(Ok(id)) => id,
+            Ok(Err(SwitchError::TooManyPorts)) => {
                 return Err(busy("the switch has no room for another port".into()));
             }
-            Some(Err(e)) => return Err(CtlError::refused(ErrorCode::Internal, e.to_string())),
-            None => {
+            Ok(Err(e)) => return Err(CtlError::refused(ErrorCode::Internal, e.to_string())),
+            Err(late) => {
+                if let Some(rx) = late {
+                    // The switch may still add it: the pool id stays taken until it is off.
+                    self.pools_used[pool.0 as usize] = true;
+                    self.late.push(Late::Add(rx, pool));
+                }
                 return Err(CtlError::refused(
                     ErrorCode::Internal,
                     "the switch did not take the port in time",
@@ -530,14 +601,23 @@ where
 
     fn detach(&mut self, a: AppEntry<B::Notifier>, why: &str) {
         self.stats_cache = None;
-        match self.command(|r| Cmd::Remove(a.id, r)) {
-            Some(Some(port)) => {
+        match self.command_or_late(|r| Cmd::Remove(a.id, r)) {
+            Ok(Some(port)) => {
                 // Dropped here, off the switch thread: the app's memory is unmapped now.
                 drop(port);
                 self.pools_used[a.pool.0 as usize] = false;
             }
-            // The pool id stays taken: the port may still be on the switch.
-            _ => tracing::error!(app = %a.name, "the switch did not give the port back"),
+            Ok(None) => {
+                tracing::error!(app = %a.name, "the switch did not know the port");
+                self.pools_used[a.pool.0 as usize] = false;
+            }
+            // The pool id stays taken until the port comes back.
+            Err(late) => {
+                tracing::error!(app = %a.name, "the switch did not give the port back in time");
+                if let Some(rx) = late {
+                    self.late.push(Late::Remove(rx, a.pool));
+                }
+            }
         }
         let c = a.counters.snapshot();
         let kicks = a.counters.kicks();
@@ -857,6 +937,7 @@ where
         buf: vec![0; crate::ctl::wire::MAX_APP_MSG],
         rates: cfg.app_rates(),
         fixed_macs: cfg.fixed_macs(),
+        late: Vec::new(),
     };
     tracing::info!(
         socket = %cfg.server.socket.display(),
@@ -922,6 +1003,7 @@ where
             tracing::info!("signal received: shutting down");
             break;
         }
+        ctl.settle_late();
         if let Some(x) = xen.as_mut() {
             if ready_xs || x.rescan_due() {
                 x.service(&mut ctl, &taken_by(&conns));
@@ -1072,11 +1154,14 @@ mod tests {
         rrx.try_recv().expect("reply").expect("added")
     }
 
-    /// A control thread over the shm backend with `limits`; no switch thread answers it.
-    fn control(limits: crate::ctl::wire::Limits) -> Control<grant_pool::shm::ShmBackend> {
-        let (tx, _rx) = crossbeam_channel::unbounded();
+    /// A control thread over the shm backend with `limits`, and the commands it sends the
+    /// switch thread (which the test answers, or not).
+    fn control(
+        limits: crate::ctl::wire::Limits,
+    ) -> (Control<grant_pool::shm::ShmBackend>, Receiver<Cmd>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
         let start = Instant::now();
-        Control {
+        let ctl = Control {
             backend: grant_pool::shm::ShmBackend::new(DomId::SELF_HOST),
             stats_cache: None,
             closer: Closer::spawn().expect("closer"),
@@ -1100,7 +1185,89 @@ mod tests {
             buf: Vec::new(),
             rates: config::AppRates::default(),
             fixed_macs: Vec::new(),
-        }
+            late: Vec::new(),
+        };
+        (ctl, rx)
+    }
+
+    const LIMITS: crate::ctl::wire::Limits = crate::ctl::wire::Limits {
+        max_ring: 256,
+        min_buf_size: 2048,
+        max_buf_size: 2048,
+        max_bufs: 64,
+        max_mem: 1 << 20,
+        timeout_ms: 1000,
+    };
+
+    /// An app's port laid out in its shm grant (`rings`, `count` buffers of `buf_size`), and
+    /// the server's mapping of it.
+    fn app_port(
+        ctl: &Control<grant_pool::shm::ShmBackend>,
+        rings: [u32; 4],
+        buf_size: usize,
+        count: usize,
+    ) -> (grant_pool::shm::ShmGrant, grant_pool::shm::ShmMapping) {
+        use grant_pool::{Access, Grant, PoolLayout, PortLayout};
+        let app = grant_pool::shm::ShmBackend::new(DomId(1));
+        let layout = PortLayout::new(rings, PoolLayout::new(buf_size, count).expect("pool"))
+            .expect("layout");
+        let grant = app
+            .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
+            .expect("grant");
+        grant_pool::AppPort::create(grant.memory().clone(), layout, PoolId(0)).expect("port");
+        let fds: Vec<OwnedFd> = grant
+            .attachments()
+            .iter()
+            .map(|f| f.try_clone_to_owned().expect("dup"))
+            .collect();
+        let mapping = ctl
+            .backend
+            .map(DomId(1), grant.refs(), Access::ReadWrite, &fds)
+            .expect("map");
+        (grant, mapping)
+    }
+
+    /// A port the switch thread adds after the attach gave up waiting is taken off again,
+    /// its memory unmapped, and its pool id kept from other apps until then.
+    #[test]
+    fn a_port_the_switch_adds_too_late_is_taken_off_and_its_pool_id_freed() {
+        let (mut ctl, cmds) = control(LIMITS);
+        let (grant, mapping) = app_port(&ctl, [64; 4], 2048, 16);
+        let notifier = ctl.backend.notifier(DomId(1)).expect("doorbell");
+        let pool = ctl.free_pool().expect("a free pool id");
+        let r = ctl.add_app("late", APP_MAC, mapping, notifier, pool, None);
+        assert!(
+            matches!(
+                r,
+                Err(CtlError::Refused {
+                    code: ErrorCode::Internal,
+                    ..
+                })
+            ),
+            "the attach gives up"
+        );
+        assert_ne!(
+            ctl.free_pool(),
+            Some(pool),
+            "the pool id is not handed out again"
+        );
+        // The switch thread takes the port now, after all.
+        let Ok(Cmd::Add(port, reply)) = cmds.try_recv() else {
+            panic!("no port was sent to the switch");
+        };
+        reply.send(Ok(PortId(9))).expect("reply");
+        ctl.settle_late();
+        let Ok(Cmd::Remove(id, reply)) = cmds.try_recv() else {
+            panic!("the late port was not taken off");
+        };
+        assert_eq!(id, PortId(9));
+        assert_eq!(grant.live_mappings(), 1, "mapped while the switch holds it");
+        assert_ne!(ctl.free_pool(), Some(pool));
+        reply.send(Some(port)).expect("reply");
+        ctl.settle_late();
+        assert_eq!(grant.live_mappings(), 0, "unmapped once it came back");
+        assert_eq!(ctl.free_pool(), Some(pool), "and its pool id is free");
+        assert!(ctl.late.is_empty());
     }
 
     /// A port that announced no layout (a Xen app: the port header is all the server reads)
@@ -1108,15 +1275,6 @@ mod tests {
     /// memory, ring sizes.
     #[test]
     fn a_port_header_outside_the_limits_is_refused_without_an_announced_layout() {
-        use grant_pool::{Access, Grant, PoolLayout, PortLayout};
-        let limits = crate::ctl::wire::Limits {
-            max_ring: 256,
-            min_buf_size: 2048,
-            max_buf_size: 2048,
-            max_bufs: 64,
-            max_mem: 1 << 20,
-            timeout_ms: 1000,
-        };
         let cases = [
             ([64; 4], 4096, 16, "buffer size 4096"),
             ([64; 4], 2048, 8, ""),
@@ -1124,27 +1282,12 @@ mod tests {
             ([64; 4], 2048, 128, "buffer count 128"),
         ];
         for (rings, buf_size, count, why) in cases {
-            let mut ctl = control(limits);
+            let (mut ctl, _cmds) = control(LIMITS);
             if count == 8 {
                 // Within every limit but the memory.
                 ctl.policy.limits.max_mem = 4096;
             }
-            let app = grant_pool::shm::ShmBackend::new(DomId(1));
-            let layout = PortLayout::new(rings, PoolLayout::new(buf_size, count).expect("pool"))
-                .expect("layout");
-            let grant = app
-                .grant(DomId::SELF_HOST, layout.pages(), Access::ReadWrite)
-                .expect("grant");
-            grant_pool::AppPort::create(grant.memory().clone(), layout, PoolId(0)).expect("port");
-            let fds: Vec<OwnedFd> = grant
-                .attachments()
-                .iter()
-                .map(|f| f.try_clone_to_owned().expect("dup"))
-                .collect();
-            let mapping = ctl
-                .backend
-                .map(DomId(1), grant.refs(), Access::ReadWrite, &fds)
-                .expect("map");
+            let (_grant, mapping) = app_port(&ctl, rings, buf_size, count);
             let notifier = ctl.backend.notifier(DomId(1)).expect("doorbell");
             let t0 = Instant::now();
             match ctl.add_app("xen-app", APP_MAC, mapping, notifier, PoolId(3), None) {
