@@ -229,4 +229,23 @@ mac = "02:00:00:00:00:02"
         xs.extend_from_slice(&switch::xenstore::encode(ty, 7, 0, payload).expect("encode"));
     }
     write("xenstore", "replies", &xs);
+
+    // session: a whole handshake (Hello, Grant, attached, stats, Detach, detached), and one
+    // that times out after its Hello.
+    let hello = [0u8, 0, 0, 0, 1, 0, 1, 1];
+    let grant = [
+        0u8, 2, 4, 4, 4, 4, 1, 2, 0, 0, 1, 0, 0, 0, 0, 0, 2, 1, 2, 1, 1,
+    ];
+    let mut life = hello.to_vec();
+    life.extend_from_slice(&grant);
+    life.extend_from_slice(&[2, 0, 5, 0]); // attached as port 5
+    life.extend_from_slice(&[0, 4, 1, 0, 1, 1]); // stats
+    life.extend_from_slice(&[0, 5, 1, 0, 1, 1, 2]); // detach, detached
+    write("session", "life", &life);
+    let mut late = hello.to_vec();
+    for _ in 0..3 {
+        late.extend_from_slice(&[3, 0x1f, 3, 0, 0]); // 799 ms
+    }
+    late.extend_from_slice(&grant);
+    write("session", "timeout", &late);
 }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod fdb;
 pub mod gso;
 pub mod mutate;
+pub mod session;
 pub mod wire;
 pub mod xen;
 
@@ -39,6 +40,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("xen_answer", xen::answer),
     ("xen_refs", xen::ref_list),
     ("xenstore", xen::xenstore_msg),
+    ("session", session::handshake),
 ];
 
 /// The harness named `name`.

@@ -96,6 +96,11 @@ fn xenstore() {
 }
 
 #[test]
+fn session() {
+    run("session", 1024);
+}
+
+#[test]
 fn every_target_has_a_test() {
     let names: Vec<&str> = fuzz::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
@@ -111,7 +116,8 @@ fn every_target_has_a_test() {
             "xen_attach",
             "xen_answer",
             "xen_refs",
-            "xenstore"
+            "xenstore",
+            "session"
         ]
     );
 }
