@@ -248,4 +248,23 @@ mac = "02:00:00:00:00:02"
     }
     late.extend_from_slice(&grant);
     write("session", "timeout", &late);
+
+    // switch_poll: destinations (app 0 to NIC 0, app 1 round robin, NIC 0 round robin, NIC 1
+    // broadcast), then traffic; in the second, the apps write a NIC's source and a broadcast
+    // destination over their frames, and the racer writes the other app's MAC as they are
+    // copied.
+    let start = [3u8, 2, 1, 1, 0];
+    let release = [
+        0u8, 0, 30, 0, 1, 30, 0, 2, 30, 0, 3, 30, 4, 7, 4, 7, 3, 200, 4, 7,
+    ];
+    let mut quiet = start.to_vec();
+    quiet.extend_from_slice(&release);
+    write("switch_poll", "traffic", &quiet);
+    let mut spoof = start.to_vec();
+    spoof.extend_from_slice(&[2, 1, 1, 4, 1, 2, 0x08, 0x00, 0]); // app 0: NIC 0's source
+    spoof.extend_from_slice(&[2, 1, 1, 2, 1, 4, 0x88, 0xb5, 1]); // app 1: to NIC 0, from ff:..
+    spoof.extend_from_slice(&[2, 1, 1, 0, 1, 1, 0x08, 0x06, 2]); // racer: app 1 over app 0
+    spoof.extend_from_slice(&release);
+    spoof.extend_from_slice(&release);
+    write("switch_poll", "spoof", &spoof);
 }

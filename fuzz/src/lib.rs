@@ -21,6 +21,7 @@ pub mod fdb;
 pub mod gso;
 pub mod mutate;
 pub mod session;
+pub mod switch_poll;
 pub mod wire;
 pub mod xen;
 
@@ -41,6 +42,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("xen_refs", xen::ref_list),
     ("xenstore", xen::xenstore_msg),
     ("session", session::handshake),
+    ("switch_poll", switch_poll::hostile_apps),
 ];
 
 /// The harness named `name`.

@@ -24,6 +24,11 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 }
 
 fn run(target: &str, max_len: usize) {
+    run_n(target, max_len, MUTATIONS);
+}
+
+/// [`run`] with `mutations` inputs from the mutator (for a harness that costs milliseconds).
+fn run_n(target: &str, max_len: usize, mutations: usize) {
     let h = fuzz::target(target).expect("a target");
     let inputs = corpus(target);
     assert!(!inputs.is_empty(), "corpus/{target} is empty");
@@ -34,7 +39,7 @@ fn run(target: &str, max_len: usize) {
         (a ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     let mut m = Mutator::new(seed, max_len);
-    for _ in 0..MUTATIONS {
+    for _ in 0..mutations {
         let input = m.next(&inputs);
         h(&input);
     }
@@ -101,6 +106,11 @@ fn session() {
 }
 
 #[test]
+fn switch_poll() {
+    run_n("switch_poll", 512, 4_000);
+}
+
+#[test]
 fn every_target_has_a_test() {
     let names: Vec<&str> = fuzz::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
@@ -117,7 +127,8 @@ fn every_target_has_a_test() {
             "xen_answer",
             "xen_refs",
             "xenstore",
-            "session"
+            "session",
+            "switch_poll"
         ]
     );
 }
