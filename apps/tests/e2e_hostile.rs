@@ -311,7 +311,23 @@ fn hostile_app(backend: Backend) {
     frame.extend_from_slice(&[0x08, 0x06]);
     frame.resize(60, 0);
     mem.write(buf0, &frame).expect("write frame");
+    // A PAUSE frame (to a reserved link-local group) and a frame from a group address.
+    let evil_mac = mac_bytes(&evil.mac);
+    let mut pause = vec![0x01, 0x80, 0xc2, 0, 0, 0x01];
+    pause.extend_from_slice(&evil_mac);
+    pause.extend_from_slice(&[0x88, 0x08]);
+    pause.resize(60, 0);
+    mem.write(buf0 + 5 * layout.pool().buf_size, &pause)
+        .expect("write frame");
+    let mut group = vec![0xffu8; 6];
+    group.extend_from_slice(&[0x03, 0, 0, 0, 0, 0x66]);
+    group.extend_from_slice(&[0x08, 0x06]);
+    group.resize(60, 0);
+    mem.write(buf0 + 6 * layout.pool().buf_size, &group)
+        .expect("write frame");
     let mut tx_descs = Vec::new();
+    tx_descs.extend_from_slice(&desc(h(pool, 5), 60)); // to a reserved group
+    tx_descs.extend_from_slice(&desc(h(pool, 6), 60)); // from a group address
     tx_descs.extend_from_slice(&desc(h(pool, 0), 60)); // spoofed source MAC
     tx_descs.extend_from_slice(&desc(h(pool, 1), 6)); // runt
     tx_descs.extend_from_slice(&desc(h(pool.wrapping_add(7), 2), 60)); // another pool
@@ -375,6 +391,19 @@ fn hostile_app(backend: Backend) {
         "the server counted none of the garbage descriptors: {:?}",
         after.ports
     );
+    let c = evil_counters.expect("the hostile app's port in stats");
+    for (what, n) in [
+        ("spoofed source", c.spoofed),
+        ("runt", c.runt),
+        ("reserved link-local destination", c.link_local),
+        ("group source", c.group_source),
+        ("buffer of another pool", c.bad_pool),
+        ("index past the pool", c.bad_index),
+        ("length over a buffer", c.bad_len),
+        ("buffer not held", c.not_held),
+    ] {
+        assert!(n > 0, "{what}: not counted on the hostile port: {c:?}");
+    }
 
     // The hostile domain goes away abruptly (its connection and memory dropped).
     drop(client);

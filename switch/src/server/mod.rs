@@ -573,6 +573,9 @@ where
             Ok(Err(SwitchError::TooManyPorts)) => {
                 return Err(busy("the switch has no room for another port".into()));
             }
+            Ok(Err(e @ SwitchError::Admission { .. })) => {
+                return Err(CtlError::refused(ErrorCode::NotPermitted, e.to_string()));
+            }
             Ok(Err(e)) => return Err(CtlError::refused(ErrorCode::Internal, e.to_string())),
             Err(late) => {
                 if let Some(rx) = late {
@@ -1225,6 +1228,37 @@ mod tests {
             .map(DomId(1), grant.refs(), Access::ReadWrite, &fds)
             .expect("map");
         (grant, mapping)
+    }
+
+    /// A MAC the switch will not pin to the app (a station on the wire holds it, say) is the
+    /// app's error, said as such: NotPermitted with the switch's reason.
+    #[test]
+    fn a_mac_the_switch_refuses_is_refused_as_not_permitted() {
+        let (mut ctl, cmds) = control(LIMITS);
+        let (_grant, mapping) = app_port(&ctl, [64; 4], 2048, 16);
+        let notifier = ctl.backend.notifier(DomId(1)).expect("doorbell");
+        let pool = ctl.free_pool().expect("a free pool id");
+        let switch = std::thread::spawn(move || {
+            let Ok(Cmd::Add(_port, reply)) = cmds.recv_timeout(SWITCH_REPLY) else {
+                panic!("no port was sent to the switch");
+            };
+            let why = crate::fdb::PinError::Held(3);
+            let e = SwitchError::Admission {
+                port: "app".into(),
+                why,
+            };
+            reply.send(Err(e)).expect("reply");
+        });
+        match ctl.add_app("claimer", APP_MAC, mapping, notifier, pool, None) {
+            Err(CtlError::Refused {
+                code: ErrorCode::NotPermitted,
+                text,
+            }) => assert!(text.contains("holds the MAC"), "{text}"),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("admitted"),
+        }
+        switch.join().expect("switch side");
+        assert_eq!(ctl.free_pool(), Some(pool), "the pool id stays free");
     }
 
     /// A port the switch thread adds after the attach gave up waiting is taken off again,
