@@ -22,16 +22,34 @@ fn pen_of(p: &Pen) -> Option<Scribble> {
     *p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An untrusted app's port: a gated sim generator whose frames, once handed to the switch,
-/// get `scribble` written over their header, as an app racing its port's checks would.
-struct Hostile {
+/// Where a hostile party's writes land.
+enum Target {
+    /// Over the header of each frame the port just handed to the switch (an app racing its
+    /// port's checks; the port is untrusted, admitted with `Admission`).
+    OwnFrames(Admission),
+    /// Over every buffer of these pools, each time the switch asks the port for buffers to
+    /// copy into: an app's writes landing between the switch's look at a frame and its
+    /// copies of it (the port itself is a trusted NIC-like one).
+    Pools(Vec<Pool>),
+}
+
+/// A sim port through which a hostile party writes `pen`'s bytes at the moments `target`
+/// says.
+struct Scribbler {
     inner: SimPort,
-    pool: Pool,
-    admission: Admission,
+    target: Target,
     pen: Pen,
 }
 
-impl Port for Hostile {
+impl Scribbler {
+    fn write_over(pool: &Pool, bufs: impl Iterator<Item = BufHandle>, s: &Scribble) {
+        for h in bufs {
+            let _ = pool.buf(h).map(|r| r.write(0, s));
+        }
+    }
+}
+
+impl Port for Scribbler {
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -54,61 +72,10 @@ impl Port for Hostile {
         self.inner.pools()
     }
     fn admission(&self) -> Option<Admission> {
-        Some(self.admission)
-    }
-    fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
-        let n = self.inner.rx_burst(out);
-        if let Some(s) = pen_of(&self.pen) {
-            for f in &out[..n] {
-                let _ = self.pool.buf(f.buf).map(|r| r.write(0, &s));
-            }
+        match &self.target {
+            Target::OwnFrames(a) => Some(*a),
+            Target::Pools(_) => None,
         }
-        n
-    }
-    fn tx_burst(&mut self, frames: &[Frame]) -> usize {
-        self.inner.tx_burst(frames)
-    }
-    fn tx_done(&mut self, out: &mut [BufHandle]) -> usize {
-        self.inner.tx_done(out)
-    }
-    fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
-        self.inner.alloc(out)
-    }
-    fn reclaim(&mut self, bufs: &[BufHandle]) {
-        self.inner.reclaim(bufs)
-    }
-}
-
-/// A trusted port that, each time the switch asks it for buffers to copy into, scribbles
-/// over every buffer of the apps' pools first: the app's writes landing between the
-/// switch's look at a frame and its copies of it.
-struct Racer {
-    inner: SimPort,
-    targets: Vec<Pool>,
-    pen: Pen,
-}
-
-impl Port for Racer {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn mac(&self) -> Mac {
-        self.inner.mac()
-    }
-    fn link(&self) -> LinkState {
-        self.inner.link()
-    }
-    fn stats(&self) -> PortStats {
-        self.inner.stats()
-    }
-    fn tx_pools(&self) -> PoolSet {
-        self.inner.tx_pools()
-    }
-    fn own_pools(&self) -> PoolSet {
-        self.inner.own_pools()
-    }
-    fn pools(&self) -> &[Pool] {
-        self.inner.pools()
     }
     fn grant_tx_pool(&mut self, pool: &Pool) -> bool {
         self.inner.grant_tx_pool(pool)
@@ -117,7 +84,11 @@ impl Port for Racer {
         self.inner.revoke_tx_pool(pool)
     }
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
-        self.inner.rx_burst(out)
+        let n = self.inner.rx_burst(out);
+        if let (Target::OwnFrames(_), Some(s)) = (&self.target, pen_of(&self.pen)) {
+            Self::write_over(self.inner.pool(), out[..n].iter().map(|f| f.buf), &s);
+        }
+        n
     }
     fn tx_burst(&mut self, frames: &[Frame]) -> usize {
         self.inner.tx_burst(frames)
@@ -129,13 +100,10 @@ impl Port for Racer {
         self.inner.tx_done(out)
     }
     fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
-        if let Some(s) = pen_of(&self.pen) {
-            for p in &self.targets {
-                for i in 0..p.layout().count as u32 {
-                    if let Ok(r) = p.handle(BufIdx(i)).and_then(|h| p.buf(h)) {
-                        let _ = r.write(0, &s);
-                    }
-                }
+        if let (Target::Pools(pools), Some(s)) = (&self.target, pen_of(&self.pen)) {
+            for p in pools {
+                let all = (0..p.layout().count as u32).filter_map(|i| p.handle(BufIdx(i)).ok());
+                Self::write_over(p, all, &s);
             }
         }
         self.inner.alloc(out)
@@ -212,17 +180,15 @@ pub fn hostile_apps(data: &[u8]) {
     for (i, &mac) in APPS.iter().enumerate() {
         let inner = SimPort::new(sim("app", mac, i as u8, dst_of(&mut inp))).expect("app");
         probes.push(inner.probe());
-        let pool = inner.pool().clone();
-        app_pools.push(pool.clone());
-        apps.push(Hostile {
+        app_pools.push(inner.pool().clone());
+        apps.push(Scribbler {
             inner,
-            pool,
-            admission: Admission {
+            target: Target::OwnFrames(Admission {
                 mac,
                 frames_per_sec: 0,
                 bytes_per_sec: 0,
                 fixed: false,
-            },
+            }),
             pen: pens[i].clone(),
         });
     }
@@ -237,9 +203,9 @@ pub fn hostile_apps(data: &[u8]) {
             }
             sw.add_port(Box::new(inner))
         } else {
-            sw.add_port(Box::new(Racer {
+            sw.add_port(Box::new(Scribbler {
                 inner,
-                targets: app_pools.clone(),
+                target: Target::Pools(app_pools.clone()),
                 pen: pens[2].clone(),
             }))
         };

@@ -108,12 +108,7 @@ impl Memory {
     /// `base..base+len` must be mapped, readable and writable, and stay so until `keep` is
     /// dropped.
     pub unsafe fn from_raw(base: NonNull<u8>, len: usize, keep: Arc<dyn Backing>) -> Self {
-        Self {
-            base,
-            len,
-            writable: true,
-            keep,
-        }
+        Self::with(base, len, true, keep)
     }
 
     /// A handle on `len` bytes at `base` mapped without write permission, kept mapped by
@@ -127,10 +122,15 @@ impl Memory {
         len: usize,
         keep: Arc<dyn Backing>,
     ) -> Self {
+        Self::with(base, len, false, keep)
+    }
+
+    /// The handle itself; what makes it sound is the callers' contract.
+    fn with(base: NonNull<u8>, len: usize, writable: bool, keep: Arc<dyn Backing>) -> Self {
         Self {
             base,
             len,
-            writable: false,
+            writable,
             keep,
         }
     }

@@ -307,15 +307,7 @@ impl Session {
 
 /// Checks a grant's layout against the limits (not yet against the memory).
 pub fn check_grant(g: &GrantRepr, l: &Limits) -> Result<(), CtlError> {
-    let layout = [
-        g.rx_size,
-        g.tx_size,
-        g.fill_size,
-        g.comp_size,
-        g.buf_size,
-        g.buf_count,
-    ];
-    check_layout(layout, g.refs.len(), l)
+    check_layout(g.layout(), g.refs.len(), l)
 }
 
 /// Checks a port layout — `[rx, tx, fill, completion, buffer size, buffer count]`, in

@@ -593,6 +593,19 @@ pub struct GrantRepr {
 }
 
 impl GrantRepr {
+    /// The port layout the grant announces: `[rx, tx, fill, completion, buffer size, buffer
+    /// count]`.
+    pub fn layout(&self) -> [u32; 6] {
+        [
+            self.rx_size,
+            self.tx_size,
+            self.fill_size,
+            self.comp_size,
+            self.buf_size,
+            self.buf_count,
+        ]
+    }
+
     /// Bytes of port memory the references name.
     pub fn mem_len(&self) -> u64 {
         self.refs.len() as u64 * 4096

@@ -502,15 +502,14 @@ where
             .notifier(dom)
             .map_err(|e| CtlError::refused(ErrorCode::Internal, format!("doorbell: {e}")))?;
         let bell = notifier.take_attachments();
-        let want = [
-            g.rx_size,
-            g.tx_size,
-            g.fill_size,
-            g.comp_size,
-            g.buf_size,
-            g.buf_count,
-        ];
-        let app = self.add_app(name.as_str(), mac, mapping, notifier, pool, Some(want))?;
+        let app = self.add_app(
+            name.as_str(),
+            mac,
+            mapping,
+            notifier,
+            pool,
+            Some(g.layout()),
+        )?;
         Ok((app, bell))
     }
 
