@@ -135,6 +135,25 @@ fn run(data: &[u8]) -> Vec<State> {
                         assert!(admitted && name.as_str() == "web" && *mac == MAC);
                         assert_eq!(parsed.as_ref(), Some(&Repr::Grant(grant.clone())));
                         assert!(check_grant(grant, &policy.limits).is_ok(), "{grant:?}");
+                        // And by the limits as written, not only by the session's own check.
+                        let l = &policy.limits;
+                        let ring = |v: u32| v.is_power_of_two() && (2..=l.max_ring).contains(&v);
+                        assert!(
+                            [
+                                grant.rx_size,
+                                grant.tx_size,
+                                grant.fill_size,
+                                grant.comp_size
+                            ]
+                            .into_iter()
+                            .all(ring)
+                                && grant.buf_size.is_power_of_two()
+                                && (l.min_buf_size..=l.max_buf_size).contains(&grant.buf_size)
+                                && (1..=l.max_bufs).contains(&grant.buf_count)
+                                && !grant.refs.is_empty()
+                                && grant.mem_len() <= l.max_mem,
+                            "a grant outside the limits was attached: {grant:?}"
+                        );
                         assert_eq!((grant.grant_fds, grant.notify_fds), policy.grant_fds);
                         assert_eq!(fds, 2, "the descriptors the grant declares");
                         assert!(!truncated && !surplus);
@@ -211,12 +230,9 @@ fn run(data: &[u8]) -> Vec<State> {
                 }
             }
         }
-        // States move forward only, but for the refusals that close from anywhere.
+        // States move forward only (a refusal closes from anywhere, which is forward too).
         let after = s.state();
-        assert!(
-            rank(after) >= rank(before) || after == State::Closing,
-            "{before:?} -> {after:?}"
-        );
+        assert!(rank(after) >= rank(before), "{before:?} -> {after:?}");
         if closed {
             assert!(matches!(after, State::Closing | State::Closed), "{after:?}");
         }

@@ -231,6 +231,14 @@ pub fn hostile_apps(data: &[u8]) {
                 for _ in 0..=inp.below(8) {
                     sw.poll();
                 }
+                // Whatever the apps wrote, a NIC's MAC, while known, is the NIC's.
+                for (k, &id) in nic_ids.iter().enumerate() {
+                    let at = sw.fdb().lookup(mac_key(&NICS[k]), sw.now());
+                    assert!(
+                        at.is_none() || at == Some(id.0),
+                        "NIC {k}'s MAC moved to {at:?}"
+                    );
+                }
             }
         }
     }
@@ -266,13 +274,13 @@ pub fn hostile_apps(data: &[u8]) {
     }
     for (k, &id) in app_ids.iter().enumerate() {
         assert_eq!(
-            sw.fdb().lookup(mac_key(&APPS[k]), 0),
+            sw.fdb().lookup(mac_key(&APPS[k]), sw.now()),
             Some(id.0),
             "app {k}'s MAC is its own"
         );
     }
     for (k, &id) in nic_ids.iter().enumerate() {
-        let at = sw.fdb().lookup(mac_key(&NICS[k]), 0);
+        let at = sw.fdb().lookup(mac_key(&NICS[k]), sw.now());
         assert!(
             at.is_none() || at == Some(id.0),
             "NIC {k}'s MAC moved to {at:?}"

@@ -108,7 +108,8 @@ impl Memory {
     /// `base..base+len` must be mapped, readable and writable, and stay so until `keep` is
     /// dropped.
     pub unsafe fn from_raw(base: NonNull<u8>, len: usize, keep: Arc<dyn Backing>) -> Self {
-        Self::with(base, len, true, keep)
+        // SAFETY: the caller's contract is `with`'s, writable.
+        unsafe { Self::with(base, len, true, keep) }
     }
 
     /// A handle on `len` bytes at `base` mapped without write permission, kept mapped by
@@ -122,11 +123,16 @@ impl Memory {
         len: usize,
         keep: Arc<dyn Backing>,
     ) -> Self {
-        Self::with(base, len, false, keep)
+        // SAFETY: the caller's contract is `with`'s, read-only.
+        unsafe { Self::with(base, len, false, keep) }
     }
 
-    /// The handle itself; what makes it sound is the callers' contract.
-    fn with(base: NonNull<u8>, len: usize, writable: bool, keep: Arc<dyn Backing>) -> Self {
+    /// The handle itself.
+    ///
+    /// # Safety
+    /// `base..base+len` must be mapped and readable (and writable when `writable`), and stay
+    /// so until `keep` is dropped.
+    unsafe fn with(base: NonNull<u8>, len: usize, writable: bool, keep: Arc<dyn Backing>) -> Self {
         Self {
             base,
             len,
@@ -457,7 +463,7 @@ impl Blocks {
     }
 
     /// Writes `bytes` (at most [`BLOCK_HEAD`] of them) at the start of block `idx` (of the
-    /// last block when `idx` is past it). Refused for a read-only region.
+    /// last block when `idx` is past it). Refused for read-only memory.
     #[inline]
     pub fn write_head<const N: usize>(&self, idx: u32, bytes: &[u8; N]) -> Result<(), OutOfBounds> {
         const { assert!(N <= BLOCK_HEAD) };
@@ -592,7 +598,7 @@ impl<'a> BlockBurst<'a> {
             // `Blocks::frames` checked to be at most the last block (and the words cannot
             // have changed since: they are borrowed immutably for 'a); `Memory::blocks`
             // checked that every block lies inside the region and is at least BLOCK_HEAD
-            // bytes long; the region's creator keeps it mapped; `out` is our own memory.
+            // bytes long; `_keep` keeps it mapped; `out` is our own memory.
             // SAFETY: the invariants stated just above hold here.
             unsafe { copy_shared(burst.at(w), out.as_mut_ptr(), BLOCK_HEAD) };
             out

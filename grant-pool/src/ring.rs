@@ -142,8 +142,8 @@ impl RingLayout {
 /// The ring's shared memory as both ends reach it: three atomics and the slots.
 ///
 /// Outside loom this points into a [`Memory`] it keeps mapped (checked once at construction,
-/// so the hot path does no bounds checks); under `cfg(loom)` it is loom's own atomics and cells, so the loom
-/// model checks the very protocol code below, including slot races.
+/// so the hot path does no bounds checks); under `cfg(loom)` it is loom's own atomics and
+/// cells, so the loom model checks the very protocol code below, including slot races.
 #[cfg(not(loom))]
 #[derive(Debug)]
 struct Mem {

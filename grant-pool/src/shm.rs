@@ -129,9 +129,12 @@ impl Drop for Mmap {
     }
 }
 
-/// A handle on the `len` mapped bytes at `base`, writable or not, owned by `keep` (which
-/// owns the `Mmap` of them).
-fn memory_over<K: Backing + 'static>(
+/// A handle on the `len` mapped bytes at `base`, writable or not, owned by `keep`.
+///
+/// # Safety
+/// `keep` must own the `Mmap` of exactly those bytes, mapped readable (and writable when
+/// `writable`).
+unsafe fn memory_over<K: Backing + 'static>(
     base: NonNull<u8>,
     len: usize,
     writable: bool,
@@ -448,7 +451,8 @@ impl GrantBackend for ShmBackend {
             data,
             peer_data,
             ctl,
-            mem: memory_over(view.base, view.len, true, view),
+            // SAFETY: `view` maps these bytes read-write, and the handle owns it.
+            mem: unsafe { memory_over(view.base, view.len, true, view) },
             ctl_map,
         })
     }
@@ -541,15 +545,19 @@ impl GrantBackend for ShmBackend {
             granter,
             access,
             pages: refs.len(),
-            mem: memory_over(
-                view.base,
-                view.len,
-                writable,
-                MappedPages {
-                    _view: view,
-                    _slot: slot,
-                },
-            ),
+            // SAFETY: `view` maps these bytes with `prot` (writable exactly when `writable`),
+            // and the handle owns it through `MappedPages`.
+            mem: unsafe {
+                memory_over(
+                    view.base,
+                    view.len,
+                    writable,
+                    MappedPages {
+                        _view: view,
+                        _slot: slot,
+                    },
+                )
+            },
         })
     }
 

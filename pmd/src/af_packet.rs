@@ -75,8 +75,8 @@
 //! it: give the interface no IP addresses, or the kernel will answer ARP and ICMP for them
 //! too. (The `af_xdp` port takes the frames of its queue away from the stack.)
 //!
-//! The [`Pool`] this port exposes lives in memory the port maps: it is valid only while the
-//! port lives.
+//! The [`Pool`] this port exposes lives in memory the port maps; the pool (and every clone of
+//! it) keeps that memory mapped.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, Ordering};

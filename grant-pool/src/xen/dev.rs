@@ -66,11 +66,30 @@ fn ioctl(fd: RawFd, op: &'static str, request: u32, arg: &mut [u8]) -> Result<i3
     }
 }
 
-/// An `mmap` of one of the devices: base, length; unmapped on drop.
+/// An `mmap` of one of the devices: base, length, whether it is writable; unmapped on drop.
 #[derive(Debug)]
 struct Mmap {
     base: NonNull<u8>,
     len: usize,
+    writable: bool,
+}
+
+/// What owns one [`Mmap`] (and whatever must be released after it).
+trait OwnsMmap: Backing + 'static {
+    fn mmap(&self) -> &Mmap;
+}
+
+/// A handle on the bytes `owner`'s mapping holds, read-only when mapped so.
+fn memory_of<K: OwnsMmap>(owner: &Arc<K>) -> Memory {
+    let m = owner.mmap();
+    if m.writable {
+        // SAFETY: `m` maps `len` bytes at `base` readable and writable until it is dropped,
+        // which its owner, kept alive by the handle's clone of `owner`, does last.
+        unsafe { Memory::from_raw(m.base, m.len, owner.clone()) }
+    } else {
+        // SAFETY: as above, mapped readable only, and the handle refuses writes.
+        unsafe { Memory::from_raw_read_only(m.base, m.len, owner.clone()) }
+    }
 }
 
 // SAFETY: the mapping is plain process memory addressed by a pointer; accesses go through
@@ -104,15 +123,11 @@ impl Mmap {
             len,
             source: std::io::Error::from_raw_os_error(libc::EFAULT),
         })?;
-        Ok(Self { base, len })
-    }
-
-    /// A handle on the mapped bytes, owned by `owner`, which owns this `Mmap`.
-    fn memory<K: Backing + 'static>(&self, owner: &Arc<K>) -> Memory {
-        // SAFETY: base..base+len is mapped readable and writable while this Mmap lives, and
-        // `owner` owns it (the callers pass the `Arc` whose value holds `self`), so the bytes
-        // stay mapped while the handle's clone of `owner` lives.
-        unsafe { Memory::from_raw(self.base, self.len, owner.clone()) }
+        Ok(Self {
+            base,
+            len,
+            writable,
+        })
     }
 }
 
@@ -204,7 +219,7 @@ impl Gntalloc {
         let map = Mmap::new(self.fd.as_raw_fd(), pages * PAGE_SIZE, true, head.index)?;
         let inner = Arc::new(GrantedInner { map, granted });
         Ok(GrantedPages {
-            mem: inner.map.memory(&inner),
+            mem: memory_of(&inner),
             inner,
             grefs,
         })
@@ -242,6 +257,12 @@ impl Drop for Granted {
 struct GrantedInner {
     map: Mmap,
     granted: Granted,
+}
+
+impl OwnsMmap for GrantedInner {
+    fn mmap(&self) -> &Mmap {
+        &self.map
+    }
 }
 
 /// Pages this domain granted to a peer, mapped here. When it and every handle taken from
@@ -384,7 +405,7 @@ impl Gntdev {
         })?;
         let inner = Arc::new(ForeignInner { map, mapped });
         Ok(ForeignMapping {
-            mem: inner.map.memory(&inner),
+            mem: memory_of(&inner),
             inner,
         })
     }
@@ -420,6 +441,12 @@ impl Drop for Mapped {
 struct ForeignInner {
     map: Mmap,
     mapped: Mapped,
+}
+
+impl OwnsMmap for ForeignInner {
+    fn mmap(&self) -> &Mmap {
+        &self.map
+    }
 }
 
 /// Another domain's pages mapped here; unmapped when it and every handle taken from

@@ -78,8 +78,8 @@
 //! dropped (counted in the kernel's `rx_dropped`). Both facts were measured on this kernel by
 //! sending a TCP SYN from a peer with offloads on.
 //!
-//! The [`Pool`] this port exposes lives in memory the port maps: it is valid only while the
-//! port lives.
+//! The [`Pool`] this port exposes lives in memory the port maps (its UMEM); the pool (and every
+//! clone of it) keeps that memory mapped.
 
 mod bpf;
 mod ring;

@@ -51,8 +51,8 @@ impl TxAddr for TxTable {
 
 /// An Intel NIC driven from user space: rings, buffers and registers of one device.
 ///
-/// The port owns a pool of receive buffers in DMA memory ([`IntelPort::pool`]); the pool's
-/// memory stays valid for as long as the port lives. It transmits from its own pool and from
+/// The port owns a pool of receive buffers in DMA memory ([`IntelPort::pool`]); the pool (and
+/// every clone of it) keeps that memory mapped. It transmits from its own pool and from
 /// any pool registered with [`IntelPort::register_tx_pool`], without copying.
 pub struct IntelPort<R: Regs> {
     regs: R,

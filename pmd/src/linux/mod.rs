@@ -56,8 +56,9 @@ pub struct Mmap {
     huge: bool,
 }
 
-// SAFETY: Mmap owns a mapping; the pointer is only used to build a memory handle over it
-// (whose accesses are copies or atomics) and to unmap in Drop, which needs `&mut self`.
+// SAFETY: Mmap owns a mapping; its address is used to build a memory handle over it (whose
+// accesses are copies or atomics), by the AF_XDP rings that own their Mmap (atomics and
+// copies of descriptors), and to unmap in Drop, which needs `&mut self`.
 unsafe impl Send for Mmap {}
 // SAFETY: as above; no method hands out references into the mapping.
 unsafe impl Sync for Mmap {}
@@ -196,7 +197,7 @@ impl Mmap {
 impl Drop for Mmap {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping this value created; nothing points into it any
-        // more: the only handles on it are `Memory` values owning this Mmap.
+        // more: whatever uses its address (a `Memory` handle, an AF_XDP ring) owns this Mmap.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }

@@ -300,7 +300,10 @@ impl Session {
             CtlError::Refused { code, text } => (code, text),
             other => (ErrorCode::Internal, other.to_string()),
         };
-        self.enter(State::Closing, Instant::now());
+        // A closed session stays closed: the refusal is its last word, not a new state.
+        if self.state != State::Closed {
+            self.enter(State::Closing, Instant::now());
+        }
         Repr::Error { code, text }
     }
 }

@@ -251,11 +251,12 @@ impl SeqPacketListener {
             None,
         )
         .map_err(|e| CtlError::io(what("socket"), e))?;
-        // Bound, given its mode and group, in a directory only this process can write, then
-        // renamed into place: the socket never shows at `path` with other permissions, and no
-        // one can swap a link in for it between the bind and the chmod.
+        // Bound, given its mode and group, and listening, in a directory only this process
+        // can write, then renamed into place (never over anything there): the socket never
+        // shows at `path` with other permissions or not answering, and no one can swap a link
+        // in for it between the bind and the chmod.
         let stage = Stage::new(path).map_err(|e| CtlError::io(what("stage"), e))?;
-        let staged = stage.dir.join("socket");
+        let staged = stage.dir.join(Stage::SOCKET);
         let addr = SocketAddrUnix::new(&staged).map_err(|e| CtlError::io(what("address"), e))?;
         rustix::net::bind(&fd, &addr).map_err(|e| CtlError::io(what("bind"), e))?;
         rustix::fs::chmod(&staged, rustix::fs::Mode::from_raw_mode(mode))
@@ -264,13 +265,28 @@ impl SeqPacketListener {
             rustix::fs::chown(&staged, None, Some(rustix::fs::Gid::from_raw(g)))
                 .map_err(|e| CtlError::io(what("chown"), e))?;
         }
-        std::fs::rename(&staged, path).map_err(|e| CtlError::io(what("rename"), e))?;
-        let me = Self {
+        rustix::net::listen(&fd, 64).map_err(|e| CtlError::io(what("listen"), e))?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &staged,
+            rustix::fs::CWD,
+            path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::EXIST => CtlError::io(
+                what("bind"),
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another server took this path while this one started",
+                ),
+            ),
+            e => CtlError::io(what("rename"), e),
+        })?;
+        Ok(Self {
             fd,
             path: path.to_owned(),
-        };
-        rustix::net::listen(&me.fd, 64).map_err(|e| CtlError::io(what("listen"), e))?;
-        Ok(me)
+        })
     }
 
     /// The socket's path.
@@ -308,28 +324,35 @@ struct Stage {
 }
 
 impl Stage {
+    /// The socket's name in the directory.
+    const SOCKET: &str = "s";
+
+    /// A fresh directory beside `path`, its name short (`.fsK`) so that the
+    /// staged socket's path fits wherever `path` fits, less a few bytes.
     fn new(path: &Path) -> std::io::Result<Self> {
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let base = format!(".{}.{}", name.unwrap_or_default(), std::process::id());
-        let mut last = None;
-        for k in 0..16u32 {
-            let dir = parent.join(format!("{base}.{k}"));
+        for k in 0..64u32 {
+            let dir = parent.join(format!(".fs{k}"));
             match rustix::fs::mkdir(&dir, rustix::fs::Mode::from_raw_mode(0o700)) {
                 Ok(()) => return Ok(Self { dir }),
-                Err(e) => last = Some(e),
+                // Another server staging at the same time, or one killed while it did.
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-        Err(last.map_or_else(|| std::io::Error::other("no name"), Into::into))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "64 staging directories .fs0 to .fs63 are in the way",
+        ))
     }
 }
 
 impl Drop for Stage {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.dir.join("socket"));
+        let _ = std::fs::remove_file(self.dir.join(Self::SOCKET));
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -380,6 +403,37 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
         std::fs::remove_dir(&dir).expect("empty");
+    }
+
+    /// Staging costs no room in the address: a path of 107 bytes (the most a socket address
+    /// holds) binds; a path taken meanwhile is not replaced.
+    #[test]
+    fn a_socket_path_of_the_longest_length_binds_and_nothing_is_replaced() {
+        let base = std::env::temp_dir().join(format!("fl{}", std::process::id()));
+        let room = 107 - base.as_os_str().len() - "/".len() - "/s.sock".len();
+        let dir = base.join("d".repeat(room));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("s.sock");
+        assert_eq!(path.as_os_str().len(), 107);
+        let l = SeqPacketListener::bind(&path, 0o600, None).expect("the longest path binds");
+        assert!(SeqPacket::connect(&path).is_ok());
+        drop(l);
+        // A rename never lands over what is at the path: the kernel refuses, and the file
+        // stays.
+        let stage = Stage::new(&path).expect("stage");
+        std::fs::write(stage.dir.join(Stage::SOCKET), b"staged").expect("staged file");
+        std::fs::write(&path, b"someone else's").expect("file at the path");
+        let r = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            stage.dir.join(Stage::SOCKET),
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        );
+        assert_eq!(r, Err(rustix::io::Errno::EXIST));
+        assert_eq!(std::fs::read(&path).expect("kept"), b"someone else's");
+        drop(stage);
+        std::fs::remove_dir_all(&base).expect("clean up");
     }
 
     #[test]

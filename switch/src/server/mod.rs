@@ -49,6 +49,7 @@ use crate::ctl::{
     CtlError, ErrorCode, GrantRepr, Name, Policy, PortCounters, PortStatsRepr, Received, Repr,
     SeqPacket, SeqPacketListener, Session, StatsRepr, Step, Transport,
 };
+use crate::fdb::PinError;
 use crate::forward::{PortId, Switch, SwitchConfig, SwitchError};
 use crate::run::IdleConfig;
 use closer::Closer;
@@ -572,9 +573,17 @@ where
             Ok(Err(SwitchError::TooManyPorts)) => {
                 return Err(busy("the switch has no room for another port".into()));
             }
-            Ok(Err(e @ SwitchError::Admission { .. })) => {
+            // The app's own doing: a MAC no station may have, or one a station holds.
+            Ok(Err(
+                e @ SwitchError::Admission {
+                    why: PinError::Held(_) | PinError::NotUnicast,
+                    ..
+                },
+            )) => {
                 return Err(CtlError::refused(ErrorCode::NotPermitted, e.to_string()));
             }
+            // A table that is full, or a port of the MAC's that is still on its way out.
+            Ok(Err(e @ SwitchError::Admission { .. })) => return Err(busy(e.to_string())),
             Ok(Err(e)) => return Err(CtlError::refused(ErrorCode::Internal, e.to_string())),
             Err(late) => {
                 if let Some(rx) = late {
@@ -1229,35 +1238,40 @@ mod tests {
         (grant, mapping)
     }
 
-    /// A MAC the switch will not pin to the app (a station on the wire holds it, say) is the
-    /// app's error, said as such: NotPermitted with the switch's reason.
+    /// A MAC the switch will not pin to the app because a station on the wire holds it is the
+    /// app's error, said as such (NotPermitted with the switch's reason); a full table or a
+    /// port still on its way out is Busy.
     #[test]
     fn a_mac_the_switch_refuses_is_refused_as_not_permitted() {
-        let (mut ctl, cmds) = control(LIMITS);
-        let (_grant, mapping) = app_port(&ctl, [64; 4], 2048, 16);
-        let notifier = ctl.backend.notifier(DomId(1)).expect("doorbell");
-        let pool = ctl.free_pool().expect("a free pool id");
-        let switch = std::thread::spawn(move || {
-            let Ok(Cmd::Add(_port, reply)) = cmds.recv_timeout(SWITCH_REPLY) else {
-                panic!("no port was sent to the switch");
-            };
-            let why = crate::fdb::PinError::Held(3);
-            let e = SwitchError::Admission {
-                port: "app".into(),
-                why,
-            };
-            reply.send(Err(e)).expect("reply");
-        });
-        match ctl.add_app("claimer", APP_MAC, mapping, notifier, pool, None) {
-            Err(CtlError::Refused {
-                code: ErrorCode::NotPermitted,
-                text,
-            }) => assert!(text.contains("holds the MAC"), "{text}"),
-            Err(e) => panic!("refused for another reason: {e}"),
-            Ok(_) => panic!("admitted"),
+        for (why, code, says) in [
+            (PinError::Held(3), ErrorCode::NotPermitted, "holds the MAC"),
+            (PinError::Full, ErrorCode::Busy, "no room"),
+            (PinError::Taken(4), ErrorCode::Busy, "pinned to port 4"),
+        ] {
+            let (mut ctl, cmds) = control(LIMITS);
+            let (_grant, mapping) = app_port(&ctl, [64; 4], 2048, 16);
+            let notifier = ctl.backend.notifier(DomId(1)).expect("doorbell");
+            let pool = ctl.free_pool().expect("a free pool id");
+            let switch = std::thread::spawn(move || {
+                let Ok(Cmd::Add(_port, reply)) = cmds.recv_timeout(SWITCH_REPLY) else {
+                    panic!("no port was sent to the switch");
+                };
+                let port = "app".into();
+                reply
+                    .send(Err(SwitchError::Admission { port, why }))
+                    .expect("reply");
+            });
+            match ctl.add_app("claimer", APP_MAC, mapping, notifier, pool, None) {
+                Err(CtlError::Refused { code: c, text }) => {
+                    assert_eq!(c, code, "{why:?}: {text}");
+                    assert!(text.contains(says), "{text}");
+                }
+                Err(e) => panic!("refused for another reason: {e}"),
+                Ok(_) => panic!("admitted"),
+            }
+            switch.join().expect("switch side");
+            assert_eq!(ctl.free_pool(), Some(pool), "the pool id stays free");
         }
-        switch.join().expect("switch side");
-        assert_eq!(ctl.free_pool(), Some(pool), "the pool id stays free");
     }
 
     /// A port the switch thread adds after the attach gave up waiting is taken off again,

@@ -337,8 +337,8 @@ impl<N: grant_pool::Notifier + 'static> XenSide<N> {
                         let t_attach = t0.elapsed();
                         // The answer in the port's header page too, and one ring of the
                         // app's doorbell: the app sees it without a xenstore round trip.
-                        // `mem` is the port's mapping, alive while the port is on the
-                        // switch, which only this thread ends.
+                        // `mem` is a handle on the port's mapping: it stays mapped while
+                        // this handle lives.
                         let slot = PortAnswer {
                             nonce: req.nonce,
                             instance: ctl.instance,
