@@ -175,10 +175,12 @@ impl<R: Regs> IntelPort<R> {
             Ok(unsafe { DescMem::new(ring_mem.virt().as_ptr().add(off), rs, ring_mem.iova(off)) })
         };
 
-        // SAFETY: pool_mem is a live mapping of pool_mem.len() >= layout.bytes() bytes,
-        // readable and writable, unmapped only when its last `Arc` (which the handle holds)
-        // is dropped.
-        let mem = unsafe { Memory::from_raw(pool_mem.virt(), pool_mem.len(), pool_mem.clone()) };
+        // Why this is sound: pool_mem is a live mapping of pool_mem.len() >= layout.bytes()
+        // bytes, readable and writable, unmapped only when its last `Arc` (which the handle
+        // holds) is dropped.
+        let keep = pool_mem.clone();
+        // SAFETY: the invariants stated just above hold here.
+        let mem = unsafe { Memory::from_raw(pool_mem.virt(), pool_mem.len(), keep) };
         let pool = Pool::new(cfg.pool, layout, mem)
             .map_err(|e| IntelError::Config(format!("pool: {e}")))?;
         let own_iova: Box<[u64]> = (0..bufs).map(|i| pool_mem.iova(i * BUF_SIZE)).collect();
