@@ -482,6 +482,9 @@ impl Port for FaultPort {
     fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
         self.inner.alloc(out)
     }
+    fn alloc_len(&mut self, out: &mut [BufHandle], len: usize) -> usize {
+        self.inner.alloc_len(out, len)
+    }
     fn reclaim(&mut self, bufs: &[BufHandle]) {
         self.inner.reclaim(bufs)
     }

@@ -253,6 +253,14 @@ pub trait Port: Send {
     /// Empty buffers from a pool in `tx_pools`, for a caller that must copy a frame to send.
     fn alloc(&mut self, out: &mut [BufHandle]) -> usize;
 
+    /// [`Port::alloc`] for copies of frames of `len` bytes: a port with a class of larger
+    /// buffers for long frames (a large transmit pool) gives those. The default is `alloc`.
+    /// A wrapper port must pass it on.
+    fn alloc_len(&mut self, out: &mut [BufHandle], len: usize) -> usize {
+        let _ = len;
+        self.alloc(out)
+    }
+
     /// Takes back buffers of pools this port owns.
     fn reclaim(&mut self, bufs: &[BufHandle]);
 

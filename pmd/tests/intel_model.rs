@@ -3,6 +3,7 @@
 //! transmit from a registered pool, and the error paths.
 
 use grant_pool::{BufHandle, BufIdx, Pool, PoolId, PoolLayout};
+use offload::FrameMeta;
 use pmd::intel::dma::DmaSource;
 use pmd::intel::model::{Access, Faults, Model};
 use pmd::intel::pci::PciDevice;
@@ -655,4 +656,251 @@ fn the_default_configuration_is_promiscuous_like_a_switch_port() {
             }
         }
     }
+}
+
+/// A port with a large transmit pool (TSO) on the model.
+fn open_large(family: Family) -> (IntelPort<Model>, Model) {
+    let m = Model::new(family, MAC);
+    let c = IntelConfig {
+        large_pool: Some(PoolId(8)),
+        large_bufs: 80,
+        ..cfg(1)
+    };
+    let p = IntelPort::with_regs(m.clone(), family, Box::new(m.clone()), &c, "model".into())
+        .expect("port comes up on the model");
+    (p, m)
+}
+
+/// Writes `data` into a buffer the port gives for a frame that long; the frame.
+fn put(p: &mut IntelPort<Model>, data: &[u8], meta: FrameMeta) -> Frame {
+    let mut b = [BufHandle::from_raw(0)];
+    assert_eq!(p.alloc_len(&mut b, data.len()), 1);
+    let pool = p.pools().iter().find(|q| q.id() == b[0].pool()).unwrap();
+    pool.buf(b[0]).unwrap().write(0, data).unwrap();
+    Frame {
+        buf: b[0],
+        len: data.len() as u16,
+        meta: meta.bits(),
+    }
+}
+
+fn tso(family: Family) {
+    let (mut p, m) = open_large(family);
+    assert_eq!(p.tx_offloads().max_gso_frame, u16::MAX as u32);
+    assert!(p.tx_offloads().partial_csum);
+    let payload = frame(40_000, 3);
+    let h = offload::frame::Ipv4Frame {
+        flags: 0x19, // FIN, PSH, ACK
+        seq: 1_000,
+        id: 77,
+        options: offload::frame::TIMESTAMPS.to_vec(),
+        ..Default::default()
+    };
+    let mut data = h.build(&payload);
+    offload::csum::set_pseudo_header_sum(&mut data).unwrap();
+    let f = put(&mut p, &data, FrameMeta::partial(1448));
+    assert_eq!(
+        f.buf.pool(),
+        PoolId(8),
+        "a long frame goes in a large buffer"
+    );
+    assert_eq!(p.tx_burst(&[f]), 1);
+    let mut wire = Vec::new();
+    let n = m.transmit(0, &mut |s| wire.push(s.to_vec()));
+    assert_eq!(n, 40_000usize.div_ceil(1448));
+    assert_eq!(m.tx_malformed(), 0);
+    let hdr = 14 + 20 + 32;
+    let mut got = Vec::new();
+    for (k, s) in wire.iter().enumerate() {
+        assert_eq!(
+            offload::csum::verify(s),
+            Some(true),
+            "segment {k} checksums"
+        );
+        assert!(s.len() <= hdr + 1448);
+        let seq = u32::from_be_bytes(s[38..42].try_into().unwrap());
+        assert_eq!(seq, 1_000 + (k * 1448) as u32);
+        assert_eq!(u16::from_be_bytes([s[18], s[19]]), 77 + k as u16, "IPv4 id");
+        let last = k + 1 == wire.len();
+        assert_eq!(
+            s[47] & 0x09 != 0,
+            last,
+            "FIN and PSH on the last segment only"
+        );
+        got.extend_from_slice(&s[hdr..]);
+    }
+    assert_eq!(got, payload);
+    assert_eq!(p.stats().tx_packets, n as u64, "the device counts segments");
+    let mut done = [BufHandle::from_raw(0); 4];
+    assert_eq!(p.tx_done(&mut done), 1);
+    assert_eq!(done[0], f.buf);
+    p.reclaim(&done[..1]);
+    assert_eq!(
+        p.stats().errors,
+        0,
+        "the large buffer goes back to its free list"
+    );
+}
+
+#[test]
+fn igb_tso_frames_leave_as_mss_segments_with_every_checksum_right() {
+    tso(Family::Igb);
+}
+
+#[test]
+fn ixgbe_tso_frames_leave_as_mss_segments_with_every_checksum_right() {
+    tso(Family::Ixgbe);
+}
+
+#[test]
+fn partial_checksums_are_completed_by_the_device() {
+    for family in [Family::Igb, Family::Ixgbe] {
+        let (mut p, m) = open(family, 1);
+        assert_eq!(p.tx_offloads().max_gso_frame, 0, "no large pool: no TSO");
+        let frames: Vec<Frame> = [6u8, 17]
+            .iter()
+            .map(|&proto| {
+                let mut data = offload::frame::Ipv4Frame {
+                    proto,
+                    ..Default::default()
+                }
+                .build(&frame(1000, proto));
+                offload::csum::set_pseudo_header_sum(&mut data).unwrap();
+                assert_eq!(offload::csum::verify(&data), Some(false));
+                put(&mut p, &data, FrameMeta::partial(0))
+            })
+            .collect();
+        assert_eq!(p.tx_burst(&frames), 2);
+        let mut wire = Vec::new();
+        assert_eq!(m.transmit(0, &mut |s| wire.push(s.to_vec())), 2);
+        for s in &wire {
+            assert_eq!(offload::csum::verify(s), Some(true), "{family:?}");
+        }
+    }
+}
+
+#[test]
+fn offload_metadata_the_frame_does_not_bear_out_is_refused() {
+    let (mut p, m) = open_large(Family::Igb);
+    let not_ip = put(&mut p, &frame(3000, 1), FrameMeta::partial(1448));
+    let udp = {
+        let mut d = offload::frame::Ipv4Frame {
+            proto: 17,
+            ..Default::default()
+        }
+        .build(&frame(3000, 2));
+        offload::csum::set_pseudo_header_sum(&mut d).unwrap();
+        put(&mut p, &d, FrameMeta::partial(1448))
+    };
+    for f in [not_ip, udp] {
+        assert_eq!(p.tx_burst(&[f]), 0, "refused, the frame stays the caller's");
+    }
+    assert_eq!(m.transmit(0, &mut |_| panic!("nothing to send")), 0);
+    assert_eq!(p.stats().tx_dropped, 2);
+}
+
+fn rx_checksums(family: Family) {
+    let (mut p, m) = open(family, 1);
+    let good = offload::frame::Ipv4Frame::default().build(&frame(500, 1));
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 0xff;
+    let udp = offload::frame::Ipv4Frame {
+        proto: 17,
+        ..Default::default()
+    }
+    .build(&frame(100, 2));
+    for f in [&good, &bad, &udp, &frame(60, 3)] {
+        assert!(m.receive(0, f));
+    }
+    let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
+    assert_eq!(
+        p.rx_burst(&mut out),
+        4,
+        "a bad checksum is the stack's to drop"
+    );
+    let verified: Vec<bool> = out[..4]
+        .iter()
+        .map(|f| f.meta == FrameMeta::VERIFIED.bits())
+        .collect();
+    assert_eq!(verified, [true, false, true, false]);
+    assert_eq!(bytes(&p, &out[1]), bad);
+}
+
+#[test]
+fn igb_checksums_the_device_checked_come_up_verified() {
+    rx_checksums(Family::Igb);
+}
+
+#[test]
+fn ixgbe_checksums_the_device_checked_come_up_verified() {
+    rx_checksums(Family::Ixgbe);
+}
+
+#[test]
+fn a_frame_the_device_marks_with_a_receive_error_is_dropped() {
+    for family in [Family::Igb, Family::Ixgbe] {
+        let (mut p, m) = open(family, 1);
+        m.set_faults(Faults {
+            rx_error: true,
+            ..Faults::default()
+        });
+        assert!(m.receive(0, &frame(100, 1)));
+        let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
+        assert_eq!(p.rx_burst(&mut out), 0, "{family:?}");
+        assert_eq!(p.stats().errors, 1);
+    }
+}
+
+fn jumbo_rx(family: Family) {
+    let (mut p, m) = open_large(family);
+    match family {
+        Family::Igb => {
+            assert_eq!(m.peek(igb::RLPML), pmd::intel::MAX_JUMBO_FRAME);
+            assert_ne!(m.peek(igb::RCTL) & igb::RCTL_LPE, 0);
+        }
+        Family::Ixgbe => {
+            assert_eq!(m.peek(ixgbe::MAXFRS) >> 16, pmd::intel::MAX_JUMBO_FRAME);
+            assert_ne!(m.peek(ixgbe::HLREG0) & ixgbe::HLREG0_JUMBOEN, 0);
+        }
+    }
+    let big = offload::frame::Ipv4Frame::default().build(&frame(9000 - 40, 5));
+    let small = frame(100, 6);
+    for f in [&small, &big, &small] {
+        assert!(m.receive(0, f));
+    }
+    // A burst stops before a frame spanning several buffers; the next takes it first.
+    let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
+    assert_eq!(p.rx_burst(&mut out), 1, "{family:?}");
+    assert_eq!(p.rx_burst(&mut out[1..]), 2, "{family:?}");
+    let large = p.large_pool().unwrap().clone();
+    let mut got = vec![0; usize::from(out[1].len)];
+    assert_eq!(out[1].buf.pool(), large.id(), "copied into a large buffer");
+    large.buf(out[1].buf).unwrap().read(0, &mut got).unwrap();
+    assert_eq!(got, big);
+    assert_eq!(out[1].meta, FrameMeta::VERIFIED.bits());
+    assert_eq!(bytes(&p, &out[0]), small);
+    assert_eq!(bytes(&p, &out[2]), small);
+    p.reclaim(&out[..3].iter().map(|f| f.buf).collect::<Vec<_>>());
+    assert_eq!(p.stats().errors, 0, "every buffer back where it belongs");
+    // Round and round: the ring's slots were handed back with their buffers.
+    for _ in 0..200 {
+        assert!(m.receive(0, &big));
+        let mut n = 0;
+        for _ in 0..2 {
+            n += p.rx_burst(&mut out[n..]);
+        }
+        assert_eq!(n, 1);
+        p.reclaim(&[out[0].buf]);
+    }
+    assert_eq!(p.stats().errors, 0);
+}
+
+#[test]
+fn igb_jumbo_frames_spanning_receive_buffers_come_up_whole() {
+    jumbo_rx(Family::Igb);
+}
+
+#[test]
+fn ixgbe_jumbo_frames_spanning_receive_buffers_come_up_whole() {
+    jumbo_rx(Family::Ixgbe);
 }

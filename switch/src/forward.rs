@@ -1277,16 +1277,21 @@ impl Switch {
             } else {
                 copy_frame(&self.pools, *f, c)
             };
-            if copied {
-                self.scratch[out] = Frame {
-                    buf: c,
-                    len: f.len,
-                    meta: f.meta,
-                };
-                out += 1;
+            let into = if copied {
+                Some(c)
             } else {
-                fault += 1;
-                slot.port.unalloc(&[c]);
+                copy_long::<ADMITTED>(&self.pools, slot, *f, c, hdr)
+            };
+            match into {
+                Some(b) => {
+                    self.scratch[out] = Frame {
+                        buf: b,
+                        len: f.len,
+                        meta: f.meta,
+                    };
+                    out += 1;
+                }
+                None => fault += 1,
             }
         }
         let sent = slot.port.tx_burst(&self.scratch[..out]).min(out);
@@ -1381,11 +1386,16 @@ impl Switch {
             let c = allocated[used];
             used += 1;
             let copied = copy_frame(pools, *f, c);
-            if !copied {
-                fault += 1;
-                slot.port.unalloc(&[c]);
-                continue;
-            }
+            let c = match copied {
+                true => c,
+                false => match copy_long::<false>(pools, slot, *f, c, &[0; 12]) {
+                    Some(b) => b,
+                    None => {
+                        fault += 1;
+                        continue;
+                    }
+                },
+            };
             scratch[out] = Frame {
                 buf: c,
                 len: f.len,
@@ -1508,7 +1518,12 @@ impl Switch {
             } else {
                 copy_frame(&self.pools, f, c)
             };
-            if ok {
+            let into = if ok {
+                Some(c)
+            } else {
+                copy_long::<ADMITTED>(&self.pools, slot, f, c, &q.macs[j])
+            };
+            if let Some(c) = into {
                 q.frames[w] = Frame {
                     buf: c,
                     len: f.len,
@@ -1521,7 +1536,6 @@ impl Switch {
                 copied += 1;
             } else {
                 fault += 1;
-                slot.port.unalloc(&[c]);
             }
         }
         q.n = w;
@@ -1674,7 +1688,7 @@ fn finish_merge(m: &mut Option<Merge>, pools: &[PoolSlot; POOLS], scratch: &mut 
 /// no buffer (or the write fails: the buffer goes back).
 fn put(pools: &[PoolSlot; POOLS], slot: &mut Slot, bytes: &[u8], meta: FrameMeta) -> Option<Frame> {
     let mut c = [BufHandle::from_raw(0)];
-    if slot.port.alloc(&mut c) != 1 {
+    if slot.port.alloc_len(&mut c, bytes.len()) != 1 {
         return None;
     }
     let dp = &pools[c[0].pool().0 as usize];
@@ -1736,6 +1750,39 @@ fn copy_frame(pools: &[PoolSlot; POOLS], f: Frame, to: BufHandle) -> bool {
     };
     let len = f.len as usize;
     len <= dp.size as usize && dst.copy_from(doff, &src, soff, len).is_ok()
+}
+
+/// After `first` (a buffer `slot`'s port allocated) failed to take a copy of `f`: gives
+/// `first` back and, when `f` is longer than `first` holds, copies it into a buffer the port
+/// gives for frames that long ([`pmd::Port::alloc_len`]: a large transmit pool), with `hdr`
+/// over its MACs for an untrusted port's frame. `None`: no such buffer, or a fault.
+#[cold]
+#[inline(never)]
+fn copy_long<const ADMITTED: bool>(
+    pools: &[PoolSlot; POOLS],
+    slot: &mut Slot,
+    f: Frame,
+    first: BufHandle,
+    hdr: &MacHeader,
+) -> Option<BufHandle> {
+    slot.port.unalloc(&[first]);
+    if u32::from(f.len) <= pools[first.pool().0 as usize].size {
+        return None;
+    }
+    let mut c = [BufHandle::from_raw(0)];
+    if slot.port.alloc_len(&mut c, f.len as usize) != 1 {
+        return None;
+    }
+    let ok = if ADMITTED {
+        copy_frame_as(pools, f, c[0], hdr)
+    } else {
+        copy_frame(pools, f, c[0])
+    };
+    if !ok {
+        slot.port.unalloc(&c);
+        return None;
+    }
+    Some(c[0])
 }
 
 /// [`copy_frame`], then `hdr` (the frame's checked MACs, from the switch's memory) over the

@@ -314,3 +314,77 @@ fn segments_of_one_flow_in_a_burst_reach_a_large_frame_port_as_one_frame() {
         "buffers taken, frames delivered"
     );
 }
+
+#[test]
+fn a_large_frame_to_an_intel_port_with_tso_goes_whole_and_the_device_cuts_it() {
+    use pmd::intel::dma::DmaSource;
+    use pmd::intel::model::Model;
+    use pmd::intel::{Family, IntelConfig, IntelPort};
+    let mut sw = Switch::new(SwitchConfig::default()).expect("switch");
+    let queue: Log = Arc::default();
+    sw.add_port(Box::new(Source {
+        inner: sim(0, 1 << 16),
+        queue: queue.clone(),
+    }))
+    .expect("source");
+    let model = Model::new(Family::Igb, [2, 0, 0, 0, 0x30, 1]);
+    let cfg = IntelConfig {
+        pci: "model".into(),
+        pool: PoolId(9),
+        large_pool: Some(PoolId(10)),
+        ring_size: 256,
+        bufs: 512,
+        dma: DmaSource::SmallPages,
+        link_timeout_ms: 1_000,
+        ..IntelConfig::default()
+    };
+    let intel = IntelPort::with_regs(
+        model.clone(),
+        Family::Igb,
+        Box::new(model.clone()),
+        &cfg,
+        "intel".into(),
+    )
+    .expect("intel model");
+    let id = sw.add_port(Box::new(intel)).expect("intel");
+    let send = |sw: &mut Switch, frames: &[Vec<u8>]| {
+        queue
+            .lock()
+            .unwrap()
+            .extend(frames.iter().map(|f| (f.clone(), FrameMeta::partial(1448))));
+        let mut wire = Vec::new();
+        for _ in 0..20 {
+            sw.poll();
+            model.transmit(0, &mut |f| wire.push(f.to_vec()));
+        }
+        wire
+    };
+    let check = |wire: &[Vec<u8>], frames: &[Vec<u8>]| {
+        let per = 20_000usize.div_ceil(1448);
+        assert_eq!(wire.len(), per * frames.len());
+        for (f, segs) in frames.iter().zip(wire.chunks(per)) {
+            let mut payload = Vec::new();
+            for s in segs {
+                assert_eq!(verify(s), Some(true));
+                assert!(s.len() <= 14 + 1500);
+                payload.extend_from_slice(&s[54..]);
+            }
+            assert_eq!(payload, f[54..]);
+        }
+    };
+    // Flooded (nobody has seen mac(1)): copied whole into the port's large buffers.
+    let frames: Vec<Vec<u8>> = (0..3).map(|k| segment(6, 1 + k * 20_000, 20_000)).collect();
+    check(&send(&mut sw, &frames), &frames);
+    // Unicast once the switch learned mac(1) behind the port: the same.
+    let mut hello = mac(0).to_vec();
+    hello.extend_from_slice(&mac(1));
+    hello.extend_from_slice(&[0x88, 0xb5]);
+    hello.resize(60, 0);
+    assert!(model.receive(0, &hello));
+    sw.poll();
+    let frames: Vec<Vec<u8>> = (3..6).map(|k| segment(6, 1 + k * 20_000, 20_000)).collect();
+    check(&send(&mut sw, &frames), &frames);
+    let c = sw.counters(id).expect("intel").snapshot();
+    assert_eq!(c.dropped_total(), 0);
+    assert_eq!(c.tx, 6, "six frames handed to the port, whole");
+}

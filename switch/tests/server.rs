@@ -888,3 +888,31 @@ fn mutated_control_messages_never_stop_the_server() {
     );
     check_forwarding(&mut a, &mut b, b"fuzz-end");
 }
+
+#[test]
+fn logs_written_to_a_file_carry_no_colour_escapes() {
+    let dir = test_dir("plain-logs");
+    let sock = dir.join("ctl.sock");
+    let cfg = dir.join("plain.toml");
+    std::fs::write(&cfg, config_text(&sock, &[A], "")).expect("config");
+    let log = dir.join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("port up"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes in a log file: {text:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

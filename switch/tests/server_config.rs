@@ -119,6 +119,11 @@ fn bad_configs_are_refused_naming_the_field() {
             "server.socket_mode",
         ),
         ("burst = 32", "burst = 0", "server.burst"),
+        (
+            r#"backend = "sim""#,
+            "backend = \"sim\"\ntso = true",
+            "ports[0].tso: only the intel backend has this setting",
+        ),
         ("burst = 32", "burst = 100000", "server.burst"),
         ("max_ring = 1024", "max_ring = 1000", "limits.max_ring"),
         (

@@ -75,6 +75,8 @@ EOT
     sleep 4
     echo "GUEST STATS $i"
     /bin/ferrite stats --socket /run/ferrite/ctl.sock 2>&1 | sed -n '3,5p'
+    # The web app's row: frames it sent the switch are its rx_pkts (field 5).
+    /bin/ferrite stats --socket /run/ferrite/ctl.sock 2>&1 | awk '$3 == "web" {print "GUEST WEB", $0}'
     if [ $i = 2 ]; then echo "GUEST echo log:"; cat /tmp/echo.log; echo "GUEST http log:"; cat /tmp/http.log; fi
     i=$((i + 1))
   done

@@ -12,9 +12,6 @@ pub const DESC_SIZE: usize = 16;
 pub const RXD_STAT_DD: u64 = 1 << 0;
 /// Receive write-back: end of packet (the frame ends in this descriptor's buffer).
 pub const RXD_STAT_EOP: u64 = 1 << 1;
-/// Receive write-back error bits the driver drops a frame for (82599 §7.1.6.2 RXE, 82576
-/// §7.1.5.2 RXE): bit 29 (RXE, CRC or symbol error).
-pub const RXD_ERR_RXE: u64 = 1 << 29;
 /// Receive write-back: PKT_LEN is bits 47:32 of the upper quadword.
 pub const RXD_LEN_SHIFT: u32 = 32;
 
@@ -32,6 +29,118 @@ pub const TXD_DCMD_DEXT: u32 = 1 << 29;
 pub const TXD_PAYLEN_SHIFT: u32 = 14;
 /// Transmit write-back: DD in OLINFO_STATUS bit 0, i.e. bit 32 of the upper quadword.
 pub const TXD_STAT_DD: u64 = 1 << 32;
+
+/// Transmit context descriptor (advanced), TYPE_TUCMD_MLHL: DTYP = 0010b (context).
+pub const TXD_DTYP_CTXT: u32 = 0b0010 << 20;
+/// DCMD.TSE: TCP segmentation (the data descriptors of a frame the device cuts).
+pub const TXD_DCMD_TSE: u32 = 1 << 31;
+/// OLINFO_STATUS.POPTS.IXSM: insert the IPv4 header checksum.
+pub const TXD_POPTS_IXSM: u32 = 1 << 8;
+/// OLINFO_STATUS.POPTS.TXSM: insert the TCP/UDP checksum.
+pub const TXD_POPTS_TXSM: u32 = 1 << 9;
+/// Context VLAN_MACIP_LENS: MACLEN (bytes before the IP header) starts at bit 9; IPLEN is
+/// bits 8:0.
+pub const TXC_MACLEN_SHIFT: u32 = 9;
+/// Context TUCMD.IPV4: the packet is IPv4 (its header checksum and, with TSE, its total
+/// length and identification are rewritten per segment).
+pub const TXC_TUCMD_IPV4: u32 = 1 << 10;
+/// Context TUCMD.L4T = TCP (UDP is 00).
+pub const TXC_TUCMD_L4T_TCP: u32 = 1 << 11;
+/// Context MSS_L4LEN_IDX: L4LEN (TCP header bytes) starts at bit 8.
+pub const TXC_L4LEN_SHIFT: u32 = 8;
+/// Context MSS_L4LEN_IDX: MSS starts at bit 16.
+pub const TXC_MSS_SHIFT: u32 = 16;
+
+/// Receive write-back status: IPv4 header checksum checked (IPCS).
+pub const RXD_STAT_IPCS: u64 = 1 << 6;
+/// Receive write-back status: TCP checksum checked (TCPCS / L4I).
+pub const RXD_STAT_TCPCS: u64 = 1 << 5;
+/// Receive write-back status: UDP checksum checked (UDPCS).
+pub const RXD_STAT_UDPCS: u64 = 1 << 4;
+
+/// What the device is to do with a frame beyond sending its bytes: the advanced context
+/// descriptor written before its data descriptors (82576 §7.2.2.2.1 / 82599 §7.2.3.2.3),
+/// context index 0 (the data descriptors' IDX is 0 too; the 82599's CC bit is needed only
+/// with its transmit switch, which this driver leaves off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxContext {
+    /// Bytes before the IP header.
+    pub mac_len: u16,
+    /// IP header bytes.
+    pub ip_len: u16,
+    /// Whether the IP header is IPv4.
+    pub ipv4: bool,
+    /// Whether L4 is TCP (else UDP).
+    pub tcp: bool,
+    /// TCP header bytes (with `mss`).
+    pub l4_len: u16,
+    /// Payload bytes per segment, 0 for checksum insertion only.
+    pub mss: u16,
+}
+
+impl TxContext {
+    /// The context descriptor's two quadwords.
+    #[inline]
+    pub const fn quadwords(&self) -> (u64, u64) {
+        let lens =
+            (self.ip_len as u32 & 0x1ff) | ((self.mac_len as u32 & 0x7f) << TXC_MACLEN_SHIFT);
+        let mut tucmd = TXD_DTYP_CTXT | TXD_DCMD_DEXT;
+        if self.ipv4 {
+            tucmd |= TXC_TUCMD_IPV4;
+        }
+        if self.tcp {
+            tucmd |= TXC_TUCMD_L4T_TCP;
+        }
+        let mss = if self.mss != 0 {
+            ((self.mss as u32) << TXC_MSS_SHIFT) | ((self.l4_len as u32 & 0xff) << TXC_L4LEN_SHIFT)
+        } else {
+            0
+        };
+        (lens as u64, tucmd as u64 | ((mss as u64) << 32))
+    }
+
+    /// Header bytes the device repeats in every segment (TSO).
+    pub const fn header_len(&self) -> usize {
+        self.mac_len as usize + self.ip_len as usize + self.l4_len as usize
+    }
+}
+
+/// The command word of a data descriptor carrying `len` bytes of a frame of `total` bytes
+/// sent with context `ctx` (`None`: no offload). Only the frame's `first` descriptor carries
+/// the offload options and PAYLEN; its `last` ends the frame (EOP) and asks for status (RS).
+#[inline]
+pub fn tx_cmd_offload(
+    len: u32,
+    total: u32,
+    ctx: Option<&TxContext>,
+    first: bool,
+    last: bool,
+) -> u64 {
+    let mut cmd = TXD_DTYP_DATA | TXD_DCMD_IFCS | TXD_DCMD_DEXT | len;
+    if last {
+        cmd |= TXD_DCMD_EOP | TXD_DCMD_RS;
+    }
+    let tso = ctx.is_some_and(|c| c.mss != 0);
+    if tso {
+        cmd |= TXD_DCMD_TSE;
+    }
+    let mut olinfo = 0;
+    if first {
+        // PAYLEN: the whole frame, or with TSE the bytes after the headers.
+        let mut paylen = total;
+        if let Some(c) = ctx {
+            olinfo |= TXD_POPTS_TXSM;
+            if tso {
+                paylen = total.saturating_sub(c.header_len() as u32);
+                if c.ipv4 {
+                    olinfo |= TXD_POPTS_IXSM;
+                }
+            }
+        }
+        olinfo |= paylen << TXD_PAYLEN_SHIFT;
+    }
+    (cmd as u64) | ((olinfo as u64) << 32)
+}
 
 /// The command word of a one-buffer data descriptor carrying a whole frame of `len` bytes.
 #[inline(always)]

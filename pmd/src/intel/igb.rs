@@ -4,6 +4,7 @@
 
 use super::desc::DescMem;
 use super::regs::Regs;
+use super::ring::RxErrors;
 use super::{HwStats, IntelError, Setup, timeout};
 use crate::{LinkState, Mac};
 
@@ -62,12 +63,27 @@ pub const RCTL_UPE: u32 = 1 << 3;
 pub const RCTL_MPE: u32 = 1 << 4;
 /// RCTL.BAM: accept broadcast.
 pub const RCTL_BAM: u32 = 1 << 15;
+/// RCTL.LPE: long packet enable (frames up to RLPML instead of 1522 bytes).
+pub const RCTL_LPE: u32 = 1 << 5;
 /// RCTL.SECRC: strip the Ethernet CRC.
 pub const RCTL_SECRC: u32 = 1 << 26;
 /// Receive Checksum Control.
 pub const RXCSUM: u32 = 0x5000;
 /// RXCSUM.PCSD: write the RSS hash instead of the packet checksum.
 pub const RXCSUM_PCSD: u32 = 1 << 13;
+/// RXCSUM.IPOFLD: check IPv4 header checksums (IPCS, IPE in the write-back).
+pub const RXCSUM_IPOFLD: u32 = 1 << 8;
+/// RXCSUM.TUOFLD: check TCP/UDP checksums (TCPCS/UDPCS, TCPE in the write-back).
+pub const RXCSUM_TUOFLD: u32 = 1 << 9;
+/// Receive Long Packet Maximum Length: the longest frame taken with RCTL.LPE.
+pub const RLPML: u32 = 0x5004;
+/// The error bits of the 82576's advanced receive write-back (§7.1.5.2, extended
+/// status/error field): RXE bit 31, IPE bit 30, TCPE bit 29.
+pub const RX_ERRORS: RxErrors = RxErrors {
+    rxe: 1 << 31,
+    ipe: 1 << 30,
+    l4e: 1 << 29,
+};
 /// Multicast Table Array, 128 registers.
 pub const MTA: u32 = 0x5200;
 /// Receive Address Low (n < 16).
@@ -308,8 +324,11 @@ pub fn init_rx<R: Regs>(regs: &R, s: &Setup<'_>) -> Result<(), IntelError> {
     for i in 0..128 {
         regs.write(MTA + 4 * i, 0);
     }
+    // §7.1.2 Receive checksum offload: the device checks IPv4 and TCP/UDP checksums and
+    // says so in each descriptor's status (the driver passes "verified" on).
+    regs.set_bits(RXCSUM, RXCSUM_IPOFLD | RXCSUM_TUOFLD);
     // Multiple queues: RSS spreads flows over the queues (§7.1.1.7); its hash replaces the
-    // checksum in the descriptor (RXCSUM.PCSD).
+    // packet checksum field in the descriptor (RXCSUM.PCSD; the status bits stay).
     if s.rx.len() > 1 {
         setup_rss(regs, s.rx.len() as u32, RETA, RSSRK);
         regs.set_bits(RXCSUM, RXCSUM_PCSD);
@@ -337,6 +356,11 @@ pub fn init_rx<R: Regs>(regs: &R, s: &Setup<'_>) -> Result<(), IntelError> {
     let mut rctl = RCTL_EN | RCTL_BAM | RCTL_SECRC;
     if s.promisc {
         rctl |= RCTL_UPE | RCTL_MPE;
+    }
+    // §8.10.1/§8.10.5: frames longer than 1522 bytes, up to RLPML, with RCTL.LPE.
+    if s.max_frame > 0 {
+        regs.write(RLPML, s.max_frame);
+        rctl |= RCTL_LPE;
     }
     regs.write(RCTL, rctl);
     Ok(())

@@ -8,6 +8,7 @@
 
 use super::igb::{mac_from, mta_slot, program_ring, setup_rss};
 use super::regs::Regs;
+use super::ring::RxErrors;
 use super::{HwStats, IntelError, Setup, timeout};
 use crate::{LinkState, Mac};
 
@@ -82,6 +83,10 @@ pub const HLREG0: u32 = 0x4240;
 pub const HLREG0_TXCRCEN: u32 = 1 << 0;
 /// HLREG0.RXCRCSTRP: strip the CRC on receive.
 pub const HLREG0_RXCRCSTRP: u32 = 1 << 1;
+/// HLREG0.JUMBOEN: receive frames longer than 1518 bytes (up to MAXFRS).
+pub const HLREG0_JUMBOEN: u32 = 1 << 2;
+/// Max Frame Size: MFS in bits 31:16, the CRC included.
+pub const MAXFRS: u32 = 0x4268;
 /// HLREG0.TXPADEN: pad short frames.
 pub const HLREG0_TXPADEN: u32 = 1 << 10;
 /// Filter Control.
@@ -102,6 +107,13 @@ pub const MTA: u32 = 0x5200;
 pub const RXCSUM: u32 = 0x5000;
 /// RXCSUM.PCSD: RSS hash in the descriptor instead of the checksum.
 pub const RXCSUM_PCSD: u32 = 1 << 13;
+/// The error bits of the 82599's advanced receive write-back (§7.1.6.2): RXE bit 29, IPE
+/// bit 31, TCPE bit 30. IPCS/L4CS/UDPCS status is always reported.
+pub const RX_ERRORS: RxErrors = RxErrors {
+    rxe: 1 << 29,
+    ipe: 1 << 31,
+    l4e: 1 << 30,
+};
 /// Receive Address Low (n < 128).
 pub const fn ral(n: u32) -> u32 {
     0xA200 + 8 * n
@@ -300,6 +312,12 @@ pub fn init_rx<R: Regs>(regs: &R, s: &Setup<'_>) -> Result<(), IntelError> {
     // CRC stripping, set in both places (§8.2.3.8.8: they must agree), and the RDRXCTL
     // fields the datasheet fixes (RSCFRSTSIZE = 0, RSCACKC = 1, FCOE_WRFIX = 1).
     regs.set_bits(HLREG0, HLREG0_RXCRCSTRP);
+    // §8.2.3.22.13/§8.2.3.22.8: frames longer than 1518 bytes, up to MAXFRS.MFS, with
+    // HLREG0.JUMBOEN.
+    if s.max_frame > 0 {
+        regs.set_bits(HLREG0, HLREG0_JUMBOEN);
+        regs.write(MAXFRS, s.max_frame << 16);
+    }
     let rdrxctl = regs.read(RDRXCTL) & !RDRXCTL_RSCFRSTSIZE;
     regs.write(
         RDRXCTL,

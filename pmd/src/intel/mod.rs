@@ -193,6 +193,12 @@ pub struct IntelConfig {
     pub promiscuous: bool,
     /// How long `open` waits for the link to come up (0: do not wait).
     pub link_timeout_ms: u64,
+    /// Pool id of a pool of 64 KiB transmit buffers (another id than `pool`): with it the
+    /// port takes TCP frames of up to 64 KiB whole and the device cuts them into segments
+    /// (TSO); without it a switch cuts them first. Off by default.
+    pub large_pool: Option<PoolId>,
+    /// Buffers in the large transmit pool: at least `ring_size + 16`.
+    pub large_bufs: u32,
 }
 
 impl Default for IntelConfig {
@@ -208,6 +214,8 @@ impl Default for IntelConfig {
             unbind_kernel_driver: false,
             promiscuous: true,
             link_timeout_ms: 5_000,
+            large_pool: None,
+            large_bufs: 320,
         }
     }
 }
@@ -225,7 +233,14 @@ pub struct Setup<'a> {
     pub buf_size: u32,
     /// Promiscuous mode.
     pub promisc: bool,
+    /// The longest frame to receive, CRC included (0: the standard 1522 bytes). Longer
+    /// ones span several buffers.
+    pub max_frame: u32,
 }
+
+/// The longest frame received when the port has a large pool: an MTU of 9000 bytes behind
+/// an Ethernet header, a VLAN tag and the CRC.
+pub const MAX_JUMBO_FRAME: u32 = 9000 + 14 + 4 + 4;
 
 /// The device's own counters (accumulated: the registers clear on read).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

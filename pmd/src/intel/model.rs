@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::dma::IovaMap;
 use super::regs::Regs;
-use super::{Family, IntelError, igb, ixgbe};
+use super::{Family, IntelError, desc, igb, ixgbe};
 
 /// Where transmitted frames go.
 type Wire<'a> = Option<&'a mut dyn FnMut(&[u8])>;
@@ -44,6 +44,8 @@ pub struct Faults {
     pub queue_enable_stuck: bool,
     /// The link never comes up.
     pub no_link: bool,
+    /// Every received frame is reported with a receive error (RXE: a CRC error).
+    pub rx_error: bool,
 }
 
 const BAR_WORDS: usize = 0x20000 / 4;
@@ -70,6 +72,9 @@ struct State {
     windows: Vec<(u64, u64)>,
     faults: Faults,
     dma_refused: u64,
+    tx_malformed: u64,
+    /// Each transmit queue's offload context (the last context descriptor it read).
+    ctx: [(u64, u64); 32],
     mac: [u8; 6],
 }
 
@@ -96,6 +101,8 @@ impl Model {
             windows: Vec::new(),
             faults: Faults::default(),
             dma_refused: 0,
+            tx_malformed: 0,
+            ctx: [(0, 0); 32],
             mac,
         };
         st.power_on_defaults();
@@ -159,7 +166,15 @@ impl Model {
         self.st().receive(q, frame)
     }
 
-    /// The device sends what queue `q` holds, passing each frame to `wire`; returns how many.
+    /// Frames the device refused to send: offload fields that do not match the frame (a
+    /// TSO frame whose PAYLEN and header lengths do not add up to its length).
+    pub fn tx_malformed(&self) -> u64 {
+        self.st().tx_malformed
+    }
+
+    /// The device sends what queue `q` holds, passing each frame to `wire` (a TSO frame as
+    /// its segments, checksums inserted as the descriptors ask); returns how many frames went
+    /// on the wire.
     pub fn transmit(&self, q: u32, wire: &mut dyn FnMut(&[u8])) -> usize {
         self.st().transmit(q, Some(wire))
     }
@@ -488,15 +503,62 @@ impl State {
             }
             // SAFETY: `buf..buf+n` lies inside a range the driver mapped (checked above).
             unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), buf as *mut u8, n) };
-            let eop = if k as u32 + 1 == need { 2 } else { 0 };
+            let last = k as u32 + 1 == need;
+            let status = if last { 2 | self.rx_status(frame) } else { 0 };
             self.write_u64(d, 0);
-            self.write_u64(d + 8, 1 | eop | ((n as u64) << 32));
+            self.write_u64(d + 8, 1 | status | ((n as u64) << 32));
             head = (head + 1) % count;
         }
         self.set(h_reg, head);
         self.bump(0x4074, 1);
         self.bump(0x4088, frame.len() as u64 + 4);
         true
+    }
+
+    /// The status and error bits of a received frame's last descriptor: the checksums the
+    /// device checks (igb: as RXCSUM asks; ixgbe: always), and RXE when a fault says so.
+    fn rx_status(&self, frame: &[u8]) -> u64 {
+        let (ip_on, l4_on, errs) = match self.family {
+            Family::Igb => {
+                let c = self.get(igb::RXCSUM);
+                (
+                    c & igb::RXCSUM_IPOFLD != 0,
+                    c & igb::RXCSUM_TUOFLD != 0,
+                    igb::RX_ERRORS,
+                )
+            }
+            Family::Ixgbe => (true, true, ixgbe::RX_ERRORS),
+        };
+        let mut st = if self.faults.rx_error { errs.rxe } else { 0 };
+        let Some(ip) = frame.get(14..34).filter(|_| frame[12..14] == [8, 0]) else {
+            return st;
+        };
+        let ihl = usize::from(ip[0] & 15) * 4;
+        let Some(iph) = frame.get(14..14 + ihl) else {
+            return st;
+        };
+        if ip_on {
+            st |= desc::RXD_STAT_IPCS;
+            if ones_sum(0, iph) != 0xffff {
+                st |= errs.ipe;
+            }
+        }
+        let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let (Some(l4), 6 | 17) = (frame.get(14 + ihl..14 + tot.max(ihl)), ip[9]) else {
+            return st;
+        };
+        if l4_on && ip[6] & 0x3f == 0 && ip[7] == 0 {
+            st |= if ip[9] == 6 {
+                desc::RXD_STAT_TCPCS
+            } else {
+                desc::RXD_STAT_UDPCS
+            };
+            let udp_none = ip[9] == 17 && l4.get(6..8) == Some(&[0, 0]);
+            if !udp_none && ones_sum(pseudo(iph, l4.len()), l4) != 0xffff {
+                st |= errs.l4e;
+            }
+        }
+        st
     }
 
     fn transmit(&mut self, q: u32, mut wire: Wire<'_>) -> usize {
@@ -513,37 +575,182 @@ impl State {
         let mut head = self.get(h_reg) % count;
         let tail = self.get(t_reg) % count;
         let mut sent = 0;
-        let mut frame = [0u8; 16384];
+        // The frame being gathered from its data descriptors, and its first descriptor's
+        // command and options.
+        let mut frame: Vec<u8> = Vec::new();
+        let mut first: Option<u64> = None;
         while head != tail {
             let d = base + u64::from(head) * 16;
             let (Some(addr), Some(cmd)) = (self.read_u64(d), self.read_u64(d + 8)) else {
                 break;
             };
+            head = (head + 1) % count;
+            if (cmd >> 20) & 0xF == 0b0010 {
+                // A context descriptor: kept for the frames after it.
+                if let Some(c) = self.ctx.get_mut(q as usize) {
+                    *c = (addr, cmd);
+                }
+                continue;
+            }
             let len = (cmd & 0xFFFF) as usize;
-            if let Some(w) = wire.as_deref_mut() {
+            let first_cmd = *first.get_or_insert(cmd);
+            if wire.is_some() {
                 if !self.window_ok(addr, len) {
                     self.dma_refused += 1;
                 } else {
-                    let n = len.min(frame.len());
+                    let at = frame.len();
+                    frame.resize(at + len, 0);
                     // SAFETY: `addr..addr+len` lies inside a mapped range (checked above) and
-                    // `n <= len`; `frame` has room for `n` bytes.
+                    // `frame[at..]` has room for `len` bytes.
                     unsafe {
-                        core::ptr::copy_nonoverlapping(addr as *const u8, frame.as_mut_ptr(), n)
+                        core::ptr::copy_nonoverlapping(
+                            addr as *const u8,
+                            frame[at..].as_mut_ptr(),
+                            len,
+                        )
                     };
-                    w(&frame[..n]);
                 }
             }
-            if cmd & (u64::from(super::desc::TXD_DCMD_RS)) != 0 {
-                self.write_u64(d + 8, cmd | super::desc::TXD_STAT_DD);
+            if cmd & u64::from(desc::TXD_DCMD_RS) != 0 {
+                self.write_u64(d + 8, cmd | desc::TXD_STAT_DD);
             }
-            head = (head + 1) % count;
-            sent += 1;
-            self.bump(0x4080, 1);
-            self.bump(0x4090, len as u64 + 4);
+            if cmd & u64::from(desc::TXD_DCMD_EOP) == 0 {
+                continue;
+            }
+            first = None;
+            let Some(w) = wire.as_deref_mut() else {
+                sent += 1;
+                self.bump(0x4080, 1);
+                self.bump(0x4090, len as u64 + 4);
+                continue;
+            };
+            let ctx = self.ctx.get(q as usize).copied().unwrap_or_default();
+            let mut out = 0;
+            let mut bytes = 0;
+            let ok = offload_send(&mut frame, first_cmd, ctx, &mut |f: &[u8]| {
+                out += 1;
+                bytes += f.len() as u64 + 4;
+                w(f)
+            });
+            if !ok {
+                self.tx_malformed += 1;
+            }
+            frame.clear();
+            sent += out;
+            self.bump(0x4080, out as u64);
+            self.bump(0x4090, bytes);
         }
         self.set(h_reg, head);
         sent
     }
+}
+
+/// The ones' complement sum of `b` (big-endian 16-bit words) added to `sum`, folded to 16
+/// bits, not complemented.
+fn ones_sum(sum: u32, b: &[u8]) -> u16 {
+    let mut acc = u64::from(sum);
+    for w in b.chunks(2) {
+        acc += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The pseudo-header sum of a TCP/UDP segment of `l4_len` bytes behind IPv4 header `ip`.
+fn pseudo(ip: &[u8], l4_len: usize) -> u32 {
+    u32::from(ones_sum(0, &ip[12..20])) + u32::from(ip[9]) + l4_len as u32
+}
+
+/// Sends `frame` as its first data descriptor's command and options `cmd` and the queue's
+/// context `ctx` ask: as it is, with its TCP/UDP (TXSM) and IPv4 (IXSM) checksums inserted,
+/// or (TSE) cut into segments of the context's MSS, each with its own IPv4 length,
+/// identification and checksum, TCP sequence number, flags and checksum (82576 §7.2.4,
+/// 82599 §7.2.4). Returns `false` for a frame the fields do not describe (nothing sent).
+fn offload_send(frame: &mut [u8], cmd: u64, ctx: (u64, u64), w: &mut dyn FnMut(&[u8])) -> bool {
+    let olinfo = (cmd >> 32) as u32;
+    let (txsm, ixsm) = (
+        olinfo & desc::TXD_POPTS_TXSM != 0,
+        olinfo & desc::TXD_POPTS_IXSM != 0,
+    );
+    let tse = cmd as u32 & desc::TXD_DCMD_TSE != 0;
+    if !txsm && !ixsm && !tse {
+        w(frame);
+        return true;
+    }
+    let mac = ((ctx.0 >> 9) & 0x7f) as usize;
+    let ipl = (ctx.0 & 0x1ff) as usize;
+    let tucmd = ctx.1 as u32;
+    let ipv4 = tucmd & desc::TXC_TUCMD_IPV4 != 0;
+    let tcp = tucmd & desc::TXC_TUCMD_L4T_TCP != 0;
+    let l4 = mac + ipl;
+    let csum_at = l4 + if tcp { 16 } else { 6 };
+    if frame.len() < csum_at + 2 || ipl < 20 {
+        return false;
+    }
+    // IPv4 header checksum (IXSM), over the header as it goes out.
+    let ip_csum = |f: &mut [u8]| {
+        f[mac + 10..mac + 12].copy_from_slice(&[0, 0]);
+        let c = !ones_sum(0, &f[mac..l4]);
+        f[mac + 10..mac + 12].copy_from_slice(&c.to_be_bytes());
+    };
+    if !tse {
+        // The field holds the pseudo-header sum with the length: sum from L4 on.
+        let mut c = !ones_sum(0, &frame[l4..]);
+        if !tcp && c == 0 {
+            c = 0xffff;
+        }
+        if txsm {
+            frame[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        if ixsm && ipv4 {
+            ip_csum(frame);
+        }
+        w(frame);
+        return true;
+    }
+    let l4len = ((ctx.1 >> 40) & 0xff) as usize;
+    let mss = ((ctx.1 >> 48) & 0xffff) as usize;
+    let hdr = l4 + l4len;
+    let paylen = (olinfo >> desc::TXD_PAYLEN_SHIFT) as usize;
+    if !tcp || !txsm || mss == 0 || l4len < 20 || hdr + paylen != frame.len() || paylen == 0 {
+        return false;
+    }
+    let seq = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
+    let id = u16::from_be_bytes([frame[mac + 4], frame[mac + 5]]);
+    let flags = frame[l4 + 13];
+    let segs = paylen.div_ceil(mss);
+    let mut seg = Vec::with_capacity(hdr + mss);
+    for k in 0..segs {
+        let n = mss.min(paylen - k * mss);
+        seg.clear();
+        seg.extend_from_slice(&frame[..hdr]);
+        seg.extend_from_slice(&frame[hdr + k * mss..hdr + k * mss + n]);
+        if ipv4 {
+            seg[mac + 2..mac + 4].copy_from_slice(&((ipl + l4len + n) as u16).to_be_bytes());
+            seg[mac + 4..mac + 6].copy_from_slice(&id.wrapping_add(k as u16).to_be_bytes());
+            if ixsm {
+                ip_csum(&mut seg);
+            }
+        } else {
+            seg[mac + 4..mac + 6].copy_from_slice(&((l4len + n) as u16).to_be_bytes());
+        }
+        seg[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add((k * mss) as u32).to_be_bytes());
+        let mut fl = flags;
+        if k + 1 < segs {
+            fl &= !0x09; // FIN, PSH on the last segment only
+        }
+        if k > 0 {
+            fl &= !0x80; // CWR on the first only
+        }
+        seg[l4 + 13] = fl;
+        // The field holds the pseudo-header sum without a length: add this segment's.
+        let c = !ones_sum((l4len + n) as u32, &seg[l4..]);
+        seg[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+        w(&seg);
+    }
+    true
 }
 
 impl Regs for Model {

@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use grant_pool::{BufHandle, BufIdx, Memory, Pool, PoolId, PoolLayout, PoolSet};
 
+use super::desc::TxContext;
 use super::desc::{DESC_SIZE, DescMem};
 use super::dma::{DmaMem, IovaMap, Pagemap, pin};
 use super::pci::PciDevice;
 use super::regs::{Bar, Regs};
-use super::ring::{FreeBufs, RxQueue, TxAddr, TxQueue};
+use super::ring::{FreeBufs, Jumbo, RxQueue, TxAddr, TxQueue};
 use super::vfio::Vfio;
 use super::{Access, Family, HwStats, IntelConfig, IntelError, Setup, igb, ixgbe};
-use crate::{Frame, LinkState, Mac, Port, PortStats};
+use crate::{Frame, LinkState, Mac, Port, PortStats, TxOffloads};
+use offload::FrameMeta;
 
 /// The kernel driver that hands a device to user space through VFIO.
 const VFIO_DRIVER: &str = "vfio-pci";
@@ -22,15 +24,65 @@ const VFIO_DRIVER: &str = "vfio-pci";
 /// Bytes per receive buffer.
 pub const BUF_SIZE: usize = 2048;
 
-/// Device addresses of one pool's buffers, for transmit.
+/// Bytes per buffer of the large transmit pool ([`IntelConfig::large_pool`]): a TCP frame of
+/// up to 64 KiB that the device cuts into segments itself (TSO).
+pub const LARGE_BUF_SIZE: usize = 64 * 1024;
+
+/// Device addresses of one pool's memory, for transmit.
 #[derive(Debug, Default)]
 struct TxMap {
+    /// The device address of each buffer's first byte.
     iova: Box<[u64]>,
-    buf_size: u16,
+    /// Bytes from the start of any buffer that are contiguous for the device (at most the
+    /// buffer size).
+    first_run: u32,
+    /// The device address of each `1 << shift`-byte page of the pool's memory, in order.
+    pages: Box<[u64]>,
+    shift: u32,
+    /// Whether every page follows the one before for the device (an IOMMU, hugepages that
+    /// happen to be adjacent, the model): a buffer is then one run.
+    contiguous: bool,
+    buf_size: u32,
+    count: u32,
     /// The pinned range of a registered (foreign) pool, unpinned on unregistration.
     pinned: Option<(usize, usize)>,
-    /// A registered pool's memory, kept mapped while the device may read it.
-    _mem: Option<Memory>,
+    /// The pool's memory, kept mapped while the device may read it, and through which the
+    /// headers of a frame with an offload are read and got ready for the device.
+    mem: Option<Memory>,
+}
+
+impl TxMap {
+    fn new(pages: Vec<u64>, page: usize, layout: PoolLayout, mem: Memory) -> Self {
+        let contiguous = pages.windows(2).all(|w| w[1] == w[0] + page as u64);
+        let bs = layout.buf_size;
+        let iova = (0..layout.count)
+            .map(|i| {
+                pages
+                    .get(i * bs / page)
+                    .map_or(0, |p| p + (i * bs % page) as u64)
+            })
+            .collect();
+        // The shortest run from a buffer's start to the end of its page (or its own end).
+        let first_run = if contiguous {
+            bs
+        } else {
+            (0..layout.count)
+                .map(|i| (page - i * bs % page).min(bs))
+                .min()
+                .unwrap_or(bs)
+        };
+        Self {
+            iova,
+            first_run: first_run as u32,
+            pages: pages.into_boxed_slice(),
+            shift: page.trailing_zeros(),
+            contiguous,
+            buf_size: layout.buf_size as u32,
+            count: layout.count as u32,
+            pinned: None,
+            mem: Some(mem),
+        }
+    }
 }
 
 /// Every pool the port may transmit from, by pool id (a `u8`, so no lookup is out of range).
@@ -39,14 +91,105 @@ struct TxTable(Box<[TxMap; 256]>);
 
 impl TxAddr for TxTable {
     #[inline(always)]
-    fn addr(&self, f: &Frame) -> Option<u64> {
+    fn first(&self, f: &Frame) -> Option<u64> {
         let m = &self.0[usize::from(f.buf.pool().0)];
-        // 1 ..= buf_size in one comparison.
-        if f.len.wrapping_sub(1) >= m.buf_size {
+        // 1 ..= first_run (at most buf_size) in one comparison.
+        if u32::from(f.len).wrapping_sub(1) >= m.first_run {
             return None;
         }
         m.iova.get(f.buf.idx().0 as usize).copied()
     }
+
+    fn piece(&self, f: &Frame, off: u32) -> Option<(u64, u32)> {
+        let m = &self.0[usize::from(f.buf.pool().0)];
+        let idx = f.buf.idx().0;
+        // 1 ..= buf_size in one comparison.
+        if u32::from(f.len).wrapping_sub(1) >= m.buf_size || idx >= m.count || off >= m.buf_size {
+            return None;
+        }
+        let at = idx as usize * m.buf_size as usize + off as usize;
+        let in_page = at & ((1usize << m.shift) - 1);
+        let page = *m.pages.get(at >> m.shift)?;
+        let rest = m.buf_size - off;
+        let run = if m.contiguous {
+            rest
+        } else {
+            rest.min(((1usize << m.shift) - in_page) as u32)
+        };
+        Some((page + in_page as u64, run))
+    }
+
+    fn offload(&self, f: &Frame) -> Option<TxContext> {
+        let m = &self.0[usize::from(f.buf.pool().0)];
+        let at = f.buf.idx().0 as usize * m.buf_size as usize;
+        let mem = m.mem.as_ref()?.region();
+        let len = usize::from(f.len);
+        let mut head = [0u8; TX_HEAD];
+        let head = &mut head[..len.min(TX_HEAD)];
+        mem.read(at, head).ok()?;
+        let (ctx, fix) = tx_context(head, len, FrameMeta::from_bits(f.meta))?;
+        for (off, v) in fix.into_iter().flatten() {
+            mem.write(at + off, &v.to_be_bytes()).ok()?;
+        }
+        Some(ctx)
+    }
+}
+
+/// What the receive queues need to copy a frame spanning several receive buffers into a
+/// large buffer, when the port has a large pool.
+#[inline(always)]
+fn jumbo<'a>(pools: &'a [Pool], large: &'a mut Option<FreeBufs>) -> Option<Jumbo<'a>> {
+    let (rx, lp) = (pools.first()?, pools.get(1)?);
+    Some(Jumbo {
+        rx: rx.region(),
+        rx_size: rx.layout().buf_size,
+        large: lp.region(),
+        large_size: lp.layout().buf_size,
+        free: large.as_mut()?,
+    })
+}
+
+/// A 16-bit header field to set before the device reads the frame: (offset, value).
+type HeaderFix = Option<(usize, u16)>;
+
+/// Header bytes read to set up an offload: Ethernet with a VLAN tag, IPv6 or IPv4 with
+/// options, TCP with options.
+const TX_HEAD: usize = 18 + 60 + 60;
+
+/// The context a frame with offload metadata `meta` (partial checksum, maybe a segment
+/// size) is sent with, and the header fields to rewrite first, as (offset, value) pairs: for
+/// TSO the device adds each segment's length to the TCP checksum's pseudo-header sum itself
+/// (so the field must hold the sum without a length) and inserts each IPv4 header checksum
+/// (82576 §7.2.4.4, 82599 §7.2.4.5). Both values depend only on the headers, so setting
+/// them twice (a frame offered again after a full ring) changes nothing. `None` for a frame
+/// the device cannot complete or cut.
+fn tx_context(head: &[u8], len: usize, meta: FrameMeta) -> Option<(TxContext, [HeaderFix; 2])> {
+    let l4 = offload::csum::L4::parse(head, len)?;
+    let vlan = matches!(head.get(12..14)?, [0x81, 0x00] | [0x88, 0xa8]);
+    let l3 = if vlan { 18 } else { 14 };
+    let ipv4 = head.get(l3)? >> 4 == 4;
+    let mut ctx = TxContext {
+        mac_len: l3 as u16,
+        ip_len: (l4.start - l3) as u16,
+        ipv4,
+        tcp: l4.proto == 6,
+        l4_len: 0,
+        mss: 0,
+    };
+    let gso = meta.gso_size();
+    if gso == 0 {
+        return Some((ctx, [None, None]));
+    }
+    // TSO: TCP only, headers the device repeats within the frame, segments that make sense.
+    let thl = usize::from(head.get(l4.start + 12)? >> 4) * 4;
+    if !ctx.tcp || thl < 20 || l4.start + thl >= len || usize::from(gso) > len {
+        return None;
+    }
+    ctx.l4_len = thl as u16;
+    ctx.mss = gso;
+    let no_len = !offload::csum::fold(l4.pseudo - l4.len as u32);
+    let ip_csum = ipv4.then_some((l3 + 10, 0));
+    Some((ctx, [Some((l4.csum_at(), no_len)), ip_csum]))
 }
 
 /// An Intel NIC driven from user space: rings, buffers and registers of one device.
@@ -62,7 +205,10 @@ pub struct IntelPort<R: Regs> {
     rx: Vec<RxQueue>,
     tx: Vec<TxQueue>,
     free: FreeBufs,
-    pool: Pool,
+    /// The receive pool, then the large transmit pool when there is one.
+    pools: Vec<Pool>,
+    /// Free buffers of the large transmit pool.
+    large: Option<FreeBufs>,
     tx_table: TxTable,
     tx_set: PoolSet,
     map: Box<dyn IovaMap>,
@@ -71,8 +217,8 @@ pub struct IntelPort<R: Regs> {
     tx_dropped: u64,
     refused: u64,
     ring_mem: DmaMem,
-    /// Also kept mapped by the pool's memory handles (the pool and its clones).
-    pool_mem: Arc<DmaMem>,
+    /// Also kept mapped by the pools' memory handles (the pools and their clones).
+    pool_mem: Vec<Arc<DmaMem>>,
     _dev: Option<PciDevice>,
     _vfio: Option<Vfio>,
 }
@@ -152,6 +298,9 @@ impl<R: Regs> IntelPort<R> {
                 queues * rs + 64
             )));
         }
+        if bufs >= grant_pool::pool::MAX_BUFS {
+            return Err(IntelError::Config(format!("bufs = {bufs} is too many")));
+        }
         let layout = PoolLayout::new(BUF_SIZE, bufs)
             .map_err(|e| IntelError::Config(format!("bufs = {bufs}: {e}")))?;
 
@@ -159,7 +308,6 @@ impl<R: Regs> IntelPort<R> {
         let ring_bytes = rs * DESC_SIZE;
         let stride = ring_bytes.next_multiple_of(4096);
         let ring_mem = DmaMem::alloc(stride * 2 * queues, cfg.dma, &*map)?;
-        let pool_mem = Arc::new(DmaMem::alloc(layout.bytes(), cfg.dma, &*map)?);
         let desc = |k: usize| -> Result<DescMem, IntelError> {
             let off = k * stride;
             if !ring_mem.contiguous(off, ring_bytes) {
@@ -175,21 +323,63 @@ impl<R: Regs> IntelPort<R> {
             Ok(unsafe { DescMem::new(ring_mem.virt().as_ptr().add(off), rs, ring_mem.iova(off)) })
         };
 
-        // Why this is sound: pool_mem is a live mapping of pool_mem.len() >= layout.bytes()
-        // bytes, readable and writable, unmapped only when its last `Arc` (which the handle
-        // holds) is dropped.
-        let keep = pool_mem.clone();
-        // SAFETY: the invariants stated just above hold here.
-        let mem = unsafe { Memory::from_raw(pool_mem.virt(), pool_mem.len(), keep) };
-        let pool = Pool::new(cfg.pool, layout, mem)
-            .map_err(|e| IntelError::Config(format!("pool: {e}")))?;
-        let own_iova: Box<[u64]> = (0..bufs).map(|i| pool_mem.iova(i * BUF_SIZE)).collect();
-        let mut free = FreeBufs::new(&own_iova);
-        for i in (0..bufs as u32).rev() {
-            if let Ok(h) = pool.handle(BufIdx(i)) {
-                free.push(h);
+        let mut table: Box<[TxMap; 256]> = Box::new(core::array::from_fn(|_| TxMap::default()));
+        let mut tx_set = PoolSet::EMPTY;
+        let mut pools = Vec::new();
+        let mut pool_mem = Vec::new();
+        let mut free_lists = Vec::new();
+        let large = match cfg.large_pool {
+            Some(id) if id == cfg.pool => {
+                return Err(IntelError::Config(
+                    "the large transmit pool needs a pool id of its own".into(),
+                ));
             }
+            Some(id) => {
+                let n = cfg.large_bufs as usize;
+                if n < rs + 16 {
+                    return Err(IntelError::Config(format!(
+                        "large_bufs = {n} is too few for a transmit ring of {rs} (need at least {})",
+                        rs + 16
+                    )));
+                }
+                let l = PoolLayout::new(LARGE_BUF_SIZE, n)
+                    .map_err(|e| IntelError::Config(format!("large_bufs = {n}: {e}")))?;
+                Some((id, l))
+            }
+            None => None,
+        };
+        for (id, layout) in core::iter::once((cfg.pool, layout)).chain(large) {
+            let mem = Arc::new(DmaMem::alloc(layout.bytes(), cfg.dma, &*map)?);
+            // Why this is sound: mem is a live mapping of mem.len() >= layout.bytes()
+            // bytes, readable and writable, unmapped only when its last `Arc` (which the
+            // handle holds) is dropped.
+            let keep = mem.clone();
+            // SAFETY: the invariants stated just above hold here.
+            let handle = unsafe { Memory::from_raw(mem.virt(), mem.len(), keep) };
+            let pool = Pool::new(id, layout, handle.clone())
+                .map_err(|e| IntelError::Config(format!("pool: {e}")))?;
+            let bs = layout.buf_size;
+            let iova: Box<[u64]> = (0..layout.count).map(|i| mem.iova(i * bs)).collect();
+            let mut free = FreeBufs::new(&iova);
+            for i in (0..layout.count as u32).rev() {
+                if let Ok(h) = pool.handle(BufIdx(i)) {
+                    free.push(h);
+                }
+            }
+            let pages = (0..mem.len())
+                .step_by(mem.page())
+                .map(|o| mem.iova(o))
+                .collect();
+            table[usize::from(id.0)] = TxMap::new(pages, mem.page(), layout, handle);
+            tx_set.insert(id);
+            pools.push(pool);
+            pool_mem.push(mem);
+            free_lists.push(free);
         }
+        let large = (free_lists.len() > 1).then(|| free_lists.pop()).flatten();
+        let Some(mut free) = free_lists.pop() else {
+            return Err(IntelError::Config("no receive pool".into()));
+        };
 
         type RegOf = fn(u32) -> u32;
         let (rdt, tdt): (RegOf, RegOf) = match family {
@@ -199,7 +389,7 @@ impl<R: Regs> IntelPort<R> {
         let mut rx = Vec::with_capacity(queues);
         let mut tx = Vec::with_capacity(queues);
         for q in 0..queues {
-            let mut r = RxQueue::new(desc(q)?, rdt(q as u32), BUF_SIZE as u16);
+            let mut r = RxQueue::new(desc(q)?, rdt(q as u32), BUF_SIZE as u16, family);
             if !r.fill(&mut free) {
                 return Err(IntelError::Config(
                     "too few buffers to fill the rings".into(),
@@ -209,14 +399,6 @@ impl<R: Regs> IntelPort<R> {
             tx.push(TxQueue::new(desc(queues + q)?, tdt(q as u32)));
         }
 
-        let mut table: Box<[TxMap; 256]> = Box::new(core::array::from_fn(|_| TxMap::default()));
-        table[usize::from(cfg.pool.0)] = TxMap {
-            iova: own_iova,
-            buf_size: BUF_SIZE as u16,
-            pinned: None,
-            _mem: None,
-        };
-
         let rx_descs: Vec<DescMem> = rx.iter().map(|r| *r.desc()).collect();
         let tx_descs: Vec<DescMem> = tx.iter().map(|t| *t.desc()).collect();
         let setup = Setup {
@@ -225,6 +407,11 @@ impl<R: Regs> IntelPort<R> {
             rx_tail: rx[0].initial_tail(),
             buf_size: BUF_SIZE as u32,
             promisc: cfg.promiscuous,
+            max_frame: if large.is_some() {
+                super::MAX_JUMBO_FRAME
+            } else {
+                0
+            },
         };
         match family {
             Family::Igb => igb::init(&regs, &setup)?,
@@ -239,9 +426,10 @@ impl<R: Regs> IntelPort<R> {
             rx,
             tx,
             free,
-            pool,
+            pools,
+            large,
             tx_table: TxTable(table),
-            tx_set: PoolSet::of(cfg.pool),
+            tx_set,
             map,
             hw: Cell::new(HwStats::default()),
             rx_errors: 0,
@@ -283,7 +471,12 @@ impl<R: Regs> IntelPort<R> {
 
     /// The port's own pool: its receive buffers.
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        &self.pools[0]
+    }
+
+    /// The large transmit pool, when the port has one ([`IntelConfig::large_pool`]).
+    pub fn large_pool(&self) -> Option<&Pool> {
+        self.pools.get(1)
     }
 
     /// Number of queues.
@@ -311,6 +504,11 @@ impl<R: Regs> IntelPort<R> {
             return Err(err("already registered (or the port's own pool)".into()));
         }
         let layout = pool.layout();
+        if layout.count >= grant_pool::pool::MAX_BUFS {
+            return Err(err(
+                "a pool of 2^24 buffers is more than a queue tracks".into()
+            ));
+        }
         let region = pool.region();
         let len = (layout.buf_size * layout.count).next_multiple_of(4096);
         if region.len() < len || !(region.as_ptr() as usize).is_multiple_of(4096) {
@@ -319,15 +517,9 @@ impl<R: Regs> IntelPort<R> {
         let virt = NonNull::new(region.as_ptr()).ok_or_else(|| err("null region".into()))?;
         pin(virt, len)?;
         let pages = self.map.map(virt, len, 4096)?;
-        let bs = layout.buf_size;
-        let iova: Box<[u64]> = (0..layout.count)
-            .map(|i| pages[i * bs / 4096] + (i * bs % 4096) as u64)
-            .collect();
         self.tx_table.0[usize::from(id.0)] = TxMap {
-            iova,
-            buf_size: bs.min(u16::MAX as usize) as u16,
             pinned: Some((virt.as_ptr() as usize, len)),
-            _mem: Some(pool.memory().clone()),
+            ..TxMap::new(pages, 4096, layout, pool.memory().clone())
         };
         self.tx_set.insert(id);
         Ok(())
@@ -336,7 +528,7 @@ impl<R: Regs> IntelPort<R> {
     /// Stops transmitting from pool `id`. Refused while frames of that pool are in flight
     /// (the device could still read them): call [`Port::tx_done`] until they are back.
     pub fn unregister_tx_pool(&mut self, id: PoolId) -> Result<(), IntelError> {
-        if id == self.pool.id() || !self.tx_set.contains(id) {
+        if self.own_pools().contains(id) || !self.tx_set.contains(id) {
             return Err(IntelError::TxPool {
                 pool: id.0,
                 why: "not a registered foreign pool".into(),
@@ -410,7 +602,8 @@ impl<R: Regs> IntelPort<R> {
         let Some(r) = self.rx.get_mut(q) else {
             return 0;
         };
-        let c = r.burst(&self.regs, out, &mut self.free);
+        let mut jumbo = jumbo(&self.pools, &mut self.large);
+        let c = r.burst(&self.regs, out, &mut self.free, jumbo.as_mut());
         self.rx_errors += c.errors as u64;
         c.frames
     }
@@ -460,12 +653,29 @@ impl<R: Regs> Port for IntelPort<R> {
         self.tx_set
     }
 
+    /// Partial TCP/UDP checksums always (the device inserts them); frames up to 64 KiB
+    /// with a segment size when the port has a large transmit pool (the device cuts them).
+    fn tx_offloads(&self) -> TxOffloads {
+        TxOffloads {
+            max_gso_frame: if self.large.is_some() {
+                u16::MAX as u32
+            } else {
+                0
+            },
+            partial_csum: true,
+        }
+    }
+
     fn own_pools(&self) -> PoolSet {
-        PoolSet::of(self.pool.id())
+        let mut s = PoolSet::EMPTY;
+        for p in &self.pools {
+            s.insert(p.id());
+        }
+        s
     }
 
     fn pools(&self) -> &[Pool] {
-        core::slice::from_ref(&self.pool)
+        &self.pools
     }
 
     /// Refused: a pool granted through the `Port` trait is another party's (an app's), and
@@ -492,8 +702,9 @@ impl<R: Regs> Port for IntelPort<R> {
     #[inline(never)]
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         let mut n = 0;
+        let mut jumbo = jumbo(&self.pools, &mut self.large);
         for r in self.rx.iter_mut() {
-            let c = r.burst(&self.regs, &mut out[n..], &mut self.free);
+            let c = r.burst(&self.regs, &mut out[n..], &mut self.free, jumbo.as_mut());
             n += c.frames;
             self.rx_errors += c.errors as u64;
             if n == out.len() {
@@ -527,9 +738,36 @@ impl<R: Regs> Port for IntelPort<R> {
         n
     }
 
+    /// Buffers of the large transmit pool for frames longer than a receive buffer.
+    fn alloc_len(&mut self, out: &mut [BufHandle], len: usize) -> usize {
+        let Some(large) = self.large.as_mut().filter(|_| len > BUF_SIZE) else {
+            return self.alloc(out);
+        };
+        let mut n = 0;
+        for o in out.iter_mut() {
+            let Some(b) = large.take() else { break };
+            *o = b;
+            n += 1;
+        }
+        n
+    }
+
     #[inline(never)]
     fn reclaim(&mut self, bufs: &[BufHandle]) {
-        self.refused += self.free.push_all(bufs, self.pool.id()) as u64;
+        let own = self.pools[0].id();
+        match &mut self.large {
+            None => self.refused += self.free.push_all(bufs, own) as u64,
+            Some(large) => {
+                for &b in bufs {
+                    let ok = if b.pool() == own {
+                        self.free.push(b)
+                    } else {
+                        self.pools.get(1).is_some_and(|p| p.id() == b.pool()) && large.push(b)
+                    };
+                    self.refused += u64::from(!ok);
+                }
+            }
+        }
     }
 }
 
@@ -545,6 +783,8 @@ impl<R: Regs> Drop for IntelPort<R> {
             self.unpin(va, len);
         }
         self.map.unmap(self.ring_mem.virt(), self.ring_mem.len());
-        self.map.unmap(self.pool_mem.virt(), self.pool_mem.len());
+        for m in &self.pool_mem {
+            self.map.unmap(m.virt(), m.len());
+        }
     }
 }

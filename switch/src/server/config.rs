@@ -25,6 +25,7 @@
 //! backend = "af_packet"              # sim | af_xdp | af_packet | intel
 //! ifname = "veth0"                   # af_xdp, af_packet
 //! bufs = 4096
+//! # tso = false                      # intel: no TCP segmentation by the device
 //! # faults = { drop = 0.01, duplicate = 0.001, corrupt = 0.001, delay = 0.01, delay_us = 500,
 //! #            stall_every_ms = 1000, stall_ms = 20, seed = 1 }   # fault injection, for tests
 //!
@@ -341,6 +342,9 @@ pub struct PortSection {
     pub dst: Option<String>,
     /// Faults to inject into the port's traffic (tests and experiments; off when absent).
     pub faults: Option<FaultSection>,
+    /// TCP segmentation by the device (intel; on when absent): the port keeps a pool of
+    /// 64 KiB transmit buffers and takes TCP frames of up to 64 KiB whole.
+    pub tso: Option<bool>,
 }
 
 /// `[ports.faults]`: faults injected into one port's traffic ([`pmd::fault`]). Chances are
@@ -651,6 +655,9 @@ impl Config {
                         f("ifname"),
                         format!("the {} backend needs an interface name", p.backend),
                     ));
+                }
+                b if b != "intel" && p.tso.is_some() => {
+                    return Err(field(f("tso"), "only the intel backend has this setting"));
                 }
                 "intel" if p.pci.as_deref().is_none_or(str::is_empty) => {
                     return Err(field(

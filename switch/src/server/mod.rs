@@ -874,13 +874,21 @@ where
             None => ports::open(i, p, pool)?,
         };
         let own = port.own_pools();
+        let offloads = port.tx_offloads();
         for (k, used) in pools_used.iter_mut().enumerate() {
             if own.contains(PoolId(k as u8)) {
                 *used = true;
             }
         }
         let id = sw.add_port(Box::new(ports::Marked::new(port, first.clone())))?;
-        tracing::info!(port = %p.name, backend = %p.backend, id = id.0, "port up");
+        tracing::info!(
+            port = %p.name,
+            backend = %p.backend,
+            id = id.0,
+            large_frames = offloads.max_gso_frame,
+            partial_csum = offloads.partial_csum,
+            "port up"
+        );
         nics.push((id, p.name.clone()));
     }
 

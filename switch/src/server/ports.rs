@@ -155,6 +155,11 @@ pub fn prepare(i: usize, p: &PortSection, pool: PoolId) -> Result<Prepared, Port
             if let Some(b) = p.bufs {
                 c.bufs = b as u32;
             }
+            // The large transmit pool (TSO) takes an id from the top of the id space, as
+            // af_packet's ring does.
+            if p.tso.unwrap_or(true) {
+                c.large_pool = Some(PoolId(u8::MAX - i as u8));
+            }
             Kind::Intel(c)
         }
         other => return Err(err(format!("unknown backend '{other}'"))),
@@ -277,6 +282,9 @@ impl Port for Marked {
     fn alloc(&mut self, out: &mut [BufHandle]) -> usize {
         self.inner.alloc(out)
     }
+    fn alloc_len(&mut self, out: &mut [BufHandle], len: usize) -> usize {
+        self.inner.alloc_len(out, len)
+    }
     fn reclaim(&mut self, bufs: &[BufHandle]) {
         self.inner.reclaim(bufs)
     }
@@ -342,6 +350,10 @@ mod tests {
         fn alloc(&mut self, _out: &mut [BufHandle]) -> usize {
             0
         }
+        fn alloc_len(&mut self, out: &mut [BufHandle], len: usize) -> usize {
+            // Long frames get buffers of a large pool.
+            usize::from(len > 2048).min(out.len())
+        }
         fn reclaim(&mut self, bufs: &[BufHandle]) {
             self.reclaimed.fetch_add(bufs.len(), Ordering::Relaxed);
         }
@@ -350,8 +362,8 @@ mod tests {
         }
     }
 
-    /// The wrapper every configured port runs in passes on what the port takes and how it
-    /// takes back unused buffers: without it a NIC that takes 64 KiB TCP segments had every
+    /// The wrapper every configured port runs in passes on what the port takes, where its
+    /// buffers for long frames come from and how it takes back unused buffers: without it a NIC that takes 64 KiB TCP segments had every
     /// one cut in software.
     #[test]
     fn marked_passes_on_offloads_and_unalloc() {
@@ -365,5 +377,7 @@ mod tests {
         m.reclaim(&[h]);
         assert_eq!(unalloced.load(Ordering::Relaxed), 3);
         assert_eq!(reclaimed.load(Ordering::Relaxed), 1);
+        let mut b = [h];
+        assert_eq!(m.alloc_len(&mut b, 60_000), 1, "long frames' buffers");
     }
 }
