@@ -9,8 +9,11 @@ export DEBIAN_FRONTEND=noninteractive
 # nginx: the Linux baseline of `perf --bin vs_linux`'s HTTP rows (a file download with
 # sendfile, and wrk on a small page, against ferrite-http). The benchmark runs the binary with
 # a configuration of its own inside a network namespace; the package's service is not used.
+# prometheus: its promtool checks the server's metrics exposition in a test (the package's
+# service is not used).
 need=(iproute2 iputils-ping curl wrk iperf3 sockperf socat netcat-openbsd tcpdump tshark
-      ethtool busybox-static cpio xz-utils kmod valgrind linux-perf python3 file nginx)
+      ethtool busybox-static cpio xz-utils kmod valgrind linux-perf python3 file nginx
+      prometheus)
 backports=(qemu-system-x86)
 
 missing=()

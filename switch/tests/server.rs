@@ -916,3 +916,162 @@ fn logs_written_to_a_file_carry_no_colour_escapes() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ferrite_stats_json_and_watch_report_what_was_sent() {
+    let (srv, mut a, mut b) = two_apps("stats-json");
+    for i in 0..5u8 {
+        check_forwarding(&mut a, &mut b, &[b'j', i]);
+    }
+    let s = wait_stats(&srv, "5 frames from a", |s| {
+        port(s, A.0).is_some_and(|p| p.counters.rx_packets >= 5)
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["stats", "--json", "--socket"])
+        .arg(&srv.socket)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let ports = v["ports"].as_array().expect("ports");
+    let pa = ports.iter().find(|p| p["name"] == A.0).expect("a's port");
+    let want = port(&s, A.0).expect("a").counters;
+    assert_eq!(pa["kind"], "app");
+    assert_eq!(pa["mac"], A.1);
+    assert!(pa["counters"]["rx_packets"].as_u64() >= Some(want.rx_packets));
+    let pb = ports.iter().find(|p| p["name"] == B.0).expect("b's port");
+    assert!(pb["counters"]["tx_packets"].as_u64() >= Some(5));
+    assert!(v["uptime_ns"].as_u64() > Some(0));
+    // Rates: two tables, then it stops.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["stats", "--watch", "0.2", "--count", "2", "--socket"])
+        .arg(&srv.socket)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("rx_pkts/s").count(), 2, "{text}");
+    assert!(text.contains(A.0));
+    // A bad period is refused before anything is asked of the server.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["stats", "--watch", "0", "--socket"])
+        .arg(&srv.socket)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seconds from 0.1"));
+}
+
+#[test]
+fn the_metrics_endpoint_serves_the_counters_in_the_prometheus_format() {
+    use std::io::{Read, Write};
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = test_dir("metrics");
+    let extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{http}\"\n");
+    let srv = ServerProc::start(&dir, &config_text(&dir.join("ctl.sock"), &[A, B], &extra));
+    let mut a = TestApp::connect(&srv.socket, A.0, A.1).expect("a attaches");
+    let mut b = TestApp::connect(&srv.socket, B.0, B.1).expect("b attaches");
+    check_forwarding(&mut a, &mut b, b"metrics");
+    wait_stats(&srv, "b got it", |s| {
+        port(s, B.0).is_some_and(|p| p.counters.tx_packets >= 1)
+    });
+    let get = |path: &str| {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", http)).expect("connect");
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        let mut r = String::new();
+        c.read_to_string(&mut r).expect("read");
+        r
+    };
+    let r = get("/metrics");
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    let body = r.split("\r\n\r\n").nth(1).expect("body").to_string();
+    assert!(body.contains(&format!(
+        "ferrite_port_tx_packets_total{{port=\"{}\",name=\"{}\",kind=\"app\"}}",
+        port(&srv.stats(), B.0).expect("b").port,
+        B.0
+    )));
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+    // Prometheus's own checker accepts it.
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut p) => {
+            p.stdin
+                .take()
+                .expect("stdin")
+                .write_all(body.as_bytes())
+                .expect("write");
+            let out = p.wait_with_output().expect("promtool");
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => {
+            assert!(
+                std::env::var_os("FERRITE_E2E").is_none(),
+                "FERRITE_E2E is set but promtool cannot run: {e}"
+            );
+            eprintln!("promtool not installed: the exposition was not checked by it");
+        }
+    }
+}
+
+#[test]
+fn a_flood_of_refused_messages_is_logged_a_few_lines_at_a_time() {
+    let dir = test_dir("refusal-log");
+    let sock = dir.join("ctl.sock");
+    let cfg = dir.join("flood.toml");
+    std::fs::write(&cfg, config_text(&sock, &[A], "")).expect("config");
+    let log = dir.join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while Client::connect(&sock).and_then(|mut c| c.stats()).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..50 {
+        let r = raw_exchange(&sock, &vec![(vec![1, 2, 3], Fds::None)]);
+        assert!(
+            matches!(
+                r,
+                Ok(Repr::Error {
+                    code: ErrorCode::Malformed,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    let s = Client::connect(&sock)
+        .and_then(|mut c| c.stats())
+        .expect("stats");
+    let malformed = s
+        .rejections
+        .iter()
+        .find(|(c, _)| *c == ErrorCode::Malformed);
+    assert_eq!(malformed.map(|m| m.1), Some(50), "every refusal is counted");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines = text.matches("control message refused").count();
+    assert!((1..=10).contains(&lines), "{lines} refusal lines: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -480,3 +480,26 @@ fn port_faults_are_read_and_checked() {
         assert!(e.contains("ports[1]") || e.contains("lose"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_deployment_guide_configuration_passes_the_check_and_is_the_one_the_guide_shows() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cfg = root.join("examples/deploy/ferrite.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["serve", "--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run ferrite");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let body = &text[text.find("[server]").expect("a [server] section")..];
+    let guide = std::fs::read_to_string(root.join("docs/deploy.md")).expect("guide");
+    assert!(
+        guide.contains(body),
+        "docs/deploy.md must show examples/deploy/ferrite.toml as it is"
+    );
+}

@@ -271,7 +271,17 @@ fn main() {
             if let Err(e) = r {
                 row.failure = e.lines().next().unwrap_or("").to_string();
             }
-            eprintln!("{row:?}");
+            eprintln!(
+                "restart: {} restarted by {}: {} restarts measured{}",
+                row.backend,
+                row.mode.label(),
+                row.kill_to_first_ms.len(),
+                if row.failure.is_empty() {
+                    String::new()
+                } else {
+                    format!(", failed: {}", row.failure)
+                }
+            );
             rows.push(row);
         }
     }

@@ -73,6 +73,15 @@ enum Cmd {
         /// The server's control socket.
         #[arg(long, short, default_value = "/run/ferrite/ctl.sock")]
         socket: PathBuf,
+        /// Print the counters as one JSON object (every counter by name).
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+        /// Print per-second rates every SECONDS until interrupted.
+        #[arg(long, value_name = "SECONDS", value_parser = watch_period)]
+        watch: Option<f64>,
+        /// With --watch: stop after this many tables.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
     },
 }
 
@@ -172,19 +181,55 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Stats { socket } => {
-            let r = Client::connect(&socket).and_then(|mut c| c.stats());
-            match r {
-                Ok(s) => {
-                    print!("{}", table(&s));
-                    ExitCode::SUCCESS
+        Cmd::Stats {
+            socket,
+            json,
+            watch,
+            count,
+        } => {
+            let get = || {
+                Client::connect(&socket)
+                    .and_then(|mut c| c.stats())
+                    .map_err(|e| eprintln!("ferrite stats: {}: {e}", socket.display()))
+            };
+            let Ok(mut last) = get() else {
+                return ExitCode::FAILURE;
+            };
+            let Some(period) = watch else {
+                if json {
+                    println!("{}", switch::ctl::export::json(&last));
+                } else {
+                    print!("{}", table(&last));
                 }
-                Err(e) => {
-                    eprintln!("ferrite stats: {}: {e}", socket.display());
-                    ExitCode::FAILURE
+                return ExitCode::SUCCESS;
+            };
+            let mut at = std::time::Instant::now();
+            for _ in 0..count.unwrap_or(u64::MAX) {
+                std::thread::sleep(Duration::from_secs_f64(period));
+                let Ok(now) = get() else {
+                    return ExitCode::FAILURE;
+                };
+                let secs = at.elapsed().as_secs_f64();
+                at = std::time::Instant::now();
+                if now.instance != last.instance {
+                    println!("(a new server instance: rates start again)");
+                } else {
+                    println!("{}", switch::ctl::export::rates(&last, &now, secs));
                 }
+                last = now;
             }
+            ExitCode::SUCCESS
         }
+    }
+}
+
+/// `--watch`'s period: a number of seconds from 0.1 to a day.
+fn watch_period(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds from 0.1 to 86400"
+        )),
     }
 }
 

@@ -14,6 +14,7 @@
 //! (xenstore) can drive the same state machine. Apps use [`client`].
 
 pub mod client;
+pub mod export;
 pub mod session;
 pub mod transport;
 pub mod wire;

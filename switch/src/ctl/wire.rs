@@ -297,6 +297,69 @@ pub struct PortCounters {
 }
 
 impl PortCounters {
+    /// Each counter's name and what it counts, in the order of [`PortCounters::values`].
+    pub const FIELDS: [(&'static str, &'static str); PORT_COUNTERS] = [
+        ("rx_packets", "Frames received from the port."),
+        ("rx_bytes", "Bytes received from the port."),
+        (
+            "rx_dropped",
+            "Frames the port or the switch dropped on receive.",
+        ),
+        ("tx_packets", "Frames sent to the port."),
+        ("tx_bytes", "Bytes sent to the port."),
+        (
+            "tx_dropped",
+            "Frames refused on transmit (ring full, no buffer).",
+        ),
+        ("errors", "Malformed or rejected input, all reasons."),
+        (
+            "spoofed",
+            "App frames whose source MAC was not the app's own.",
+        ),
+        ("runt", "App frames shorter than an Ethernet header."),
+        (
+            "index_ahead",
+            "Ring indices the app published that cannot be right.",
+        ),
+        ("bad_pool", "Descriptors naming a pool the app may not use."),
+        (
+            "bad_index",
+            "Descriptors naming a buffer index out of range.",
+        ),
+        ("bad_len", "Descriptors with a length over the buffer size."),
+        (
+            "not_held",
+            "Descriptors naming a buffer the app does not hold.",
+        ),
+        ("kicks_to_app", "Doorbell kicks the server sent the app."),
+        (
+            "kicks_from_app",
+            "Times the server found the app's doorbell rung.",
+        ),
+        ("group_source", "Frames dropped for a group source MAC."),
+        (
+            "link_local",
+            "App frames to a reserved link-local group address, dropped.",
+        ),
+        (
+            "rate_limited",
+            "App frames dropped because the app was over its rate.",
+        ),
+        (
+            "not_learned",
+            "New stations not learned: the port had its most stations.",
+        ),
+        (
+            "bad_meta",
+            "Descriptors whose offload metadata makes no sense for their frame.",
+        ),
+    ];
+
+    /// The counters, in the order of [`PortCounters::FIELDS`].
+    pub fn values(&self) -> [u64; PORT_COUNTERS] {
+        self.to_array()
+    }
+
     fn to_array(self) -> [u64; PORT_COUNTERS] {
         [
             self.rx_packets,

@@ -36,6 +36,9 @@
 //! max_frames_per_sec = 100000        # optional: this app's rate limit (0: none)
 //! max_bytes_per_sec = 125000000      # optional
 //!
+//! [metrics]                          # counters for Prometheus at http://LISTEN/metrics
+//! listen = "127.0.0.1:9464"
+//!
 //! [xen]                              # apps in Xen domains, over xenstore (docs/xen.md)
 //! enable = true
 //! domid = 0                          # the server's own domain (0: dom0)
@@ -112,6 +115,34 @@ pub struct Config {
     /// App domains in Xen guests, attached over xenstore.
     #[serde(default)]
     pub xen: XenSection,
+    /// The counters over HTTP for Prometheus.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: the counters in the Prometheus text format at `http://LISTEN/metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address and port to serve on, e.g. `127.0.0.1:9464` (off when absent).
+    pub listen: Option<String>,
+}
+
+impl MetricsSection {
+    /// The address to serve on, if any.
+    pub fn addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.listen
+            .as_deref()
+            .map(|l| {
+                l.parse().map_err(|_| {
+                    field(
+                        "metrics.listen",
+                        format!("'{l}' is not an address and port like 127.0.0.1:9464"),
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Who may attach as one Xen app: the app's name, in the domain the toolstack named so, with
@@ -519,6 +550,7 @@ impl Config {
 
     /// Checks every field's meaning.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.metrics.addr()?;
         let s = &self.server;
         if s.socket.as_os_str().is_empty() {
             return Err(field("server.socket", "must not be empty"));

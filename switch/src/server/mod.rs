@@ -25,6 +25,8 @@
 
 mod closer;
 pub mod config;
+mod loglimit;
+pub mod metrics;
 pub mod notify;
 pub mod ports;
 pub mod standby;
@@ -85,7 +87,20 @@ pub enum ServerError {
     /// The Xen grant devices could not be opened.
     #[error("xen grant backend: {0}")]
     XenBackend(String),
+    /// The `[metrics]` endpoint could not listen.
+    #[error("metrics.listen = {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
+
+/// Refused control messages logged one by one per window, at most.
+const REFUSAL_LOG_BURST: u32 = 10;
+/// The window of [`REFUSAL_LOG_BURST`].
+const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// Work for the switch thread.
 enum Cmd {
@@ -382,6 +397,8 @@ struct Control<B: GrantBackend> {
     pools_used: [bool; 256],
     nics: Vec<(PortId, String)>,
     rejections: [u64; ErrorCode::ALL.len()],
+    /// Refusals logged one by one up to a few per window, then counted.
+    refusal_log: loglimit::LogLimit,
     buf: Vec<u8>,
     /// Each app's rate limit, enforced by the switch.
     rates: config::AppRates,
@@ -471,7 +488,20 @@ where
             if let Some(i) = ErrorCode::ALL.iter().position(|c| c == code) {
                 self.rejections[i] += 1;
             }
-            tracing::warn!(code = %code, "control message refused: {text}");
+            if self.refusal_log.allow(Instant::now()) {
+                tracing::warn!(code = %code, "control message refused: {text}");
+            }
+        }
+    }
+
+    /// Logs how many refusals were held back in a window that has closed.
+    fn flush_refusal_log(&mut self) {
+        let held = self.refusal_log.take_held(Instant::now());
+        if held > 0 {
+            tracing::warn!(
+                "{held} more control messages refused in {} s, not logged one by one (ferrite stats counts them by reason)",
+                self.refusal_log.window().as_secs()
+            );
         }
     }
 
@@ -897,6 +927,13 @@ where
         cfg.socket_mode()?,
         cfg.server.socket_group,
     )?;
+    if let Some(addr) = cfg.metrics.addr()? {
+        let at = metrics::spawn(addr, &cfg.server.socket).map_err(|e| ServerError::Metrics {
+            addr: addr.to_string(),
+            source: e,
+        })?;
+        tracing::info!(%at, "counters for Prometheus at http://{at}/metrics");
+    }
     let waker = sw.waker();
     let (tx, rx) = crossbeam_channel::unbounded::<Cmd>();
     let sw_stop = stop.clone();
@@ -953,6 +990,7 @@ where
         pools_used,
         nics,
         rejections: [0; ErrorCode::ALL.len()],
+        refusal_log: loglimit::LogLimit::new(REFUSAL_LOG_WINDOW, REFUSAL_LOG_BURST, Instant::now()),
         buf: vec![0; crate::ctl::wire::MAX_APP_MSG],
         rates: cfg.app_rates(),
         fixed_macs: cfg.fixed_macs(),
@@ -1023,6 +1061,7 @@ where
             break;
         }
         ctl.settle_late();
+        ctl.flush_refusal_log();
         if let Some(x) = xen.as_mut() {
             if ready_xs || x.rescan_due() {
                 x.service(&mut ctl, &taken_by(&conns));
@@ -1201,6 +1240,11 @@ mod tests {
             pools_used: [false; 256],
             nics: Vec::new(),
             rejections: [0; ErrorCode::ALL.len()],
+            refusal_log: loglimit::LogLimit::new(
+                REFUSAL_LOG_WINDOW,
+                REFUSAL_LOG_BURST,
+                Instant::now(),
+            ),
             buf: Vec::new(),
             rates: config::AppRates::default(),
             fixed_macs: Vec::new(),

@@ -1,0 +1,89 @@
+//! The `[metrics]` endpoint: `GET /metrics` answered with the counters in the Prometheus text
+//! format ([`crate::ctl::export::prometheus`]).
+//!
+//! It runs on a thread of its own and reads the counters the way `ferrite stats` does, as a
+//! client of the control socket, so that it shares no state with the control or the
+//! forwarding thread: a slow or stuck scraper holds only this thread. One request per
+//! connection, answered with `Connection: close`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::ctl::Client;
+use crate::ctl::export::prometheus;
+
+/// Longest a client may take to send its request line.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Binds `addr` and serves the counters of the server whose control socket is `socket` on a
+/// thread of its own, for as long as the process lives.
+pub fn spawn(addr: SocketAddr, socket: &Path) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    let socket = socket.to_path_buf();
+    std::thread::Builder::new()
+        .name("ferrite-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(c) => {
+                        if let Err(e) = answer(c, &socket) {
+                            tracing::debug!("metrics request: {e}");
+                        }
+                    }
+                    Err(e) => tracing::debug!("metrics accept: {e}"),
+                }
+            }
+        })?;
+    Ok(local)
+}
+
+fn answer(conn: TcpStream, socket: &Path) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(READ_TIMEOUT))?;
+    conn.set_write_timeout(Some(READ_TIMEOUT))?;
+    let mut r = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    r.by_ref().take(8192).read_line(&mut line)?;
+    // Headers up to the blank line (ignored).
+    let mut h = String::new();
+    while r.by_ref().take(8192).read_line(&mut h)? > 2 {
+        h.clear();
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, kind, body) = if method != "GET" {
+        (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        )
+    } else if path != "/metrics" {
+        (
+            "404 Not Found",
+            "text/plain",
+            "the counters are at /metrics\n".to_string(),
+        )
+    } else {
+        match Client::connect(socket).and_then(|mut c| c.stats()) {
+            Ok(s) => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                prometheus(&s),
+            ),
+            Err(e) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("no counters from the server: {e}\n"),
+            ),
+        }
+    };
+    let mut w = conn;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    w.flush()
+}
