@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use smoltcp::wire::Ipv4Cidr;
+use smoltcp::wire::{Ipv4Cidr, Ipv6Cidr};
 
 use crate::domain::DomainConfig;
 use crate::stack::{NetConfig, parse_mac};
@@ -30,6 +30,10 @@ pub struct DomainArgs {
     /// Default gateway.
     #[arg(long)]
     pub gateway: Option<Ipv4Addr>,
+    /// An IPv6 address too, with a prefix length (fd00:77::11/64; 64 when absent): the
+    /// app then answers on IPv6 as well (neighbours found with NDP, ping -6).
+    #[arg(long, value_parser = parse_ip6)]
+    pub ip6: Option<Ipv6Cidr>,
     /// Descriptors per ring (a power of two).
     #[arg(long, default_value_t = 1024)]
     pub ring_size: u32,
@@ -58,6 +62,27 @@ pub struct DomainArgs {
     pub connect_timeout: f64,
 }
 
+/// Parses `--ip6`: an IPv6 address with an optional prefix length (64 when absent), unicast.
+fn parse_ip6(s: &str) -> Result<Ipv6Cidr, String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (
+            a,
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 128)
+                .ok_or_else(|| format!("{s}: the prefix length must be 0 to 128"))?,
+        ),
+        None => (s, 64),
+    };
+    let a: std::net::Ipv6Addr = addr
+        .parse()
+        .map_err(|_| format!("{s}: not an IPv6 address like fd00:77::11/64"))?;
+    if a.is_multicast() || a.is_unspecified() || a.is_loopback() {
+        return Err(format!("{s}: not a unicast address an interface can have"));
+    }
+    Ok(Ipv6Cidr::new(a, prefix))
+}
+
 impl DomainArgs {
     /// The network part.
     pub fn net(&self) -> Result<NetConfig, String> {
@@ -79,6 +104,7 @@ impl DomainArgs {
             mac: self.mac,
             ip: Ipv4Cidr::new(a, prefix),
             gateway: self.gateway,
+            ip6: self.ip6,
         })
     }
 

@@ -1052,6 +1052,7 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 1],
             ip: smoltcp::wire::Ipv4Cidr::new(smoltcp::wire::Ipv4Address::new(10, 0, 0, 2), 24),
             gateway: None,
+            ip6: None,
         };
         let mut c = DomainConfig::new("/nonexistent".into(), "a".into(), net);
         c.buf_size = buf_size;

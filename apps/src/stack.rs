@@ -6,7 +6,7 @@ use smoltcp::phy::{Device, TxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Cidr,
 };
 
 /// Where the app lives on the network.
@@ -18,6 +18,8 @@ pub struct NetConfig {
     pub ip: Ipv4Cidr,
     /// Default gateway, if any.
     pub gateway: Option<Ipv4Address>,
+    /// The app's IPv6 address and prefix, if it speaks IPv6 (neighbours found with NDP).
+    pub ip6: Option<Ipv6Cidr>,
 }
 
 /// Builds the interface for `net` over `device`.
@@ -26,8 +28,12 @@ pub fn interface<D: Device>(net: &NetConfig, device: &mut D, now: Instant, seed:
     cfg.random_seed = seed;
     let mut iface = Interface::new(cfg, device, now);
     iface.update_ip_addrs(|addrs| {
-        // One address; the vector has room for it (capacity is a compile-time constant > 0).
+        // At most two addresses; the vector has room for them (its capacity is a
+        // compile-time constant, smoltcp's `iface-max-addr-count`, 2 by default).
         let _ = addrs.push(IpCidr::Ipv4(net.ip));
+        if let Some(ip6) = net.ip6 {
+            let _ = addrs.push(IpCidr::Ipv6(ip6));
+        }
     });
     if let Some(gw) = net.gateway {
         let _ = iface.routes_mut().add_default_ipv4_route(gw);
@@ -91,6 +97,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 /// Whether `a` is the app's own address (for tests and logs).
 pub fn is_own(net: &NetConfig, a: IpAddress) -> bool {
     a == IpAddress::Ipv4(net.ip.address())
+        || net.ip6.is_some_and(|c| a == IpAddress::Ipv6(c.address()))
 }
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ fn make(id: u8, last: u8) -> (App, ServerSide) {
         mac: [2, 0, 0, 0, 0, last],
         ip: Ipv4Cidr::new(Ipv4Address::new(10, 9, 0, last), 24),
         gateway: None,
+        ip6: None,
     };
     let iface = stack::interface(&net, &mut dev, smoltcp::time::Instant::ZERO, last as u64);
     (
@@ -319,6 +320,7 @@ fn frames_are_built_in_place_in_the_pool_buffer() {
         mac: [2, 0, 0, 0, 0, 1],
         ip: Ipv4Cidr::new(Ipv4Address::new(10, 9, 0, 1), 24),
         gateway: None,
+        ip6: None,
     };
     assert!(stack::send_gratuitous_arp(
         &net,
