@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use switch::ctl::session::check_grant;
-use switch::ctl::wire::{GrantRepr, Limits, Repr};
+use switch::ctl::wire::{Direction, GrantRepr, Limits, Repr};
 use switch::ctl::{AllowedApp, CtlError, ErrorCode, Name, PeerCred, Policy, Session, State, Step};
 
 use crate::Input;
@@ -61,7 +61,7 @@ fn grant(inp: &mut Input<'_>) -> GrantRepr {
 fn message(inp: &mut Input<'_>) -> Vec<u8> {
     let names = ["web", "Web", "other"];
     let macs = [MAC, [2, 0, 0, 0, 0, 2], [3, 0, 0, 0, 0, 1]];
-    let repr = match inp.below(8) {
+    let repr = match inp.below(9) {
         0 | 1 => Repr::Hello {
             name: Name::new(names[inp.below(names.len())]).expect("name"),
             mac: macs[inp.below(macs.len())],
@@ -70,6 +70,12 @@ fn message(inp: &mut Input<'_>) -> Vec<u8> {
         4 => Repr::StatsRequest,
         5 => Repr::Detach,
         6 => Repr::Closed,
+        7 => Repr::CaptureRequest {
+            port: inp.u16(),
+            direction: [Direction::Rx, Direction::Tx, Direction::Both][inp.below(3)],
+            snaplen: [1, 64, 65500][inp.below(3)],
+            count: u64::from(inp.u16()),
+        },
         _ => {
             let n = inp.below(64);
             return (0..n).map(|_| inp.u8()).collect();
@@ -162,6 +168,14 @@ fn run(data: &[u8]) -> Vec<State> {
                     Step::Stats => {
                         assert!(matches!(before, State::Initialising | State::Connected));
                         assert_eq!(parsed, Some(Repr::StatsRequest));
+                    }
+                    Step::Capture { .. } => {
+                        assert_eq!(
+                            before,
+                            State::Initialising,
+                            "a capture only on a fresh connection"
+                        );
+                        assert!(matches!(parsed, Some(Repr::CaptureRequest { .. })));
                     }
                     Step::Detach => {
                         assert_eq!(before, State::Connected);

@@ -573,6 +573,153 @@ pub struct Switch {
     made: Vec<(Frame, MacHeader)>,
     returns: Returns,
     pub(crate) waker: Arc<Waker>,
+    /// A capture of one port's frames, if one runs (checked once per burst).
+    tap: Option<Box<Tap>>,
+}
+
+/// One frame a capture took: when, which way, its length and first bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// The frame's whole length.
+    pub orig_len: u32,
+    /// Frames the capture lost (its queue was full) since the one before.
+    pub lost: u32,
+    /// Sent to the port (else received from it).
+    pub tx: bool,
+    /// The frame's first bytes (at most the capture's snaplen).
+    pub data: Vec<u8>,
+}
+
+/// A capture of the frames one port receives and/or is sent ([`Switch::start_capture`]):
+/// each is copied (up to `snaplen` bytes) into a queue another thread drains; when the queue
+/// is full the frame is counted as lost, never waited for.
+#[derive(Debug)]
+pub struct Tap {
+    /// The port.
+    pub port: PortId,
+    /// Frames the port receives.
+    pub rx: bool,
+    /// Frames sent to the port.
+    pub tx: bool,
+    /// Bytes of each frame at most.
+    pub snaplen: usize,
+    /// Where captured frames go.
+    pub out: crossbeam_channel::Sender<Captured>,
+    /// Names this capture (to end it and not a later one).
+    pub id: u64,
+    lost: u32,
+}
+
+impl Tap {
+    /// Capture `id` of `port` (`rx`, `tx`: which ways) into `out`.
+    pub fn new(
+        id: u64,
+        port: PortId,
+        rx: bool,
+        tx: bool,
+        snaplen: usize,
+        out: crossbeam_channel::Sender<Captured>,
+    ) -> Self {
+        Self {
+            port,
+            rx,
+            tx,
+            snaplen,
+            out,
+            id,
+            lost: 0,
+        }
+    }
+
+    /// Copies `frames` (with `macs`, the MACs they leave with, when they go by handle from
+    /// an untrusted party's pool) into the queue. Returns `false` once the other end is gone.
+    #[cold]
+    #[inline(never)]
+    fn take(
+        &mut self,
+        pools: &[PoolSlot; POOLS],
+        frames: &[Frame],
+        macs: Option<&[MacHeader]>,
+        tx: bool,
+    ) -> bool {
+        let ts_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        for (i, f) in frames.iter().enumerate() {
+            let mut data = vec![0; usize::from(f.len).min(self.snaplen)];
+            let read = pools[f.buf.pool().0 as usize]
+                .buf(f.buf)
+                .is_some_and(|(m, off)| m.read(off, &mut data).is_ok());
+            if !read {
+                continue;
+            }
+            if let (Some(h), true) = (macs.and_then(|m| m.get(i)), data.len() >= 12) {
+                data[..12].copy_from_slice(h);
+            }
+            let c = Captured {
+                ts_ns,
+                orig_len: u32::from(f.len),
+                lost: self.lost,
+                tx,
+                data,
+            };
+            match self.out.try_send(c) {
+                Ok(()) => self.lost = 0,
+                Err(crossbeam_channel::TrySendError::Full(_)) => {
+                    self.lost = self.lost.saturating_add(1)
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Frames received (`tx` false) or sent (`tx` true) on port `p`, to the capture if it wants
+/// them; a capture whose other end is gone is ended.
+#[inline(always)]
+fn tap(
+    tap: &mut Option<Box<Tap>>,
+    pools: &[PoolSlot; POOLS],
+    p: usize,
+    frames: &[Frame],
+    macs: Option<&[MacHeader]>,
+    tx: bool,
+) {
+    if let Some(t) = tap
+        && t.port.0 as usize == p
+        && (if tx { t.tx } else { t.rx })
+        && !frames.is_empty()
+        && !t.take(pools, frames, macs, tx)
+    {
+        *tap = None;
+    }
+}
+
+impl Switch {
+    /// Starts capturing `t.port`'s frames; `false` (and nothing started) when a capture runs
+    /// already or the port does not exist.
+    pub fn start_capture(&mut self, t: Tap) -> bool {
+        if self.tap.is_some() || self.port(t.port).is_none() {
+            return false;
+        }
+        self.tap = Some(Box::new(t));
+        true
+    }
+
+    /// Ends capture `id`, if it runs (its queue's other end then sees it disconnected).
+    pub fn stop_capture(&mut self, id: u64) {
+        if self.tap.as_ref().is_some_and(|t| t.id == id) {
+            self.tap = None;
+        }
+    }
+
+    /// The port being captured, if any.
+    pub fn capturing(&self) -> Option<PortId> {
+        self.tap.as_ref().map(|t| t.port)
+    }
 }
 
 impl Switch {
@@ -621,6 +768,7 @@ impl Switch {
                 orphans: 0,
             },
             waker: Arc::new(Waker::default()),
+            tap: None,
         })
     }
 
@@ -709,6 +857,9 @@ impl Switch {
     /// come back.
     pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port>> {
         let i = id.0 as usize;
+        if self.capturing() == Some(id) {
+            self.tap = None;
+        }
         let mut slot = self.ports.get_mut(i)?.take()?;
         let k = slot.port.tx_done(&mut self.done[..]).min(MAX_BURST);
         self.ports[i] = Some(slot);
@@ -820,6 +971,9 @@ impl Switch {
                 .port
                 .rx_burst(&mut self.rx[..self.burst])
                 .min(self.burst);
+            if n > 0 && self.tap.is_some() {
+                tap(&mut self.tap, &self.pools, p, &self.rx[..n], None, false);
+            }
             if n > 0 {
                 if slot.admitted {
                     self.forward_admitted(p, n);
@@ -1128,6 +1282,17 @@ impl Switch {
             }
             .min(n);
             bump(&slot.counters.tx, sent as u64);
+            if self.tap.is_some() {
+                let macs = ADMITTED.then_some(&self.heads[..sent]);
+                tap(
+                    &mut self.tap,
+                    &self.pools,
+                    d0 as usize,
+                    &self.rx[..sent],
+                    macs,
+                    true,
+                );
+            }
             if sent < n {
                 slot.counters
                     .add_drop(DropReason::RingFull, (n - sent) as u64);
@@ -1224,7 +1389,8 @@ impl Switch {
                 }
                 continue;
             };
-            let sent = if ADMITTED && q.by_handle {
+            let by_handle = ADMITTED && q.by_handle;
+            let sent = if by_handle {
                 slot.port
                     .tx_burst_with_macs(&q.frames[..queued], &q.macs[..queued])
             } else {
@@ -1233,6 +1399,10 @@ impl Switch {
             .min(queued);
             q.by_handle = false;
             bump(&slot.counters.tx, sent as u64);
+            if self.tap.is_some() {
+                let macs = by_handle.then_some(&q.macs[..sent]);
+                tap(&mut self.tap, &self.pools, d, &q.frames[..sent], macs, true);
+            }
             if sent < queued {
                 slot.counters
                     .add_drop(DropReason::RingFull, (queued - sent) as u64);
@@ -1295,6 +1465,16 @@ impl Switch {
             }
         }
         let sent = slot.port.tx_burst(&self.scratch[..out]).min(out);
+        if self.tap.is_some() {
+            tap(
+                &mut self.tap,
+                &self.pools,
+                d,
+                &self.scratch[..sent],
+                None,
+                true,
+            );
+        }
         let c = &slot.counters;
         bump(&c.tx, sent as u64);
         bump(&c.tx_copied, out as u64);
@@ -1336,6 +1516,7 @@ impl Switch {
             done,
             whole,
             returns,
+            tap: tap_,
             ..
         } = self;
         let Some(Some(slot)) = ports.get_mut(d) else {
@@ -1421,6 +1602,9 @@ impl Switch {
         }
         let out = w;
         let sent = slot.port.tx_burst(&scratch[..out]).min(out);
+        if tap_.is_some() {
+            tap(tap_, pools, d, &scratch[..sent], None, true);
+        }
         let nobuf = (n as u64).saturating_sub(merged + fault + out as u64);
         let c = &slot.counters;
         bump(&c.tx, sent as u64 + merged);
@@ -1570,6 +1754,7 @@ impl Switch {
             segment,
             made,
             returns,
+            tap: tap_,
             ..
         } = self;
         let q = &mut queues[d];
@@ -1641,12 +1826,12 @@ impl Switch {
                     made.push((c, hdr));
                     copied += 1;
                     if made.len() == MAX_BURST {
-                        send_early::<ADMITTED>(slot, made, by_handle, pools, returns);
+                        send_early::<ADMITTED>(slot, d, made, by_handle, pools, returns, tap_);
                     }
                 }
             }
             if made.len() == MAX_BURST {
-                send_early::<ADMITTED>(slot, made, by_handle, pools, returns);
+                send_early::<ADMITTED>(slot, d, made, by_handle, pools, returns, tap_);
             }
         }
         for (k, (f, hdr)) in made.iter().enumerate() {
@@ -1709,12 +1894,15 @@ fn put(pools: &[PoolSlot; POOLS], slot: &mut Slot, bytes: &[u8], meta: FrameMeta
 
 /// Sends `made` (a full burst of `make_copies_offloaded`'s entries) to `slot`'s port now, so
 /// that the entries after it keep their order; counts it as pass 2b would.
+#[allow(clippy::too_many_arguments)]
 fn send_early<const ADMITTED: bool>(
     slot: &mut Slot,
+    d: usize,
     made: &mut Vec<(Frame, MacHeader)>,
     by_handle: bool,
     pools: &[PoolSlot; POOLS],
     returns: &mut Returns,
+    tap_: &mut Option<Box<Tap>>,
 ) {
     let mut frames = [Frame::new(BufHandle::from_raw(0), 0); MAX_BURST];
     let mut macs = [[0u8; 12]; MAX_BURST];
@@ -1729,6 +1917,10 @@ fn send_early<const ADMITTED: bool>(
         slot.port.tx_burst(&frames[..n])
     }
     .min(n);
+    if tap_.is_some() {
+        let m = (ADMITTED && by_handle).then_some(&macs[..sent]);
+        tap(tap_, pools, d, &frames[..sent], m, true);
+    }
     bump(&slot.counters.tx, sent as u64);
     if sent < n {
         slot.counters

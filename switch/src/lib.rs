@@ -19,7 +19,8 @@ pub mod run;
 pub use counters::{DropReason, PortCounters, PortCountersSnapshot};
 pub use fdb::{Fdb, FdbStats};
 pub use forward::{
-    Clock, MAX_BURST, MAX_PORTS, ManualClock, PortId, Switch, SwitchConfig, SwitchError,
+    Captured, Clock, MAX_BURST, MAX_PORTS, ManualClock, PortId, Switch, SwitchConfig, SwitchError,
+    Tap,
 };
 pub use run::{IdleConfig, Waker};
 pub mod app_port;

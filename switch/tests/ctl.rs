@@ -80,6 +80,13 @@ fn serve_one(mut t: SeqPacket, policy: Policy) -> Seen {
                 (s.attached(5, 9, 77), false)
             }
             Step::Stats => (Repr::StatsReply(Default::default()), false),
+            Step::Capture { .. } => (
+                s.refuse(switch::ctl::CtlError::refused(
+                    switch::ctl::ErrorCode::NotPermitted,
+                    "no captures here",
+                )),
+                true,
+            ),
             Step::Detach => (s.detached(), true),
         };
         states.push(s.state());

@@ -641,3 +641,64 @@ fn sleeping_run_loop_wakes_on_a_port_doorbell_and_on_the_waker() {
     let sw = runner.join().expect("run loop thread");
     assert_eq!(sw.counters(PortId(1)).expect("present").snapshot().tx, 300);
 }
+
+#[test]
+fn a_capture_takes_a_ports_frames_both_ways_loses_what_does_not_fit_and_ends_with_its_reader() {
+    let mut net = Net::new(
+        vec![
+            sim(0, |c| c.dst = MacPattern::Fixed(mac(1))),
+            sim(1, |c| c.dst = MacPattern::Fixed(mac(0))),
+        ],
+        |_| {},
+    );
+    // Both stations known first (no flooding in what follows).
+    net.send(0, 1);
+    net.send(1, 1);
+    let (tx, rx) = crossbeam_channel::bounded(8);
+    let tap = switch::Tap::new(1, net.ids[1], true, true, 20, tx);
+    assert!(net.sw.start_capture(tap));
+    let (tx2, _rx2) = crossbeam_channel::bounded(8);
+    assert!(
+        !net.sw
+            .start_capture(switch::Tap::new(2, net.ids[0], true, true, 20, tx2)),
+        "one capture at a time"
+    );
+    net.send(0, 3); // sent to port 1
+    net.send(1, 2); // received from port 1
+    let got: Vec<switch::Captured> = rx.try_iter().collect();
+    assert_eq!(got.len(), 5);
+    assert_eq!(got.iter().filter(|c| c.tx).count(), 3);
+    for c in &got {
+        assert_eq!(c.data.len(), 20, "cut at the snaplen");
+        assert!(c.orig_len > 20);
+        let (src, dst) = if c.tx {
+            (mac(0), mac(1))
+        } else {
+            (mac(1), mac(0))
+        };
+        assert_eq!((&c.data[6..12], &c.data[..6]), (&src[..], &dst[..]));
+    }
+    // A queue of 8: of 20 frames, 8 are taken and the rest counted as lost, never waited for.
+    net.send(0, 20);
+    assert_eq!(rx.try_iter().count(), 8);
+    net.send(0, 1);
+    let next = rx.try_recv().expect("the next frame");
+    assert_eq!(next.lost, 12, "the frames the full queue could not take");
+    // Forwarding never noticed.
+    assert_eq!(net.probes[1].sunk.load(Relaxed), 1 + 3 + 20 + 1);
+    // The reader goes: the next frame ends the capture.
+    drop(rx);
+    net.send(0, 1);
+    assert_eq!(net.sw.capturing(), None);
+    // Stopping names the capture: a stale stop leaves a newer one running.
+    let (tx, _rx) = crossbeam_channel::bounded(8);
+    assert!(
+        net.sw
+            .start_capture(switch::Tap::new(3, net.ids[0], true, false, 64, tx))
+    );
+    net.sw.stop_capture(1);
+    assert_eq!(net.sw.capturing(), Some(net.ids[0]));
+    // A port leaving ends its capture.
+    net.sw.remove_port(net.ids[0]);
+    assert_eq!(net.sw.capturing(), None);
+}

@@ -1075,3 +1075,106 @@ fn a_flood_of_refused_messages_is_logged_a_few_lines_at_a_time() {
     assert!((1..=10).contains(&lines), "{lines} refusal lines: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ferrite_capture_writes_pcapng_that_tshark_reads() {
+    let (srv, mut a, mut b) = two_apps("capture");
+    check_forwarding(&mut a, &mut b, b"before");
+    let file = srv.dir.join("a.pcapng");
+    // A's port, both ways: frames A sends (the port receives them) and frames to A.
+    let mut cap = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["capture", A.0, "-c", "6", "-w"])
+        .arg(&file)
+        .arg("--socket")
+        .arg(&srv.socket)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ferrite capture");
+    // Until the capture has its frames: A to B and B to A, a tag each.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut i = 0u8;
+    while cap.try_wait().expect("wait").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the capture never ended"
+        );
+        check_forwarding(&mut a, &mut b, &[b'a', b'b', i]);
+        check_forwarding(&mut b, &mut a, &[b'b', b'a', i]);
+        i = i.wrapping_add(1);
+    }
+    let out = cap.wait_with_output().expect("capture");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("6 frames"), "{err}");
+    if !std::process::Command::new("tshark")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::env::var_os("FERRITE_E2E").is_none(),
+            "FERRITE_E2E is set but tshark cannot run"
+        );
+        eprintln!("tshark not installed: the capture file was not read back");
+        return;
+    }
+    let t = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&file)
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+            "-e",
+            "eth.src",
+            "-e",
+            "eth.dst",
+            "-e",
+            "frame.len",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "frame.p2p_dir",
+            "-e",
+            "eth.type",
+        ])
+        .output()
+        .expect("tshark");
+    let text = String::from_utf8_lossy(&t.stdout);
+    assert!(
+        t.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&t.stderr)
+    );
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 6, "{text}");
+    for r in &rows {
+        assert_eq!(r[3], A.0, "the port's name names the interface: {text}");
+        assert_eq!(r[5], "0x88b5", "{text}");
+        let (src, dst) = (r[0], r[1]);
+        // Received by A's port: sent by A; sent to A's port: from B to A.
+        let from_a = src == A.1 && dst == B.1;
+        let to_a = src == B.1 && dst == A.1;
+        assert!(from_a || to_a, "a frame neither from nor to A: {text}");
+        assert_eq!(
+            r[4],
+            if from_a { "1" } else { "0" },
+            "direction flag: {text}"
+        );
+    }
+    // The frames' bytes: each test frame's tag is in it.
+    let hex = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&file)
+        .args(["-T", "fields", "-e", "data.data"])
+        .output()
+        .expect("tshark");
+    let hex = String::from_utf8_lossy(&hex.stdout);
+    assert_eq!(hex.lines().count(), 6, "{hex}");
+    assert!(
+        hex.lines()
+            .all(|l| l.starts_with("6162") || l.starts_with("6261")),
+        "payloads carry the tags sent: {hex}"
+    );
+}

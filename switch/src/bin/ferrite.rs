@@ -1,5 +1,6 @@
 //! `ferrite`: the network server (`ferrite serve --config FILE`), its supervisor
-//! (`ferrite supervise --config FILE`) and its counters (`ferrite stats`).
+//! (`ferrite supervise --config FILE`), its counters (`ferrite stats`) and a capture of a
+//! port's frames (`ferrite capture`).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -67,6 +68,28 @@ enum Cmd {
         /// Time from a server's readiness to the start of the next spare, in ms.
         #[arg(long, default_value_t = 20)]
         standby_delay_ms: u64,
+    },
+    /// Capture a port's frames from a running server: pcapng (Wireshark, tshark) with -w,
+    /// else one line per frame. Root or the server's own user only.
+    Capture {
+        /// The port: its name or number, as `ferrite stats` shows them.
+        port: String,
+        /// Write a pcapng file (`-` for standard output).
+        #[arg(short = 'w', long = "write")]
+        file: Option<PathBuf>,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Frames the port receives, is sent, or both.
+        #[arg(long, value_enum, default_value = "both")]
+        direction: DirectionArg,
+        /// Bytes of each frame to keep (at most 65500: a frame of up to 64 KiB is cut there).
+        #[arg(long, default_value_t = switch::ctl::wire::CAPTURE_MAX as u32,
+              value_parser = clap::value_parser!(u32).range(14..=switch::ctl::wire::CAPTURE_MAX as i64))]
+        snaplen: u32,
+        /// The server's control socket.
+        #[arg(long, short, default_value = "/run/ferrite/ctl.sock")]
+        socket: PathBuf,
     },
     /// Print every port's counters from a running server.
     Stats {
@@ -181,6 +204,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Capture {
+            port,
+            file,
+            count,
+            direction,
+            snaplen,
+            socket,
+        } => match capture(&socket, &port, file, count, direction, snaplen) {
+            Ok(n) => {
+                eprintln!("ferrite capture: {n} frames");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrite capture: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Stats {
             socket,
             json,
@@ -221,6 +261,142 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `ferrite capture --direction`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DirectionArg {
+    /// What the port receives.
+    Rx,
+    /// What is sent to the port.
+    Tx,
+    /// Both.
+    Both,
+}
+
+/// Runs `ferrite capture`.
+fn capture(
+    socket: &std::path::Path,
+    port: &str,
+    file: Option<PathBuf>,
+    count: Option<u64>,
+    direction: DirectionArg,
+    snaplen: u32,
+) -> Result<u64, String> {
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
+    use switch::ctl::wire::{Direction, Repr};
+    let stats = Client::connect(socket)
+        .and_then(|mut c| c.stats())
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let p = stats
+        .ports
+        .iter()
+        .find(|p| p.name == port || p.port.to_string() == port)
+        .ok_or_else(|| {
+            let names: Vec<String> = stats
+                .ports
+                .iter()
+                .map(|p| format!("{} ({})", p.name, p.port))
+                .collect();
+            format!("no port '{port}'; the server has: {}", names.join(", "))
+        })?;
+    let dir = match direction {
+        DirectionArg::Rx => Direction::Rx,
+        DirectionArg::Tx => Direction::Tx,
+        DirectionArg::Both => Direction::Both,
+    };
+    let mut c = Client::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    c.capture(p.port, dir, snaplen, count.unwrap_or(0))
+        .map_err(|e| format!("capture: {e}"))?;
+    let mut out: Option<PcapNgWriter<Box<dyn std::io::Write>>> = match &file {
+        None => None,
+        Some(f) => {
+            let w: Box<dyn std::io::Write> = if f.as_os_str() == "-" {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(std::fs::File::create(f).map_err(|e| format!("{}: {e}", f.display()))?)
+            };
+            let mut w = PcapNgWriter::new(w).map_err(|e| format!("pcapng: {e}"))?;
+            let idb = InterfaceDescriptionBlock {
+                linktype: pcap_file::DataLink::ETHERNET,
+                snaplen,
+                options: vec![
+                    InterfaceDescriptionOption::IfName(p.name.clone().into()),
+                    InterfaceDescriptionOption::IfTsResol(9),
+                ],
+            };
+            w.write_pcapng_block(idb)
+                .map_err(|e| format!("pcapng: {e}"))?;
+            Some(w)
+        }
+    };
+    eprintln!(
+        "ferrite capture: port {} ({}), {}; Ctrl-C to stop",
+        p.port,
+        p.name,
+        match dir {
+            Direction::Rx => "frames it receives",
+            Direction::Tx => "frames sent to it",
+            Direction::Both => "both ways",
+        }
+    );
+    let mut n = 0u64;
+    while let Some(Repr::CaptureFrame {
+        ts_ns,
+        orig_len,
+        lost,
+        direction,
+        data,
+    }) = c.next_frame().map_err(|e| format!("capture: {e}"))?
+    {
+        n += 1;
+        let tx = direction == Direction::Tx;
+        match out.as_mut() {
+            Some(w) => {
+                let mut options = vec![EnhancedPacketOption::Flags(if tx { 2 } else { 1 })];
+                if lost > 0 {
+                    options.push(EnhancedPacketOption::DropCount(u64::from(lost)));
+                }
+                let epb = EnhancedPacketBlock {
+                    interface_id: 0,
+                    timestamp: Duration::from_nanos(ts_ns),
+                    original_len: orig_len,
+                    data: data.into(),
+                    options,
+                };
+                w.write_pcapng_block(epb)
+                    .map_err(|e| format!("pcapng: {e}"))?;
+                // Every frame reaches the file at once: an interrupted capture is whole.
+                w.get_mut().flush().map_err(|e| format!("write: {e}"))?;
+            }
+            None => {
+                let mac = |b: &[u8]| b.try_into().map(fmt_mac).unwrap_or_default();
+                let (dst, src) = (data.get(..6), data.get(6..12));
+                let et = data
+                    .get(12..14)
+                    .map_or(0, |e| u16::from_be_bytes([e[0], e[1]]));
+                println!(
+                    "{}.{:09} {} {} {} > {} ethertype {et:#06x} length {orig_len}{}",
+                    ts_ns / 1_000_000_000,
+                    ts_ns % 1_000_000_000,
+                    p.name,
+                    if tx { "tx" } else { "rx" },
+                    src.map(mac).unwrap_or_default(),
+                    dst.map(mac).unwrap_or_default(),
+                    if lost > 0 {
+                        format!(" ({lost} lost before)")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// `--watch`'s period: a number of seconds from 0.1 to a day.

@@ -151,6 +151,36 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// Asks for the frames of switch port `port` (see [`Repr::CaptureRequest`]); read them
+    /// with [`Client::next_frame`]. The server refuses a peer that is neither root nor its
+    /// own user.
+    pub fn capture(
+        &mut self,
+        port: u16,
+        direction: super::wire::Direction,
+        snaplen: u32,
+        count: u64,
+    ) -> Result<(), CtlError> {
+        let r = Repr::CaptureRequest {
+            port,
+            direction,
+            snaplen,
+            count,
+        };
+        self.t.send(&r.to_bytes(), &[])
+    }
+
+    /// The next captured frame (a [`Repr::CaptureFrame`]), or `None` once the capture ended
+    /// (the frames asked for came, or the port left the switch).
+    pub fn next_frame(&mut self) -> Result<Option<Repr>, CtlError> {
+        match self.receive() {
+            Ok(f @ Repr::CaptureFrame { .. }) => Ok(Some(f)),
+            Ok(Repr::Closed) | Err(CtlError::Closed) => Ok(None),
+            Ok(r) => Err(CtlError::Unexpected(r.kind())),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Takes the port off the switch; the server answers Closed and closes the connection.
     pub fn detach(&mut self) -> Result<(), CtlError> {
         match self.request(&Repr::Detach, &[])? {

@@ -91,6 +91,18 @@ pub enum Step {
     },
     /// Answer with the counters (a `StatsReply`), keep the connection.
     Stats,
+    /// Stream the frames of a port to this peer (if it may see them): the connection is
+    /// handed to a capture and leaves the control loop.
+    Capture {
+        /// Switch port.
+        port: u16,
+        /// Which way.
+        direction: super::wire::Direction,
+        /// Bytes of each frame at most.
+        snaplen: u32,
+        /// Frames before the capture ends (0: when the peer goes).
+        count: u64,
+    },
     /// Take the app's port off the switch, then call [`Session::detached`] and close.
     Detach,
 }
@@ -261,6 +273,20 @@ impl Session {
                 })
             }
             (State::Initialising | State::Connected, Repr::StatsRequest) => Ok(Step::Stats),
+            (
+                State::Initialising,
+                Repr::CaptureRequest {
+                    port,
+                    direction,
+                    snaplen,
+                    count,
+                },
+            ) => Ok(Step::Capture {
+                port,
+                direction,
+                snaplen,
+                count,
+            }),
             (State::Connected, Repr::Detach) => {
                 self.enter(State::Closing, now);
                 Ok(Step::Detach)
@@ -445,6 +471,36 @@ mod tests {
         );
         assert_eq!(s.detached(), Repr::Closed);
         assert_eq!(s.state(), State::Closed);
+    }
+
+    #[test]
+    fn a_capture_is_asked_for_on_a_fresh_connection_only() {
+        let p = policy();
+        let now = Instant::now();
+        let req = Repr::CaptureRequest {
+            port: 2,
+            direction: super::super::wire::Direction::Rx,
+            snaplen: 96,
+            count: 5,
+        }
+        .to_bytes();
+        let mut s = Session::new(PEER, &p, now);
+        assert_eq!(
+            s.on_message(&req, 0, false, false, &p, now),
+            Step::Capture {
+                port: 2,
+                direction: super::super::wire::Direction::Rx,
+                snaplen: 96,
+                count: 5
+            }
+        );
+        // Not from an app in its handshake.
+        let mut s = Session::new(PEER, &p, now);
+        s.on_message(&hello("web", [2, 0, 0, 0, 0, 1]), 0, false, false, &p, now);
+        assert!(matches!(
+            s.on_message(&req, 0, false, false, &p, now),
+            Step::Close(Repr::Error { .. })
+        ));
     }
 
     #[test]

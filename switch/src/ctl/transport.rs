@@ -124,6 +124,19 @@ impl SeqPacket {
         rustix::io::ioctl_fionbio(&self.fd, on).map_err(|e| CtlError::io("set non-blocking", e))
     }
 
+    /// Makes sends give up after `t` (blocking sockets; `None` waits forever).
+    pub fn set_write_timeout(&self, t: Option<std::time::Duration>) -> Result<(), CtlError> {
+        rustix::net::sockopt::set_socket_timeout(&self.fd, rustix::net::sockopt::Timeout::Send, t)
+            .map_err(|e| CtlError::io("set send timeout", e))
+    }
+
+    /// A second handle on the same connection (a new descriptor, close-on-exec).
+    pub fn try_clone(&self) -> Result<Self, CtlError> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map_err(|e| CtlError::io("duplicate a connection", e))?;
+        Ok(Self { fd })
+    }
+
     /// Makes receives give up after `t` (blocking sockets; `None` waits forever).
     pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> Result<(), CtlError> {
         rustix::net::sockopt::set_socket_timeout(&self.fd, rustix::net::sockopt::Timeout::Recv, t)

@@ -71,6 +71,10 @@ pub enum Kind {
     Closed = 8,
     /// Server → peer: your last message was refused; the connection closes next.
     Error = 9,
+    /// Operator → server: stream me the frames a port receives and sends.
+    CaptureRequest = 10,
+    /// Server → operator: one captured frame (its first bytes follow the fixed part).
+    CaptureFrame = 11,
 }
 
 impl Kind {
@@ -86,6 +90,8 @@ impl Kind {
             7 => Self::Detach,
             8 => Self::Closed,
             9 => Self::Error,
+            10 => Self::CaptureRequest,
+            11 => Self::CaptureFrame,
             _ => return None,
         })
     }
@@ -100,6 +106,8 @@ impl Kind {
             Self::StatsRequest | Self::Detach | Self::Closed => 0,
             Self::StatsReply => size_of::<StatsHead>(),
             Self::Error => size_of::<ErrorBody>(),
+            Self::CaptureRequest => size_of::<CaptureRequestBody>(),
+            Self::CaptureFrame => size_of::<CaptureFrameBody>(),
         }
     }
 }
@@ -183,6 +191,68 @@ pub struct ConnectedBody {
     pub reserved: u8,
     /// Identifies this server instance (changes at every start).
     pub instance: U64,
+}
+
+/// Body of [`Kind::CaptureRequest`].
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct CaptureRequestBody {
+    /// The switch port to capture (as `ferrite stats` numbers it).
+    pub port: U16,
+    /// 1: what the port receives, 2: what it is sent, 3: both.
+    pub direction: u8,
+    /// Reserved, 0.
+    pub reserved: u8,
+    /// Bytes of each frame to send at most (1..=[`CAPTURE_MAX`]).
+    pub snaplen: U32,
+    /// Frames to send before the server ends the capture (0: until the peer goes).
+    pub count: U64,
+}
+
+/// Fixed part of [`Kind::CaptureFrame`]; the frame's first bytes follow.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct CaptureFrameBody {
+    /// When the switch saw the frame, in ns since the Unix epoch.
+    pub ts_ns: U64,
+    /// The frame's whole length.
+    pub orig_len: U32,
+    /// Frames the capture lost (it could not keep up) since the one before.
+    pub lost: U32,
+    /// 1: received by the port, 2: sent to it.
+    pub direction: u8,
+    /// Reserved, 0.
+    pub reserved: [u8; 7],
+}
+
+/// The most bytes of one frame a [`Kind::CaptureFrame`] carries.
+pub const CAPTURE_MAX: usize = MAX_SERVER_MSG - HEADER_LEN - size_of::<CaptureFrameBody>();
+
+/// Which way frames went through a captured port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Received from the port.
+    Rx = 1,
+    /// Sent to the port.
+    Tx = 2,
+    /// Both (a request only).
+    Both = 3,
+}
+
+impl Direction {
+    fn from_raw(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Rx,
+            2 => Self::Tx,
+            3 => Self::Both,
+            _ => return None,
+        })
+    }
+
+    /// Whether frames going way `d` are wanted.
+    pub fn takes(self, d: Direction) -> bool {
+        self == Self::Both || self == d
+    }
 }
 
 /// Fixed part of [`Kind::Error`]; `text_len` bytes of UTF-8 text follow.
@@ -488,6 +558,14 @@ impl<T: AsRef<[u8]>> Message<T> {
                 }
                 n
             }
+            Kind::CaptureFrame => {
+                if tail > CAPTURE_MAX {
+                    return Err(malformed(format!(
+                        "a captured frame of {tail} bytes, at most {CAPTURE_MAX}"
+                    )));
+                }
+                tail
+            }
             Kind::StatsReply => {
                 let (s, _) = StatsHead::read_from_prefix(body).map_err(|_| malformed("stats"))?;
                 if s.nports.get() as usize > MAX_STATS_PORTS || s.nrej.get() > 64 {
@@ -743,6 +821,30 @@ pub enum Repr {
         /// What a user can act on.
         text: String,
     },
+    /// Operator → server.
+    CaptureRequest {
+        /// Switch port.
+        port: u16,
+        /// Which way.
+        direction: Direction,
+        /// Bytes of each frame at most (1..=[`CAPTURE_MAX`]).
+        snaplen: u32,
+        /// Frames before the server ends the capture (0: no end).
+        count: u64,
+    },
+    /// Server → operator.
+    CaptureFrame {
+        /// ns since the Unix epoch.
+        ts_ns: u64,
+        /// The frame's whole length.
+        orig_len: u32,
+        /// Frames lost since the one before.
+        lost: u32,
+        /// Received by the port ([`Direction::Rx`]) or sent to it ([`Direction::Tx`]).
+        direction: Direction,
+        /// The frame's first bytes.
+        data: Vec<u8>,
+    },
 }
 
 fn reserved_zero(ok: bool, what: &str) -> Result<(), CtlError> {
@@ -766,6 +868,8 @@ impl Repr {
             Self::Detach => Kind::Detach,
             Self::Closed => Kind::Closed,
             Self::Error { .. } => Kind::Error,
+            Self::CaptureRequest { .. } => Kind::CaptureRequest,
+            Self::CaptureFrame { .. } => Kind::CaptureFrame,
         }
     }
 
@@ -824,6 +928,38 @@ impl Repr {
                 }
             }
             Kind::StatsRequest => Self::StatsRequest,
+            Kind::CaptureRequest => {
+                let b: CaptureRequestBody = m.fixed();
+                reserved_zero(b.reserved == 0, "capture request")?;
+                let direction = Direction::from_raw(b.direction)
+                    .ok_or_else(|| malformed(format!("capture direction {}", b.direction)))?;
+                let snaplen = b.snaplen.get();
+                if snaplen == 0 || snaplen as usize > CAPTURE_MAX {
+                    return Err(malformed(format!(
+                        "capture snaplen {snaplen}: 1 to {CAPTURE_MAX}"
+                    )));
+                }
+                Self::CaptureRequest {
+                    port: b.port.get(),
+                    direction,
+                    snaplen,
+                    count: b.count.get(),
+                }
+            }
+            Kind::CaptureFrame => {
+                let b: CaptureFrameBody = m.fixed();
+                reserved_zero(b.reserved == [0; 7], "capture frame")?;
+                let direction = Direction::from_raw(b.direction)
+                    .filter(|d| *d != Direction::Both)
+                    .ok_or_else(|| malformed(format!("captured direction {}", b.direction)))?;
+                Self::CaptureFrame {
+                    ts_ns: b.ts_ns.get(),
+                    orig_len: b.orig_len.get(),
+                    lost: b.lost.get(),
+                    direction,
+                    data: m.tail().to_vec(),
+                }
+            }
             Kind::Detach => Self::Detach,
             Kind::Closed => Self::Closed,
             Kind::Error => {
@@ -886,6 +1022,7 @@ impl Repr {
             + match self {
                 Self::Grant(g) => g.refs.len() * 4,
                 Self::Error { text, .. } => text.len().min(TEXT_MAX),
+                Self::CaptureFrame { data, .. } => data.len().min(CAPTURE_MAX),
                 Self::StatsReply(s) => {
                     s.ports.len().min(MAX_STATS_PORTS) * size_of::<PortEntry>()
                         + s.rejections.len().min(64) * size_of::<RejectEntry>()
@@ -963,6 +1100,38 @@ impl Repr {
                 out.extend_from_slice(b.as_bytes());
             }
             Self::StatsRequest | Self::Detach | Self::Closed => {}
+            Self::CaptureRequest {
+                port,
+                direction,
+                snaplen,
+                count,
+            } => {
+                let b = CaptureRequestBody {
+                    port: (*port).into(),
+                    direction: *direction as u8,
+                    reserved: 0,
+                    snaplen: (*snaplen).into(),
+                    count: (*count).into(),
+                };
+                out.extend_from_slice(b.as_bytes());
+            }
+            Self::CaptureFrame {
+                ts_ns,
+                orig_len,
+                lost,
+                direction,
+                data,
+            } => {
+                let b = CaptureFrameBody {
+                    ts_ns: (*ts_ns).into(),
+                    orig_len: (*orig_len).into(),
+                    lost: (*lost).into(),
+                    direction: *direction as u8,
+                    reserved: [0; 7],
+                };
+                out.extend_from_slice(b.as_bytes());
+                out.extend_from_slice(&data[..data.len().min(CAPTURE_MAX)]);
+            }
             Self::Error { code, text } => {
                 let mut n = text.len().min(TEXT_MAX);
                 while !text.is_char_boundary(n) {
@@ -1064,6 +1233,19 @@ mod tests {
             instance: 99,
         });
         roundtrip(Repr::StatsRequest);
+        roundtrip(Repr::CaptureRequest {
+            port: 3,
+            direction: Direction::Both,
+            snaplen: 128,
+            count: 10,
+        });
+        roundtrip(Repr::CaptureFrame {
+            ts_ns: 1_700_000_000_000_000_000,
+            orig_len: 1514,
+            lost: 2,
+            direction: Direction::Tx,
+            data: vec![7; 128],
+        });
         roundtrip(Repr::Detach);
         roundtrip(Repr::Closed);
         roundtrip(Repr::Error {

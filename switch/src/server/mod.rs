@@ -23,6 +23,7 @@
 //! is Ferrite's own manager, and [`standby`] the lock that keeps one server per control
 //! socket and lets a warm spare take over.
 
+mod capture;
 mod closer;
 pub mod config;
 mod loglimit;
@@ -107,6 +108,10 @@ enum Cmd {
     Add(Box<dyn Port>, Sender<Result<PortId, SwitchError>>),
     Remove(PortId, Sender<Option<Box<dyn Port>>>),
     Stats(Sender<Vec<PortSnap>>),
+    /// Start a capture; the answer says whether it started.
+    Capture(crate::Tap, Sender<bool>),
+    /// End this capture, if it runs.
+    StopCapture(u64),
 }
 
 #[derive(Clone)]
@@ -309,6 +314,10 @@ impl SwitchSide {
                         .collect();
                     let _ = reply.send(snaps);
                 }
+                Cmd::Capture(t, reply) => {
+                    let _ = reply.send(sw.start_capture(t));
+                }
+                Cmd::StopCapture(id) => sw.stop_capture(id),
             }
         }
         self.step(sw);
@@ -746,6 +755,64 @@ where
         }
     }
 
+    /// Starts a capture of `port` for connection `c`'s peer, which must be root or the
+    /// server's own user (a capture shows every app's traffic on the port), and hands a
+    /// second handle on the connection to the capture's thread.
+    fn capture(
+        &self,
+        c: &Conn<B::Notifier>,
+        port: u16,
+        direction: crate::ctl::wire::Direction,
+        snaplen: u32,
+        count: u64,
+    ) -> Result<(), CtlError> {
+        use crate::ctl::wire::Direction;
+        let refuse = |code, text: String| CtlError::Refused { code, text };
+        let me = rustix::process::geteuid().as_raw();
+        let uid = c.t.peer().map(|p| p.uid).unwrap_or(u32::MAX);
+        if uid != 0 && uid != me {
+            return Err(refuse(
+                ErrorCode::NotPermitted,
+                format!("uid {uid} may not capture: only root or the server's user (uid {me})"),
+            ));
+        }
+        static CAPTURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = CAPTURES.fetch_add(1, Ordering::Relaxed);
+        let (ftx, frx) = crossbeam_channel::bounded(capture::QUEUE);
+        let tap = crate::Tap::new(
+            id,
+            PortId(port),
+            direction.takes(Direction::Rx),
+            direction.takes(Direction::Tx),
+            snaplen as usize,
+            ftx,
+        );
+        let conn = c.t.try_clone()?;
+        match self.command(|r| Cmd::Capture(tap, r)) {
+            Some(true) => {}
+            Some(false) => {
+                return Err(refuse(
+                    ErrorCode::Busy,
+                    format!("no port {port} on the switch, or another capture runs"),
+                ));
+            }
+            None => {
+                return Err(refuse(
+                    ErrorCode::Internal,
+                    "the switch did not answer".into(),
+                ));
+            }
+        }
+        let (tx, waker) = (self.tx.clone(), self.waker.clone());
+        capture::spawn(conn, frx, count, move || {
+            let _ = tx.send(Cmd::StopCapture(id));
+            waker.wake();
+        })
+        .map_err(|e| refuse(ErrorCode::Internal, format!("no capture thread: {e}")))?;
+        tracing::info!(port, uid, "capture started");
+        Ok(())
+    }
+
     /// Reads and answers everything pending on connection `i`.
     fn service(&mut self, conns: &mut [Conn<B::Notifier>], i: usize, xen: &xen::View) {
         // Bounded: a peer flooding the socket gets at most this many messages per round.
@@ -792,6 +859,19 @@ where
                     apps.extend(xen.counters.iter().cloned());
                     (Repr::StatsReply(self.stats(&apps)), false)
                 }
+                Step::Capture {
+                    port,
+                    direction,
+                    snaplen,
+                    count,
+                } => match self.capture(&conns[i], port, direction, snaplen, count) {
+                    // The connection is the capture's now: this side lets go of it.
+                    Ok(()) => {
+                        conns[i].done = true;
+                        return;
+                    }
+                    Err(e) => (conns[i].s.refuse(e), true),
+                },
                 Step::Attach { name, mac, grant } => {
                     let mut taken = taken_by(conns);
                     taken.extend(xen.taken.iter().cloned());
