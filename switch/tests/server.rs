@@ -889,23 +889,42 @@ fn mutated_control_messages_never_stop_the_server() {
     check_forwarding(&mut a, &mut b, b"fuzz-end");
 }
 
-#[test]
-fn logs_written_to_a_file_carry_no_colour_escapes() {
-    let dir = test_dir("plain-logs");
+/// `ferrite serve` admitting A, its stderr going to a file, started in a fresh directory named
+/// after `name`; returns once its control socket answers: the process, the directory, the
+/// socket and the log file.
+fn serve_logging_to_a_file(
+    name: &str,
+) -> (
+    std::process::Child,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let dir = test_dir(name);
     let sock = dir.join("ctl.sock");
-    let cfg = dir.join("plain.toml");
+    let cfg = dir.join("server.toml");
     std::fs::write(&cfg, config_text(&sock, &[A], "")).expect("config");
     let log = dir.join("stderr.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
         .args(["serve", "--config"])
         .arg(&cfg)
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("run");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !sock.exists() && std::time::Instant::now() < deadline {
+    while Client::connect(&sock).and_then(|mut c| c.stats()).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not come up"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
+    (child, dir, sock, log)
+}
+
+#[test]
+fn logs_written_to_a_file_carry_no_colour_escapes() {
+    let (mut child, dir, _sock, log) = serve_logging_to_a_file("plain-logs");
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).expect("log");
@@ -1028,25 +1047,7 @@ fn the_metrics_endpoint_serves_the_counters_in_the_prometheus_format() {
 
 #[test]
 fn a_flood_of_refused_messages_is_logged_a_few_lines_at_a_time() {
-    let dir = test_dir("refusal-log");
-    let sock = dir.join("ctl.sock");
-    let cfg = dir.join("flood.toml");
-    std::fs::write(&cfg, config_text(&sock, &[A], "")).expect("config");
-    let log = dir.join("stderr.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("run");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while Client::connect(&sock).and_then(|mut c| c.stats()).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, dir, sock, log) = serve_logging_to_a_file("refusal-log");
     for _ in 0..50 {
         let r = raw_exchange(&sock, &vec![(vec![1, 2, 3], Fds::None)]);
         assert!(
