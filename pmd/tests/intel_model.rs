@@ -780,7 +780,7 @@ fn partial_checksums_are_completed_by_the_device() {
 }
 
 #[test]
-fn offload_metadata_the_frame_does_not_bear_out_is_refused() {
+fn a_frame_whose_offload_its_headers_do_not_bear_out_is_dropped_alone() {
     let (mut p, m) = open_large(Family::Igb);
     let not_ip = put(&mut p, &frame(3000, 1), FrameMeta::partial(1448));
     let udp = {
@@ -792,11 +792,24 @@ fn offload_metadata_the_frame_does_not_bear_out_is_refused() {
         offload::csum::set_pseudo_header_sum(&mut d).unwrap();
         put(&mut p, &d, FrameMeta::partial(1448))
     };
-    for f in [not_ip, udp] {
-        assert_eq!(p.tx_burst(&[f]), 0, "refused, the frame stays the caller's");
+    let good = put(&mut p, &frame(100, 3), FrameMeta::NONE);
+    // Taken, so that the frame after them still goes; counted; given back.
+    assert_eq!(p.tx_burst(&[not_ip, udp, good]), 3);
+    let mut wire = Vec::new();
+    assert_eq!(m.transmit(0, &mut |f| wire.push(f.to_vec())), 1);
+    assert_eq!(wire, vec![frame(100, 3)]);
+    assert_eq!(p.stats().errors, 2);
+    let mut done = [BufHandle::from_raw(0); 8];
+    let mut n = 0;
+    for _ in 0..3 {
+        n += p.tx_done(&mut done[n..]);
     }
-    assert_eq!(m.transmit(0, &mut |_| panic!("nothing to send")), 0);
-    assert_eq!(p.stats().tx_dropped, 2);
+    assert_eq!(n, 3, "every buffer comes back");
+    let mut back = done[..3].to_vec();
+    back.sort_by_key(|b| b.raw());
+    let mut want = vec![not_ip.buf, udp.buf, good.buf];
+    want.sort_by_key(|b| b.raw());
+    assert_eq!(back, want);
 }
 
 fn rx_checksums(family: Family) {
@@ -903,4 +916,32 @@ fn igb_jumbo_frames_spanning_receive_buffers_come_up_whole() {
 #[test]
 fn ixgbe_jumbo_frames_spanning_receive_buffers_come_up_whole() {
     jumbo_rx(Family::Ixgbe);
+}
+
+#[test]
+fn a_spanning_frame_with_a_length_no_buffer_holds_is_dropped_and_the_queue_goes_on() {
+    let (mut p, m) = open_large(Family::Igb);
+    let big = offload::frame::Ipv4Frame::default().build(&frame(6000, 5));
+    m.set_faults(Faults {
+        rx_first_len: Some(4000),
+        ..Faults::default()
+    });
+    assert!(m.receive(0, &big));
+    m.set_faults(Faults::default());
+    let mut out = [Frame::new(BufHandle::from_raw(0), 0); 8];
+    let mut n = 0;
+    for _ in 0..4 {
+        n += p.rx_burst(&mut out[n..]);
+    }
+    assert_eq!(n, 0, "a length over a 2 KiB buffer: dropped");
+    assert_eq!(p.stats().errors, 1);
+    // The ring was handed back whole: the next frames arrive.
+    for f in [&big, &frame(100, 1)] {
+        assert!(m.receive(0, f));
+    }
+    for _ in 0..4 {
+        n += p.rx_burst(&mut out[n..]);
+    }
+    assert_eq!(n, 2, "the queue stalled");
+    assert_eq!(out[0].len as usize, big.len());
 }

@@ -1254,7 +1254,11 @@ impl Switch {
         {
             // The whole burst goes to one destination that cannot read its pool: copy it
             // straight from the receive array, then return the originals as one slice.
-            if !ADMITTED && self.queues[d0 as usize].offloads.max_gso_frame >= GRO_MIN {
+            // Segments are coalesced only for an app (a host, whose stack takes the merged
+            // segment as it is): a NIC that takes large frames wants them with a segment size
+            // to cut on, which a merge does not give.
+            let host = self.admitted.get(d0 as usize).is_some_and(Option::is_some);
+            if !ADMITTED && host && self.queues[d0 as usize].offloads.max_gso_frame >= GRO_MIN {
                 self.copy_burst_gro(inp, d0 as usize, n);
             } else {
                 self.copy_burst::<ADMITTED>(inp, d0 as usize, n);

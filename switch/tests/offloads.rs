@@ -115,6 +115,16 @@ impl Port for Recorder {
     fn tx_offloads(&self) -> TxOffloads {
         self.offloads
     }
+    /// The sink that takes every frame as it is stands for an app (a host): the switch
+    /// coalesces segments only for those.
+    fn admission(&self) -> Option<pmd::Admission> {
+        (self.offloads == TxOffloads::ALL).then(|| pmd::Admission {
+            mac: self.inner.mac(),
+            frames_per_sec: 0,
+            bytes_per_sec: 0,
+            fixed: true,
+        })
+    }
     fn rx_burst(&mut self, out: &mut [Frame]) -> usize {
         if !std::mem::take(&mut self.hello) {
             return 0;
@@ -387,4 +397,65 @@ fn a_large_frame_to_an_intel_port_with_tso_goes_whole_and_the_device_cuts_it() {
     let c = sw.counters(id).expect("intel").snapshot();
     assert_eq!(c.dropped_total(), 0);
     assert_eq!(c.tx, 6, "six frames handed to the port, whole");
+}
+
+#[test]
+fn segments_to_a_nic_that_takes_large_frames_are_not_coalesced() {
+    use pmd::intel::dma::DmaSource;
+    use pmd::intel::model::Model;
+    use pmd::intel::{Family, IntelConfig, IntelPort};
+    let mut sw = Switch::new(SwitchConfig::default()).expect("switch");
+    let queue: Log = Arc::default();
+    sw.add_port(Box::new(Source {
+        inner: sim(0, 1 << 16),
+        queue: queue.clone(),
+    }))
+    .expect("source");
+    let model = Model::new(Family::Igb, [2, 0, 0, 0, 0x30, 1]);
+    let cfg = IntelConfig {
+        pci: "model".into(),
+        pool: PoolId(9),
+        large_pool: Some(PoolId(10)),
+        ring_size: 256,
+        bufs: 512,
+        dma: DmaSource::SmallPages,
+        link_timeout_ms: 1_000,
+        ..IntelConfig::default()
+    };
+    let intel = IntelPort::with_regs(
+        model.clone(),
+        Family::Igb,
+        Box::new(model.clone()),
+        &cfg,
+        "intel".into(),
+    )
+    .expect("intel model");
+    assert!(intel.tx_offloads().max_gso_frame >= 16 * 1024);
+    sw.add_port(Box::new(intel)).expect("intel");
+    // The destination is known behind the port: one burst, one destination.
+    let mut hello = mac(0).to_vec();
+    hello.extend_from_slice(&mac(1));
+    hello.extend_from_slice(&[0x88, 0xb5]);
+    hello.resize(60, 0);
+    assert!(model.receive(0, &hello));
+    sw.poll();
+    // Short segments of one flow (several would fit one 2 KiB buffer), complete checksums,
+    // in one burst.
+    let segs: Vec<Vec<u8>> = (0..6)
+        .map(|k| {
+            let mut f = segment(6, 1 + k * 400, 400);
+            offload::csum::complete_l4_checksum(&mut f);
+            f
+        })
+        .collect();
+    queue
+        .lock()
+        .unwrap()
+        .extend(segs.iter().map(|f| (f.clone(), FrameMeta::NONE)));
+    let mut wire = Vec::new();
+    for _ in 0..20 {
+        sw.poll();
+        model.transmit(0, &mut |f| wire.push(f.to_vec()));
+    }
+    assert_eq!(wire, segs, "each segment on the wire as it came");
 }

@@ -46,6 +46,9 @@ pub struct Faults {
     pub no_link: bool,
     /// Every received frame is reported with a receive error (RXE: a CRC error).
     pub rx_error: bool,
+    /// A frame spanning several buffers has its first descriptor's length written back as
+    /// this (a device gone wrong), when set.
+    pub rx_first_len: Option<u16>,
 }
 
 const BAR_WORDS: usize = 0x20000 / 4;
@@ -505,6 +508,10 @@ impl State {
             unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), buf as *mut u8, n) };
             let last = k as u32 + 1 == need;
             let status = if last { 2 | self.rx_status(frame) } else { 0 };
+            let n = match self.faults.rx_first_len {
+                Some(l) if k == 0 && need > 1 => usize::from(l),
+                _ => n,
+            };
             self.write_u64(d, 0);
             self.write_u64(d + 8, 1 | status | ((n as u64) << 32));
             head = (head + 1) % count;

@@ -645,7 +645,10 @@ impl<R: Regs> Port for IntelPort<R> {
             tx_packets: hw.tx_packets,
             tx_bytes: hw.tx_bytes,
             tx_dropped: self.tx_dropped,
-            errors: hw.rx_errors + self.rx_errors + self.refused,
+            errors: hw.rx_errors
+                + self.rx_errors
+                + self.refused
+                + self.tx.iter().map(TxQueue::dropped).sum::<u64>(),
         }
     }
 

@@ -291,6 +291,10 @@ impl RxQueue {
                 c.frames = 1;
                 n
             }
+            Chain::Recycled(n) => {
+                c.errors = 1;
+                n
+            }
             Chain::Drop => {
                 // Dropped as any frame is: its descriptors go back up to its last, which
                 // counts the error.
@@ -493,9 +497,14 @@ enum Chain {
     Incomplete,
     /// Copied into a large buffer: the frame, and how many descriptors it took.
     Taken(Frame, usize),
-    /// Dropped: an error bit, too long, or no large buffer free.
+    /// Dropped: an error bit, too long, or no large buffer free; nothing handed back yet.
     Drop,
+    /// Dropped after its `n` descriptors were handed back to the device (a copy failed).
+    Recycled(usize),
 }
+
+/// Most descriptors one frame may span (a 64 KiB frame in 1 KiB buffers).
+const MAX_CHAIN: usize = 64;
 
 /// Takes the frame whose first descriptor is `i` and spans several (at most `limit`):
 /// copies its buffers into a large buffer and hands their slots back to the device with the
@@ -513,16 +522,24 @@ fn take_chain(
     jb: &mut Jumbo<'_>,
     errs: RxErrors,
 ) -> Chain {
+    // Each descriptor's length, read once: the copy uses these, so a length the device
+    // rewrites meanwhile cannot move it out of the large buffer.
+    let mut lens = [0u16; MAX_CHAIN];
     let (mut n, mut total, mut last) = (0, 0usize, 0u64);
     while last == 0 {
-        if n >= limit {
+        if n >= limit.min(MAX_CHAIN) {
             return Chain::Drop;
         }
         let wb = desc.read((i + n) & mask, 1);
         if wb & RXD_STAT_DD == 0 {
             return Chain::Incomplete;
         }
-        total += usize::from((wb >> RXD_LEN_SHIFT) as u16);
+        let len = (wb >> RXD_LEN_SHIFT) as u16;
+        if usize::from(len) > jb.rx_size {
+            return Chain::Drop;
+        }
+        lens[n] = len;
+        total += usize::from(len);
         n += 1;
         if wb & RXD_STAT_EOP != 0 {
             last = wb;
@@ -536,17 +553,17 @@ fn take_chain(
     let Some(b) = jb.free.take() else {
         return Chain::Drop;
     };
+    // total <= large_size, so every piece lands inside buffer `b`.
     let mut at = b.idx().0 as usize * jb.large_size;
     let mut ok = true;
-    for k in 0..n {
+    for (k, &len) in lens[..n].iter().enumerate() {
         let s = (i + k) & mask;
-        let len = usize::from((desc.read(s, 1) >> RXD_LEN_SHIFT) as u16);
+        let len = usize::from(len);
         let src = bufs.get(s).map_or(0, |h| h.idx().0 as usize);
-        ok &= len <= jb.rx_size
-            && jb
-                .large
-                .copy_from(at, &jb.rx, src * jb.rx_size, len)
-                .is_ok();
+        ok &= jb
+            .large
+            .copy_from(at, &jb.rx, src * jb.rx_size, len)
+            .is_ok();
         at += len;
         let iova = slots.get(src).map_or(0, |x| x.iova);
         desc.write(s, 0, iova);
@@ -554,7 +571,7 @@ fn take_chain(
     }
     if !ok {
         jb.free.push(b);
-        return Chain::Drop;
+        return Chain::Recycled(n);
     }
     let f = Frame {
         buf: b,
@@ -606,6 +623,12 @@ pub struct TxQueue {
     extra: usize,
     mask: usize,
     tail_reg: u32,
+    /// Frames taken but not sent (offload metadata the device cannot act on for their
+    /// headers), given back by the next [`TxQueue::clean`]; at most a ring's worth, never
+    /// grown.
+    rejected: Vec<BufHandle>,
+    /// Frames taken but not sent, so far.
+    dropped: u64,
 }
 
 /// The mark of a descriptor that ends no frame (a context descriptor, a frame's first or
@@ -630,7 +653,15 @@ impl TxQueue {
             extra: 0,
             mask: n - 1,
             tail_reg,
+            rejected: Vec::with_capacity(n),
+            dropped: 0,
         }
+    }
+
+    /// Frames taken but not sent so far: offload metadata the device cannot act on for the
+    /// frame's headers.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// The ring memory (for TDBAL/TDBAH/TDLEN).
@@ -638,9 +669,9 @@ impl TxQueue {
         &self.desc
     }
 
-    /// Frames handed to the device and not yet cleaned.
+    /// Frames handed to the device, or dropped, and not yet cleaned.
     pub fn in_flight(&self) -> usize {
-        self.in_flight - self.extra
+        self.in_flight - self.extra + self.rejected.len()
     }
 
     /// Queues the leading frames of `frames` that fit and that `addr` accepts; writes the
@@ -670,13 +701,25 @@ impl TxQueue {
         let mut extra = 0;
         if taken < frames.len() {
             // The rest the long way: offloads, several pieces, or a refusal.
-            let (n, d, e) = burst_long(&desc, bufs, t, mask, room - used, &frames[taken..], addr);
+            let before = self.rejected.len();
+            let rejected = &mut self.rejected;
+            let (n, d, e) = burst_long(
+                &desc,
+                bufs,
+                t,
+                mask,
+                room - used,
+                &frames[taken..],
+                addr,
+                rejected,
+            );
+            self.dropped += (self.rejected.len() - before) as u64;
             taken += n;
             used += d;
             extra += e;
             t = (t + d) & mask;
         }
-        if taken > 0 {
+        if used > 0 {
             fence(Ordering::Release);
             regs.write(self.tail_reg, t as u32);
             self.tail = t;
@@ -690,6 +733,9 @@ impl TxQueue {
     #[inline]
     pub fn clean(&mut self, out: &mut [BufHandle]) -> usize {
         let mut got = 0;
+        if !self.rejected.is_empty() {
+            got = self.give_rejected(out);
+        }
         while self.in_flight > 0 && got < out.len() {
             let want = self.in_flight.min(TX_CLEAN_BATCH).min(out.len() - got);
             if self.extra > 0 {
@@ -714,6 +760,17 @@ impl TxQueue {
             got += k;
         }
         got
+    }
+
+    /// Moves frames taken but not sent into `out`; returns how many.
+    #[cold]
+    #[inline(never)]
+    fn give_rejected(&mut self, out: &mut [BufHandle]) -> usize {
+        let n = self.rejected.len().min(out.len());
+        for (o, b) in out.iter_mut().zip(self.rejected.drain(..n)) {
+            *o = b;
+        }
+        n
     }
 
     /// [`TxQueue::clean`] while frames of several descriptors are in flight: up to `want`
@@ -757,14 +814,17 @@ impl TxQueue {
         (0..self.in_flight)
             .map(move |j| self.bufs[(self.clean + j) & self.mask])
             .filter(|&b| b != NO_BUF)
+            .chain(self.rejected.iter().copied())
     }
 }
 
 /// [`TxQueue::burst`] for frames that do not go as one descriptor each, from descriptor
 /// `t` with `room` free: returns the frames taken, the descriptors they took and how many
-/// of those end no frame.
+/// of those end no frame. A frame whose offload the device cannot act on is taken and put
+/// in `rejected` (sent nowhere), so that the frames after it still go.
 #[cold]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn burst_long<A: TxAddr>(
     desc: &DescMem,
     bufs: &mut [BufHandle],
@@ -773,24 +833,36 @@ fn burst_long<A: TxAddr>(
     room: usize,
     frames: &[Frame],
     addr: &A,
+    rejected: &mut Vec<BufHandle>,
 ) -> (usize, usize, usize) {
     let (mut taken, mut used, mut extra) = (0, 0, 0);
     for f in frames {
-        let Some(n) = write_frame(desc, bufs, t, mask, room - used, f, addr) else {
-            break;
-        };
-        t = (t + n) & mask;
-        used += n;
-        extra += n - 1;
+        match write_frame(desc, bufs, t, mask, room - used, f, addr) {
+            Ok(n) => {
+                t = (t + n) & mask;
+                used += n;
+                extra += n - 1;
+            }
+            Err(Stop::Unsendable) if rejected.len() < rejected.capacity() => rejected.push(f.buf),
+            Err(_) => break,
+        }
         taken += 1;
     }
     (taken, used, extra)
 }
 
+/// Why [`write_frame`] wrote nothing.
+enum Stop {
+    /// The address refuses the frame, or the ring has no room: it stays the caller's.
+    Refused,
+    /// The frame carries offload metadata its headers do not bear out.
+    Unsendable,
+}
+
 /// Writes frame `f` at descriptor `t` as a context descriptor (when it carries an offload)
 /// and one data descriptor per device-contiguous piece, its buffer at the last of them in
-/// `bufs`; returns how many descriptors it took, or `None` (nothing the tail will cover
-/// written) when `addr` refuses it or the ring has fewer free (`room`).
+/// `bufs`; returns how many descriptors it took, or why it wrote nothing the tail will
+/// cover.
 #[cold]
 #[inline(never)]
 fn write_frame<A: TxAddr>(
@@ -801,10 +873,10 @@ fn write_frame<A: TxAddr>(
     room: usize,
     f: &Frame,
     addr: &A,
-) -> Option<usize> {
+) -> Result<usize, Stop> {
     let total = u32::from(f.len);
     let ctx = if FrameMeta::from_bits(f.meta).is_partial() {
-        Some(addr.offload(f)?)
+        Some(addr.offload(f).ok_or(Stop::Unsendable)?)
     } else {
         None
     };
@@ -812,10 +884,10 @@ fn write_frame<A: TxAddr>(
     let mut n = 0;
     let mut off = 0;
     while off < total {
-        let (a, len) = addr.piece(f, off)?;
+        let (a, len) = addr.piece(f, off).ok_or(Stop::Refused)?;
         let len = len.min(total - off);
         if len == 0 || n == pieces.len() {
-            return None;
+            return Err(Stop::Refused);
         }
         pieces[n] = (a, len);
         n += 1;
@@ -823,24 +895,24 @@ fn write_frame<A: TxAddr>(
     }
     let need = n + usize::from(ctx.is_some());
     if need > room || n == 0 {
-        return None;
+        return Err(Stop::Refused);
     }
     let mut k = t;
     if let Some(c) = &ctx {
         let (q0, q1) = c.quadwords();
         desc.write(k, 0, q0);
         desc.write(k, 1, q1);
-        *bufs.get_mut(k)? = NO_BUF;
+        *bufs.get_mut(k).ok_or(Stop::Refused)? = NO_BUF;
         k = (k + 1) & mask;
     }
     for (i, &(a, len)) in pieces[..n].iter().enumerate() {
         let last = i + 1 == n;
         desc.write(k, 0, a);
         desc.write(k, 1, tx_cmd_offload(len, total, ctx.as_ref(), i == 0, last));
-        *bufs.get_mut(k)? = if last { f.buf } else { NO_BUF };
+        *bufs.get_mut(k).ok_or(Stop::Refused)? = if last { f.buf } else { NO_BUF };
         k = (k + 1) & mask;
     }
-    Some(need)
+    Ok(need)
 }
 
 #[cfg(test)]

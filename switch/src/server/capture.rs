@@ -13,8 +13,14 @@ use crate::Captured;
 use crate::ctl::transport::{SeqPacket, Transport};
 use crate::ctl::wire::{Direction, Repr};
 
-/// Frames the tap queues before it counts the rest as lost.
-pub const QUEUE: usize = 4096;
+/// Bytes of frames the tap queues, about, before it counts the rest as lost.
+pub const QUEUE_BYTES: usize = 16 << 20;
+
+/// Frames the tap queues for a snaplen of `snaplen` bytes: [`QUEUE_BYTES`] worth, 64 to
+/// 4096 of them.
+pub fn queue_len(snaplen: u32) -> usize {
+    (QUEUE_BYTES / (snaplen as usize).max(1)).clamp(64, 4096)
+}
 /// Longest a send to the peer may block before the capture ends.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the thread looks whether the peer is still there while no frame comes.

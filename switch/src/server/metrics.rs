@@ -14,8 +14,10 @@ use std::time::Duration;
 use crate::ctl::Client;
 use crate::ctl::export::prometheus;
 
-/// Longest a client may take to send its request line.
+/// Longest a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes of request read.
+const REQUEST_MAX: u64 = 16 * 1024;
 
 /// Binds `addr` and serves the counters of the server whose control socket is `socket` on a
 /// thread of its own, for as long as the process lives.
@@ -41,14 +43,24 @@ pub fn spawn(addr: SocketAddr, socket: &Path) -> std::io::Result<SocketAddr> {
 }
 
 fn answer(conn: TcpStream, socket: &Path) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(READ_TIMEOUT))?;
+    // The whole request within READ_TIMEOUT and REQUEST_MAX bytes: a client that trickles
+    // bytes or sends headers without end holds the thread no longer.
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
     conn.set_write_timeout(Some(READ_TIMEOUT))?;
-    let mut r = BufReader::new(conn.try_clone()?);
+    let mut r = BufReader::new(conn.try_clone()?.take(REQUEST_MAX));
     let mut line = String::new();
-    r.by_ref().take(8192).read_line(&mut line)?;
+    let mut read_line = |buf: &mut String| -> std::io::Result<usize> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        conn.set_read_timeout(Some(left))?;
+        r.read_line(buf)
+    };
+    read_line(&mut line)?;
     // Headers up to the blank line (ignored).
     let mut h = String::new();
-    while r.by_ref().take(8192).read_line(&mut h)? > 2 {
+    while read_line(&mut h)? > 2 {
         h.clear();
     }
     let mut parts = line.split_whitespace();

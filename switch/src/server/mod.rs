@@ -778,7 +778,7 @@ where
         }
         static CAPTURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = CAPTURES.fetch_add(1, Ordering::Relaxed);
-        let (ftx, frx) = crossbeam_channel::bounded(capture::QUEUE);
+        let (ftx, frx) = crossbeam_channel::bounded(capture::queue_len(snaplen));
         let tap = crate::Tap::new(
             id,
             PortId(port),
@@ -804,11 +804,19 @@ where
             }
         }
         let (tx, waker) = (self.tx.clone(), self.waker.clone());
-        capture::spawn(conn, frx, count, move || {
+        let stop = move || {
             let _ = tx.send(Cmd::StopCapture(id));
             waker.wake();
-        })
-        .map_err(|e| refuse(ErrorCode::Internal, format!("no capture thread: {e}")))?;
+        };
+        if let Err(e) = capture::spawn(conn, frx, count, stop) {
+            // The thread never ran: take the tap off here.
+            let _ = self.tx.send(Cmd::StopCapture(id));
+            self.waker.wake();
+            return Err(refuse(
+                ErrorCode::Internal,
+                format!("no capture thread: {e}"),
+            ));
+        }
         tracing::info!(port, uid, "capture started");
         Ok(())
     }
