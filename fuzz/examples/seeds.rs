@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use switch::ctl::wire::{GrantRepr, Limits, PortCounters, PortStatsRepr, Repr, StatsRepr};
+use switch::ctl::wire::{
+    Direction, GrantRepr, Limits, PortCounters, PortStatsRepr, Repr, StatsRepr,
+};
 use switch::ctl::{ErrorCode, Name};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -84,6 +86,19 @@ fn main() {
         Repr::Error {
             code: ErrorCode::BadMac,
             text: "MAC 01:00:00:00:00:01 must be unicast".into(),
+        },
+        Repr::CaptureRequest {
+            port: 1,
+            direction: Direction::Both,
+            snaplen: 128,
+            count: 10,
+        },
+        Repr::CaptureFrame {
+            ts_ns: 1_765_000_000_000_000_000,
+            orig_len: 60,
+            lost: 0,
+            direction: Direction::Rx,
+            data: vec![0xff; 60],
         },
     ];
     for (i, m) in msgs.iter().enumerate() {

@@ -960,6 +960,9 @@ fn ferrite_stats_json_and_watch_report_what_was_sent() {
     assert!(pa["counters"]["rx_packets"].as_u64() >= Some(want.rx_packets));
     let pb = ports.iter().find(|p| p["name"] == B.0).expect("b's port");
     assert!(pb["counters"]["tx_packets"].as_u64() >= Some(5));
+    // An app cannot read another app's pool: every frame reached B by copy.
+    assert!(pb["counters"]["tx_by_copy"].as_u64() >= Some(5), "{pb}");
+    assert_eq!(pb["counters"]["tx_by_handle"], 0, "{pb}");
     assert!(v["uptime_ns"].as_u64() > Some(0));
     // Rates: two tables, then it stops.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrite"))

@@ -17,7 +17,7 @@ use super::ErrorCode;
 /// First four bytes of every message: `FRCP` (Ferrite control protocol).
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FRCP");
 /// The protocol version this code speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Largest message an app may send: a grant of 64 Ki pages (256 MiB of port memory, the
 /// default `limits.max_mem_mb`) fits.
 pub const MAX_APP_MSG: usize = 257 * 1024;
@@ -315,7 +315,7 @@ pub struct RejectEntry {
 }
 
 /// Number of counters per port in a stats reply.
-pub const PORT_COUNTERS: usize = 21;
+pub const PORT_COUNTERS: usize = 24;
 
 /// Per-port counters as reported over the control socket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -364,6 +364,14 @@ pub struct PortCounters {
     pub not_learned: u64,
     /// Descriptors whose offload metadata makes no sense for their frame.
     pub bad_meta: u64,
+    /// Frames the switch delivered to the port by copy (into the port's own buffers).
+    pub tx_by_copy: u64,
+    /// Frames the switch delivered to the port by handle (no copy: the port reads the
+    /// frame where it was received).
+    pub tx_by_handle: u64,
+    /// Frames received from the port that the switch flooded (unknown or group
+    /// destination).
+    pub flooded: u64,
 }
 
 impl PortCounters {
@@ -423,6 +431,18 @@ impl PortCounters {
             "bad_meta",
             "Descriptors whose offload metadata makes no sense for their frame.",
         ),
+        (
+            "tx_by_copy",
+            "Frames the switch delivered to the port by copy.",
+        ),
+        (
+            "tx_by_handle",
+            "Frames the switch delivered to the port by handle, without a copy.",
+        ),
+        (
+            "flooded",
+            "Frames received from the port that the switch flooded.",
+        ),
     ];
 
     /// The counters, in the order of [`PortCounters::FIELDS`].
@@ -453,6 +473,9 @@ impl PortCounters {
             self.rate_limited,
             self.not_learned,
             self.bad_meta,
+            self.tx_by_copy,
+            self.tx_by_handle,
+            self.flooded,
         ]
     }
 
@@ -479,6 +502,9 @@ impl PortCounters {
             rate_limited: a[18],
             not_learned: a[19],
             bad_meta: a[20],
+            tx_by_copy: a[21],
+            tx_by_handle: a[22],
+            flooded: a[23],
         }
     }
 }

@@ -730,6 +730,9 @@ where
                 c.link_local = s.sw.dropped(DropReason::LinkLocal);
                 c.rate_limited = s.sw.dropped(DropReason::RateLimited);
                 c.not_learned = s.not_learned;
+                c.tx_by_copy = s.sw.tx_copied;
+                c.tx_by_handle = s.sw.tx.saturating_sub(s.sw.tx_copied);
+                c.flooded = s.sw.flooded;
                 if app.is_some() {
                     c.errors += c.spoofed + c.group_source + c.link_local;
                 }
