@@ -1016,6 +1016,26 @@ fn the_metrics_endpoint_serves_the_counters_in_the_prometheus_format() {
         B.0
     )));
     assert!(get("/other").starts_with("HTTP/1.1 404"));
+    // A client that trickles its request holds the endpoint no longer than the request's
+    // time limit (2 s): another scrape meanwhile is answered.
+    let slow = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", http)).expect("connect");
+        for b in b"GET /metrics HTTP/1.1\r\nX: ".iter().chain(&[b'y'; 16]) {
+            if c.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = std::time::Instant::now();
+    assert!(get("/metrics").starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "a trickling client held the endpoint for {:?}",
+        t0.elapsed()
+    );
+    slow.join().expect("slow client");
     // Prometheus's own checker accepts it.
     match std::process::Command::new("promtool")
         .args(["check", "metrics"])

@@ -6,7 +6,7 @@
 //! forwarding thread: a slow or stuck scraper holds only this thread. One request per
 //! connection, answered with `Connection: close`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use crate::ctl::export::prometheus;
 /// Longest a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most bytes of request read.
-const REQUEST_MAX: u64 = 16 * 1024;
+const REQUEST_MAX: usize = 16 * 1024;
 
 /// Binds `addr` and serves the counters of the server whose control socket is `socket` on a
 /// thread of its own, for as long as the process lives.
@@ -42,27 +42,25 @@ pub fn spawn(addr: SocketAddr, socket: &Path) -> std::io::Result<SocketAddr> {
     Ok(local)
 }
 
-fn answer(conn: TcpStream, socket: &Path) -> std::io::Result<()> {
-    // The whole request within READ_TIMEOUT and REQUEST_MAX bytes: a client that trickles
-    // bytes or sends headers without end holds the thread no longer.
+fn answer(mut conn: TcpStream, socket: &Path) -> std::io::Result<()> {
+    // The whole request (up to its blank line) within READ_TIMEOUT and REQUEST_MAX bytes: a
+    // client that trickles bytes or sends headers without end holds the thread no longer.
     let deadline = std::time::Instant::now() + READ_TIMEOUT;
     conn.set_write_timeout(Some(READ_TIMEOUT))?;
-    let mut r = BufReader::new(conn.try_clone()?.take(REQUEST_MAX));
-    let mut line = String::new();
-    let mut read_line = |buf: &mut String| -> std::io::Result<usize> {
+    let mut req = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || req.len() >= REQUEST_MAX {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
         conn.set_read_timeout(Some(left))?;
-        r.read_line(buf)
-    };
-    read_line(&mut line)?;
-    // Headers up to the blank line (ignored).
-    let mut h = String::new();
-    while read_line(&mut h)? > 2 {
-        h.clear();
+        match conn.read(&mut chunk)? {
+            0 => break,
+            n => req.extend_from_slice(&chunk[..n]),
+        }
     }
+    let line = String::from_utf8_lossy(req.split(|&b| b == b'\n').next().unwrap_or(&[]));
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, kind, body) = if method != "GET" {
