@@ -325,8 +325,10 @@ fn segments_of_one_flow_in_a_burst_reach_a_large_frame_port_as_one_frame() {
     );
 }
 
-#[test]
-fn a_large_frame_to_an_intel_port_with_tso_goes_whole_and_the_device_cuts_it() {
+/// A switch with the source (port 0, 64 KiB buffers) and an intel port on its register
+/// model with a large transmit pool (TSO): the switch, the source's queue, the model (to
+/// play the wire) and the intel port's id.
+fn to_intel_with_tso() -> (Switch, Log, pmd::intel::model::Model, switch::PortId) {
     use pmd::intel::dma::DmaSource;
     use pmd::intel::model::Model;
     use pmd::intel::{Family, IntelConfig, IntelPort};
@@ -357,6 +359,22 @@ fn a_large_frame_to_an_intel_port_with_tso_goes_whole_and_the_device_cuts_it() {
     )
     .expect("intel model");
     let id = sw.add_port(Box::new(intel)).expect("intel");
+    (sw, queue, model, id)
+}
+
+/// A frame from `mac(1)` arrives on the intel port: the switch learns `mac(1)` there.
+fn learn_behind(sw: &mut Switch, model: &pmd::intel::model::Model) {
+    let mut hello = mac(0).to_vec();
+    hello.extend_from_slice(&mac(1));
+    hello.extend_from_slice(&[0x88, 0xb5]);
+    hello.resize(60, 0);
+    assert!(model.receive(0, &hello));
+    sw.poll();
+}
+
+#[test]
+fn a_large_frame_to_an_intel_port_with_tso_goes_whole_and_the_device_cuts_it() {
+    let (mut sw, queue, model, id) = to_intel_with_tso();
     let send = |sw: &mut Switch, frames: &[Vec<u8>]| {
         queue
             .lock()
@@ -386,12 +404,7 @@ fn a_large_frame_to_an_intel_port_with_tso_goes_whole_and_the_device_cuts_it() {
     let frames: Vec<Vec<u8>> = (0..3).map(|k| segment(6, 1 + k * 20_000, 20_000)).collect();
     check(&send(&mut sw, &frames), &frames);
     // Unicast once the switch learned mac(1) behind the port: the same.
-    let mut hello = mac(0).to_vec();
-    hello.extend_from_slice(&mac(1));
-    hello.extend_from_slice(&[0x88, 0xb5]);
-    hello.resize(60, 0);
-    assert!(model.receive(0, &hello));
-    sw.poll();
+    learn_behind(&mut sw, &model);
     let frames: Vec<Vec<u8>> = (3..6).map(|k| segment(6, 1 + k * 20_000, 20_000)).collect();
     check(&send(&mut sw, &frames), &frames);
     let c = sw.counters(id).expect("intel").snapshot();
@@ -401,44 +414,10 @@ fn a_large_frame_to_an_intel_port_with_tso_goes_whole_and_the_device_cuts_it() {
 
 #[test]
 fn segments_to_a_nic_that_takes_large_frames_are_not_coalesced() {
-    use pmd::intel::dma::DmaSource;
-    use pmd::intel::model::Model;
-    use pmd::intel::{Family, IntelConfig, IntelPort};
-    let mut sw = Switch::new(SwitchConfig::default()).expect("switch");
-    let queue: Log = Arc::default();
-    sw.add_port(Box::new(Source {
-        inner: sim(0, 1 << 16),
-        queue: queue.clone(),
-    }))
-    .expect("source");
-    let model = Model::new(Family::Igb, [2, 0, 0, 0, 0x30, 1]);
-    let cfg = IntelConfig {
-        pci: "model".into(),
-        pool: PoolId(9),
-        large_pool: Some(PoolId(10)),
-        ring_size: 256,
-        bufs: 512,
-        dma: DmaSource::SmallPages,
-        link_timeout_ms: 1_000,
-        ..IntelConfig::default()
-    };
-    let intel = IntelPort::with_regs(
-        model.clone(),
-        Family::Igb,
-        Box::new(model.clone()),
-        &cfg,
-        "intel".into(),
-    )
-    .expect("intel model");
-    assert!(intel.tx_offloads().max_gso_frame >= 16 * 1024);
-    sw.add_port(Box::new(intel)).expect("intel");
+    let (mut sw, queue, model, id) = to_intel_with_tso();
+    assert!(sw.port(id).expect("intel").tx_offloads().max_gso_frame >= 16 * 1024);
     // The destination is known behind the port: one burst, one destination.
-    let mut hello = mac(0).to_vec();
-    hello.extend_from_slice(&mac(1));
-    hello.extend_from_slice(&[0x88, 0xb5]);
-    hello.resize(60, 0);
-    assert!(model.receive(0, &hello));
-    sw.poll();
+    learn_behind(&mut sw, &model);
     // Short segments of one flow (several would fit one 2 KiB buffer), complete checksums,
     // in one burst.
     let segs: Vec<Vec<u8>> = (0..6)

@@ -158,8 +158,9 @@ pub struct DescMem {
     iova: u64,
 }
 
-// SAFETY: DescMem is a pointer into DMA memory owned by the port; all accesses are volatile
-// and the port that owns the ring is used from one thread at a time.
+// Why this is sound: DescMem is a pointer into DMA memory owned by the port; all accesses
+// are volatile and the port that owns the ring is used from one thread at a time.
+// SAFETY: the invariants stated just above hold here.
 unsafe impl Send for DescMem {}
 
 impl DescMem {
@@ -201,8 +202,10 @@ impl DescMem {
     pub fn read(&self, i: usize, q: usize) -> u64 {
         debug_assert!(i < self.count && q < 2);
         let i = i & self.mask;
-        // SAFETY: i < count (masked above, count is a power of two), q is 0 or 1, so the quadword lies in the ring's
-        // memory (constructor contract); volatile because the device writes it.
+        // Why this is sound: i < count (masked above, count is a power of two), q is 0 or 1,
+        // so the quadword lies in the ring's memory (constructor contract); volatile because
+        // the device writes it.
+        // SAFETY: the invariants stated just above hold here.
         unsafe { self.base.add(i * 2 + (q & 1)).read_volatile() }
     }
 

@@ -607,8 +607,9 @@ impl State {
                 } else {
                     let at = frame.len();
                     frame.resize(at + len, 0);
-                    // SAFETY: `addr..addr+len` lies inside a mapped range (checked above) and
-                    // `frame[at..]` has room for `len` bytes.
+                    // Why this is sound: `addr..addr+len` lies inside a mapped range (checked
+                    // above) and `frame[at..]` has room for `len` bytes.
+                    // SAFETY: the invariants stated just above hold here.
                     unsafe {
                         core::ptr::copy_nonoverlapping(
                             addr as *const u8,

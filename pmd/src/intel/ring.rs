@@ -950,9 +950,10 @@ mod tests {
     /// keeps while it uses the queue), and the register model for its tail writes.
     fn queue() -> (Vec<u64>, DescMem, TxQueue, Model) {
         let mut mem = vec![0u64; 64 * 2];
-        // SAFETY: 64 descriptors of 16 bytes in `mem`'s heap buffer, which does not move when
-        // the vector does and lives as long as the caller keeps the vector; the register
-        // model never reads them (no DMA is started).
+        // Why this is sound: 64 descriptors of 16 bytes in `mem`'s heap buffer, which does
+        // not move when the vector does and lives as long as the caller keeps the vector;
+        // the register model never reads them (no DMA is started).
+        // SAFETY: the invariants stated just above hold here.
         let desc = unsafe { DescMem::new(mem.as_mut_ptr().cast(), 64, 0) };
         let regs = Model::new(Family::Igb, [2, 0, 0, 0, 0, 1]);
         (mem, desc, TxQueue::new(desc, 0xE018), regs)
